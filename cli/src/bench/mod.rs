@@ -1,0 +1,4 @@
+//! Benchmarks behind `recsys bench ...`; every figure in docs/benchmarks.md
+//! comes from one of these commands.
+
+pub mod index;

@@ -1,0 +1,5 @@
+//! The `recsys` command-line tool's library: a throw-away redis-server with the
+//! module (demo, benchmarks, integration tests), benchmarks and the demo.
+
+pub mod bench;
+pub mod server;

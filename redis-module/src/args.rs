@@ -1,0 +1,64 @@
+//! A cursor over command arguments with typed, range-checked getters whose
+//! errors say what was wrong and what is expected.
+
+use redis_module::RedisString;
+
+pub type CmdResult<T> = Result<T, String>;
+
+pub struct Args<'a> {
+    args: &'a [RedisString],
+    pos: usize,
+}
+
+impl<'a> Args<'a> {
+    /// Skips the command name.
+    pub fn new(args: &'a [RedisString]) -> Self {
+        Args { args, pos: 1 }
+    }
+
+    pub fn has_more(&self) -> bool {
+        self.pos < self.args.len()
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.args.len().saturating_sub(self.pos)
+    }
+
+    pub fn next_string(&mut self, what: &str) -> CmdResult<&'a RedisString> {
+        let a = self
+            .args
+            .get(self.pos)
+            .ok_or_else(|| format!("missing {what}"))?;
+        self.pos += 1;
+        Ok(a)
+    }
+
+    pub fn next_bytes(&mut self, what: &str) -> CmdResult<&'a [u8]> {
+        Ok(self.next_string(what)?.as_slice())
+    }
+
+    pub fn next_str(&mut self, what: &str) -> CmdResult<&'a str> {
+        std::str::from_utf8(self.next_bytes(what)?)
+            .map_err(|_| format!("{what} must be UTF-8 text"))
+    }
+
+    /// The next argument upper-cased (option keywords).
+    pub fn next_keyword(&mut self) -> CmdResult<String> {
+        Ok(self.next_str("option")?.to_ascii_uppercase())
+    }
+
+    pub fn next_int(&mut self, what: &str, min: i64, max: i64) -> CmdResult<i64> {
+        let s = self.next_str(what)?;
+        let v: i64 = s
+            .parse()
+            .map_err(|_| format!("{what} must be an integer, got '{s}'"))?;
+        if v < min || v > max {
+            return Err(format!("{what} must be between {min} and {max}, got {v}"));
+        }
+        Ok(v)
+    }
+
+    pub fn next_usize(&mut self, what: &str, min: usize, max: usize) -> CmdResult<usize> {
+        Ok(self.next_int(what, min as i64, max as i64)? as usize)
+    }
+}

@@ -1,0 +1,235 @@
+//! The command table: name, flags, arity, key specs and docs of every
+//! RECSYS.* command, and the registration that hands them to Redis. Each
+//! handler is wrapped so that a panic becomes an error reply instead of
+//! killing the server.
+
+use std::ffi::CString;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use redis_module::commands::{get_redis_key_spec, BeginSearch, FindKeys, KeySpec, KeySpecFlags};
+use redis_module::{raw, Context, RedisString};
+
+use crate::args::CmdResult;
+use crate::commands as c;
+use crate::reply::Reply;
+use crate::util::panic_message;
+
+type Handler = fn(&Context, &[RedisString]) -> CmdResult<Reply>;
+type RawCmd =
+    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+
+/// Runs a handler with a panic guard and writes its reply.
+fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    let context = Context::new(ctx);
+    let args = redis_module::decode_args(ctx, argv, argc);
+    let reply = match catch_unwind(AssertUnwindSafe(|| handler(&context, &args))) {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(msg)) => Reply::Error(msg),
+        Err(p) => {
+            context.log_warning(&format!("recsys: handler panicked: {}", panic_message(&p)));
+            Reply::error(format!("internal error: {}", panic_message(&p)))
+        }
+    };
+    reply.write(ctx);
+    raw::REDISMODULE_OK as c_int
+}
+
+macro_rules! commands {
+    ($( $fn_name:ident => $handler:path ),* $(,)?) => {
+        $(
+            extern "C" fn $fn_name(
+                ctx: *mut raw::RedisModuleCtx,
+                argv: *mut *mut raw::RedisModuleString,
+                argc: c_int,
+            ) -> c_int {
+                dispatch(ctx, argv, argc, $handler)
+            }
+        )*
+    };
+}
+
+commands! {
+    cmd_create => c::create,
+    cmd_item_set => c::item_set,
+    cmd_item_mset => c::item_mset,
+    cmd_item_get => c::item_get,
+    cmd_item_del => c::item_del,
+    cmd_search => c::search,
+    cmd_similar => c::similar,
+    cmd_info => c::info,
+}
+
+/// How a command touches its key (first argument).
+#[derive(Clone, Copy)]
+enum KeyUse {
+    Create,
+    Insert,
+    Delete,
+    Read,
+}
+
+impl KeyUse {
+    fn flags(self) -> KeySpecFlags {
+        match self {
+            KeyUse::Create => KeySpecFlags::READ_WRITE | KeySpecFlags::INSERT,
+            KeyUse::Insert => KeySpecFlags::READ_WRITE | KeySpecFlags::UPDATE,
+            KeyUse::Delete => KeySpecFlags::READ_WRITE | KeySpecFlags::DELETE,
+            KeyUse::Read => KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS,
+        }
+    }
+}
+
+struct Spec {
+    name: &'static str,
+    func: RawCmd,
+    flags: &'static str,
+    arity: c_int,
+    key: KeyUse,
+    summary: &'static str,
+    complexity: &'static str,
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        name: "RECSYS.CREATE",
+        func: cmd_create,
+        flags: "write deny-oom",
+        arity: -4,
+        key: KeyUse::Create,
+        summary: "Creates a catalog of item vectors",
+        complexity: "O(1)",
+    },
+    Spec {
+        name: "RECSYS.ITEM.SET",
+        func: cmd_item_set,
+        flags: "write deny-oom",
+        arity: -5,
+        key: KeyUse::Insert,
+        summary: "Inserts or replaces one item (vector and attributes)",
+        complexity: "O(log(N)) graph insertion",
+    },
+    Spec {
+        name: "RECSYS.ITEM.MSET",
+        func: cmd_item_mset,
+        flags: "write deny-oom",
+        arity: -4,
+        key: KeyUse::Insert,
+        summary: "Inserts or replaces many items given as FP32 blobs",
+        complexity: "O(K log(N)) for K items",
+    },
+    Spec {
+        name: "RECSYS.ITEM.GET",
+        func: cmd_item_get,
+        flags: "readonly fast",
+        arity: -3,
+        key: KeyUse::Read,
+        summary: "Returns an item's vector and attributes",
+        complexity: "O(DIM)",
+    },
+    Spec {
+        name: "RECSYS.ITEM.DEL",
+        func: cmd_item_del,
+        flags: "write fast",
+        arity: -3,
+        key: KeyUse::Delete,
+        summary: "Deletes items",
+        complexity: "O(K) for K ids",
+    },
+    Spec {
+        name: "RECSYS.SEARCH",
+        func: cmd_search,
+        flags: "readonly",
+        arity: -5,
+        key: KeyUse::Read,
+        summary: "Nearest items to a vector (runs on a worker thread)",
+        complexity: "O(EF log(N))",
+    },
+    Spec {
+        name: "RECSYS.SIMILAR",
+        func: cmd_similar,
+        flags: "readonly",
+        arity: -4,
+        key: KeyUse::Read,
+        summary: "Items nearest to an item, never the item itself (runs on a worker thread)",
+        complexity: "O(EF log(N))",
+    },
+    Spec {
+        name: "RECSYS.INFO",
+        func: cmd_info,
+        flags: "readonly fast",
+        arity: 2,
+        key: KeyUse::Read,
+        summary: "Catalog parameters, item counts and memory",
+        complexity: "O(1)",
+    },
+];
+
+const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
+    version: 1,
+    sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+    sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+    sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+};
+
+/// Registers every command with its key spec and docs.
+pub fn register(ctx: &Context) -> Result<(), String> {
+    for s in SPECS {
+        let name = CString::new(s.name).map_err(|e| e.to_string())?;
+        let flags = CString::new(s.flags).map_err(|e| e.to_string())?;
+        // SAFETY: called from module init on the main thread with live strings.
+        unsafe {
+            if raw::RedisModule_CreateCommand.unwrap()(
+                ctx.ctx,
+                name.as_ptr(),
+                Some(s.func),
+                flags.as_ptr(),
+                1,
+                1,
+                1,
+            ) != raw::REDISMODULE_OK as c_int
+            {
+                return Err(format!("cannot register {}", s.name));
+            }
+            let cmd = raw::RedisModule_GetCommand.unwrap()(ctx.ctx, name.as_ptr());
+            if cmd.is_null() {
+                return Err(format!("cannot find {} after registering it", s.name));
+            }
+            let spec = KeySpec::new(
+                None,
+                s.key.flags(),
+                BeginSearch::new_index(1),
+                FindKeys::new_range(0, 1, 0),
+            );
+            let mut key_specs = get_redis_key_spec(vec![spec]);
+            let summary = CString::new(s.summary).map_err(|e| e.to_string())?;
+            let complexity = CString::new(s.complexity).map_err(|e| e.to_string())?;
+            let since = c"0.1.0";
+            let mut info = raw::RedisModuleCommandInfo {
+                version: &INFO_VERSION,
+                summary: summary.as_ptr(),
+                complexity: complexity.as_ptr(),
+                since: since.as_ptr(),
+                history: ptr::null_mut(),
+                tips: ptr::null(),
+                arity: s.arity,
+                key_specs: key_specs.as_mut_ptr(),
+                args: ptr::null_mut(),
+            };
+            let ok = raw::RedisModule_SetCommandInfo.unwrap()(cmd, &mut info)
+                == raw::REDISMODULE_OK as c_int;
+            // The key spec's notes are never set, so nothing else to free.
+            drop(key_specs);
+            if !ok {
+                return Err(format!("cannot set command info of {}", s.name));
+            }
+        }
+    }
+    Ok(())
+}

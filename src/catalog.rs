@@ -1,0 +1,298 @@
+//! A catalog: items with string ids, vectors and JSON attributes, over one
+//! [`Hnsw`] index. This is the value behind one Redis key of the module type.
+//!
+//! Every mutating call validates all of its input before changing anything,
+//! so an error leaves the catalog exactly as it was.
+
+use std::collections::HashMap;
+
+use crate::index::snapshot::{self, Reader, Writer};
+use crate::index::{Hnsw, IndexParams, Metric};
+use crate::vector::check_finite;
+
+/// Longest item id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 1024;
+/// Largest ATTRS document accepted, in bytes.
+pub const MAX_ATTRS_LEN: usize = 64 * 1024;
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored<'a> {
+    pub id: &'a str,
+    pub score: f32,
+}
+
+/// What `RECSYS.INFO` reports.
+#[derive(Debug, Clone)]
+pub struct CatalogInfo {
+    pub params: IndexParams,
+    pub items: usize,
+    pub deleted_pending: usize,
+    pub slots: usize,
+    pub memory_bytes: usize,
+}
+
+pub struct Catalog {
+    index: Hnsw,
+    /// Item id per slot; `None` for tombstoned slots.
+    ids: Vec<Option<Box<str>>>,
+    /// Compact JSON attributes per slot.
+    attrs: Vec<Option<Box<str>>>,
+    by_id: HashMap<Box<str>, u32>,
+}
+
+/// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("item id must not be empty".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("item id longer than {MAX_ID_LEN} bytes"));
+    }
+    Ok(())
+}
+
+/// Validates ATTRS (a JSON object) and returns its compact form.
+pub fn normalize_attrs(json: &str) -> Result<Box<str>, String> {
+    if json.len() > MAX_ATTRS_LEN {
+        return Err(format!("ATTRS larger than {MAX_ATTRS_LEN} bytes"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("ATTRS is not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("ATTRS must be a JSON object, e.g. {\"genre\":\"drama\"}".into());
+    }
+    Ok(value.to_string().into_boxed_str())
+}
+
+impl Catalog {
+    /// An empty catalog; fails when `params` are out of range.
+    pub fn new(params: IndexParams) -> Result<Catalog, String> {
+        params.validate()?;
+        Ok(Catalog {
+            index: Hnsw::new(params),
+            ids: Vec::new(),
+            attrs: Vec::new(),
+            by_id: HashMap::new(),
+        })
+    }
+
+    pub fn params(&self) -> &IndexParams {
+        self.index.params()
+    }
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    pub fn index(&self) -> &Hnsw {
+        &self.index
+    }
+
+    /// Checks a query or item vector against the catalog (length, finiteness,
+    /// non-zero for COSINE).
+    pub fn check_vector(&self, v: &[f32]) -> Result<(), String> {
+        let dim = self.params().dim;
+        if v.len() != dim {
+            return Err(format!(
+                "vector has {} components, the catalog's DIM is {dim}",
+                v.len()
+            ));
+        }
+        check_finite(v)?;
+        if self.params().metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
+            return Err("zero vector has no direction (COSINE metric)".into());
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces an item. Returns true when the id is new.
+    /// `attrs` must come from [`normalize_attrs`] (or be `None`).
+    pub fn set(&mut self, id: &str, v: &[f32], attrs: Option<Box<str>>) -> Result<bool, String> {
+        check_id(id)?;
+        self.check_vector(v)?;
+        let created = match self.by_id.get(id).copied() {
+            Some(old) => {
+                self.forget_slot(old);
+                false
+            }
+            None => true,
+        };
+        let prepared = self.index.prepare(v);
+        let slot = self.index.insert(&prepared) as usize;
+        if slot >= self.ids.len() {
+            self.ids.resize(slot + 1, None);
+            self.attrs.resize(slot + 1, None);
+        }
+        let key: Box<str> = id.into();
+        self.ids[slot] = Some(key.clone());
+        self.attrs[slot] = attrs;
+        self.by_id.insert(key, slot as u32);
+        Ok(created)
+    }
+
+    fn forget_slot(&mut self, slot: u32) {
+        self.index.remove(slot);
+        if let Some(id) = self.ids[slot as usize].take() {
+            self.by_id.remove(&id);
+        }
+        self.attrs[slot as usize] = None;
+    }
+
+    /// Deletes an item; returns false when it did not exist.
+    pub fn remove(&mut self, id: &str) -> bool {
+        match self.by_id.get(id).copied() {
+            Some(slot) => {
+                self.forget_slot(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Stored vector (normalized for COSINE, dequantized for Q8) and attributes.
+    pub fn get(&self, id: &str) -> Option<(Vec<f32>, Option<&str>)> {
+        let slot = *self.by_id.get(id)?;
+        Some((
+            self.index.vector(slot),
+            self.attrs[slot as usize].as_deref(),
+        ))
+    }
+
+    pub fn slot_of(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn id_of(&self, slot: u32) -> Option<&str> {
+        self.ids.get(slot as usize)?.as_deref()
+    }
+
+    pub fn attrs_of(&self, slot: u32) -> Option<&str> {
+        self.attrs.get(slot as usize)?.as_deref()
+    }
+
+    /// The `k` items nearest to `v` (already checked), best first.
+    pub fn search(&self, v: &[f32], k: usize, ef: Option<usize>) -> Vec<Scored<'_>> {
+        let prepared = self.index.prepare(v);
+        let ef = ef.unwrap_or(self.params().ef_search);
+        self.to_scored(self.index.search(&prepared, k, ef, |_| true))
+    }
+
+    /// The `k` items nearest to item `id`, never `id` itself.
+    pub fn similar(
+        &self,
+        id: &str,
+        k: usize,
+        ef: Option<usize>,
+    ) -> Result<Vec<Scored<'_>>, String> {
+        let slot = self
+            .slot_of(id)
+            .ok_or_else(|| format!("item '{id}' does not exist in this catalog"))?;
+        let v = self.index.vector(slot);
+        let ef = ef.unwrap_or(self.params().ef_search);
+        Ok(self.to_scored(self.index.search(&v, k, ef, |s| s != slot)))
+    }
+
+    fn to_scored(&self, hits: Vec<crate::index::Hit>) -> Vec<Scored<'_>> {
+        hits.into_iter()
+            .filter_map(|h| {
+                Some(Scored {
+                    id: self.id_of(h.slot)?,
+                    score: h.score,
+                })
+            })
+            .collect()
+    }
+
+    pub fn info(&self) -> CatalogInfo {
+        CatalogInfo {
+            params: *self.params(),
+            items: self.len(),
+            deleted_pending: self.index.deleted_pending(),
+            slots: self.index.slots(),
+            memory_bytes: self.memory_bytes(),
+        }
+    }
+
+    /// Heap bytes held by the catalog (index, ids, attributes, id map).
+    pub fn memory_bytes(&self) -> usize {
+        let strings: usize = self
+            .ids
+            .iter()
+            .chain(self.attrs.iter())
+            .map(|s| s.as_ref().map_or(0, |s| s.len()))
+            .sum();
+        self.index.memory_bytes()
+            + (self.ids.capacity() + self.attrs.capacity()) * std::mem::size_of::<Option<Box<str>>>()
+            + strings * 2 // ids are held twice: per slot and as map keys
+            + self.by_id.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
+    }
+
+    /// Live items in slot order: (id, stored vector, attributes).
+    pub fn items(&self) -> impl Iterator<Item = (&str, Vec<f32>, Option<&str>)> + '_ {
+        (0..self.index.slots() as u32).filter_map(move |s| {
+            let id = self.id_of(s)?;
+            Some((id, self.index.vector(s), self.attrs_of(s)))
+        })
+    }
+
+    /// Serializes the catalog (graph included).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.memory_bytes() + 64);
+        snapshot::encode(&self.index, &mut out);
+        let mut w = Writer(&mut out);
+        let live: Vec<u32> = (0..self.ids.len() as u32)
+            .filter(|&s| self.ids[s as usize].is_some())
+            .collect();
+        w.u64(live.len() as u64);
+        for s in live {
+            w.u32(s);
+            w.blob(self.ids[s as usize].as_deref().unwrap_or("").as_bytes());
+            w.blob(self.attrs[s as usize].as_deref().unwrap_or("").as_bytes());
+        }
+        out
+    }
+
+    /// Rebuilds a catalog from [`Catalog::encode`]'s bytes; any inconsistency
+    /// is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Catalog, String> {
+        let mut r = Reader::new(bytes);
+        let index = snapshot::decode(&mut r)?;
+        let slots = index.slots();
+        let count = r.u64()? as usize;
+        if count != index.len() {
+            return Err("item count does not match the index".into());
+        }
+        let mut ids = vec![None; slots];
+        let mut attrs = vec![None; slots];
+        let mut by_id = HashMap::with_capacity(count);
+        for _ in 0..count {
+            let slot = r.u32()?;
+            if !index.is_live(slot) || ids[slot as usize].is_some() {
+                return Err("item record names a deleted or repeated slot".into());
+            }
+            let id = std::str::from_utf8(r.blob()?).map_err(|_| "item id is not UTF-8")?;
+            let a = std::str::from_utf8(r.blob()?).map_err(|_| "ATTRS is not UTF-8")?;
+            let id: Box<str> = id.into();
+            if by_id.insert(id.clone(), slot).is_some() {
+                return Err(format!("duplicate item id '{id}'"));
+            }
+            ids[slot as usize] = Some(id);
+            attrs[slot as usize] = (!a.is_empty()).then(|| a.into());
+        }
+        if r.remaining() != 0 {
+            return Err("trailing bytes after the catalog".into());
+        }
+        Ok(Catalog {
+            index,
+            ids,
+            attrs,
+            by_id,
+        })
+    }
+}

@@ -1,0 +1,581 @@
+//! The HNSW graph (Malkov & Yashunin) over a [`VectorStore`]: insert, delete
+//! with slot reuse, filtered k-NN search.
+//!
+//! Layout follows hnswlib: layer-0 links of all nodes live in one flat `u32`
+//! array (`[count, id * 2M]` per slot), so a search walks contiguous memory;
+//! upper-layer links (few nodes) live in a small per-node vector. Node levels
+//! come from a seeded generator stored with the index, so a replica that
+//! replays the same writes builds the same graph.
+//!
+//! Deletion marks the slot as a tombstone: it stays traversable (the graph
+//! stays connected) but is never returned. The next insert reuses the slot: the
+//! old node's neighbours are re-linked among themselves first, then the new
+//! vector is inserted into the slot like any new node (hnswlib's
+//! "replace deleted" strategy).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use super::distance::{kernels, Kernels};
+use super::params::{IndexParams, Metric};
+use super::store::{with_distance, Query, VectorStore};
+use super::visited::with_visited;
+
+/// No node (empty graph).
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// A node with its distance to the current query, ordered by distance.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cand {
+    pub d: f32,
+    pub id: u32,
+}
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.d.total_cmp(&o.d) == Ordering::Equal && self.id == o.id
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.d.total_cmp(&o.d).then(self.id.cmp(&o.id))
+    }
+}
+
+/// A search hit: slot and user-facing score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hit {
+    pub slot: u32,
+    pub score: f32,
+}
+
+pub struct Hnsw {
+    pub(crate) params: IndexParams,
+    pub(crate) store: VectorStore,
+    /// Layer 0: per slot `[count, ids...]`, stride `1 + 2M`.
+    pub(crate) level0: Vec<u32>,
+    /// Layers 1..=level: per slot, `level` blocks of `[count, ids...]`, stride `1 + M`.
+    pub(crate) upper: Vec<Vec<u32>>,
+    pub(crate) levels: Vec<u8>,
+    pub(crate) deleted: Vec<bool>,
+    /// Tombstoned slots waiting for reuse.
+    pub(crate) free: Vec<u32>,
+    pub(crate) entry: u32,
+    pub(crate) max_level: usize,
+    pub(crate) rng: u64,
+    pub(crate) live: usize,
+}
+
+impl Hnsw {
+    /// An empty index. `params` must already be validated.
+    pub fn new(params: IndexParams) -> Hnsw {
+        Hnsw::with_kernels(params, kernels())
+    }
+
+    pub(crate) fn with_kernels(params: IndexParams, kernels: Kernels) -> Hnsw {
+        Hnsw {
+            store: VectorStore::new(params.dim, params.metric, params.quant, kernels),
+            params,
+            level0: Vec::new(),
+            upper: Vec::new(),
+            levels: Vec::new(),
+            deleted: Vec::new(),
+            free: Vec::new(),
+            entry: NONE,
+            max_level: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            live: 0,
+        }
+    }
+
+    pub fn params(&self) -> &IndexParams {
+        &self.params
+    }
+    /// Items that can be returned.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+    /// Slots allocated (live + tombstoned).
+    pub fn slots(&self) -> usize {
+        self.levels.len()
+    }
+    /// Tombstoned slots whose memory waits for reuse by the next inserts.
+    pub fn deleted_pending(&self) -> usize {
+        self.slots() - self.live
+    }
+    pub fn is_live(&self, slot: u32) -> bool {
+        (slot as usize) < self.deleted.len() && !self.deleted[slot as usize]
+    }
+
+    /// Bytes of heap held by the index.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.heap_bytes()
+            + self.level0.capacity() * 4
+            + self.upper.capacity() * std::mem::size_of::<Vec<u32>>()
+            + self.upper.iter().map(|u| u.capacity() * 4).sum::<usize>()
+            + self.levels.capacity()
+            + self.deleted.capacity()
+            + self.free.capacity() * 4
+    }
+
+    fn m0(&self) -> usize {
+        self.params.m * 2
+    }
+
+    fn max_links(&self, level: usize) -> usize {
+        if level == 0 {
+            self.m0()
+        } else {
+            self.params.m
+        }
+    }
+
+    /// Normalizes for COSINE; other metrics use the vector as given.
+    pub fn prepare(&self, v: &[f32]) -> Vec<f32> {
+        let mut out = v.to_vec();
+        if self.params.metric == Metric::Cosine {
+            let n: f32 = out.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if n > 0.0 {
+                out.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        out
+    }
+
+    /// The stored vector of `slot` (normalized for COSINE, dequantized for Q8).
+    pub fn vector(&self, slot: u32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.params.dim);
+        self.store.read_into(slot as usize, &mut out);
+        out
+    }
+
+    #[inline(always)]
+    pub(crate) fn links(&self, slot: u32, level: usize) -> &[u32] {
+        if level == 0 {
+            let base = slot as usize * (1 + self.m0());
+            let n = self.level0[base] as usize;
+            &self.level0[base + 1..base + 1 + n]
+        } else {
+            let base = (level - 1) * (1 + self.params.m);
+            let u = &self.upper[slot as usize];
+            let n = u[base] as usize;
+            &u[base + 1..base + 1 + n]
+        }
+    }
+
+    /// Hints the CPU to load the link list of `slot` (the next candidate).
+    #[inline(always)]
+    fn prefetch_links(&self, slot: u32, level: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if level == 0 {
+            let p = self
+                .level0
+                .as_ptr()
+                .wrapping_add(slot as usize * (1 + self.m0())) as *const i8;
+            // SAFETY: prefetch never faults.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch(p, _MM_HINT_T0);
+                _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+            }
+        }
+        let _ = (slot, level);
+    }
+
+    fn set_links(&mut self, slot: u32, level: usize, ids: &[u32]) {
+        let cap = self.max_links(level);
+        let ids = &ids[..ids.len().min(cap)];
+        let block = if level == 0 {
+            let base = slot as usize * (1 + self.m0());
+            &mut self.level0[base..base + 1 + cap]
+        } else {
+            let base = (level - 1) * (1 + self.params.m);
+            &mut self.upper[slot as usize][base..base + 1 + cap]
+        };
+        block[0] = ids.len() as u32;
+        block[1..1 + ids.len()].copy_from_slice(ids);
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn random_level(&mut self) -> usize {
+        let u = ((self.next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let mult = 1.0 / (self.params.m as f64).ln();
+        ((-u.ln() * mult) as usize).min(32)
+    }
+
+    /// Greedy walk on one upper layer towards the query.
+    #[inline(always)]
+    fn greedy<D: Fn(u32) -> f32>(&self, dist: &D, mut cur: Cand, level: usize) -> Cand {
+        loop {
+            let mut changed = false;
+            for &n in self.links(cur.id, level) {
+                let d = dist(n);
+                if d < cur.d {
+                    cur = Cand { d, id: n };
+                    changed = true;
+                }
+            }
+            if !changed {
+                return cur;
+            }
+        }
+    }
+
+    /// Best-first search of one layer. Returns up to `ef` accepted nodes, any
+    /// order. Rejected nodes are walked through but never returned.
+    #[inline(always)]
+    fn search_layer<D: Fn(u32) -> f32, F: Fn(u32) -> bool>(
+        &self,
+        dist: &D,
+        entry: Cand,
+        ef: usize,
+        level: usize,
+        accept: F,
+    ) -> BinaryHeap<Cand> {
+        with_visited(self.slots(), |visited| {
+            let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
+            let mut cands: BinaryHeap<std::cmp::Reverse<Cand>> = BinaryHeap::with_capacity(ef * 2);
+            visited.insert(entry.id);
+            let mut bound = f32::INFINITY;
+            if accept(entry.id) {
+                top.push(entry);
+                bound = entry.d;
+            }
+            cands.push(std::cmp::Reverse(entry));
+            while let Some(std::cmp::Reverse(c)) = cands.pop() {
+                if c.d > bound && top.len() >= ef {
+                    break;
+                }
+                if let Some(std::cmp::Reverse(next)) = cands.peek() {
+                    self.prefetch_links(next.id, level);
+                }
+                let links = self.links(c.id, level);
+                if let Some(&first) = links.first() {
+                    self.store.prefetch(first);
+                }
+                for (i, &n) in links.iter().enumerate() {
+                    if let Some(&next) = links.get(i + 1) {
+                        self.store.prefetch(next);
+                    }
+                    if !visited.insert(n) {
+                        continue;
+                    }
+                    let d = dist(n);
+                    if top.len() < ef || d < bound {
+                        cands.push(std::cmp::Reverse(Cand { d, id: n }));
+                        if accept(n) {
+                            top.push(Cand { d, id: n });
+                            if top.len() > ef {
+                                top.pop();
+                            }
+                            if let Some(t) = top.peek() {
+                                bound = t.d;
+                            }
+                        }
+                    }
+                }
+            }
+            top
+        })
+    }
+
+    /// hnswlib's neighbour-selection heuristic: keep a candidate only if it is
+    /// closer to the base than to every neighbour already kept.
+    fn select_neighbors(&self, mut cands: Vec<Cand>, m: usize, scratch: &mut Vec<f32>) -> Vec<u32> {
+        cands.sort_unstable();
+        if cands.len() <= m {
+            return cands.into_iter().map(|c| c.id).collect();
+        }
+        let mut kept: Vec<Cand> = Vec::with_capacity(m);
+        for c in cands {
+            if kept.len() >= m {
+                break;
+            }
+            self.store.read_into(c.id as usize, scratch);
+            let cq = Query::new(scratch);
+            if kept.iter().all(|k| self.store.distance(&cq, k.id) > c.d) {
+                kept.push(c);
+            }
+        }
+        kept.into_iter().map(|c| c.id).collect()
+    }
+
+    /// Entry point and its distance, walked down to `level + 1`.
+    #[inline(always)]
+    fn descend<D: Fn(u32) -> f32>(&self, dist: &D, to_level: usize) -> Cand {
+        let mut cur = Cand {
+            d: dist(self.entry),
+            id: self.entry,
+        };
+        let mut l = self.max_level;
+        while l > to_level {
+            cur = self.greedy(dist, cur, l);
+            l -= 1;
+        }
+        cur
+    }
+
+    /// Adds `slot` to `n`'s links at `level`, pruning with the heuristic when full.
+    fn link_back(&mut self, n: u32, slot: u32, level: usize, scratch: &mut Vec<f32>) {
+        let cap = self.max_links(level);
+        let current = self.links(n, level).to_vec();
+        if current.contains(&slot) {
+            return;
+        }
+        if current.len() < cap {
+            let mut ids = current;
+            ids.push(slot);
+            self.set_links(n, level, &ids);
+            return;
+        }
+        self.store.read_into(n as usize, scratch);
+        let nq_vec = scratch.clone();
+        let nq = Query::new(&nq_vec);
+        let cands: Vec<Cand> = current
+            .iter()
+            .chain(std::iter::once(&slot))
+            .map(|&id| Cand {
+                d: self.store.distance(&nq, id),
+                id,
+            })
+            .collect();
+        let kept = self.select_neighbors(cands, cap, scratch);
+        self.set_links(n, level, &kept);
+    }
+
+    /// Inserts a prepared vector (see [`Hnsw::prepare`]); returns its slot.
+    pub fn insert(&mut self, v: &[f32]) -> u32 {
+        debug_assert_eq!(v.len(), self.params.dim);
+        let mut scratch = Vec::with_capacity(self.params.dim);
+        let (slot, level) = match self.free.pop() {
+            Some(slot) => {
+                self.unlink(slot, &mut scratch);
+                (slot, self.levels[slot as usize] as usize)
+            }
+            None => {
+                let slot = self.levels.len() as u32;
+                let level = self.random_level();
+                self.store.push_zeroed();
+                self.level0.resize(self.level0.len() + 1 + self.m0(), 0);
+                self.upper.push(vec![0; level * (1 + self.params.m)]);
+                self.levels.push(level as u8);
+                self.deleted.push(false);
+                (slot, level)
+            }
+        };
+        self.store.write(slot as usize, v);
+        self.deleted[slot as usize] = false;
+        self.live += 1;
+
+        if self.entry == NONE {
+            self.entry = slot;
+            self.max_level = level;
+            return slot;
+        }
+        let q = Query::new(v);
+        let not_self = |n: u32| n != slot;
+        // The entry's slot is never reused (see `remove`), so the walk can start there.
+        let top = level.min(self.max_level);
+        let per_level: Vec<Vec<Cand>> = with_distance!(self.store, &q, |dist| {
+            let mut cur = self.descend(&dist, level);
+            let mut out = Vec::with_capacity(top + 1);
+            for l in (0..=top).rev() {
+                let found = self.search_layer(&dist, cur, self.params.ef_construction, l, not_self);
+                let cands: Vec<Cand> = found.into_vec();
+                if let Some(best) = cands.iter().min() {
+                    cur = *best;
+                }
+                out.push(cands);
+            }
+            out
+        });
+        // Levels were searched top-down, but linking may need the graph as it
+        // is after the higher levels: link level by level in the same order.
+        for (i, cands) in per_level.into_iter().enumerate() {
+            let l = top - i;
+            let neighbors = self.select_neighbors(cands, self.params.m, &mut scratch);
+            self.set_links(slot, l, &neighbors);
+            for n in neighbors {
+                self.link_back(n, slot, l, &mut scratch);
+            }
+        }
+        if level > self.max_level {
+            self.max_level = level;
+            self.entry = slot;
+        }
+        slot
+    }
+
+    /// Marks `slot` deleted: never returned again, reused by a later insert.
+    pub fn remove(&mut self, slot: u32) -> bool {
+        if !self.is_live(slot) {
+            return false;
+        }
+        self.deleted[slot as usize] = true;
+        // The entry point stays a tombstone: it keeps the top layers reachable.
+        if slot != self.entry {
+            self.free.push(slot);
+        }
+        self.live -= 1;
+        true
+    }
+
+    /// Before a tombstoned slot takes a new vector: drop the old node's links
+    /// and re-link each former neighbour among the other former neighbours.
+    fn unlink(&mut self, slot: u32, scratch: &mut Vec<f32>) {
+        let level = self.levels[slot as usize] as usize;
+        for l in 0..=level {
+            let old: Vec<u32> = self.links(slot, l).to_vec();
+            for &n in &old {
+                if n == slot {
+                    continue;
+                }
+                let current = self.links(n, l);
+                if !current.contains(&slot) {
+                    continue;
+                }
+                let mut pool: Vec<u32> = current.iter().copied().filter(|&x| x != slot).collect();
+                for &o in &old {
+                    if o != n && o != slot && !pool.contains(&o) {
+                        pool.push(o);
+                    }
+                }
+                self.store.read_into(n as usize, scratch);
+                let nv = scratch.clone();
+                let nq = Query::new(&nv);
+                let cands: Vec<Cand> = pool
+                    .into_iter()
+                    .map(|id| Cand {
+                        d: self.store.distance(&nq, id),
+                        id,
+                    })
+                    .collect();
+                let kept = self.select_neighbors(cands, self.max_links(l), scratch);
+                self.set_links(n, l, &kept);
+            }
+            self.set_links(slot, l, &[]);
+        }
+    }
+
+    /// The `k` nearest live slots to a prepared query accepted by `accept`,
+    /// best first. `ef` is raised to `k` when smaller.
+    pub fn search<F: Fn(u32) -> bool>(
+        &self,
+        v: &[f32],
+        k: usize,
+        ef: usize,
+        accept: F,
+    ) -> Vec<Hit> {
+        if self.live == 0 || k == 0 {
+            return Vec::new();
+        }
+        let q = Query::new(v);
+        let deleted = &self.deleted;
+        let any_deleted = self.live < self.slots();
+        let ef = ef.max(k);
+        let found = match &self.store.rows {
+            #[cfg(target_arch = "x86_64")]
+            super::store::Rows::F32(data) if self.store.kernels.avx2 => {
+                let l2 = self.params.metric == Metric::L2;
+                // SAFETY: `kernels.avx2` is only set after run-time detection.
+                unsafe {
+                    if any_deleted {
+                        self.search_f32_avx2(data, &q, l2, ef, |s| {
+                            !deleted[s as usize] && accept(s)
+                        })
+                    } else {
+                        self.search_f32_avx2(data, &q, l2, ef, &accept)
+                    }
+                }
+            }
+            _ => with_distance!(self.store, &q, |dist| {
+                let entry = self.descend(&dist, 0);
+                if any_deleted {
+                    self.search_layer(&dist, entry, ef, 0, |s| !deleted[s as usize] && accept(s))
+                } else {
+                    self.search_layer(&dist, entry, ef, 0, &accept)
+                }
+            }),
+        };
+        let mut hits = found.into_sorted_vec();
+        hits.truncate(k);
+        hits.into_iter()
+            .map(|c| Hit {
+                slot: c.id,
+                score: self.store.score(c.d),
+            })
+            .collect()
+    }
+
+    /// The whole query path compiled for AVX2+FMA, so the distance kernel is
+    /// inlined into the graph walk instead of called through a pointer.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn search_f32_avx2<F: Fn(u32) -> bool>(
+        &self,
+        data: &[f32],
+        q: &Query,
+        l2: bool,
+        ef: usize,
+        accept: F,
+    ) -> BinaryHeap<Cand> {
+        use super::distance::avx2::{dot_impl, l2sq_impl};
+        let dim = self.params.dim;
+        if l2 {
+            let dist = |s: u32| {
+                let b = s as usize * dim;
+                l2sq_impl(q.v, &data[b..b + dim])
+            };
+            let entry = self.descend(&dist, 0);
+            self.search_layer(&dist, entry, ef, 0, accept)
+        } else {
+            let dist = |s: u32| {
+                let b = s as usize * dim;
+                1.0 - dot_impl(q.v, &data[b..b + dim])
+            };
+            let entry = self.descend(&dist, 0);
+            self.search_layer(&dist, entry, ef, 0, accept)
+        }
+    }
+
+    /// Exact k-NN by scanning every live slot (the recall oracle).
+    pub fn brute_force(&self, v: &[f32], k: usize) -> Vec<Hit> {
+        let q = Query::new(v);
+        let mut all: Vec<Cand> = (0..self.slots() as u32)
+            .filter(|&s| self.is_live(s))
+            .map(|s| Cand {
+                d: self.store.distance(&q, s),
+                id: s,
+            })
+            .collect();
+        let k = k.min(all.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        all.select_nth_unstable(k - 1);
+        all.truncate(k);
+        all.sort_unstable();
+        all.into_iter()
+            .map(|c| Hit {
+                slot: c.id,
+                score: self.store.score(c.d),
+            })
+            .collect()
+    }
+}

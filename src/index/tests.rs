@@ -1,0 +1,173 @@
+//! Index tests: recall against brute force, deletes with slot reuse,
+//! snapshot round trips and corrupt snapshots.
+
+use super::snapshot::{decode, encode, Reader};
+use super::*;
+use crate::synth::{clustered, SplitMix};
+
+fn build(params: IndexParams, data: &[Vec<f32>]) -> Hnsw {
+    let mut h = Hnsw::new(params);
+    for v in data {
+        let p = h.prepare(v);
+        h.insert(&p);
+    }
+    h
+}
+
+fn recall(h: &Hnsw, queries: &[Vec<f32>], k: usize, ef: usize) -> f64 {
+    let mut found = 0usize;
+    let mut total = 0usize;
+    for q in queries {
+        let q = h.prepare(q);
+        let truth: Vec<u32> = h.brute_force(&q, k).iter().map(|x| x.slot).collect();
+        let got: Vec<u32> = h
+            .search(&q, k, ef, |_| true)
+            .iter()
+            .map(|x| x.slot)
+            .collect();
+        total += truth.len();
+        found += got.iter().filter(|s| truth.contains(s)).count();
+    }
+    found as f64 / total.max(1) as f64
+}
+
+fn small_params(metric: Metric, quant: Quant) -> IndexParams {
+    IndexParams {
+        metric,
+        quant,
+        ef_construction: 100,
+        ..IndexParams::new(32)
+    }
+}
+
+#[test]
+fn recall_is_high_for_every_metric_and_quantization() {
+    let data = clustered(3000, 32, 20, 0.6, 1);
+    let queries = clustered(100, 32, 20, 0.6, 2);
+    for metric in [Metric::Cosine, Metric::Ip, Metric::L2] {
+        for quant in [Quant::F32, Quant::Q8] {
+            let h = build(small_params(metric, quant), &data);
+            let r = recall(&h, &queries, 10, 128);
+            assert!(r >= 0.95, "{metric:?}/{quant:?}: recall {r}");
+        }
+    }
+}
+
+#[test]
+fn scores_follow_the_metric() {
+    let mut h = Hnsw::new(IndexParams {
+        metric: Metric::L2,
+        ..IndexParams::new(2)
+    });
+    h.insert(&[0.0, 0.0]);
+    h.insert(&[3.0, 4.0]);
+    let hits = h.search(&[0.0, 0.0], 2, 10, |_| true);
+    assert_eq!(hits[0].slot, 0);
+    assert!((hits[1].score - 5.0).abs() < 1e-5);
+
+    let mut c = Hnsw::new(IndexParams::new(2));
+    let a = c.prepare(&[2.0, 0.0]);
+    c.insert(&a);
+    let q = c.prepare(&[1.0, 1.0]);
+    let hits = c.search(&q, 1, 10, |_| true);
+    assert!((hits[0].score - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-5);
+}
+
+#[test]
+fn deleted_items_are_never_returned_and_slots_are_reused() {
+    let data = clustered(2000, 32, 10, 0.6, 3);
+    let mut h = build(small_params(Metric::Cosine, Quant::F32), &data);
+    let mut rng = SplitMix::new(9);
+    let mut removed = Vec::new();
+    for s in 0..2000u32 {
+        if rng.uniform() < 0.3 && h.remove(s) {
+            removed.push(s);
+        }
+    }
+    assert_eq!(h.len(), 2000 - removed.len());
+    for q in clustered(50, 32, 10, 0.6, 4) {
+        let q = h.prepare(&q);
+        for hit in h.search(&q, 20, 50, |_| true) {
+            assert!(h.is_live(hit.slot), "deleted slot {} returned", hit.slot);
+        }
+    }
+    let slots_before = h.slots();
+    for v in clustered(removed.len(), 32, 10, 0.6, 5) {
+        let p = h.prepare(&v);
+        h.insert(&p);
+    }
+    assert!(
+        h.slots() <= slots_before + 1,
+        "tombstoned slots were not reused"
+    );
+    let r = recall(&h, &clustered(100, 32, 10, 0.6, 6), 10, 64);
+    assert!(r >= 0.95, "recall after delete + re-add: {r}");
+}
+
+#[test]
+fn filtered_search_only_returns_accepted_slots() {
+    let data = clustered(2000, 32, 10, 0.6, 7);
+    let h = build(small_params(Metric::Cosine, Quant::F32), &data);
+    let q = h.prepare(&data[0]);
+    let hits = h.search(&q, 10, 50, |s| s % 100 == 0);
+    assert_eq!(hits.len(), 10, "a 1% filter must still fill k");
+    assert!(hits.iter().all(|x| x.slot % 100 == 0));
+}
+
+#[test]
+fn snapshot_round_trip_preserves_answers() {
+    let data = clustered(1500, 32, 10, 0.6, 8);
+    for quant in [Quant::F32, Quant::Q8] {
+        let mut h = build(small_params(Metric::Cosine, quant), &data);
+        for s in (0..1500).step_by(7) {
+            h.remove(s);
+        }
+        let mut bytes = Vec::new();
+        encode(&h, &mut bytes);
+        let back = decode(&mut Reader::new(&bytes)).expect("decode");
+        assert_eq!(back.len(), h.len());
+        for q in clustered(20, 32, 10, 0.6, 9) {
+            let q = h.prepare(&q);
+            assert_eq!(
+                h.search(&q, 10, 40, |_| true),
+                back.search(&q, 10, 40, |_| true)
+            );
+        }
+    }
+}
+
+#[test]
+fn corrupt_or_truncated_snapshots_fail_cleanly() {
+    let data = clustered(300, 16, 5, 0.6, 10);
+    let h = build(IndexParams::new(16), &data);
+    let mut bytes = Vec::new();
+    encode(&h, &mut bytes);
+    for cut in [0, 4, 8, 12, 40, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            decode(&mut Reader::new(&bytes[..cut])).is_err(),
+            "cut {cut}"
+        );
+    }
+    // Flip bytes everywhere: decoding must either fail or give a usable index.
+    let mut rng = SplitMix::new(11);
+    for _ in 0..300 {
+        let mut bad = bytes.clone();
+        let i = rng.below(bad.len() as u64) as usize;
+        bad[i] ^= 1 << rng.below(8);
+        if let Ok(idx) = decode(&mut Reader::new(&bad)) {
+            let q = idx.prepare(&data[0]);
+            let _ = idx.search(&q, 5, 20, |_| true);
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn print_recall_curve() {
+    let data = clustered(3000, 32, 20, 0.6, 1);
+    let queries = clustered(100, 32, 20, 0.6, 2);
+    let h = build(small_params(Metric::Cosine, Quant::F32), &data);
+    for ef in [10, 32, 64, 128, 256, 1000] {
+        eprintln!("ef {ef} recall {}", recall(&h, &queries, 10, ef));
+    }
+}

@@ -1,0 +1,12 @@
+//! redis-recsys core: everything the Redis module does, without Redis.
+//!
+//! - [`index`]: HNSW over item vectors (storage, SIMD distances, snapshots).
+//! - [`catalog`]: a catalog of items: string ids, vectors, JSON attributes.
+//!
+//! The Redis module (`redis-module/`) translates commands to calls on these
+//! types; nothing here names a Redis type, so it is unit-testable with `cargo test`.
+
+pub mod catalog;
+pub mod index;
+pub mod synth;
+pub mod vector;

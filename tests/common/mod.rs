@@ -1,0 +1,103 @@
+//! Shared helpers for the integration tests: a real redis-server with the
+//! module on a free port, generated catalogs, and small query helpers.
+#![allow(dead_code)]
+
+use recsys::synth::clustered;
+use recsys::vector::to_fp32_blob;
+pub use recsys_cli::server::RedisServer;
+use redis::{Connection, Value};
+
+pub fn server() -> RedisServer {
+    RedisServer::start(&[], &[]).expect("start redis-server with the module")
+}
+
+pub fn server_with(module_args: &[&str], extra: &[&str]) -> RedisServer {
+    RedisServer::start(module_args, extra).expect("start redis-server with the module")
+}
+
+/// Runs a command and returns the raw reply (errors become `Err`).
+pub fn call(c: &mut Connection, args: &[&[u8]]) -> redis::RedisResult<Value> {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+/// Runs a command given as words (text arguments only).
+pub fn cmd(c: &mut Connection, line: &str) -> redis::RedisResult<Value> {
+    let parts: Vec<&[u8]> = line.split_whitespace().map(|s| s.as_bytes()).collect();
+    call(c, &parts)
+}
+
+/// The error text of a command that must fail.
+pub fn err(c: &mut Connection, args: &[&[u8]]) -> String {
+    match call(c, args) {
+        Ok(v) => panic!(
+            "expected an error from {:?}, got {v:?}",
+            String::from_utf8_lossy(args[0])
+        ),
+        Err(e) => e.to_string(),
+    }
+}
+
+pub fn err_line(c: &mut Connection, line: &str) -> String {
+    let parts: Vec<&[u8]> = line.split_whitespace().map(|s| s.as_bytes()).collect();
+    err(c, &parts)
+}
+
+/// Generated unit vectors of `dim` components (deterministic).
+pub fn vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    clustered(n, dim, 20, 0.3, seed)
+}
+
+/// Creates `key` with DIM `dim` and loads `vs` as items "item:<i>" via MSET.
+pub fn load_catalog(c: &mut Connection, key: &str, vs: &[Vec<f32>], create_opts: &str) {
+    let dim = vs[0].len();
+    cmd(c, &format!("RECSYS.CREATE {key} DIM {dim} {create_opts}")).expect("create");
+    for (chunk_no, chunk) in vs.chunks(500).enumerate() {
+        let mut c2 = redis::cmd("RECSYS.ITEM.MSET");
+        c2.arg(key);
+        for (i, v) in chunk.iter().enumerate() {
+            c2.arg(format!("item:{}", chunk_no * 500 + i))
+                .arg(to_fp32_blob(v));
+        }
+        let _: i64 = c2.query(c).expect("mset");
+    }
+}
+
+/// Item ids of a SEARCH for `v`.
+pub fn search_ids(c: &mut Connection, key: &str, v: &[f32], k: usize) -> Vec<String> {
+    redis::cmd("RECSYS.SEARCH")
+        .arg(key)
+        .arg(k)
+        .arg("FP32")
+        .arg(to_fp32_blob(v))
+        .query(c)
+        .expect("search")
+}
+
+/// Exact top-k ids by brute force over `vs` (cosine on unit vectors).
+pub fn exact_ids(vs: &[(String, Vec<f32>)], q: &[f32], k: usize) -> Vec<String> {
+    let mut scored: Vec<(f32, &String)> = vs
+        .iter()
+        .map(|(id, v)| (v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), id))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, id)| id.clone())
+        .collect()
+}
+
+pub fn info_field(c: &mut Connection, key: &str, field: &str) -> i64 {
+    let v: Vec<Value> = redis::cmd("RECSYS.INFO").arg(key).query(c).expect("info");
+    let mut it = v.into_iter();
+    while let (Some(k), Some(val)) = (it.next(), it.next()) {
+        if redis::from_redis_value::<String>(&k).ok().as_deref() == Some(field) {
+            return redis::from_redis_value(&val).expect("integer field");
+        }
+    }
+    panic!("no field {field} in RECSYS.INFO");
+}
