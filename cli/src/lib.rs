@@ -2,4 +2,5 @@
 //! module (demo, benchmarks, integration tests), benchmarks and the demo.
 
 pub mod bench;
+pub mod demo;
 pub mod server;

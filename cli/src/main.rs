@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// A guided tour on generated data (starts its own redis-server unless --redis is given).
+    Demo(recsys_cli::demo::Demo),
     /// Benchmarks (figures for docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -25,10 +27,14 @@ enum Cmd {
 enum BenchCmd {
     /// HNSW build and query speed vs hnswlib on the same vectors.
     Index(recsys_cli::bench::index::IndexBench),
+    /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
+    Redis(recsys_cli::bench::redis::RedisBench),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Demo(d) => recsys_cli::demo::run(&d),
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
+        Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
     }
 }

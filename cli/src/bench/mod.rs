@@ -2,3 +2,4 @@
 //! comes from one of these commands.
 
 pub mod index;
+pub mod redis;

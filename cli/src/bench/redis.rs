@@ -1,0 +1,183 @@
+//! `recsys bench redis`: RECSYS.SEARCH / RECSYS.SIMILAR throughput and latency
+//! through a real redis-server, measured with redis-benchmark next to plain
+//! GET in the same run (the ceiling of this machine for one round trip).
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use recsys::synth::clustered_lowrank;
+use recsys::vector::to_fp32_blob;
+
+use crate::server::RedisServer;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RedisBench {
+    #[arg(long, default_value_t = 100_000)]
+    pub n: usize,
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    /// Requests per redis-benchmark run.
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: usize,
+    /// Runs per command (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Module WORKERS argument (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// EF for the searches (catalog EF_SEARCH).
+    #[arg(long, default_value_t = 32)]
+    pub ef: usize,
+}
+
+/// One redis-benchmark result line.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Runs redis-benchmark once with `args` (a command or `-t get`) and parses --csv.
+pub fn redis_benchmark(
+    port: u16,
+    clients: usize,
+    requests: usize,
+    args: &[String],
+) -> Result<Rate> {
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &requests.to_string(),
+            "--csv",
+        ])
+        .args(args)
+        .output()
+        .context("running redis-benchmark (apt-get install redis-tools)")?;
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .filter(|l| !l.starts_with("\"test\""))
+        .last()
+        .context("no result from redis-benchmark")?;
+    let cols: Vec<f64> = line
+        .split(',')
+        .skip(1)
+        .map(|c| c.trim_matches('"').parse().unwrap_or(f64::NAN))
+        .collect();
+    // rps, avg, min, p50, p95, p99, max
+    if cols.len() < 6 {
+        bail!("unexpected redis-benchmark output: {line}");
+    }
+    Ok(Rate {
+        rps: cols[0],
+        p50_ms: cols[3],
+        p99_ms: cols[5],
+    })
+}
+
+/// Median by rps of several runs.
+pub fn median_rate(mut runs: Vec<Rate>) -> Rate {
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    runs[runs.len() / 2]
+}
+
+pub fn run(b: &RedisBench) -> Result<()> {
+    let workers = b.workers.map(|w| w.to_string());
+    let module_args: Vec<&str> = match &workers {
+        Some(w) => vec!["WORKERS", w.as_str()],
+        None => vec![],
+    };
+    let server = RedisServer::start(&module_args, &["--slowlog-log-slower-than", "-1"])?;
+    let mut c = server.connection()?;
+    println!(
+        "# redis bench: {} items x {}-d (clustered, latent 8), K=10, EF {}, {} clients, {} requests x {} runs, module args {:?}",
+        b.n, b.dim, b.ef, b.clients, b.requests, b.repeats, module_args
+    );
+    redis::cmd("RECSYS.CREATE")
+        .arg("bench")
+        .arg("DIM")
+        .arg(b.dim)
+        .arg("EF_SEARCH")
+        .arg(b.ef)
+        .query::<()>(&mut c)?;
+    let data = clustered_lowrank(b.n, b.dim, 100, 8, 42);
+    let t = Instant::now();
+    for (chunk_no, chunk) in data.chunks(1000).enumerate() {
+        let mut cmd = redis::cmd("RECSYS.ITEM.MSET");
+        cmd.arg("bench");
+        for (i, v) in chunk.iter().enumerate() {
+            // 12-digit ids match redis-benchmark's __rand_int__ placeholder.
+            cmd.arg(format!("{:012}", chunk_no * 1000 + i))
+                .arg(to_fp32_blob(v));
+        }
+        cmd.query::<i64>(&mut c)?;
+    }
+    let load = t.elapsed().as_secs_f64();
+    println!(
+        "load: {} items in {load:.1} s = {:.0} items/s (RECSYS.ITEM.MSET, 1000 per call)",
+        b.n,
+        b.n as f64 / load
+    );
+    redis::cmd("SET")
+        .arg("key:__rand_int__")
+        .arg("x")
+        .query::<()>(&mut c)?;
+
+    let query = clustered_lowrank(1, b.dim, 100, 8, 7)[0]
+        .iter()
+        .map(|x| format!("{x:.6}"))
+        .collect::<Vec<_>>();
+    let mut search = vec![
+        "RECSYS.SEARCH".to_string(),
+        "bench".into(),
+        "10".into(),
+        "VALUES".into(),
+    ];
+    search.extend(query);
+    let similar: Vec<String> = ["RECSYS.SIMILAR", "bench", "__rand_int__", "10"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut similar_args = vec!["-r".to_string(), b.n.to_string()];
+    similar_args.extend(similar);
+    let get = vec!["-t".to_string(), "get".to_string()];
+
+    let mut rows = Vec::new();
+    for (name, args) in [
+        ("GET", &get),
+        ("RECSYS.SEARCH K=10", &search),
+        ("RECSYS.SIMILAR K=10 (random item)", &similar_args),
+    ] {
+        let runs = (0..b.repeats.max(1))
+            .map(|_| redis_benchmark(server.port, b.clients, b.requests, args))
+            .collect::<Result<Vec<_>>>()?;
+        rows.push((name, median_rate(runs)));
+    }
+    let get_rps = rows[0].1.rps;
+    println!("\n| command | req/s (median) | p50 ms | p99 ms | vs GET |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, r) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.2} |",
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.rps / get_rps
+        );
+    }
+    Ok(())
+}
