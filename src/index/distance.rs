@@ -15,6 +15,8 @@ pub struct Kernels {
     pub dot_i8: fn(&[f32], &[i8]) -> f32,
     /// AVX2+FMA present: F32 searches may take the fully inlined path.
     pub avx2: bool,
+    /// AVX-512F present as well: F32 searches use 16-lane kernels.
+    pub avx512: bool,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -33,6 +35,7 @@ pub fn kernels() -> Kernels {
                 l2sq: avx2::l2sq,
                 dot_i8: avx2::dot_i8,
                 avx2: true,
+                avx512: std::is_x86_feature_detected!("avx512f"),
             };
         }
     }
@@ -46,6 +49,7 @@ pub fn portable_kernels() -> Kernels {
         l2sq: portable::l2sq,
         dot_i8: portable::dot_i8,
         avx2: false,
+        avx512: false,
     }
 }
 
@@ -54,6 +58,9 @@ pub fn kernel_name() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx512f") {
+                return "avx512f (search), avx2+fma";
+            }
             return "avx2+fma";
         }
     }
@@ -245,6 +252,64 @@ pub(crate) mod avx2 {
     }
 }
 
+/// 16-lane kernels, called only from code compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    pub(crate) unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)), acc1);
+            i += 32;
+        }
+        if i + 16 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            i += 16;
+        }
+        if i < n {
+            let mask: __mmask16 = (1u32 << (n - i)) as u16 - 1;
+            acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, pa.add(i)), _mm512_maskz_loadu_ps(mask, pb.add(i)), acc1);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    pub(crate) unsafe fn l2sq_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= n {
+            let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+            let d1 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)));
+            acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+            acc1 = _mm512_fmadd_ps(d1, d1, acc1);
+            i += 32;
+        }
+        if i + 16 <= n {
+            let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+            acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+            i += 16;
+        }
+        if i < n {
+            let mask: __mmask16 = (1u32 << (n - i)) as u16 - 1;
+            let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, pa.add(i)), _mm512_maskz_loadu_ps(mask, pb.add(i)));
+            acc1 = _mm512_fmadd_ps(d, d, acc1);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +339,14 @@ mod tests {
                 ((k.dot_i8)(&a, &q) - portable::dot_i8(&a, &q)).abs() < 1e-2,
                 "i8 n={n}"
             );
+            #[cfg(target_arch = "x86_64")]
+            if k.avx512 {
+                // SAFETY: avx512 is set only after run-time detection.
+                unsafe {
+                    assert!((avx512::dot_impl(&a, &b) - portable::dot(&a, &b)).abs() < 1e-3, "512 dot n={n}");
+                    assert!((avx512::l2sq_impl(&a, &b) - portable::l2sq(&a, &b)).abs() < 1e-3, "512 l2 n={n}");
+                }
+            }
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!((portable::dot(&a, &b) - naive).abs() < 1e-3);
         }

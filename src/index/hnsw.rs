@@ -57,8 +57,6 @@ pub struct Hit {
 pub struct Hnsw {
     pub(crate) params: IndexParams,
     pub(crate) store: VectorStore,
-    /// Layer 0: per slot `[count, ids...]`, stride `1 + 2M`.
-    pub(crate) level0: Vec<u32>,
     /// Layers 1..=level: per slot, `level` blocks of `[count, ids...]`, stride `1 + M`.
     pub(crate) upper: Vec<Vec<u32>>,
     pub(crate) levels: Vec<u8>,
@@ -79,9 +77,8 @@ impl Hnsw {
 
     pub(crate) fn with_kernels(params: IndexParams, kernels: Kernels) -> Hnsw {
         Hnsw {
-            store: VectorStore::new(params.dim, params.metric, params.quant, kernels),
+            store: VectorStore::new(params.dim, params.metric, params.quant, params.m * 2, kernels),
             params,
-            level0: Vec::new(),
             upper: Vec::new(),
             levels: Vec::new(),
             deleted: Vec::new(),
@@ -118,7 +115,6 @@ impl Hnsw {
     /// Bytes of heap held by the index.
     pub fn memory_bytes(&self) -> usize {
         self.store.heap_bytes()
-            + self.level0.capacity() * 4
             + self.upper.capacity() * std::mem::size_of::<Vec<u32>>()
             + self.upper.iter().map(|u| u.capacity() * 4).sum::<usize>()
             + self.levels.capacity()
@@ -160,9 +156,7 @@ impl Hnsw {
     #[inline(always)]
     pub(crate) fn links(&self, slot: u32, level: usize) -> &[u32] {
         if level == 0 {
-            let base = slot as usize * (1 + self.m0());
-            let n = self.level0[base] as usize;
-            &self.level0[base + 1..base + 1 + n]
+            self.store.links0(slot)
         } else {
             let base = (level - 1) * (1 + self.params.m);
             let u = &self.upper[slot as usize];
@@ -174,29 +168,19 @@ impl Hnsw {
     /// Hints the CPU to load the link list of `slot` (the next candidate).
     #[inline(always)]
     fn prefetch_links(&self, slot: u32, level: usize) {
-        #[cfg(target_arch = "x86_64")]
         if level == 0 {
-            let p = self
-                .level0
-                .as_ptr()
-                .wrapping_add(slot as usize * (1 + self.m0())) as *const i8;
-            // SAFETY: prefetch never faults.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch(p, _MM_HINT_T0);
-                _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
-            }
+            self.store.prefetch_links(slot);
         }
-        let _ = (slot, level);
     }
 
     fn set_links(&mut self, slot: u32, level: usize, ids: &[u32]) {
+        if level == 0 {
+            self.store.set_links0(slot, ids);
+            return;
+        }
         let cap = self.max_links(level);
         let ids = &ids[..ids.len().min(cap)];
-        let block = if level == 0 {
-            let base = slot as usize * (1 + self.m0());
-            &mut self.level0[base..base + 1 + cap]
-        } else {
+        let block = {
             let base = (level - 1) * (1 + self.params.m);
             &mut self.upper[slot as usize][base..base + 1 + cap]
         };
@@ -372,7 +356,6 @@ impl Hnsw {
                 let slot = self.levels.len() as u32;
                 let level = self.random_level();
                 self.store.push_zeroed();
-                self.level0.resize(self.level0.len() + 1 + self.m0(), 0);
                 self.upper.push(vec![0; level * (1 + self.params.m)]);
                 self.levels.push(level as u8);
                 self.deleted.push(false);
@@ -489,18 +472,30 @@ impl Hnsw {
         let deleted = &self.deleted;
         let any_deleted = self.live < self.slots();
         let ef = ef.max(k);
-        let found = match &self.store.rows {
+        let found = match self.store.quant {
             #[cfg(target_arch = "x86_64")]
-            super::store::Rows::F32(data) if self.store.kernels.avx2 => {
+            super::params::Quant::F32 if self.store.kernels.avx512 => {
+                let l2 = self.params.metric == Metric::L2;
+                // SAFETY: `kernels.avx512` is only set after run-time detection.
+                unsafe {
+                    if any_deleted {
+                        self.search_f32_avx512(&q, l2, ef, |s| !deleted[s as usize] && accept(s))
+                    } else {
+                        self.search_f32_avx512(&q, l2, ef, &accept)
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            super::params::Quant::F32 if self.store.kernels.avx2 => {
                 let l2 = self.params.metric == Metric::L2;
                 // SAFETY: `kernels.avx2` is only set after run-time detection.
                 unsafe {
                     if any_deleted {
-                        self.search_f32_avx2(data, &q, l2, ef, |s| {
+                        self.search_f32_avx2(&q, l2, ef, |s| {
                             !deleted[s as usize] && accept(s)
                         })
                     } else {
-                        self.search_f32_avx2(data, &q, l2, ef, &accept)
+                        self.search_f32_avx2(&q, l2, ef, &accept)
                     }
                 }
             }
@@ -529,26 +524,42 @@ impl Hnsw {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn search_f32_avx2<F: Fn(u32) -> bool>(
         &self,
-        data: &[f32],
         q: &Query,
         l2: bool,
         ef: usize,
         accept: F,
     ) -> BinaryHeap<Cand> {
         use super::distance::avx2::{dot_impl, l2sq_impl};
-        let dim = self.params.dim;
+        let store = &self.store;
         if l2 {
-            let dist = |s: u32| {
-                let b = s as usize * dim;
-                l2sq_impl(q.v, &data[b..b + dim])
-            };
+            let dist = |s: u32| l2sq_impl(q.v, store.row_f32(s));
             let entry = self.descend(&dist, 0);
             self.search_layer(&dist, entry, ef, 0, accept)
         } else {
-            let dist = |s: u32| {
-                let b = s as usize * dim;
-                1.0 - dot_impl(q.v, &data[b..b + dim])
-            };
+            let dist = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
+            let entry = self.descend(&dist, 0);
+            self.search_layer(&dist, entry, ef, 0, accept)
+        }
+    }
+
+    /// As [`Hnsw::search_f32_avx2`], with 16-lane AVX-512 kernels.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn search_f32_avx512<F: Fn(u32) -> bool>(
+        &self,
+        q: &Query,
+        l2: bool,
+        ef: usize,
+        accept: F,
+    ) -> BinaryHeap<Cand> {
+        use super::distance::avx512::{dot_impl, l2sq_impl};
+        let store = &self.store;
+        if l2 {
+            let dist = |s: u32| l2sq_impl(q.v, store.row_f32(s));
+            let entry = self.descend(&dist, 0);
+            self.search_layer(&dist, entry, ef, 0, accept)
+        } else {
+            let dist = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
             let entry = self.descend(&dist, 0);
             self.search_layer(&dist, entry, ef, 0, accept)
         }

@@ -9,10 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::distance::kernels;
 use super::hnsw::{Hnsw, NONE};
-use super::params::{IndexParams, Quant};
-use super::store::{Rows, VectorStore};
+use super::params::IndexParams;
 
 const MAGIC: &[u8; 8] = b"RCSYSIDX";
 /// Bumped whenever the layout changes; older versions stay decodable.
@@ -116,21 +114,9 @@ pub fn encode(h: &Hnsw, out: &mut Vec<u8>) {
     let deleted: Vec<u8> = h.deleted.iter().map(|&d| d as u8).collect();
     w.bytes(&deleted);
     w.bytes(&h.free);
-    w.bytes(&h.level0);
+    w.bytes(&h.store.nodes);
     for u in &h.upper {
         w.bytes(u);
-    }
-    match &h.store.rows {
-        Rows::F32(data) => w.bytes(data),
-        Rows::Q8 {
-            codes,
-            scales,
-            sqnorms,
-        } => {
-            w.bytes(codes);
-            w.bytes(scales);
-            w.bytes(sqnorms);
-        }
     }
 }
 
@@ -175,7 +161,9 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     {
         return Err("free list names a live or missing slot".into());
     }
-    let level0: Vec<u32> = r.array(slots * (1 + m0))?;
+    let mut h = Hnsw::new(p);
+    let stride = h.store.stride;
+    let nodes: Vec<u32> = r.array(slots * stride)?;
     let check_block = |block: &[u32], cap: usize| -> Result<(), String> {
         let n = block[0] as usize;
         if n > cap || block[1..1 + n].iter().any(|&id| id as usize >= slots) {
@@ -183,8 +171,8 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
         }
         Ok(())
     };
-    for block in level0.chunks_exact(1 + m0) {
-        check_block(block, m0)?;
+    for block in nodes.chunks_exact(stride) {
+        check_block(&block[..1 + m0], m0)?;
     }
     let mut upper = Vec::with_capacity(slots);
     for &l in &levels {
@@ -194,15 +182,6 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
         }
         upper.push(u);
     }
-    let n = slots * p.dim;
-    let rows = match p.quant {
-        Quant::F32 => Rows::F32(r.array(n)?),
-        Quant::Q8 => Rows::Q8 {
-            codes: r.array(n)?,
-            scales: r.array(slots)?,
-            sqnorms: r.array(slots)?,
-        },
-    };
     let live = deleted.iter().filter(|&&d| !d).count();
     if live as u64 != header.live {
         return Err("live count does not match tombstones".into());
@@ -215,14 +194,7 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     } else if entry as usize >= slots || levels[entry as usize] as usize != max_level {
         return Err("entry point is not a top-level node".into());
     }
-    let mut h = Hnsw::new(p);
-    h.store = VectorStore {
-        dim: p.dim,
-        metric: p.metric,
-        kernels: kernels(),
-        rows,
-    };
-    h.level0 = level0;
+    h.store.nodes = nodes;
     h.upper = upper;
     h.levels = levels;
     h.deleted = deleted;

@@ -27,7 +27,7 @@ pub struct IndexBench {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "10,16,24,32,48,64,96,128"
+        default_value = "10,12,14,16,20,24,28,32,40,48,64,96,128"
     )]
     pub efs: Vec<usize>,
     /// Timed repetitions per ef (the median is reported).
@@ -197,19 +197,37 @@ pub fn run(b: &IndexBench) -> Result<()> {
             "\nbuild: recsys {build_per_s:.0} inserts/s, hnswlib {hb:.0} inserts/s, ratio {:.2}x",
             build_per_s / hb
         );
-        println!(
-            "at equal recall (recsys's cheapest ef reaching hnswlib's recall at each of its ef):"
-        );
+        println!("\nat equal recall: recsys q/s at each hnswlib point's recall, interpolated linearly");
+        println!("between the two recsys ef values around it (recall rises with ef):\n");
+        println!("| hnswlib ef | recall@10 | hnswlib q/s | recsys q/s at that recall | ratio |");
+        println!("|---:|---:|---:|---:|---:|");
+        let mut ratios = Vec::new();
         for h in base {
-            if let Some(p) = ours.iter().find(|p| p.recall >= h.recall) {
-                println!(
-                    "  hnswlib ef={:<4} recall {:.4} {:>8.0} q/s  | recsys ef={:<4} recall {:.4} {:>8.0} q/s  | {:.2}x",
-                    h.ef, h.recall, h.qps, p.ef, p.recall, p.qps, p.qps / h.qps
-                );
+            if let Some(q) = qps_at_recall(&ours, h.recall) {
+                ratios.push(q / h.qps);
+                println!("| {} | {:.4} | {:.0} | {:.0} | {:.2}x |", h.ef, h.recall, h.qps, q, q / h.qps);
             }
+        }
+        if !ratios.is_empty() {
+            println!("\nmedian q/s ratio at equal recall: {:.2}x", median(ratios));
         }
     }
     Ok(())
+}
+
+/// Our q/s at `recall`, interpolated on the (recall, q/s) curve; `None` when
+/// no ef reaches that recall.
+fn qps_at_recall(curve: &[Point], recall: f64) -> Option<f64> {
+    let hi = curve.iter().position(|p| p.recall >= recall)?;
+    if hi == 0 {
+        return Some(curve[0].qps);
+    }
+    let (a, b) = (&curve[hi - 1], &curve[hi]);
+    if b.recall <= a.recall {
+        return Some(b.qps);
+    }
+    let t = (recall - a.recall) / (b.recall - a.recall);
+    Some(a.qps + t * (b.qps - a.qps))
 }
 
 fn run_hnswlib(
