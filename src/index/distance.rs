@@ -267,7 +267,11 @@ pub(crate) mod avx512 {
         let mut i = 0;
         while i + 32 <= n {
             acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)), acc1);
+            acc1 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 16)),
+                _mm512_loadu_ps(pb.add(i + 16)),
+                acc1,
+            );
             i += 32;
         }
         if i + 16 <= n {
@@ -276,7 +280,11 @@ pub(crate) mod avx512 {
         }
         if i < n {
             let mask: __mmask16 = (1u32 << (n - i)) as u16 - 1;
-            acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, pa.add(i)), _mm512_maskz_loadu_ps(mask, pb.add(i)), acc1);
+            acc1 = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(mask, pa.add(i)),
+                _mm512_maskz_loadu_ps(mask, pb.add(i)),
+                acc1,
+            );
         }
         _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
     }
@@ -291,7 +299,10 @@ pub(crate) mod avx512 {
         let mut i = 0;
         while i + 32 <= n {
             let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
-            let d1 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)));
+            let d1 = _mm512_sub_ps(
+                _mm512_loadu_ps(pa.add(i + 16)),
+                _mm512_loadu_ps(pb.add(i + 16)),
+            );
             acc0 = _mm512_fmadd_ps(d0, d0, acc0);
             acc1 = _mm512_fmadd_ps(d1, d1, acc1);
             i += 32;
@@ -303,7 +314,10 @@ pub(crate) mod avx512 {
         }
         if i < n {
             let mask: __mmask16 = (1u32 << (n - i)) as u16 - 1;
-            let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, pa.add(i)), _mm512_maskz_loadu_ps(mask, pb.add(i)));
+            let d = _mm512_sub_ps(
+                _mm512_maskz_loadu_ps(mask, pa.add(i)),
+                _mm512_maskz_loadu_ps(mask, pb.add(i)),
+            );
             acc1 = _mm512_fmadd_ps(d, d, acc1);
         }
         _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
@@ -343,8 +357,14 @@ mod tests {
             if k.avx512 {
                 // SAFETY: avx512 is set only after run-time detection.
                 unsafe {
-                    assert!((avx512::dot_impl(&a, &b) - portable::dot(&a, &b)).abs() < 1e-3, "512 dot n={n}");
-                    assert!((avx512::l2sq_impl(&a, &b) - portable::l2sq(&a, &b)).abs() < 1e-3, "512 l2 n={n}");
+                    assert!(
+                        (avx512::dot_impl(&a, &b) - portable::dot(&a, &b)).abs() < 1e-3,
+                        "512 dot n={n}"
+                    );
+                    assert!(
+                        (avx512::l2sq_impl(&a, &b) - portable::l2sq(&a, &b)).abs() < 1e-3,
+                        "512 l2 n={n}"
+                    );
                 }
             }
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();

@@ -77,7 +77,13 @@ impl Hnsw {
 
     pub(crate) fn with_kernels(params: IndexParams, kernels: Kernels) -> Hnsw {
         Hnsw {
-            store: VectorStore::new(params.dim, params.metric, params.quant, params.m * 2, kernels),
+            store: VectorStore::new(
+                params.dim,
+                params.metric,
+                params.quant,
+                params.m * 2,
+                kernels,
+            ),
             params,
             upper: Vec::new(),
             levels: Vec::new(),
@@ -249,17 +255,19 @@ impl Hnsw {
                 if let Some(std::cmp::Reverse(next)) = cands.peek() {
                     self.prefetch_links(next.id, level);
                 }
-                let links = self.links(c.id, level);
-                if let Some(&first) = links.first() {
-                    self.store.prefetch(first);
+                // Gather the unvisited neighbours first and prefetch all of
+                // their vectors, so the memory loads overlap instead of
+                // arriving one distance at a time.
+                let mut fresh = [0u32; 256];
+                let mut nfresh = 0;
+                for &n in self.links(c.id, level) {
+                    if visited.insert(n) && nfresh < fresh.len() {
+                        self.store.prefetch(n);
+                        fresh[nfresh] = n;
+                        nfresh += 1;
+                    }
                 }
-                for (i, &n) in links.iter().enumerate() {
-                    if let Some(&next) = links.get(i + 1) {
-                        self.store.prefetch(next);
-                    }
-                    if !visited.insert(n) {
-                        continue;
-                    }
+                for &n in &fresh[..nfresh] {
                     let d = dist(n);
                     if top.len() < ef || d < bound {
                         cands.push(std::cmp::Reverse(Cand { d, id: n }));
@@ -491,9 +499,7 @@ impl Hnsw {
                 // SAFETY: `kernels.avx2` is only set after run-time detection.
                 unsafe {
                     if any_deleted {
-                        self.search_f32_avx2(&q, l2, ef, |s| {
-                            !deleted[s as usize] && accept(s)
-                        })
+                        self.search_f32_avx2(&q, l2, ef, |s| !deleted[s as usize] && accept(s))
                     } else {
                         self.search_f32_avx2(&q, l2, ef, &accept)
                     }

@@ -214,7 +214,10 @@ impl VectorStore {
     pub fn prefetch_links(&self, slot: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let ptr = self.nodes.as_ptr().wrapping_add(slot as usize * self.stride) as *const i8;
+            let ptr = self
+                .nodes
+                .as_ptr()
+                .wrapping_add(slot as usize * self.stride) as *const i8;
             // SAFETY: prefetch never faults.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

@@ -197,7 +197,9 @@ pub fn run(b: &IndexBench) -> Result<()> {
             "\nbuild: recsys {build_per_s:.0} inserts/s, hnswlib {hb:.0} inserts/s, ratio {:.2}x",
             build_per_s / hb
         );
-        println!("\nat equal recall: recsys q/s at each hnswlib point's recall, interpolated linearly");
+        println!(
+            "\nat equal recall: recsys q/s at each hnswlib point's recall, interpolated linearly"
+        );
         println!("between the two recsys ef values around it (recall rises with ef):\n");
         println!("| hnswlib ef | recall@10 | hnswlib q/s | recsys q/s at that recall | ratio |");
         println!("|---:|---:|---:|---:|---:|");
@@ -205,7 +207,14 @@ pub fn run(b: &IndexBench) -> Result<()> {
         for h in base {
             if let Some(q) = qps_at_recall(&ours, h.recall) {
                 ratios.push(q / h.qps);
-                println!("| {} | {:.4} | {:.0} | {:.0} | {:.2}x |", h.ef, h.recall, h.qps, q, q / h.qps);
+                println!(
+                    "| {} | {:.4} | {:.0} | {:.0} | {:.2}x |",
+                    h.ef,
+                    h.recall,
+                    h.qps,
+                    q,
+                    q / h.qps
+                );
             }
         }
         if !ratios.is_empty() {
