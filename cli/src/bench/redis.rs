@@ -31,6 +31,9 @@ pub struct RedisBench {
     /// EF for the searches (catalog EF_SEARCH).
     #[arg(long, default_value_t = 32)]
     pub ef: usize,
+    /// Skip redis-benchmark; only load, save and time a restart from RDB.
+    #[arg(long)]
+    pub restart_only: bool,
 }
 
 /// One redis-benchmark result line.
@@ -101,7 +104,8 @@ pub fn run(b: &RedisBench) -> Result<()> {
         Some(w) => vec!["WORKERS", w.as_str()],
         None => vec![],
     };
-    let server = RedisServer::start(&module_args, &["--slowlog-log-slower-than", "-1"])?;
+    let extra = ["--slowlog-log-slower-than", "-1"];
+    let server = RedisServer::start(&module_args, &extra)?;
     let mut c = server.connection()?;
     println!(
         "# redis bench: {} items x {}-d (clustered, latent 8), K=10, EF {}, {} clients, {} requests x {} runs, module args {:?}",
@@ -132,10 +136,42 @@ pub fn run(b: &RedisBench) -> Result<()> {
         b.n,
         b.n as f64 / load
     );
-    redis::cmd("SET")
-        .arg("key:__rand_int__")
-        .arg("x")
-        .query::<()>(&mut c)?;
+    if !b.restart_only {
+        throughput(b, &server, &mut c)?;
+    }
+    restart(b, server, &module_args, &extra)
+}
+
+/// SAVE, stop, start again on the same files: time until the server answers.
+fn restart(b: &RedisBench, server: RedisServer, module_args: &[&str], extra: &[&str]) -> Result<()> {
+    let mut c = server.connection()?;
+    let q = clustered_lowrank(1, b.dim, 100, 8, 9)[0].clone();
+    let search = |c: &mut redis::Connection| -> Result<Vec<String>> {
+        Ok(redis::cmd("RECSYS.SEARCH").arg("bench").arg(10).arg("FP32").arg(to_fp32_blob(&q)).query(c)?)
+    };
+    let before = search(&mut c)?;
+    let t = Instant::now();
+    redis::cmd("SAVE").query::<()>(&mut c)?;
+    let save = t.elapsed().as_secs_f64();
+    let module = server.module.clone();
+    let dir = server.stop(false);
+    let size = std::fs::metadata(dir.path().join("dump.rdb"))?.len();
+    let t = Instant::now();
+    let server = RedisServer::start_in(dir, &module, module_args, extra)?;
+    let load = t.elapsed().as_secs_f64();
+    let mut c = server.connection()?;
+    let after = search(&mut c)?;
+    println!(
+        "\nRDB: SAVE {save:.2} s, file {:.1} MB; restart until PING answers {load:.2} s for {} items; same answers after restart: {}",
+        size as f64 / 1e6,
+        b.n,
+        before == after
+    );
+    Ok(())
+}
+
+fn throughput(b: &RedisBench, server: &RedisServer, c: &mut redis::Connection) -> Result<()> {
+    redis::cmd("SET").arg("key:__rand_int__").arg("x").query::<()>(c)?;
 
     let query = clustered_lowrank(1, b.dim, 100, 8, 7)[0]
         .iter()
