@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::features::attrs::Attrs;
 use crate::index::snapshot::{self, Reader, Writer};
 use crate::index::{Hnsw, IndexParams, Metric};
 use crate::vector::check_finite;
@@ -14,6 +15,10 @@ use crate::vector::check_finite;
 pub const MAX_ID_LEN: usize = 1024;
 /// Largest ATTRS document accepted, in bytes.
 pub const MAX_ATTRS_LEN: usize = 64 * 1024;
+/// Popularity halves every day without new events.
+pub const POPULARITY_HALF_LIFE_MS: f64 = 86_400_000.0;
+/// Section tag of the popularity block in [`Catalog::encode`].
+const POPULARITY_TAG: u32 = 0x504F_5055; // "POPU"
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +43,12 @@ pub struct Catalog {
     ids: Vec<Option<Box<str>>>,
     /// Compact JSON attributes per slot.
     attrs: Vec<Option<Box<str>>>,
+    /// The same attributes parsed for the filter language.
+    parsed: Vec<Attrs>,
     by_id: HashMap<Box<str>, u32>,
+    /// Time-decayed popularity per slot, in units at `pop_epoch_ms`.
+    popularity: Vec<f64>,
+    pop_epoch_ms: i64,
 }
 
 /// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
@@ -73,7 +83,10 @@ impl Catalog {
             index: Hnsw::new(params),
             ids: Vec::new(),
             attrs: Vec::new(),
+            parsed: Vec::new(),
             by_id: HashMap::new(),
+            popularity: Vec::new(),
+            pop_epoch_ms: 0,
         })
     }
 
@@ -124,10 +137,14 @@ impl Catalog {
         if slot >= self.ids.len() {
             self.ids.resize(slot + 1, None);
             self.attrs.resize(slot + 1, None);
+            self.parsed.resize(slot + 1, Attrs::default());
+            self.popularity.resize(slot + 1, 0.0);
         }
         let key: Box<str> = id.into();
         self.ids[slot] = Some(key.clone());
+        self.parsed[slot] = attrs.as_deref().map(Attrs::from_text).unwrap_or_default();
         self.attrs[slot] = attrs;
+        self.popularity[slot] = 0.0;
         self.by_id.insert(key, slot as u32);
         Ok(created)
     }
@@ -138,6 +155,8 @@ impl Catalog {
             self.by_id.remove(&id);
         }
         self.attrs[slot as usize] = None;
+        self.parsed[slot as usize] = Attrs::default();
+        self.popularity[slot as usize] = 0.0;
     }
 
     /// Deletes an item; returns false when it did not exist.
@@ -174,6 +193,59 @@ impl Catalog {
 
     pub fn attrs_of(&self, slot: u32) -> Option<&str> {
         self.attrs.get(slot as usize)?.as_deref()
+    }
+
+    /// Parsed attributes of `slot` (empty for unknown slots).
+    pub fn parsed_attrs(&self, slot: u32) -> &Attrs {
+        static EMPTY: once_cell::sync::Lazy<Attrs> = once_cell::sync::Lazy::new(Attrs::default);
+        self.parsed.get(slot as usize).unwrap_or(&EMPTY)
+    }
+
+    /// Adds `weight` to the item's popularity at time `ts_ms`; popularity
+    /// halves every [`POPULARITY_HALF_LIFE_MS`].
+    pub fn record_popularity(&mut self, slot: u32, weight: f64, ts_ms: i64) {
+        if !self.index.is_live(slot) || !weight.is_finite() {
+            return;
+        }
+        if self.pop_epoch_ms == 0 {
+            self.pop_epoch_ms = ts_ms;
+        }
+        // Scores are kept in units at the epoch: a later event weighs more.
+        // Move the epoch forward before the factor could overflow.
+        let mut exponent = (ts_ms - self.pop_epoch_ms) as f64 / POPULARITY_HALF_LIFE_MS;
+        if exponent > 512.0 {
+            let shift = 2f64.powf(-exponent);
+            self.popularity.iter_mut().for_each(|p| *p *= shift);
+            self.pop_epoch_ms = ts_ms;
+            exponent = 0.0;
+        }
+        let p = &mut self.popularity[slot as usize];
+        *p = (*p + weight * 2f64.powf(exponent)).max(0.0);
+    }
+
+    /// Popularity of `slot` as it stands at time `now_ms`.
+    pub fn popularity_at(&self, slot: u32, now_ms: i64) -> f64 {
+        let p = self.popularity.get(slot as usize).copied().unwrap_or(0.0);
+        p * 2f64.powf(-((now_ms - self.pop_epoch_ms) as f64) / POPULARITY_HALF_LIFE_MS)
+    }
+
+    /// Live slots by decreasing popularity (ties by slot), accepted by `accept`,
+    /// at most `n`.
+    pub fn most_popular(&self, n: usize, accept: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut slots: Vec<u32> = (0..self.index.slots() as u32)
+            .filter(|&s| self.index.is_live(s) && accept(s))
+            .collect();
+        let by_pop = |a: &u32, b: &u32| {
+            self.popularity[*b as usize]
+                .total_cmp(&self.popularity[*a as usize])
+                .then(a.cmp(b))
+        };
+        if slots.len() > n && n > 0 {
+            slots.select_nth_unstable_by(n - 1, by_pop);
+            slots.truncate(n);
+        }
+        slots.sort_by(by_pop);
+        slots
     }
 
     /// The `k` items nearest to `v` (already checked), best first.
@@ -229,6 +301,9 @@ impl Catalog {
             .sum();
         self.index.memory_bytes()
             + (self.ids.capacity() + self.attrs.capacity()) * std::mem::size_of::<Option<Box<str>>>()
+            + self.parsed.capacity() * std::mem::size_of::<Attrs>()
+            + strings // parsed attributes: about the size of their JSON text
+            + self.popularity.capacity() * 8
             + strings * 2 // ids are held twice: per slot and as map keys
             + self.by_id.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
     }
@@ -254,6 +329,16 @@ impl Catalog {
             w.u32(s);
             w.blob(self.ids[s as usize].as_deref().unwrap_or("").as_bytes());
             w.blob(self.attrs[s as usize].as_deref().unwrap_or("").as_bytes());
+        }
+        let popular: Vec<u32> = (0..self.popularity.len() as u32)
+            .filter(|&s| self.popularity[s as usize] > 0.0 && self.index.is_live(s))
+            .collect();
+        w.u32(POPULARITY_TAG);
+        w.u64(self.pop_epoch_ms as u64);
+        w.u64(popular.len() as u64);
+        for s in popular {
+            w.u32(s);
+            w.bytes(&[self.popularity[s as usize]]);
         }
         out
     }
@@ -285,14 +370,41 @@ impl Catalog {
             ids[slot as usize] = Some(id);
             attrs[slot as usize] = (!a.is_empty()).then(|| a.into());
         }
+        let mut popularity = vec![0.0; slots];
+        let mut pop_epoch_ms = 0;
+        if r.remaining() > 0 {
+            if r.u32()? != POPULARITY_TAG {
+                return Err("unknown section after the items".into());
+            }
+            pop_epoch_ms = r.u64()? as i64;
+            let n = r.u64()? as usize;
+            if n > slots {
+                return Err("popularity section larger than the catalog".into());
+            }
+            for _ in 0..n {
+                let s = r.u32()? as usize;
+                let p: Vec<f64> = r.array(1)?;
+                if s >= slots || !p[0].is_finite() || p[0] < 0.0 {
+                    return Err("bad popularity record".into());
+                }
+                popularity[s] = p[0];
+            }
+        }
         if r.remaining() != 0 {
             return Err("trailing bytes after the catalog".into());
         }
+        let parsed = attrs
+            .iter()
+            .map(|a: &Option<Box<str>>| a.as_deref().map(Attrs::from_text).unwrap_or_default())
+            .collect();
         Ok(Catalog {
             index,
             ids,
             attrs,
+            parsed,
             by_id,
+            popularity,
+            pop_epoch_ms,
         })
     }
 }

@@ -7,6 +7,8 @@
 //! types; nothing here names a Redis type, so it is unit-testable with `cargo test`.
 
 pub mod catalog;
+pub mod features;
 pub mod index;
+pub mod pipeline;
 pub mod synth;
 pub mod vector;

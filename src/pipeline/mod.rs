@@ -1,0 +1,5 @@
+//! The online recommendation pipeline: user vector -> retrieval -> filtering
+//! -> ranking -> ordering, with per-stage counts and timings (EXPLAIN).
+
+pub mod filter;
+pub mod recommend;
