@@ -5,6 +5,7 @@
 //! so an error leaves the catalog exactly as it was.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::features::attrs::Attrs;
 use crate::index::snapshot::{self, Reader, Writer};
@@ -46,9 +47,11 @@ pub struct Catalog {
     /// The same attributes parsed for the filter language.
     parsed: Vec<Attrs>,
     by_id: HashMap<Box<str>, u32>,
-    /// Time-decayed popularity per slot, in units at `pop_epoch_ms`.
-    popularity: Vec<f64>,
-    pop_epoch_ms: i64,
+    /// Time-decayed popularity per slot (f64 bits), in units at
+    /// `pop_epoch_ms`. Atomic so events update it under a read lock, without
+    /// waiting for searches in flight.
+    popularity: Vec<AtomicU64>,
+    pop_epoch_ms: AtomicI64,
 }
 
 /// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
@@ -86,7 +89,7 @@ impl Catalog {
             parsed: Vec::new(),
             by_id: HashMap::new(),
             popularity: Vec::new(),
-            pop_epoch_ms: 0,
+            pop_epoch_ms: AtomicI64::new(0),
         })
     }
 
@@ -138,13 +141,13 @@ impl Catalog {
             self.ids.resize(slot + 1, None);
             self.attrs.resize(slot + 1, None);
             self.parsed.resize(slot + 1, Attrs::default());
-            self.popularity.resize(slot + 1, 0.0);
+            self.popularity.resize_with(slot + 1, || AtomicU64::new(0));
         }
         let key: Box<str> = id.into();
         self.ids[slot] = Some(key.clone());
         self.parsed[slot] = attrs.as_deref().map(Attrs::from_text).unwrap_or_default();
         self.attrs[slot] = attrs;
-        self.popularity[slot] = 0.0;
+        self.popularity[slot].store(0, Relaxed);
         self.by_id.insert(key, slot as u32);
         Ok(created)
     }
@@ -156,7 +159,7 @@ impl Catalog {
         }
         self.attrs[slot as usize] = None;
         self.parsed[slot as usize] = Attrs::default();
-        self.popularity[slot as usize] = 0.0;
+        self.popularity[slot as usize].store(0, Relaxed);
     }
 
     /// Deletes an item; returns false when it did not exist.
@@ -201,32 +204,42 @@ impl Catalog {
         self.parsed.get(slot as usize).unwrap_or(&EMPTY)
     }
 
+    fn pop(&self, slot: u32) -> f64 {
+        self.popularity
+            .get(slot as usize)
+            .map_or(0.0, |p| f64::from_bits(p.load(Relaxed)))
+    }
+
     /// Adds `weight` to the item's popularity at time `ts_ms`; popularity
-    /// halves every [`POPULARITY_HALF_LIFE_MS`].
-    pub fn record_popularity(&mut self, slot: u32, weight: f64, ts_ms: i64) {
+    /// halves every [`POPULARITY_HALF_LIFE_MS`]. Takes `&self`: updates are
+    /// atomic (one writer, the Redis main thread, and many readers).
+    pub fn record_popularity(&self, slot: u32, weight: f64, ts_ms: i64) {
         if !self.index.is_live(slot) || !weight.is_finite() {
             return;
         }
-        if self.pop_epoch_ms == 0 {
-            self.pop_epoch_ms = ts_ms;
-        }
+        let _ = self
+            .pop_epoch_ms
+            .compare_exchange(0, ts_ms, Relaxed, Relaxed);
         // Scores are kept in units at the epoch: a later event weighs more.
         // Move the epoch forward before the factor could overflow.
-        let mut exponent = (ts_ms - self.pop_epoch_ms) as f64 / POPULARITY_HALF_LIFE_MS;
+        let mut exponent =
+            (ts_ms - self.pop_epoch_ms.load(Relaxed)) as f64 / POPULARITY_HALF_LIFE_MS;
         if exponent > 512.0 {
             let shift = 2f64.powf(-exponent);
-            self.popularity.iter_mut().for_each(|p| *p *= shift);
-            self.pop_epoch_ms = ts_ms;
+            for p in &self.popularity {
+                p.store((f64::from_bits(p.load(Relaxed)) * shift).to_bits(), Relaxed);
+            }
+            self.pop_epoch_ms.store(ts_ms, Relaxed);
             exponent = 0.0;
         }
-        let p = &mut self.popularity[slot as usize];
-        *p = (*p + weight * 2f64.powf(exponent)).max(0.0);
+        let updated = (self.pop(slot) + weight * 2f64.powf(exponent)).max(0.0);
+        self.popularity[slot as usize].store(updated.to_bits(), Relaxed);
     }
 
     /// Popularity of `slot` as it stands at time `now_ms`.
     pub fn popularity_at(&self, slot: u32, now_ms: i64) -> f64 {
-        let p = self.popularity.get(slot as usize).copied().unwrap_or(0.0);
-        p * 2f64.powf(-((now_ms - self.pop_epoch_ms) as f64) / POPULARITY_HALF_LIFE_MS)
+        let epoch = self.pop_epoch_ms.load(Relaxed);
+        self.pop(slot) * 2f64.powf(-((now_ms - epoch) as f64) / POPULARITY_HALF_LIFE_MS)
     }
 
     /// Live slots by decreasing popularity (ties by slot), accepted by `accept`,
@@ -235,11 +248,7 @@ impl Catalog {
         let mut slots: Vec<u32> = (0..self.index.slots() as u32)
             .filter(|&s| self.index.is_live(s) && accept(s))
             .collect();
-        let by_pop = |a: &u32, b: &u32| {
-            self.popularity[*b as usize]
-                .total_cmp(&self.popularity[*a as usize])
-                .then(a.cmp(b))
-        };
+        let by_pop = |a: &u32, b: &u32| self.pop(*b).total_cmp(&self.pop(*a)).then(a.cmp(b));
         if slots.len() > n && n > 0 {
             slots.select_nth_unstable_by(n - 1, by_pop);
             slots.truncate(n);
@@ -331,14 +340,14 @@ impl Catalog {
             w.blob(self.attrs[s as usize].as_deref().unwrap_or("").as_bytes());
         }
         let popular: Vec<u32> = (0..self.popularity.len() as u32)
-            .filter(|&s| self.popularity[s as usize] > 0.0 && self.index.is_live(s))
+            .filter(|&s| self.pop(s) > 0.0 && self.index.is_live(s))
             .collect();
         w.u32(POPULARITY_TAG);
-        w.u64(self.pop_epoch_ms as u64);
+        w.u64(self.pop_epoch_ms.load(Relaxed) as u64);
         w.u64(popular.len() as u64);
         for s in popular {
             w.u32(s);
-            w.bytes(&[self.popularity[s as usize]]);
+            w.bytes(&[self.pop(s)]);
         }
         out
     }
@@ -370,7 +379,7 @@ impl Catalog {
             ids[slot as usize] = Some(id);
             attrs[slot as usize] = (!a.is_empty()).then(|| a.into());
         }
-        let mut popularity = vec![0.0; slots];
+        let popularity: Vec<AtomicU64> = (0..slots).map(|_| AtomicU64::new(0)).collect();
         let mut pop_epoch_ms = 0;
         if r.remaining() > 0 {
             if r.u32()? != POPULARITY_TAG {
@@ -387,7 +396,7 @@ impl Catalog {
                 if s >= slots || !p[0].is_finite() || p[0] < 0.0 {
                     return Err("bad popularity record".into());
                 }
-                popularity[s] = p[0];
+                popularity[s].store(p[0].to_bits(), Relaxed);
             }
         }
         if r.remaining() != 0 {
@@ -404,7 +413,7 @@ impl Catalog {
             parsed,
             by_id,
             popularity,
-            pop_epoch_ms,
+            pop_epoch_ms: AtomicI64::new(pop_epoch_ms),
         })
     }
 }

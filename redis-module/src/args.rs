@@ -58,6 +58,27 @@ impl<'a> Args<'a> {
         Ok(v)
     }
 
+    pub fn next_float(&mut self, what: &str, min: f64, max: f64) -> CmdResult<f64> {
+        let s = self.next_str(what)?;
+        let v: f64 = s
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| format!("{what} must be a finite number, got '{s}'"))?;
+        if v < min || v > max {
+            return Err(format!("{what} must be between {min} and {max}, got {v}"));
+        }
+        Ok(v)
+    }
+
+    /// The next argument upper-cased, without consuming it.
+    pub fn peek_keyword(&self) -> Option<String> {
+        let a = self.args.get(self.pos)?;
+        std::str::from_utf8(a.as_slice())
+            .ok()
+            .map(|s| s.to_ascii_uppercase())
+    }
+
     pub fn next_usize(&mut self, what: &str, min: usize, max: usize) -> CmdResult<usize> {
         Ok(self.next_int(what, min as i64, max as i64)? as usize)
     }

@@ -255,21 +255,25 @@ fn search_opts(a: &mut Args) -> CmdResult<SearchOpts> {
     Ok(o)
 }
 
-fn scored_reply(hits: &[Scored], with_scores: bool) -> Reply {
+/// Ids best first; with scores a map id -> score (flat pairs under RESP2).
+pub fn scored_reply<'a>(hits: impl Iterator<Item = (&'a str, f32)>, with_scores: bool) -> Reply {
     if with_scores {
         Reply::Map(
-            hits.iter()
-                .map(|h| (h.id.to_string(), Reply::Double(h.score as f64)))
+            hits.map(|(id, s)| (id.to_string(), Reply::Double(s as f64)))
                 .collect(),
         )
     } else {
-        Reply::Array(hits.iter().map(|h| Reply::Text(h.id.to_string())).collect())
+        Reply::Array(hits.map(|(id, _)| Reply::Text(id.to_string())).collect())
     }
+}
+
+fn scored_hits<'a>(hits: &'a [Scored<'a>]) -> impl Iterator<Item = (&'a str, f32)> + 'a {
+    hits.iter().map(|h| (h.id, h.score))
 }
 
 /// Runs `job` on a worker through a blocked client, or inline where Redis
 /// forbids blocking (MULTI, Lua, replicated stream).
-fn run_blocking(ctx: &Context, job: impl FnOnce() -> Reply + Send + 'static) -> Reply {
+pub fn run_blocking(ctx: &Context, job: impl FnOnce() -> Reply + Send + 'static) -> Reply {
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA) {
         return job();
@@ -294,7 +298,7 @@ pub fn search(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let o = search_opts(&mut a)?;
     Ok(run_blocking(ctx, move || {
         let c = catalog.read();
-        scored_reply(&c.search(&v, k, o.ef), o.with_scores)
+        scored_reply(scored_hits(&c.search(&v, k, o.ef)), o.with_scores)
     }))
 }
 
@@ -312,7 +316,7 @@ pub fn similar(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     Ok(run_blocking(ctx, move || {
         let c = catalog.read();
         match c.similar(&id, k, o.ef) {
-            Ok(hits) => scored_reply(&hits, o.with_scores),
+            Ok(hits) => scored_reply(scored_hits(&hits), o.with_scores),
             // Deleted between the check and the search.
             Err(e) => Reply::error(e),
         }

@@ -1,15 +1,19 @@
-//! The redis-recsys Redis module: `redis-server --loadmodule librecsys.so [WORKERS n]`.
+//! The redis-recsys Redis module: `redis-server --loadmodule librecsys.so [WORKERS n] [HISTORY n]`.
 //!
 //! Thin glue between Redis and the `recsys` core crate:
 //! - [`registry`]: command table (flags, arity, key specs) and panic guards
-//! - [`commands`]: argument parsing and the handlers
+//! - [`commands`]: catalog commands (CREATE, ITEM.*, SEARCH, SIMILAR, INFO)
+//! - [`recommend`]: RECSYS.RECOMMEND and RECSYS.EVENT
+//! - [`config`]: module arguments
 //! - [`datatype`]: the catalog data type (RDB, AOF, memory, copy, free)
 //! - [`workers`]: worker pool, blocked clients, background freeing
 //! - [`reply`]: replies that work under RESP2 and RESP3
 
 mod args;
 mod commands;
+mod config;
 mod datatype;
+mod recommend;
 mod registry;
 mod reply;
 mod util;
@@ -19,44 +23,9 @@ use redis_module::{redis_module, Context, ModuleOptions, RedisString, Status};
 
 use crate::datatype::CATALOG_TYPE;
 
-/// Module arguments (`--loadmodule librecsys.so WORKERS 4`).
-struct ModuleArgs {
-    workers: usize,
-}
-
-fn parse_module_args(args: &[RedisString]) -> Result<ModuleArgs, String> {
-    let mut out = ModuleArgs {
-        workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-    };
-    let mut it = args.iter();
-    while let Some(name) = it.next() {
-        let name = name.to_string_lossy().to_ascii_uppercase();
-        let value = it
-            .next()
-            .map(|v| v.to_string_lossy())
-            .ok_or_else(|| format!("module argument {name} needs a value"))?;
-        match name.as_str() {
-            "WORKERS" => {
-                out.workers = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=256).contains(n))
-                    .ok_or_else(|| {
-                        format!("WORKERS must be an integer between 1 and 256, got '{value}'")
-                    })?;
-            }
-            other => {
-                return Err(format!(
-                    "unknown module argument '{other}', expected WORKERS n"
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
-    let result = parse_module_args(args).and_then(|a| {
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    let result = config::parse(&args).and_then(|a| {
         workers::start(a.workers)?;
         registry::register(ctx)?;
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
@@ -65,6 +34,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             a.workers,
             recsys_core::index::distance::kernel_name()
         ));
+        config::install(a);
         Ok(())
     });
     match result {

@@ -13,6 +13,7 @@ use redis_module::{raw, Context, RedisString};
 
 use crate::args::CmdResult;
 use crate::commands as c;
+use crate::recommend as r;
 use crate::reply::Reply;
 use crate::util::panic_message;
 
@@ -64,6 +65,8 @@ commands! {
     cmd_search => c::search,
     cmd_similar => c::similar,
     cmd_info => c::info,
+    cmd_recommend => r::recommend,
+    cmd_event => r::event,
 }
 
 /// How a command touches its key (first argument).
@@ -73,6 +76,8 @@ enum KeyUse {
     Insert,
     Delete,
     Read,
+    /// Read and written (the user hash of RECSYS.EVENT).
+    Update,
 }
 
 impl KeyUse {
@@ -82,6 +87,9 @@ impl KeyUse {
             KeyUse::Insert => KeySpecFlags::READ_WRITE | KeySpecFlags::UPDATE,
             KeyUse::Delete => KeySpecFlags::READ_WRITE | KeySpecFlags::DELETE,
             KeyUse::Read => KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS,
+            KeyUse::Update => {
+                KeySpecFlags::READ_WRITE | KeySpecFlags::ACCESS | KeySpecFlags::UPDATE
+            }
         }
     }
 }
@@ -91,7 +99,8 @@ struct Spec {
     func: RawCmd,
     flags: &'static str,
     arity: c_int,
-    key: KeyUse,
+    /// Uses of the keys at argv[1], argv[2], ...
+    keys: &'static [KeyUse],
     summary: &'static str,
     complexity: &'static str,
 }
@@ -102,7 +111,7 @@ const SPECS: &[Spec] = &[
         func: cmd_create,
         flags: "write deny-oom",
         arity: -4,
-        key: KeyUse::Create,
+        keys: &[KeyUse::Create],
         summary: "Creates a catalog of item vectors",
         complexity: "O(1)",
     },
@@ -111,7 +120,7 @@ const SPECS: &[Spec] = &[
         func: cmd_item_set,
         flags: "write deny-oom",
         arity: -5,
-        key: KeyUse::Insert,
+        keys: &[KeyUse::Insert],
         summary: "Inserts or replaces one item (vector and attributes)",
         complexity: "O(log(N)) graph insertion",
     },
@@ -120,7 +129,7 @@ const SPECS: &[Spec] = &[
         func: cmd_item_mset,
         flags: "write deny-oom",
         arity: -4,
-        key: KeyUse::Insert,
+        keys: &[KeyUse::Insert],
         summary: "Inserts or replaces many items given as FP32 blobs",
         complexity: "O(K log(N)) for K items",
     },
@@ -129,7 +138,7 @@ const SPECS: &[Spec] = &[
         func: cmd_item_get,
         flags: "readonly fast",
         arity: -3,
-        key: KeyUse::Read,
+        keys: &[KeyUse::Read],
         summary: "Returns an item's vector and attributes",
         complexity: "O(DIM)",
     },
@@ -138,7 +147,7 @@ const SPECS: &[Spec] = &[
         func: cmd_item_del,
         flags: "write fast",
         arity: -3,
-        key: KeyUse::Delete,
+        keys: &[KeyUse::Delete],
         summary: "Deletes items",
         complexity: "O(K) for K ids",
     },
@@ -147,7 +156,7 @@ const SPECS: &[Spec] = &[
         func: cmd_search,
         flags: "readonly",
         arity: -5,
-        key: KeyUse::Read,
+        keys: &[KeyUse::Read],
         summary: "Nearest items to a vector (runs on a worker thread)",
         complexity: "O(EF log(N))",
     },
@@ -156,7 +165,7 @@ const SPECS: &[Spec] = &[
         func: cmd_similar,
         flags: "readonly",
         arity: -4,
-        key: KeyUse::Read,
+        keys: &[KeyUse::Read],
         summary: "Items nearest to an item, never the item itself (runs on a worker thread)",
         complexity: "O(EF log(N))",
     },
@@ -165,10 +174,15 @@ const SPECS: &[Spec] = &[
         func: cmd_info,
         flags: "readonly fast",
         arity: 2,
-        key: KeyUse::Read,
+        keys: &[KeyUse::Read],
         summary: "Catalog parameters, item counts and memory",
         complexity: "O(1)",
     },
+    Spec { name: "RECSYS.RECOMMEND", func: cmd_recommend, flags: "readonly", arity: -3, keys: &[KeyUse::Read, KeyUse::Read],
+        summary: "Recommends items for a user: user vector, retrieval, filters, ranking, ordering (runs on a worker thread)",
+        complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering" },
+    Spec { name: "RECSYS.EVENT", func: cmd_event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Read, KeyUse::Update],
+        summary: "Records an interaction: the user's recent items and the item's popularity", complexity: "O(HISTORY)" },
 ];
 
 const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
@@ -185,13 +199,14 @@ pub fn register(ctx: &Context) -> Result<(), String> {
         let flags = CString::new(s.flags).map_err(|e| e.to_string())?;
         // SAFETY: called from module init on the main thread with live strings.
         unsafe {
+            let last_key = s.keys.len() as c_int;
             if raw::RedisModule_CreateCommand.unwrap()(
                 ctx.ctx,
                 name.as_ptr(),
                 Some(s.func),
                 flags.as_ptr(),
                 1,
-                1,
+                last_key,
                 1,
             ) != raw::REDISMODULE_OK as c_int
             {
@@ -201,13 +216,20 @@ pub fn register(ctx: &Context) -> Result<(), String> {
             if cmd.is_null() {
                 return Err(format!("cannot find {} after registering it", s.name));
             }
-            let spec = KeySpec::new(
-                None,
-                s.key.flags(),
-                BeginSearch::new_index(1),
-                FindKeys::new_range(0, 1, 0),
-            );
-            let mut key_specs = get_redis_key_spec(vec![spec]);
+            let specs = s
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    KeySpec::new(
+                        None,
+                        k.flags(),
+                        BeginSearch::new_index(i as i32 + 1),
+                        FindKeys::new_range(0, 1, 0),
+                    )
+                })
+                .collect();
+            let mut key_specs = get_redis_key_spec(specs);
             let summary = CString::new(s.summary).map_err(|e| e.to_string())?;
             let complexity = CString::new(s.complexity).map_err(|e| e.to_string())?;
             let since = c"0.1.0";

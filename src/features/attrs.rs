@@ -18,7 +18,9 @@ pub fn json_to_cel(v: &serde_json::Value) -> Value {
             _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         serde_json::Value::String(s) => Value::String(s.clone().into()),
-        serde_json::Value::Array(a) => Value::List(a.iter().map(json_to_cel).collect::<Vec<_>>().into()),
+        serde_json::Value::Array(a) => {
+            Value::List(a.iter().map(json_to_cel).collect::<Vec<_>>().into())
+        }
         serde_json::Value::Object(o) => {
             let map: std::collections::HashMap<String, Value> =
                 o.iter().map(|(k, v)| (k.clone(), json_to_cel(v))).collect();
@@ -31,7 +33,10 @@ impl Attrs {
     /// Attributes of a JSON object (anything else gives no attributes).
     pub fn from_json(json: &serde_json::Value) -> Attrs {
         let mut fields: Vec<(Box<str>, Value)> = match json.as_object() {
-            Some(o) => o.iter().map(|(k, v)| (k.as_str().into(), json_to_cel(v))).collect(),
+            Some(o) => o
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), json_to_cel(v)))
+                .collect(),
             None => Vec::new(),
         };
         fields.sort_by(|a, b| a.0.cmp(&b.0));

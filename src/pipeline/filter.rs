@@ -82,7 +82,9 @@ mod tests {
 
     #[test]
     fn comparisons_logic_and_membership() {
-        let a = attrs(r#"{"genre":"drama","year":1999,"price":9.5,"in_stock":true,"tags":["kids","new"]}"#);
+        let a = attrs(
+            r#"{"genre":"drama","year":1999,"price":9.5,"in_stock":true,"tags":["kids","new"]}"#,
+        );
         for (expr, want) in [
             (r#"genre == "drama""#, true),
             (r#"genre != "drama""#, false),

@@ -123,7 +123,11 @@ fn micros(t: Instant) -> u64 {
 }
 
 /// Runs the pipeline. Errors are for the caller to return as `-ERR`.
-pub fn recommend(catalog: &Catalog, user: &UserInput, req: &Request) -> Result<Recommendation, String> {
+pub fn recommend(
+    catalog: &Catalog,
+    user: &UserInput,
+    req: &Request,
+) -> Result<Recommendation, String> {
     let mut ex = Explain {
         filter_mode: "none",
         ..Explain::default()
@@ -132,7 +136,10 @@ pub fn recommend(catalog: &Catalog, user: &UserInput, req: &Request) -> Result<R
     // Stage 1: the user vector.
     let t = Instant::now();
     let seen: HashSet<u32> = if req.exclude_seen {
-        user.recent.iter().filter_map(|id| catalog.slot_of(id)).collect()
+        user.recent
+            .iter()
+            .filter_map(|id| catalog.slot_of(id))
+            .collect()
     } else {
         HashSet::new()
     };
@@ -163,7 +170,10 @@ pub fn recommend(catalog: &Catalog, user: &UserInput, req: &Request) -> Result<R
     };
     let mut scored: Vec<(u32, f32)> = match &vector {
         Some(v) => {
-            let ef = req.ef.unwrap_or(catalog.params().ef_search).max(req.candidates);
+            let ef = req
+                .ef
+                .unwrap_or(catalog.params().ef_search)
+                .max(req.candidates);
             catalog
                 .index()
                 .search(v, req.candidates, ef, &accept)
@@ -219,19 +229,29 @@ pub fn recommend(catalog: &Catalog, user: &UserInput, req: &Request) -> Result<R
     }
     ex.order_us = micros(t);
     ex.returned = out.len();
-    Ok(Recommendation { items: out, explain: ex })
+    Ok(Recommendation {
+        items: out,
+        explain: ex,
+    })
 }
 
 /// Stage 1: the first available of VECTOR, `emb`, session mean; `None` means
 /// cold start.
-fn user_vector(catalog: &Catalog, user: &UserInput) -> Result<(Option<Vec<f32>>, VectorSource), String> {
+fn user_vector(
+    catalog: &Catalog,
+    user: &UserInput,
+) -> Result<(Option<Vec<f32>>, VectorSource), String> {
     let prepare = |v: &[f32]| catalog.index().prepare(v);
     if let Some(v) = &user.vector_arg {
-        catalog.check_vector(v).map_err(|e| format!("VECTOR: {e}"))?;
+        catalog
+            .check_vector(v)
+            .map_err(|e| format!("VECTOR: {e}"))?;
         return Ok((Some(prepare(v)), VectorSource::Argument));
     }
     if let Some(v) = &user.embedding {
-        catalog.check_vector(v).map_err(|e| format!("user field emb: {e}"))?;
+        catalog
+            .check_vector(v)
+            .map_err(|e| format!("user field emb: {e}"))?;
         return Ok((Some(prepare(v)), VectorSource::Embedding));
     }
     let dim = catalog.params().dim;
@@ -265,7 +285,10 @@ fn softmax_order(scored: Vec<(u32, f32)>, temperature: f32, seed: u64) -> Vec<(u
         })
         .collect();
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    keyed.into_iter().map(|(_, slot, score)| (slot, score)).collect()
+    keyed
+        .into_iter()
+        .map(|(_, slot, score)| (slot, score))
+        .collect()
 }
 
 #[cfg(test)]
@@ -279,7 +302,8 @@ mod tests {
         let mut c = Catalog::new(IndexParams::new(16)).unwrap();
         for (i, v) in clustered(n, 16, 10, 0.4, 1).iter().enumerate() {
             let attrs = format!(r#"{{"genre":"g{}","rare":{}}}"#, i % 5, i % 100 == 0);
-            c.set(&format!("i{i}"), v, Some(normalize_attrs(&attrs).unwrap())).unwrap();
+            c.set(&format!("i{i}"), v, Some(normalize_attrs(&attrs).unwrap()))
+                .unwrap();
         }
         c
     }
@@ -299,7 +323,10 @@ mod tests {
         let u = user(c.index().vector(5));
         let r = recommend(&c, &u, &req).unwrap();
         assert_eq!(r.items.len(), 20, "30 rare items exist");
-        assert!(r.items.iter().all(|(id, _)| id[1..].parse::<usize>().unwrap() % 100 == 0));
+        assert!(r
+            .items
+            .iter()
+            .all(|(id, _)| id[1..].parse::<usize>().unwrap() % 100 == 0));
         assert_eq!(r.explain.filter_mode, "in-graph");
     }
 
@@ -309,18 +336,29 @@ mod tests {
         let v = c.index().vector(1);
         let mut u = user(v);
         let plain = recommend(&c, &u, &Request::new(10)).unwrap();
-        u.recent = plain.items.iter().take(5).map(|(id, _)| id.clone()).collect();
+        u.recent = plain
+            .items
+            .iter()
+            .take(5)
+            .map(|(id, _)| id.clone())
+            .collect();
         let mut req = Request::new(10);
         req.exclude_seen = true;
         let r = recommend(&c, &u, &req).unwrap();
         assert!(r.items.iter().all(|(id, _)| !u.recent.contains(id)));
 
         let mut req = Request::new(10);
-        req.ordering = Ordering::Softmax { temperature: 0.05, seed: 7 };
+        req.ordering = Ordering::Softmax {
+            temperature: 0.05,
+            seed: 7,
+        };
         let a = recommend(&c, &u, &req).unwrap().items;
         let b = recommend(&c, &u, &req).unwrap().items;
         assert_eq!(a, b, "same seed, same answer");
-        req.ordering = Ordering::Softmax { temperature: 0.05, seed: 8 };
+        req.ordering = Ordering::Softmax {
+            temperature: 0.05,
+            seed: 8,
+        };
         assert_ne!(a, recommend(&c, &u, &req).unwrap().items);
 
         let mut req = Request::new(10);
@@ -329,7 +367,9 @@ mod tests {
         let mut counts = HashMap::new();
         for (id, _) in &r.items {
             let slot = c.slot_of(id).unwrap();
-            *counts.entry(c.parsed_attrs(slot).group_key("genre").unwrap()).or_insert(0) += 1;
+            *counts
+                .entry(c.parsed_attrs(slot).group_key("genre").unwrap())
+                .or_insert(0) += 1;
         }
         assert!(counts.values().all(|&n| n <= 2), "{counts:?}");
         assert_eq!(r.items.len(), 10);
@@ -337,7 +377,7 @@ mod tests {
 
     #[test]
     fn session_and_cold_start() {
-        let mut c = catalog(500);
+        let c = catalog(500);
         let u = UserInput {
             recent: vec!["i3".into(), "i4".into(), "nope".into()],
             ..UserInput::default()

@@ -143,11 +143,21 @@ pub fn run(b: &RedisBench) -> Result<()> {
 }
 
 /// SAVE, stop, start again on the same files: time until the server answers.
-fn restart(b: &RedisBench, server: RedisServer, module_args: &[&str], extra: &[&str]) -> Result<()> {
+fn restart(
+    b: &RedisBench,
+    server: RedisServer,
+    module_args: &[&str],
+    extra: &[&str],
+) -> Result<()> {
     let mut c = server.connection()?;
     let q = clustered_lowrank(1, b.dim, 100, 8, 9)[0].clone();
     let search = |c: &mut redis::Connection| -> Result<Vec<String>> {
-        Ok(redis::cmd("RECSYS.SEARCH").arg("bench").arg(10).arg("FP32").arg(to_fp32_blob(&q)).query(c)?)
+        Ok(redis::cmd("RECSYS.SEARCH")
+            .arg("bench")
+            .arg(10)
+            .arg("FP32")
+            .arg(to_fp32_blob(&q))
+            .query(c)?)
     };
     let before = search(&mut c)?;
     let t = Instant::now();
@@ -171,7 +181,10 @@ fn restart(b: &RedisBench, server: RedisServer, module_args: &[&str], extra: &[&
 }
 
 fn throughput(b: &RedisBench, server: &RedisServer, c: &mut redis::Connection) -> Result<()> {
-    redis::cmd("SET").arg("key:__rand_int__").arg("x").query::<()>(c)?;
+    redis::cmd("SET")
+        .arg("key:__rand_int__")
+        .arg("x")
+        .query::<()>(c)?;
 
     let query = clustered_lowrank(1, b.dim, 100, 8, 7)[0]
         .iter()

@@ -1,0 +1,61 @@
+//! Module arguments (`--loadmodule librecsys.so WORKERS 4 HISTORY 50`),
+//! parsed once at load and read everywhere else.
+
+use once_cell::sync::OnceCell;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads for searches and recommendations.
+    pub workers: usize,
+    /// Recent items kept per user by RECSYS.EVENT.
+    pub history: usize,
+}
+
+static CONFIG: OnceCell<Config> = OnceCell::new();
+
+/// The loaded configuration (defaults before load, e.g. in unit tests).
+pub fn get() -> Config {
+    CONFIG.get().cloned().unwrap_or_else(defaults)
+}
+
+fn defaults() -> Config {
+    Config {
+        workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        history: 50,
+    }
+}
+
+fn int_arg(name: &str, value: &str, min: usize, max: usize) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{name} must be an integer between {min} and {max}, got '{value}'"))
+}
+
+/// Parses `NAME value` pairs; the error names the bad argument.
+pub fn parse(args: &[String]) -> Result<Config, String> {
+    let mut c = defaults();
+    let mut it = args.iter();
+    while let Some(name) = it.next() {
+        let name = name.to_ascii_uppercase();
+        let value = it
+            .next()
+            .ok_or_else(|| format!("module argument {name} needs a value"))?;
+        match name.as_str() {
+            "WORKERS" => c.workers = int_arg("WORKERS", value, 1, 256)?,
+            "HISTORY" => c.history = int_arg("HISTORY", value, 1, 10_000)?,
+            other => {
+                return Err(format!(
+                    "unknown module argument '{other}', expected WORKERS n or HISTORY n"
+                ))
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Stores the configuration (once, at module load).
+pub fn install(c: Config) {
+    let _ = CONFIG.set(c);
+}

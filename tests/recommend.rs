@@ -1,0 +1,459 @@
+//! RECSYS.RECOMMEND and RECSYS.EVENT through a real redis-server: user
+//! vectors from every source, filters, ordering, EXPLAIN, and bad input.
+
+mod common;
+use common::*;
+use recsys::vector::to_fp32_blob;
+use redis::{Connection, Value};
+use std::collections::HashMap;
+
+const DIM: usize = 16;
+const N: usize = 3000;
+
+/// A catalog where item i has genre "g{i%5}", year 1950+i%70 and rare=(i%100==0).
+fn shop(c: &mut Connection) -> Vec<Vec<f32>> {
+    let vs = vectors(N, DIM, 61);
+    cmd(c, &format!("RECSYS.CREATE cat DIM {DIM}")).unwrap();
+    for chunk in vs.chunks(500).enumerate() {
+        let mut p = redis::pipe();
+        for (j, v) in chunk.1.iter().enumerate() {
+            let i = chunk.0 * 500 + j;
+            let attrs = format!(
+                r#"{{"genre":"g{}","year":{},"rare":{},"tags":["t{}"]}}"#,
+                i % 5,
+                1950 + i % 70,
+                i % 100 == 0,
+                i % 3
+            );
+            p.cmd("RECSYS.ITEM.SET")
+                .arg("cat")
+                .arg(format!("i{i}"))
+                .arg("FP32")
+                .arg(to_fp32_blob(v))
+                .arg("ATTRS")
+                .arg(attrs)
+                .ignore();
+        }
+        p.query::<()>(c).unwrap();
+    }
+    vs
+}
+
+fn rec(c: &mut Connection, user: &str, opts: &[&str]) -> Vec<String> {
+    redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg(user)
+        .arg(opts)
+        .query(c)
+        .unwrap()
+}
+
+fn num(id: &str) -> usize {
+    id[1..].parse().unwrap()
+}
+
+#[test]
+fn user_vector_sources_in_order() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    // VECTOR argument beats everything.
+    let r: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("u:1")
+        .arg("K")
+        .arg(5)
+        .arg("VECTOR")
+        .arg(to_fp32_blob(&vs[42]))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r[0], "i42");
+    // The user's emb field (written with a plain HSET).
+    let _: () = redis::cmd("HSET")
+        .arg("u:2")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[7]))
+        .arg("age")
+        .arg(31)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(rec(&mut c, "u:2", &["K", "3"])[0], "i7");
+    // Session: mean of recent events' vectors.
+    cmd(&mut c, "RECSYS.EVENT cat u:3 i100 TYPE view").unwrap();
+    cmd(&mut c, "RECSYS.EVENT cat u:3 i100 TYPE click").unwrap();
+    let recent: String = redis::cmd("HGET")
+        .arg("u:3")
+        .arg("recent")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(recent, r#"["i100"]"#, "an item appears once, newest first");
+    let r = rec(&mut c, "u:3", &["K", "3"]);
+    assert_eq!(r[0], "i100");
+    let explain = format!(
+        "{:?}",
+        cmd(&mut c, "RECSYS.RECOMMEND cat u:3 K 3 EXPLAIN").unwrap()
+    );
+    assert!(explain.contains("mean of 1 recent items"), "{explain}");
+    // Cold start: a missing hash gets the most popular items.
+    for (item, times) in [("i5", 3), ("i6", 1), ("i9", 2)] {
+        for _ in 0..times {
+            cmd(&mut c, &format!("RECSYS.EVENT cat someone {item}")).unwrap();
+        }
+    }
+    // i100 and i9 both have two events; i9's are later, so they weigh more.
+    let cold = rec(&mut c, "nobody", &["K", "4"]);
+    assert_eq!(cold, vec!["i5", "i9", "i100", "i6"]);
+    let explain = format!(
+        "{:?}",
+        cmd(&mut c, "RECSYS.RECOMMEND cat nobody K 2 EXPLAIN").unwrap()
+    );
+    assert!(explain.contains("cold start"), "{explain}");
+}
+
+#[test]
+fn filters_never_leak_and_fill_k() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    let _: () = redis::cmd("HSET")
+        .arg("u")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[1]))
+        .query(&mut c)
+        .unwrap();
+    let r = rec(
+        &mut c,
+        "u",
+        &["K", "20", "WHERE", r#"genre == "g2" && year >= 1990"#],
+    );
+    assert_eq!(r.len(), 20);
+    assert!(
+        r.iter()
+            .all(|id| num(id) % 5 == 2 && 1950 + num(id) % 70 >= 1990),
+        "{r:?}"
+    );
+    // 1%-selective: 30 rare items exist, K=25 must be filled.
+    let r = rec(&mut c, "u", &["K", "25", "WHERE", "rare"]);
+    assert_eq!(r.len(), 25, "{r:?}");
+    assert!(r.iter().all(|id| num(id) % 100 == 0));
+    let r = rec(&mut c, "u", &["K", "50", "WHERE", "rare"]);
+    assert_eq!(r.len(), 30, "all 30 rare items, no more");
+    let r = rec(
+        &mut c,
+        "u",
+        &[
+            "K",
+            "10",
+            "WHERE",
+            r#""t1" in tags && genre in ["g0", "g1"]"#,
+        ],
+    );
+    assert!(
+        r.iter().all(|id| num(id) % 3 == 1 && num(id) % 5 <= 1),
+        "{r:?}"
+    );
+    assert!(rec(&mut c, "u", &["K", "10", "WHERE", "nosuchattr > 3"]).is_empty());
+    let v = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("u")
+        .arg("K")
+        .arg(5)
+        .arg("WHERE")
+        .arg("rare")
+        .arg("EXPLAIN")
+        .query::<Value>(&mut c)
+        .unwrap();
+    let text = format!("{v:?}");
+    assert!(text.contains("in-graph"), "{text}");
+}
+
+#[test]
+fn exclude_seen_never_returns_seen_items() {
+    let s = server_with(&["HISTORY", "20"], &[]);
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    let _: () = redis::cmd("HSET")
+        .arg("u")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[10]))
+        .query(&mut c)
+        .unwrap();
+    let before = rec(&mut c, "u", &["K", "10"]);
+    for id in &before {
+        cmd(
+            &mut c,
+            &format!("RECSYS.EVENT cat u {id} TYPE purchase WEIGHT 2"),
+        )
+        .unwrap();
+    }
+    let after = rec(&mut c, "u", &["K", "10", "EXCLUDE_SEEN"]);
+    assert_eq!(after.len(), 10);
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "{before:?} vs {after:?}"
+    );
+    // HISTORY bounds the recent list.
+    for i in 0..30 {
+        cmd(&mut c, &format!("RECSYS.EVENT cat u i{}", 500 + i)).unwrap();
+    }
+    let recent: String = redis::cmd("HGET")
+        .arg("u")
+        .arg("recent")
+        .query(&mut c)
+        .unwrap();
+    let recent: Vec<String> = serde_json::from_str(&recent).unwrap();
+    assert_eq!(recent.len(), 20);
+    assert_eq!(recent[0], "i529");
+    let purchases: i64 = redis::cmd("HGET")
+        .arg("u")
+        .arg("events:purchase")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(purchases, 10);
+}
+
+#[test]
+fn softmax_is_reproducible_and_diversity_caps() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    let _: () = redis::cmd("HSET")
+        .arg("u")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[3]))
+        .query(&mut c)
+        .unwrap();
+    let a = rec(&mut c, "u", &["K", "10", "SOFTMAX", "0.05", "SEED", "42"]);
+    let b = rec(&mut c, "u", &["K", "10", "SOFTMAX", "0.05", "SEED", "42"]);
+    let d = rec(&mut c, "u", &["K", "10", "SOFTMAX", "0.05", "SEED", "43"]);
+    assert_eq!(a, b);
+    assert_ne!(a, d);
+    assert_eq!(a.len(), 10);
+    let r = rec(&mut c, "u", &["K", "10", "DIVERSITY", "genre", "2"]);
+    assert_eq!(r.len(), 10);
+    let mut per: HashMap<usize, usize> = HashMap::new();
+    for id in &r {
+        *per.entry(num(id) % 5).or_default() += 1;
+    }
+    assert!(per.values().all(|&n| n <= 2), "{per:?}");
+    let with: Vec<(String, f64)> = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("u")
+        .arg("K")
+        .arg(3)
+        .arg("WITHSCORES")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(with.len(), 3);
+    assert!(with[0].1 >= with[1].1);
+    // CANDIDATES and EF are accepted and bound the work.
+    assert_eq!(
+        rec(&mut c, "u", &["K", "5", "CANDIDATES", "50", "EF", "60"]).len(),
+        5
+    );
+}
+
+#[test]
+fn resp3_explain_is_a_map_with_stages() {
+    let s = server();
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", s.port)).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let vs = shop(&mut c);
+    let _: () = redis::cmd("HSET")
+        .arg("u")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[3]))
+        .query(&mut c)
+        .unwrap();
+    let v = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("u")
+        .arg("K")
+        .arg(5)
+        .arg("WHERE")
+        .arg("year > 1960")
+        .arg("WITHSCORES")
+        .arg("EXPLAIN")
+        .query::<Value>(&mut c)
+        .unwrap();
+    let Value::Map(top) = v else {
+        panic!("expected a map")
+    };
+    assert!(matches!(&top[0].1, Value::Map(items) if items.len() == 5));
+    let Value::Map(stages) = &top[1].1 else {
+        panic!("explain map")
+    };
+    let names: Vec<String> = stages
+        .iter()
+        .map(|(k, _)| redis::from_redis_value(k).unwrap())
+        .collect();
+    for want in [
+        "user_vector",
+        "retrieve_us",
+        "filter_mode",
+        "filter_evaluated",
+        "rank_us",
+        "order_us",
+        "returned",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+}
+
+#[test]
+fn events_persist_and_replicate() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    shop(&mut c);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for _ in 0..3 {
+        cmd(&mut c, &format!("RECSYS.EVENT cat a i77 TS {now}")).unwrap();
+    }
+    cmd(&mut c, &format!("RECSYS.EVENT cat a i88 TS {now}")).unwrap();
+    // Events from three years ago have decayed to nothing (half-life: one day).
+    cmd(
+        &mut c,
+        "RECSYS.EVENT cat a i66 WEIGHT 1000 TS 1700000000000",
+    )
+    .unwrap();
+    let before = rec(&mut c, "cold", &["K", "2"]);
+    assert_eq!(before, vec!["i77", "i88"]);
+    cmd(&mut c, "DEBUG RELOAD").unwrap();
+    assert_eq!(
+        rec(&mut c, "cold", &["K", "2"]),
+        before,
+        "popularity survives a reload"
+    );
+    let replica = server_with(&[], &["--replicaof", "127.0.0.1", &s.port.to_string()]);
+    let mut r = replica.connection().unwrap();
+    for _ in 0..200 {
+        if cmd(&mut r, "RECSYS.INFO cat").is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    cmd(&mut c, "RECSYS.EVENT cat a i99 WEIGHT 10").unwrap();
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut c).unwrap();
+    for _ in 0..100 {
+        if rec(&mut r, "cold", &["K", "1"]) == vec!["i99"] {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        rec(&mut r, "cold", &["K", "3"]),
+        rec(&mut c, "cold", &["K", "3"])
+    );
+    let recent: String = redis::cmd("HGET")
+        .arg("a")
+        .arg("recent")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(recent, r#"["i99","i66","i88","i77"]"#);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    shop(&mut c);
+    cmd(&mut c, "SET str x").unwrap();
+    for (line, want) in [
+        ("RECSYS.RECOMMEND nope u", "does not exist"),
+        ("RECSYS.RECOMMEND str u", "WRONGTYPE"),
+        ("RECSYS.RECOMMEND cat str", "user key 'str' must be a hash"),
+        (
+            "RECSYS.RECOMMEND cat u K 0",
+            "K must be between 1 and 10000",
+        ),
+        (
+            "RECSYS.RECOMMEND cat u K 10001",
+            "K must be between 1 and 10000",
+        ),
+        (
+            "RECSYS.RECOMMEND cat u CANDIDATES 0",
+            "CANDIDATES must be between",
+        ),
+        (
+            "RECSYS.RECOMMEND cat u SOFTMAX 0",
+            "SOFTMAX temperature must be between",
+        ),
+        ("RECSYS.RECOMMEND cat u SEED 3", "SEED must follow SOFTMAX"),
+        (
+            "RECSYS.RECOMMEND cat u DIVERSITY genre 0",
+            "DIVERSITY max must be between",
+        ),
+        (
+            "RECSYS.RECOMMEND cat u VECTOR abc",
+            "VECTOR: FP32 blob must be 64 bytes",
+        ),
+        ("RECSYS.RECOMMEND cat u FASTER", "unknown option 'FASTER'"),
+        ("RECSYS.RECOMMEND cat u K", "missing K"),
+        (
+            "RECSYS.EVENT cat u nosuchitem",
+            "item 'nosuchitem' does not exist",
+        ),
+        ("RECSYS.EVENT cat str i1", "WRONGTYPE"),
+        (
+            "RECSYS.EVENT cat u i1 WEIGHT nan",
+            "WEIGHT must be a finite number",
+        ),
+        ("RECSYS.EVENT cat u i1 TS -5", "TS must be between"),
+        ("RECSYS.EVENT cat u i1 TYPE a:b", "TYPE must be"),
+        ("RECSYS.EVENT nope u i1", "does not exist"),
+    ] {
+        let e = err_line(&mut c, line);
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    let e = err(
+        &mut c,
+        &[
+            b"RECSYS.RECOMMEND",
+            b"cat",
+            b"u",
+            b"WHERE",
+            b"year >= && genre",
+        ],
+    );
+    assert!(e.contains("does not parse") && e.contains("column"), "{e}");
+    let _: () = redis::cmd("HSET")
+        .arg("bademb")
+        .arg("emb")
+        .arg("short")
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        err_line(&mut c, "RECSYS.RECOMMEND cat bademb").contains("field 'emb' of user 'bademb'")
+    );
+    let _: () = redis::cmd("HSET")
+        .arg("badrecent")
+        .arg("recent")
+        .arg("not json")
+        .query(&mut c)
+        .unwrap();
+    assert!(err_line(&mut c, "RECSYS.RECOMMEND cat badrecent").contains("must be a JSON array"));
+    assert!(err_line(&mut c, "RECSYS.EVENT cat badrecent i1").contains("must be a JSON array"));
+    // Nothing half-written: the failed events left no hash behind.
+    assert_eq!(cmd(&mut c, "EXISTS u").unwrap(), Value::Int(0));
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("RECSYS.RECOMMEND")
+        .arg("{s}:cat")
+        .arg("{s}:user:1")
+        .arg("K")
+        .arg(3)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, vec!["{s}:cat", "{s}:user:1"]);
+    assert_eq!(
+        cmd(&mut c, "PING").unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+}
