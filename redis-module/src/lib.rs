@@ -4,12 +4,14 @@
 //! - [`registry`]: command table (flags, arity, key specs) and panic guards
 //! - [`commands`]: catalog commands (CREATE, ITEM.*, SEARCH, SIMILAR, INFO)
 //! - [`recommend`]: RECSYS.RECOMMEND and RECSYS.EVENT
+//! - [`batch`]: RECSYS.BATCH and RECSYS.BATCH.STATUS (background jobs)
 //! - [`config`]: module arguments
 //! - [`datatype`]: the catalog data type (RDB, AOF, memory, copy, free)
 //! - [`workers`]: worker pool, blocked clients, background freeing
 //! - [`reply`]: replies that work under RESP2 and RESP3
 
 mod args;
+mod batch;
 mod commands;
 mod config;
 mod datatype;

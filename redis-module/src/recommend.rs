@@ -53,6 +53,66 @@ fn parse_recent(raw: Option<RedisString>, user: &RedisString) -> CmdResult<Vec<S
     }
 }
 
+/// Parses one pipeline option shared by RECOMMEND and BATCH (`kw` already
+/// read). Returns false when `kw` is not a pipeline option.
+pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<bool> {
+    match kw {
+        "K" => req.k = a.next_usize("K", 1, MAX_K)?,
+        "CANDIDATES" => req.candidates = a.next_usize("CANDIDATES", 1, MAX_CANDIDATES)?,
+        "EF" => req.ef = Some(a.next_usize("EF", 1, recsys_core::index::params::MAX_EF)?),
+        "WHERE" => req.filter = Some(Filter::compile(a.next_str("WHERE expression")?)?),
+        "EXCLUDE_SEEN" => req.exclude_seen = true,
+        "SOFTMAX" => {
+            let t = a.next_float("SOFTMAX temperature", 1e-6, 1e6)?;
+            let mut seed = now_ms() as u64 ^ 0x5EED;
+            if a.peek_keyword().as_deref() == Some("SEED") {
+                a.next_keyword()?;
+                seed = a.next_int("SEED", 0, i64::MAX)? as u64;
+            }
+            req.ordering = Ordering::Softmax {
+                temperature: t as f32,
+                seed,
+            };
+        }
+        "SEED" => return Err("SEED must follow SOFTMAX temperature".into()),
+        "DIVERSITY" => {
+            let attr = a.next_str("DIVERSITY attribute")?.to_string();
+            let max = a.next_usize("DIVERSITY max", 1, MAX_K)?;
+            req.diversity = Some((attr, max));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Reads the user's hash (`emb` unless `vector_given`, and `recent`) on the
+/// main thread or under the GIL.
+pub fn read_user(
+    ctx: &Context,
+    user: &RedisString,
+    dim: usize,
+    vector_given: bool,
+) -> CmdResult<UserInput> {
+    let u = ctx.open_key(user);
+    check_user_key(u.key_type(), user)?;
+    let mut input = UserInput {
+        now_ms: now_ms(),
+        ..UserInput::default()
+    };
+    if u.key_type() == KeyType::Hash {
+        if !vector_given {
+            if let Some(emb) = u.hash_get(EMB_FIELD).map_err(|e| e.to_string())? {
+                input.embedding = Some(
+                    from_fp32_blob(emb.as_slice(), dim)
+                        .map_err(|e| format!("field '{EMB_FIELD}' of user '{user}': {e}"))?,
+                );
+            }
+        }
+        input.recent = parse_recent(u.hash_get(RECENT_FIELD).map_err(|e| e.to_string())?, user)?;
+    }
+    Ok(input)
+}
+
 /// RECSYS.RECOMMEND catalog userkey [K k] [CANDIDATES n] [EF n] [VECTOR blob]
 /// [WHERE expr] [EXCLUDE_SEEN] [SOFTMAX temperature [SEED s]]
 /// [DIVERSITY attr max] [WITHSCORES] [EXPLAIN]
@@ -64,28 +124,12 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut vector_blob: Option<&[u8]> = None;
     let (mut with_scores, mut explain) = (false, false);
     while a.has_more() {
-        match a.next_keyword()?.as_str() {
-            "K" => req.k = a.next_usize("K", 1, MAX_K)?,
-            "CANDIDATES" => req.candidates = a.next_usize("CANDIDATES", 1, MAX_CANDIDATES)?,
-            "EF" => req.ef = Some(a.next_usize("EF", 1, recsys_core::index::params::MAX_EF)?),
+        let kw = a.next_keyword()?;
+        if pipeline_option(&kw, &mut a, &mut req)? {
+            continue;
+        }
+        match kw.as_str() {
             "VECTOR" => vector_blob = Some(a.next_bytes("VECTOR blob")?),
-            "WHERE" => req.filter = Some(Filter::compile(a.next_str("WHERE expression")?)?),
-            "EXCLUDE_SEEN" => req.exclude_seen = true,
-            "SOFTMAX" => {
-                let t = a.next_float("SOFTMAX temperature", 1e-6, 1e6)?;
-                let mut seed = now_ms() as u64 ^ 0x5EED;
-                if a.peek_keyword().as_deref() == Some("SEED") {
-                    a.next_keyword()?;
-                    seed = a.next_int("SEED", 0, i64::MAX)? as u64;
-                }
-                req.ordering = Ordering::Softmax { temperature: t as f32, seed };
-            }
-            "SEED" => return Err("SEED must follow SOFTMAX temperature".into()),
-            "DIVERSITY" => {
-                let attr = a.next_str("DIVERSITY attribute")?.to_string();
-                let max = a.next_usize("DIVERSITY max", 1, MAX_K)?;
-                req.diversity = Some((attr, max));
-            }
             "WITHSCORES" => with_scores = true,
             "EXPLAIN" => explain = true,
             other => {
@@ -98,29 +142,12 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     req.candidates = req.candidates.max(req.k);
     let catalog = catalog_at(ctx, key)?;
     let dim = catalog.read().params().dim;
-
-    // Read the user's hash here, on the main thread.
-    let u = ctx.open_key(user);
-    check_user_key(u.key_type(), user)?;
-    let mut input = UserInput {
-        now_ms: now_ms(),
-        ..UserInput::default()
+    let vector_arg = match vector_blob {
+        Some(b) => Some(from_fp32_blob(b, dim).map_err(|e| format!("VECTOR: {e}"))?),
+        None => None,
     };
-    if let Some(b) = vector_blob {
-        input.vector_arg = Some(from_fp32_blob(b, dim).map_err(|e| format!("VECTOR: {e}"))?);
-    }
-    if u.key_type() == KeyType::Hash {
-        if input.vector_arg.is_none() {
-            if let Some(emb) = u.hash_get(EMB_FIELD).map_err(|e| e.to_string())? {
-                input.embedding = Some(
-                    from_fp32_blob(emb.as_slice(), dim)
-                        .map_err(|e| format!("field '{EMB_FIELD}' of user '{user}': {e}"))?,
-                );
-            }
-        }
-        input.recent = parse_recent(u.hash_get(RECENT_FIELD).map_err(|e| e.to_string())?, user)?;
-    }
-    drop(u);
+    let mut input = read_user(ctx, user, dim, vector_arg.is_some())?;
+    input.vector_arg = vector_arg;
 
     Ok(run_blocking(ctx, move || {
         let c = catalog.read();

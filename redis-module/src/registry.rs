@@ -12,6 +12,7 @@ use redis_module::commands::{get_redis_key_spec, BeginSearch, FindKeys, KeySpec,
 use redis_module::{raw, Context, RedisString};
 
 use crate::args::CmdResult;
+use crate::batch as b;
 use crate::commands as c;
 use crate::recommend as r;
 use crate::reply::Reply;
@@ -67,6 +68,8 @@ commands! {
     cmd_info => c::info,
     cmd_recommend => r::recommend,
     cmd_event => r::event,
+    cmd_batch => b::batch,
+    cmd_batch_status => b::status,
 }
 
 /// How a command touches its key (first argument).
@@ -183,6 +186,11 @@ const SPECS: &[Spec] = &[
         complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering" },
     Spec { name: "RECSYS.EVENT", func: cmd_event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Read, KeyUse::Update],
         summary: "Records an interaction: the user's recent items and the item's popularity", complexity: "O(HISTORY)" },
+    Spec { name: "RECSYS.BATCH", func: cmd_batch, flags: "write deny-oom", arity: -8, keys: &[KeyUse::Read],
+        summary: "Starts a background job writing recommendations for every user hash matching a pattern into lists",
+        complexity: "O(users x RECOMMEND), in the background" },
+    Spec { name: "RECSYS.BATCH.STATUS", func: cmd_batch_status, flags: "readonly fast", arity: -1, keys: &[],
+        summary: "Progress and errors of batch jobs", complexity: "O(1)" },
 ];
 
 const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
@@ -199,15 +207,18 @@ pub fn register(ctx: &Context) -> Result<(), String> {
         let flags = CString::new(s.flags).map_err(|e| e.to_string())?;
         // SAFETY: called from module init on the main thread with live strings.
         unsafe {
-            let last_key = s.keys.len() as c_int;
+            let (first, last, step) = match s.keys.len() {
+                0 => (0, 0, 0),
+                n => (1, n as c_int, 1),
+            };
             if raw::RedisModule_CreateCommand.unwrap()(
                 ctx.ctx,
                 name.as_ptr(),
                 Some(s.func),
                 flags.as_ptr(),
-                1,
-                last_key,
-                1,
+                first,
+                last,
+                step,
             ) != raw::REDISMODULE_OK as c_int
             {
                 return Err(format!("cannot register {}", s.name));

@@ -1,0 +1,306 @@
+//! RECSYS.BATCH: offline recommendations for every user hash matching a
+//! pattern, computed on a background thread and written as plain Redis lists
+//! (`prefix + userkey`), the seed article's first design. RECSYS.BATCH.STATUS
+//! reports progress.
+//!
+//! The job holds the GIL only in short slices: one SCAN page (and reading its
+//! users' hashes), then, after computing outside the GIL, writing that page's
+//! lists. Each user's list is replaced with DEL + RPUSH (+ PEXPIRE) inside one
+//! GIL hold, so clients see the old list or the new one, never a mix; the
+//! writes are replicated.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use recsys_core::catalog::Catalog;
+use recsys_core::pipeline::recommend::{recommend as run_pipeline, Request, UserInput};
+use redis_module::{
+    CallOptionsBuilder, CallResult, Context, RedisString, RedisValue, ThreadSafeContext,
+};
+
+use crate::args::{Args, CmdResult};
+use crate::commands::catalog_at;
+use crate::recommend::{pipeline_option, read_user};
+use crate::reply::Reply;
+use crate::util::panic_message;
+
+/// Users read per SCAN page (one GIL hold).
+const PAGE: usize = 200;
+/// Batches remembered by RECSYS.BATCH.STATUS.
+const KEEP: usize = 32;
+
+#[derive(Debug, Clone, Default)]
+struct Status {
+    catalog: String,
+    pattern: String,
+    state: &'static str,
+    users: u64,
+    written: u64,
+    errors: u64,
+    last_error: Option<String>,
+    started_ms: i64,
+    finished_ms: Option<i64>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static STATUS: Mutex<BTreeMap<u64, Status>> = Mutex::new(BTreeMap::new());
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn update(id: u64, f: impl FnOnce(&mut Status)) {
+    if let Some(s) = STATUS.lock().get_mut(&id) {
+        f(s);
+    }
+}
+
+struct Job {
+    id: u64,
+    catalog: Arc<RwLock<Catalog>>,
+    dim: usize,
+    pattern: Vec<u8>,
+    prefix: Vec<u8>,
+    ttl_ms: Option<i64>,
+    req: Request,
+}
+
+/// RECSYS.BATCH catalog MATCH pattern K k INTO prefix [TTL s] [pipeline options]
+pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let key = a.next_string("catalog key")?;
+    let mut req = Request::new(10);
+    let (mut pattern, mut prefix, mut ttl_ms) = (None, None, None);
+    let mut k_given = false;
+    while a.has_more() {
+        let kw = a.next_keyword()?;
+        k_given |= kw == "K";
+        if pipeline_option(&kw, &mut a, &mut req)? {
+            continue;
+        }
+        match kw.as_str() {
+            "MATCH" => pattern = Some(a.next_bytes("MATCH pattern")?.to_vec()),
+            "INTO" => prefix = Some(a.next_bytes("INTO prefix")?.to_vec()),
+            "TTL" => ttl_ms = Some(a.next_int("TTL", 1, i64::MAX / 2000)? * 1000),
+            other => {
+                return Err(format!(
+                    "unknown option '{other}', expected MATCH, K, INTO, TTL, CANDIDATES, EF, WHERE, EXCLUDE_SEEN, SOFTMAX or DIVERSITY"
+                ))
+            }
+        }
+    }
+    let pattern = pattern.ok_or("MATCH pattern is required")?;
+    let prefix = prefix.ok_or("INTO prefix is required")?;
+    if !k_given {
+        return Err("K is required".into());
+    }
+    req.candidates = req.candidates.max(req.k);
+    let catalog = catalog_at(ctx, key)?;
+    let dim = catalog.read().params().dim;
+    let id = NEXT_ID.fetch_add(1, Relaxed);
+    {
+        let mut all = STATUS.lock();
+        all.insert(
+            id,
+            Status {
+                catalog: key.to_string_lossy(),
+                pattern: String::from_utf8_lossy(&pattern).into_owned(),
+                state: "running",
+                started_ms: now_ms(),
+                ..Status::default()
+            },
+        );
+        while all.len() > KEEP {
+            let oldest = *all.keys().next().unwrap_or(&id);
+            all.remove(&oldest);
+        }
+    }
+    let job = Job {
+        id,
+        catalog,
+        dim,
+        pattern,
+        prefix,
+        ttl_ms,
+        req,
+    };
+    std::thread::Builder::new()
+        .name(format!("recsys-batch-{id}"))
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job)));
+            let (state, err) = match outcome {
+                Ok(Ok(())) => ("done", None),
+                Ok(Err(e)) => ("failed", Some(e)),
+                Err(p) => (
+                    "failed",
+                    Some(format!("internal error: {}", panic_message(&p))),
+                ),
+            };
+            update(id, |s| {
+                s.state = state;
+                s.finished_ms = Some(now_ms());
+                if err.is_some() {
+                    s.last_error = err;
+                }
+            });
+        })
+        .map_err(|e| format!("cannot start batch thread: {e}"))?;
+    Ok(Reply::Int(id as i64))
+}
+
+fn as_bytes(v: &RedisValue) -> Option<Vec<u8>> {
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.as_bytes().to_vec()),
+        RedisValue::StringBuffer(b) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+fn run(job: &Job) -> Result<(), String> {
+    let tsc = ThreadSafeContext::new();
+    let replicate = CallOptionsBuilder::new().replicate().build();
+    let mut cursor = b"0".to_vec();
+    loop {
+        // 1. One SCAN page and its users' hashes, under the GIL.
+        let (next, users) = {
+            let ctx = tsc.lock();
+            let page = PAGE.to_string();
+            let reply = ctx
+                .call(
+                    "SCAN",
+                    &[
+                        &cursor[..],
+                        b"MATCH",
+                        &job.pattern,
+                        b"COUNT",
+                        page.as_bytes(),
+                        b"TYPE",
+                        b"hash",
+                    ][..],
+                )
+                .map_err(|e| format!("SCAN failed: {e}"))?;
+            let RedisValue::Array(parts) = reply else {
+                return Err("unexpected SCAN reply".into());
+            };
+            let next = parts
+                .first()
+                .and_then(as_bytes)
+                .ok_or("SCAN reply has no cursor")?;
+            let keys: Vec<Vec<u8>> = match parts.get(1) {
+                Some(RedisValue::Array(keys)) => keys.iter().filter_map(as_bytes).collect(),
+                _ => Vec::new(),
+            };
+            let users: Vec<(Vec<u8>, Result<UserInput, String>)> = keys
+                .into_iter()
+                .map(|k| {
+                    let name = ctx.create_string(k.clone());
+                    let input = read_user(&ctx, &name, job.dim, false);
+                    (k, input)
+                })
+                .collect();
+            (next, users)
+        };
+        // 2. The pipeline, outside the GIL.
+        let results: Vec<(Vec<u8>, Result<Vec<String>, String>)> = {
+            let c = job.catalog.read();
+            users
+                .into_iter()
+                .map(|(k, input)| {
+                    let r = input.and_then(|u| run_pipeline(&c, &u, &job.req));
+                    (
+                        k,
+                        r.map(|r| r.items.into_iter().map(|(id, _)| id).collect()),
+                    )
+                })
+                .collect()
+        };
+        // 3. Replace each user's list atomically, under the GIL.
+        let (mut written, mut errors, mut last_error) = (0u64, 0u64, None);
+        {
+            let ctx = tsc.lock();
+            for (user, r) in &results {
+                let ids = match r {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        errors += 1;
+                        last_error = Some(format!("{}: {e}", String::from_utf8_lossy(user)));
+                        continue;
+                    }
+                };
+                let mut dest = job.prefix.clone();
+                dest.extend_from_slice(user);
+                let _: CallResult = ctx.call_ext("DEL", &replicate, &[&dest[..]][..]);
+                if !ids.is_empty() {
+                    let mut args: Vec<&[u8]> = vec![&dest];
+                    args.extend(ids.iter().map(|s| s.as_bytes()));
+                    let _: CallResult = ctx.call_ext("RPUSH", &replicate, &args[..]);
+                    if let Some(ms) = job.ttl_ms {
+                        let ms = ms.to_string();
+                        let _: CallResult =
+                            ctx.call_ext("PEXPIRE", &replicate, &[&dest[..], ms.as_bytes()][..]);
+                    }
+                }
+                written += 1;
+            }
+        }
+        update(job.id, |s| {
+            s.users += results.len() as u64;
+            s.written += written;
+            s.errors += errors;
+            if last_error.is_some() {
+                s.last_error = last_error;
+            }
+        });
+        if next == b"0" {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+fn status_reply(id: u64, s: &Status) -> Reply {
+    Reply::Map(vec![
+        ("id".into(), Reply::Int(id as i64)),
+        ("catalog".into(), Reply::Text(s.catalog.clone())),
+        ("pattern".into(), Reply::Text(s.pattern.clone())),
+        ("state".into(), Reply::Text(s.state.into())),
+        ("users".into(), Reply::Int(s.users as i64)),
+        ("written".into(), Reply::Int(s.written as i64)),
+        ("errors".into(), Reply::Int(s.errors as i64)),
+        (
+            "last_error".into(),
+            s.last_error.clone().map_or(Reply::Null, Reply::Text),
+        ),
+        ("started_ms".into(), Reply::Int(s.started_ms)),
+        (
+            "finished_ms".into(),
+            s.finished_ms.map_or(Reply::Null, Reply::Int),
+        ),
+    ])
+}
+
+/// RECSYS.BATCH.STATUS [id]
+pub fn status(_ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let all = STATUS.lock();
+    if a.has_more() {
+        let id = a.next_int("batch id", 1, i64::MAX)? as u64;
+        if a.has_more() {
+            return Err("RECSYS.BATCH.STATUS takes at most one batch id".into());
+        }
+        let s = all
+            .get(&id)
+            .ok_or_else(|| format!("no batch with id {id} (the last {KEEP} are kept)"))?;
+        return Ok(status_reply(id, s));
+    }
+    Ok(Reply::Array(
+        all.iter()
+            .rev()
+            .map(|(id, s)| status_reply(*id, s))
+            .collect(),
+    ))
+}
