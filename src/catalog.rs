@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use crate::features::attrs::Attrs;
+use crate::features::columns::Columns;
 use crate::index::snapshot::{self, Reader, Writer};
 use crate::index::{Hnsw, IndexParams, Metric};
 use crate::vector::check_finite;
@@ -44,8 +44,8 @@ pub struct Catalog {
     ids: Vec<Option<Box<str>>>,
     /// Compact JSON attributes per slot.
     attrs: Vec<Option<Box<str>>>,
-    /// The same attributes parsed for the filter language.
-    parsed: Vec<Attrs>,
+    /// The same attributes as columns for filters and diversity.
+    columns: Columns,
     by_id: HashMap<Box<str>, u32>,
     /// Time-decayed popularity per slot (f64 bits), in units at
     /// `pop_epoch_ms`. Atomic so events update it under a read lock, without
@@ -86,7 +86,7 @@ impl Catalog {
             index: Hnsw::new(params),
             ids: Vec::new(),
             attrs: Vec::new(),
-            parsed: Vec::new(),
+            columns: Columns::default(),
             by_id: HashMap::new(),
             popularity: Vec::new(),
             pop_epoch_ms: AtomicI64::new(0),
@@ -140,12 +140,14 @@ impl Catalog {
         if slot >= self.ids.len() {
             self.ids.resize(slot + 1, None);
             self.attrs.resize(slot + 1, None);
-            self.parsed.resize(slot + 1, Attrs::default());
             self.popularity.resize_with(slot + 1, || AtomicU64::new(0));
         }
         let key: Box<str> = id.into();
         self.ids[slot] = Some(key.clone());
-        self.parsed[slot] = attrs.as_deref().map(Attrs::from_text).unwrap_or_default();
+        let parsed: Option<serde_json::Value> =
+            attrs.as_deref().and_then(|a| serde_json::from_str(a).ok());
+        self.columns
+            .set(slot as u32, parsed.as_ref().and_then(|v| v.as_object()));
         self.attrs[slot] = attrs;
         self.popularity[slot].store(0, Relaxed);
         self.by_id.insert(key, slot as u32);
@@ -158,7 +160,7 @@ impl Catalog {
             self.by_id.remove(&id);
         }
         self.attrs[slot as usize] = None;
-        self.parsed[slot as usize] = Attrs::default();
+        self.columns.clear(slot);
         self.popularity[slot as usize].store(0, Relaxed);
     }
 
@@ -198,10 +200,9 @@ impl Catalog {
         self.attrs.get(slot as usize)?.as_deref()
     }
 
-    /// Parsed attributes of `slot` (empty for unknown slots).
-    pub fn parsed_attrs(&self, slot: u32) -> &Attrs {
-        static EMPTY: once_cell::sync::Lazy<Attrs> = once_cell::sync::Lazy::new(Attrs::default);
-        self.parsed.get(slot as usize).unwrap_or(&EMPTY)
+    /// Attribute columns (filters, diversity).
+    pub fn columns(&self) -> &Columns {
+        &self.columns
     }
 
     fn pop(&self, slot: u32) -> f64 {
@@ -310,8 +311,7 @@ impl Catalog {
             .sum();
         self.index.memory_bytes()
             + (self.ids.capacity() + self.attrs.capacity()) * std::mem::size_of::<Option<Box<str>>>()
-            + self.parsed.capacity() * std::mem::size_of::<Attrs>()
-            + strings // parsed attributes: about the size of their JSON text
+            + self.columns.heap_bytes()
             + self.popularity.capacity() * 8
             + strings * 2 // ids are held twice: per slot and as map keys
             + self.by_id.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
@@ -363,7 +363,7 @@ impl Catalog {
             return Err("item count does not match the index".into());
         }
         let mut ids = vec![None; slots];
-        let mut attrs = vec![None; slots];
+        let mut attrs: Vec<Option<Box<str>>> = vec![None; slots];
         let mut by_id = HashMap::with_capacity(count);
         for _ in 0..count {
             let slot = r.u32()?;
@@ -402,15 +402,19 @@ impl Catalog {
         if r.remaining() != 0 {
             return Err("trailing bytes after the catalog".into());
         }
-        let parsed = attrs
-            .iter()
-            .map(|a: &Option<Box<str>>| a.as_deref().map(Attrs::from_text).unwrap_or_default())
-            .collect();
+        let mut columns = Columns::default();
+        for (slot, a) in attrs.iter().enumerate() {
+            if let Some(a) = a {
+                let v: serde_json::Value =
+                    serde_json::from_str(a).map_err(|_| "ATTRS is not valid JSON")?;
+                columns.set(slot as u32, v.as_object());
+            }
+        }
         Ok(Catalog {
             index,
             ids,
             attrs,
-            parsed,
+            columns,
             by_id,
             popularity,
             pop_epoch_ms: AtomicI64::new(pop_epoch_ms),

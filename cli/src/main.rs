@@ -29,6 +29,8 @@ enum BenchCmd {
     Index(recsys_cli::bench::index::IndexBench),
     /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
     Redis(recsys_cli::bench::redis::RedisBench),
+    /// RECOMMEND and EVENT through redis-server, next to GET, with the EXPLAIN split.
+    Recommend(recsys_cli::bench::recommend::RecommendBench),
 }
 
 fn main() -> Result<()> {
@@ -36,5 +38,6 @@ fn main() -> Result<()> {
         Cmd::Demo(d) => recsys_cli::demo::run(&d),
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
+        Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
     }
 }

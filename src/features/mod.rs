@@ -1,4 +1,5 @@
-//! Item features: attributes parsed from ATTRS JSON into values the filter
-//! language reads directly (no JSON parsing on the query path).
+//! Item features: attributes kept as dictionary-encoded columns that the
+//! filter language reads directly (no JSON parsing on the query path).
 
 pub mod attrs;
+pub mod columns;

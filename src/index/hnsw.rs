@@ -237,8 +237,11 @@ impl Hnsw {
         ef: usize,
         level: usize,
         accept: F,
-    ) -> BinaryHeap<Cand> {
+        budget: usize,
+    ) -> (BinaryHeap<Cand>, bool) {
         with_visited(self.slots(), |visited| {
+            let mut visits = 0usize;
+            let mut cut = false;
             let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
             let mut cands: BinaryHeap<std::cmp::Reverse<Cand>> = BinaryHeap::with_capacity(ef * 2);
             visited.insert(entry.id);
@@ -250,6 +253,10 @@ impl Hnsw {
             cands.push(std::cmp::Reverse(entry));
             while let Some(std::cmp::Reverse(c)) = cands.pop() {
                 if c.d > bound && top.len() >= ef {
+                    break;
+                }
+                if visits > budget {
+                    cut = true;
                     break;
                 }
                 if let Some(std::cmp::Reverse(next)) = cands.peek() {
@@ -267,6 +274,7 @@ impl Hnsw {
                         nfresh += 1;
                     }
                 }
+                visits += nfresh;
                 for &n in &fresh[..nfresh] {
                     let d = dist(n);
                     if top.len() < ef || d < bound {
@@ -283,7 +291,7 @@ impl Hnsw {
                     }
                 }
             }
-            top
+            (top, cut)
         })
     }
 
@@ -387,7 +395,14 @@ impl Hnsw {
             let mut cur = self.descend(&dist, level);
             let mut out = Vec::with_capacity(top + 1);
             for l in (0..=top).rev() {
-                let found = self.search_layer(&dist, cur, self.params.ef_construction, l, not_self);
+                let (found, _) = self.search_layer(
+                    &dist,
+                    cur,
+                    self.params.ef_construction,
+                    l,
+                    not_self,
+                    usize::MAX,
+                );
                 let cands: Vec<Cand> = found.into_vec();
                 if let Some(best) = cands.iter().min() {
                     cur = *best;
@@ -473,23 +488,43 @@ impl Hnsw {
         ef: usize,
         accept: F,
     ) -> Vec<Hit> {
+        self.search_within(v, k, ef, accept, usize::MAX).0
+    }
+
+    /// Like [`Hnsw::search`], but gives up after visiting about `budget`
+    /// nodes; the flag says whether it did (a selective filter may then be
+    /// better served by [`Hnsw::scan`]).
+    pub fn search_within<F: Fn(u32) -> bool>(
+        &self,
+        v: &[f32],
+        k: usize,
+        ef: usize,
+        accept: F,
+        budget: usize,
+    ) -> (Vec<Hit>, bool) {
         if self.live == 0 || k == 0 {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let q = Query::new(v);
         let deleted = &self.deleted;
         let any_deleted = self.live < self.slots();
         let ef = ef.max(k);
-        let found = match self.store.quant {
+        let (found, cut) = match self.store.quant {
             #[cfg(target_arch = "x86_64")]
             super::params::Quant::F32 if self.store.kernels.avx512 => {
                 let l2 = self.params.metric == Metric::L2;
                 // SAFETY: `kernels.avx512` is only set after run-time detection.
                 unsafe {
                     if any_deleted {
-                        self.search_f32_avx512(&q, l2, ef, |s| !deleted[s as usize] && accept(s))
+                        self.search_f32_avx512(
+                            &q,
+                            l2,
+                            ef,
+                            |s| !deleted[s as usize] && accept(s),
+                            budget,
+                        )
                     } else {
-                        self.search_f32_avx512(&q, l2, ef, &accept)
+                        self.search_f32_avx512(&q, l2, ef, &accept, budget)
                     }
                 }
             }
@@ -499,24 +534,65 @@ impl Hnsw {
                 // SAFETY: `kernels.avx2` is only set after run-time detection.
                 unsafe {
                     if any_deleted {
-                        self.search_f32_avx2(&q, l2, ef, |s| !deleted[s as usize] && accept(s))
+                        self.search_f32_avx2(
+                            &q,
+                            l2,
+                            ef,
+                            |s| !deleted[s as usize] && accept(s),
+                            budget,
+                        )
                     } else {
-                        self.search_f32_avx2(&q, l2, ef, &accept)
+                        self.search_f32_avx2(&q, l2, ef, &accept, budget)
                     }
                 }
             }
             _ => with_distance!(self.store, &q, |dist| {
                 let entry = self.descend(&dist, 0);
                 if any_deleted {
-                    self.search_layer(&dist, entry, ef, 0, |s| !deleted[s as usize] && accept(s))
+                    self.search_layer(
+                        &dist,
+                        entry,
+                        ef,
+                        0,
+                        |s| !deleted[s as usize] && accept(s),
+                        budget,
+                    )
                 } else {
-                    self.search_layer(&dist, entry, ef, 0, &accept)
+                    self.search_layer(&dist, entry, ef, 0, &accept, budget)
                 }
             }),
         };
         let mut hits = found.into_sorted_vec();
         hits.truncate(k);
-        hits.into_iter()
+        let hits = hits
+            .into_iter()
+            .map(|c| Hit {
+                slot: c.id,
+                score: self.store.score(c.d),
+            })
+            .collect();
+        (hits, cut)
+    }
+
+    /// Exact k-NN over the live slots accepted by `accept`: a full scan, for
+    /// filters so selective that walking the graph would visit most of it.
+    pub fn scan<F: Fn(u32) -> bool>(&self, v: &[f32], k: usize, accept: F) -> Vec<Hit> {
+        let q = Query::new(v);
+        let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(k + 1);
+        for s in 0..self.slots() as u32 {
+            if !self.is_live(s) || !accept(s) {
+                continue;
+            }
+            let d = self.store.distance(&q, s);
+            if top.len() < k || top.peek().is_some_and(|t| d < t.d) {
+                top.push(Cand { d, id: s });
+                if top.len() > k {
+                    top.pop();
+                }
+            }
+        }
+        top.into_sorted_vec()
+            .into_iter()
             .map(|c| Hit {
                 slot: c.id,
                 score: self.store.score(c.d),
@@ -534,17 +610,18 @@ impl Hnsw {
         l2: bool,
         ef: usize,
         accept: F,
-    ) -> BinaryHeap<Cand> {
+        budget: usize,
+    ) -> (BinaryHeap<Cand>, bool) {
         use super::distance::avx2::{dot_impl, l2sq_impl};
         let store = &self.store;
         if l2 {
             let dist = |s: u32| l2sq_impl(q.v, store.row_f32(s));
             let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept)
+            self.search_layer(&dist, entry, ef, 0, accept, budget)
         } else {
             let dist = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
             let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept)
+            self.search_layer(&dist, entry, ef, 0, accept, budget)
         }
     }
 
@@ -557,42 +634,23 @@ impl Hnsw {
         l2: bool,
         ef: usize,
         accept: F,
-    ) -> BinaryHeap<Cand> {
+        budget: usize,
+    ) -> (BinaryHeap<Cand>, bool) {
         use super::distance::avx512::{dot_impl, l2sq_impl};
         let store = &self.store;
         if l2 {
             let dist = |s: u32| l2sq_impl(q.v, store.row_f32(s));
             let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept)
+            self.search_layer(&dist, entry, ef, 0, accept, budget)
         } else {
             let dist = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
             let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept)
+            self.search_layer(&dist, entry, ef, 0, accept, budget)
         }
     }
 
     /// Exact k-NN by scanning every live slot (the recall oracle).
     pub fn brute_force(&self, v: &[f32], k: usize) -> Vec<Hit> {
-        let q = Query::new(v);
-        let mut all: Vec<Cand> = (0..self.slots() as u32)
-            .filter(|&s| self.is_live(s))
-            .map(|s| Cand {
-                d: self.store.distance(&q, s),
-                id: s,
-            })
-            .collect();
-        let k = k.min(all.len());
-        if k == 0 {
-            return Vec::new();
-        }
-        all.select_nth_unstable(k - 1);
-        all.truncate(k);
-        all.sort_unstable();
-        all.into_iter()
-            .map(|c| Hit {
-                slot: c.id,
-                score: self.store.score(c.d),
-            })
-            .collect()
+        self.scan(v, k, |_| true)
     }
 }

@@ -2,4 +2,5 @@
 //! comes from one of these commands.
 
 pub mod index;
+pub mod recommend;
 pub mod redis;

@@ -1,0 +1,228 @@
+//! `recsys bench recommend`: RECSYS.RECOMMEND and RECSYS.EVENT throughput
+//! through redis-server (redis-benchmark, next to GET in the same run) and the
+//! per-stage split from EXPLAIN.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use recsys::synth::{clustered_lowrank, SplitMix};
+use recsys::vector::to_fp32_blob;
+use redis::Value;
+
+use super::redis::{median_rate, redis_benchmark, Rate};
+use crate::server::RedisServer;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecommendBench {
+    #[arg(long, default_value_t = 100_000)]
+    pub items: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// Events per user (their recent history).
+    #[arg(long, default_value_t = 10)]
+    pub history: usize,
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 50_000)]
+    pub requests: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Module WORKERS argument (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// The RECOMMEND request measured: 200 candidates, a WHERE on one attribute
+/// (keeps 95% of items), EXCLUDE_SEEN.
+pub const WHERE: &str = r#"genre != "g3""#;
+
+pub fn run(b: &RecommendBench) -> Result<()> {
+    let workers = b.workers.map(|w| w.to_string());
+    let mut module_args: Vec<&str> = Vec::new();
+    if let Some(w) = &workers {
+        module_args.extend(["WORKERS", w.as_str()]);
+    }
+    let server = RedisServer::start(&module_args, &["--slowlog-log-slower-than", "-1"])?;
+    let mut c = server.connection()?;
+    println!(
+        "# recommend bench: {} items x {}-d with ATTRS {{genre: g0..g19}}, {} users with emb + {} events each, {} clients",
+        b.items, b.dim, b.users, b.history, b.clients
+    );
+    redis::cmd("RECSYS.CREATE")
+        .arg("bench")
+        .arg("DIM")
+        .arg(b.dim)
+        .arg("EF_SEARCH")
+        .arg(64)
+        .query::<()>(&mut c)?;
+    let items = clustered_lowrank(b.items, b.dim, 100, 8, 42);
+    for (chunk_no, chunk) in items.chunks(1000).enumerate() {
+        let mut p = redis::pipe();
+        for (j, v) in chunk.iter().enumerate() {
+            let i = chunk_no * 1000 + j;
+            p.cmd("RECSYS.ITEM.SET")
+                .arg("bench")
+                .arg(format!("{i:012}"))
+                .arg("FP32")
+                .arg(to_fp32_blob(v))
+                .arg("ATTRS")
+                .arg(format!(r#"{{"genre":"g{}"}}"#, i % 20))
+                .ignore();
+        }
+        p.query::<()>(&mut c)?;
+    }
+    let users = clustered_lowrank(b.users, b.dim, 100, 8, 4242);
+    let mut p = redis::pipe();
+    for (u, v) in users.iter().enumerate() {
+        p.cmd("HSET")
+            .arg(format!("user:{u:012}"))
+            .arg("emb")
+            .arg(to_fp32_blob(v))
+            .ignore();
+    }
+    p.query::<()>(&mut c)?;
+
+    // Events from one pipelining client: the history of every user.
+    let mut rng = SplitMix::new(5);
+    let total = b.users * b.history;
+    let t = Instant::now();
+    for chunk in 0..total.div_ceil(1000) {
+        let mut p = redis::pipe();
+        for e in chunk * 1000..((chunk + 1) * 1000).min(total) {
+            let u = e % b.users;
+            let item = rng.below(b.items as u64);
+            p.cmd("RECSYS.EVENT")
+                .arg("bench")
+                .arg(format!("user:{u:012}"))
+                .arg(format!("{item:012}"))
+                .arg("TYPE")
+                .arg("view")
+                .ignore();
+        }
+        p.query::<()>(&mut c)?;
+    }
+    let events_per_s = total as f64 / t.elapsed().as_secs_f64();
+    println!("events: {total} RECSYS.EVENT from one client, pipelines of 1000: {events_per_s:.0} events/s");
+    redis::cmd("SET")
+        .arg("key:__rand_int__")
+        .arg("x")
+        .query::<()>(&mut c)?;
+
+    let n = |x: usize| x.to_string();
+    let get = vec!["-t".to_string(), "get".to_string()];
+    let mut recommend: Vec<String> = vec!["-r".into(), n(b.users)];
+    recommend.extend(
+        [
+            "RECSYS.RECOMMEND",
+            "bench",
+            "user:__rand_int__",
+            "K",
+            "10",
+            "CANDIDATES",
+            "200",
+            "WHERE",
+            WHERE,
+            "EXCLUDE_SEEN",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let mut event: Vec<String> = vec![
+        "-r".into(),
+        n(b.items.min(b.users)),
+        "-P".into(),
+        "32".into(),
+    ];
+    event.extend(
+        ["RECSYS.EVENT", "bench", "user:__rand_int__", "__rand_int__"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+
+    let mut rows: Vec<(&str, Rate)> = Vec::new();
+    for (name, args, clients) in [
+        ("GET", &get, b.clients),
+        (
+            "RECSYS.RECOMMEND K=10 CANDIDATES 200 WHERE EXCLUDE_SEEN",
+            &recommend,
+            b.clients,
+        ),
+        ("RECSYS.EVENT (pipeline 32, 1 client)", &event, 1),
+    ] {
+        let runs = (0..b.repeats.max(1))
+            .map(|_| redis_benchmark(server.port, clients, b.requests, args))
+            .collect::<Result<Vec<_>>>()?;
+        rows.push((name, median_rate(runs)));
+    }
+    let get_rps = rows[0].1.rps;
+    println!(
+        "\n| command | req/s (median of {}) | p50 ms | p99 ms | vs GET |",
+        b.repeats
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, r) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.2} |",
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.rps / get_rps
+        );
+    }
+    explain_split(&mut c, b)
+}
+
+/// Medians of EXPLAIN's per-stage microseconds over 1000 users.
+fn explain_split(c: &mut redis::Connection, b: &RecommendBench) -> Result<()> {
+    let fields = [
+        "user_us",
+        "retrieve_us",
+        "rank_us",
+        "order_us",
+        "retrieved",
+        "filter_evaluated",
+        "filter_rejected",
+    ];
+    let mut samples: Vec<Vec<i64>> = vec![Vec::new(); fields.len()];
+    for u in 0..1000.min(b.users) {
+        let v: Value = redis::cmd("RECSYS.RECOMMEND")
+            .arg("bench")
+            .arg(format!("user:{u:012}"))
+            .arg("K")
+            .arg(10)
+            .arg("CANDIDATES")
+            .arg(200)
+            .arg("WHERE")
+            .arg(WHERE)
+            .arg("EXCLUDE_SEEN")
+            .arg("EXPLAIN")
+            .query(c)?;
+        let Value::Array(top) = v else { continue };
+        let Some(Value::Array(ex)) = top.get(3) else {
+            continue;
+        };
+        for pair in ex.chunks(2) {
+            let name: String = redis::from_redis_value(&pair[0])?;
+            if let Some(i) = fields.iter().position(|f| *f == name) {
+                samples[i].push(redis::from_redis_value(&pair[1])?);
+            }
+        }
+    }
+    println!(
+        "\nEXPLAIN, median over {} users (one request at a time):",
+        1000.min(b.users)
+    );
+    println!("| {} |", fields.join(" | "));
+    println!("|{}", "---:|".repeat(fields.len()));
+    let medians: Vec<String> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort_unstable();
+            s.get(s.len() / 2).map_or("-".into(), |v| v.to_string())
+        })
+        .collect();
+    println!("| {} |", medians.join(" | "));
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Item attributes as dictionary-encoded columns: one column per attribute
+//! name, holding a small value id per slot (0 = the item lacks it) and the
+//! distinct values once.
+//!
+//! Filters read `ids[slot]` (4 bytes, contiguous) instead of chasing pointers
+//! through per-item maps, and the value ids double as memo keys: a WHERE
+//! expression runs once per distinct combination of the values it reads.
+
+use std::collections::HashMap;
+
+use cel::Value;
+
+use super::attrs::json_to_cel;
+
+/// One attribute across all slots.
+#[derive(Default, Debug)]
+pub struct Column {
+    /// Value id per slot; 0 means "no value".
+    ids: Vec<u32>,
+    /// Distinct values; id `i` is `dict[i - 1]`.
+    dict: Vec<Value>,
+    /// Canonical JSON text of each value -> id, for interning.
+    lookup: HashMap<String, u32>,
+}
+
+impl Column {
+    #[inline]
+    pub fn id(&self, slot: u32) -> u32 {
+        self.ids.get(slot as usize).copied().unwrap_or(0)
+    }
+
+    pub fn value(&self, id: u32) -> Option<&Value> {
+        id.checked_sub(1).and_then(|i| self.dict.get(i as usize))
+    }
+
+    fn set(&mut self, slot: u32, id: u32) {
+        let slot = slot as usize;
+        if slot >= self.ids.len() {
+            if id == 0 {
+                return;
+            }
+            self.ids.resize(slot + 1, 0);
+        }
+        self.ids[slot] = id;
+    }
+
+    fn intern(&mut self, v: &serde_json::Value) -> u32 {
+        let key = v.to_string();
+        if let Some(&id) = self.lookup.get(&key) {
+            return id;
+        }
+        self.dict.push(json_to_cel(v));
+        let id = self.dict.len() as u32;
+        self.lookup.insert(key, id);
+        id
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.ids.capacity() * 4
+            + self.dict.capacity() * std::mem::size_of::<Value>()
+            + self.lookup.keys().map(|k| k.len() * 2 + 48).sum::<usize>()
+    }
+}
+
+/// All attribute columns of a catalog.
+#[derive(Default, Debug)]
+pub struct Columns {
+    by_name: HashMap<Box<str>, usize>,
+    columns: Vec<Column>,
+}
+
+impl Columns {
+    /// Sets the attributes of `slot` from a JSON object (replacing what the
+    /// slot had); `None` clears them.
+    pub fn set(&mut self, slot: u32, attrs: Option<&serde_json::Map<String, serde_json::Value>>) {
+        self.clear(slot);
+        let Some(attrs) = attrs else { return };
+        for (name, value) in attrs {
+            let col = match self.by_name.get(name.as_str()) {
+                Some(&c) => c,
+                None => {
+                    self.columns.push(Column::default());
+                    self.by_name
+                        .insert(name.as_str().into(), self.columns.len() - 1);
+                    self.columns.len() - 1
+                }
+            };
+            let column = &mut self.columns[col];
+            let id = column.intern(value);
+            column.set(slot, id);
+        }
+    }
+
+    /// Removes every attribute of `slot`.
+    pub fn clear(&mut self, slot: u32) {
+        for c in &mut self.columns {
+            c.set(slot, 0);
+        }
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.by_name.get(name).map(|&i| &self.columns[i])
+    }
+
+    /// The value of attribute `name` for `slot`.
+    pub fn get(&self, name: &str, slot: u32) -> Option<&Value> {
+        let c = self.column(name)?;
+        c.value(c.id(slot))
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.columns.iter().map(Column::heap_bytes).sum::<usize>()
+            + self.by_name.keys().map(|k| k.len() + 32).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(s: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn values_are_interned_and_slots_cleared() {
+        let mut c = Columns::default();
+        c.set(0, Some(&obj(r#"{"genre":"a","year":1999}"#)));
+        c.set(5, Some(&obj(r#"{"genre":"a"}"#)));
+        c.set(3, Some(&obj(r#"{"genre":"b","tags":["x"]}"#)));
+        let g = c.column("genre").unwrap();
+        assert_eq!(g.id(0), g.id(5));
+        assert_ne!(g.id(0), g.id(3));
+        assert_eq!(c.get("year", 5), None);
+        assert_eq!(c.get("year", 0), Some(&Value::Int(1999)));
+        c.set(0, None);
+        assert_eq!(c.get("genre", 0), None);
+        assert_eq!(c.column("genre").unwrap().id(100), 0);
+    }
+}
