@@ -141,7 +141,7 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             .map(|s| s.to_string()),
     );
 
-    let mut rows: Vec<(&str, Rate)> = Vec::new();
+    let mut rows: Vec<(&str, usize, Rate)> = Vec::new();
     for (name, args, clients) in [
         ("GET", &get, b.clients),
         (
@@ -154,17 +154,17 @@ pub fn run(b: &RecommendBench) -> Result<()> {
         let runs = (0..b.repeats.max(1))
             .map(|_| redis_benchmark(server.port, clients, b.requests, args))
             .collect::<Result<Vec<_>>>()?;
-        rows.push((name, median_rate(runs)));
+        rows.push((name, clients, median_rate(runs)));
     }
-    let get_rps = rows[0].1.rps;
+    let get_rps = rows[0].2.rps;
     println!(
-        "\n| command | req/s (median of {}) | p50 ms | p99 ms | vs GET |",
+        "\n| command | clients | req/s (median of {}) | p50 ms | p99 ms | vs GET |",
         b.repeats
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (name, r) in &rows {
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, clients, r) in &rows {
         println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {:.2} |",
+            "| {name} | {clients} | {:.0} | {:.3} | {:.3} | {:.2} |",
             r.rps,
             r.p50_ms,
             r.p99_ms,
