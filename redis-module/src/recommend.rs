@@ -60,7 +60,7 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
         "K" => req.k = a.next_usize("K", 1, MAX_K)?,
         "CANDIDATES" => req.candidates = a.next_usize("CANDIDATES", 1, MAX_CANDIDATES)?,
         "EF" => req.ef = Some(a.next_usize("EF", 1, recsys_core::index::params::MAX_EF)?),
-        "WHERE" => req.filter = Some(Filter::compile(a.next_str("WHERE expression")?)?),
+        "WHERE" => req.filter = Some(Filter::cached(a.next_str("WHERE expression")?)?),
         "EXCLUDE_SEEN" => req.exclude_seen = true,
         "SOFTMAX" => {
             let t = a.next_float("SOFTMAX temperature", 1e-6, 1e6)?;

@@ -95,6 +95,32 @@ impl Filter {
     }
 }
 
+/// Compiled filters by source text, shared by requests: Redis clients send the
+/// same few WHERE expressions over and over, and compiling takes microseconds
+/// of the server's main thread.
+static CACHE: once_cell::sync::Lazy<
+    std::sync::Mutex<std::collections::HashMap<String, Arc<Filter>>>,
+> = once_cell::sync::Lazy::new(Default::default);
+/// Most expressions kept in the cache (it is emptied when full).
+const CACHE_CAP: usize = 512;
+
+impl Filter {
+    /// [`Filter::compile`] through a process-wide cache.
+    pub fn cached(source: &str) -> Result<Arc<Filter>, String> {
+        if let Some(f) = CACHE.lock().ok().and_then(|c| c.get(source).cloned()) {
+            return Ok(f);
+        }
+        let f = Arc::new(Filter::compile(source)?);
+        if let Ok(mut c) = CACHE.lock() {
+            if c.len() >= CACHE_CAP {
+                c.clear();
+            }
+            c.insert(source.to_string(), Arc::clone(&f));
+        }
+        Ok(f)
+    }
+}
+
 /// Most distinct attribute combinations remembered per request.
 const MEMO_CAP: usize = 1 << 16;
 

@@ -39,7 +39,7 @@ pub struct Request {
     pub k: usize,
     pub candidates: usize,
     pub ef: Option<usize>,
-    pub filter: Option<Filter>,
+    pub filter: Option<std::sync::Arc<Filter>>,
     pub exclude_seen: bool,
     pub ordering: Ordering,
     /// At most `.1` items per value of attribute `.0`.
@@ -340,7 +340,7 @@ mod tests {
     fn selective_filter_still_fills_k() {
         let c = catalog(3000);
         let mut req = Request::new(20);
-        req.filter = Some(Filter::compile("rare").unwrap());
+        req.filter = Some(Filter::compile("rare").unwrap().into());
         let u = user(c.index().vector(5));
         let r = recommend(&c, &u, &req).unwrap();
         assert_eq!(r.items.len(), 20, "30 rare items exist");
@@ -449,7 +449,7 @@ mod speed {
             Some(r#"genre == "nope""#),
         ] {
             let mut req = Request::new(10);
-            req.filter = w.map(|w| Filter::compile(w).unwrap());
+            req.filter = w.map(|w| Filter::compile(w).unwrap().into());
             let t = Instant::now();
             let mut evals = 0;
             let mut retrieve = 0;

@@ -142,6 +142,7 @@ pub fn run(b: &RecommendBench) -> Result<()> {
     );
 
     let mut rows: Vec<(&str, usize, Rate)> = Vec::new();
+    let mut cpu_rows: Vec<String> = Vec::new();
     for (name, args, clients) in [
         ("GET", &get, b.clients),
         (
@@ -149,11 +150,24 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             &recommend,
             b.clients,
         ),
+        (
+            "same RECOMMEND at 16 clients (the seed article's concurrency)",
+            &recommend,
+            16,
+        ),
         ("RECSYS.EVENT (pipeline 32, 1 client)", &event, 1),
     ] {
+        let before = cpu(&mut c)?;
         let runs = (0..b.repeats.max(1))
             .map(|_| redis_benchmark(server.port, clients, b.requests, args))
             .collect::<Result<Vec<_>>>()?;
+        let after = cpu(&mut c)?;
+        let n = (b.requests * b.repeats.max(1)) as f64;
+        cpu_rows.push(format!(
+            "| {name} | {:.1} | {:.1} |",
+            (after.0 - before.0) * 1e6 / n,
+            ((after.1 - before.1) - (after.0 - before.0)) * 1e6 / n
+        ));
         rows.push((name, clients, median_rate(runs)));
     }
     let get_rps = rows[0].2.rps;
@@ -171,7 +185,27 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             r.rps / get_rps
         );
     }
+    println!("\nCPU per request inside redis-server (INFO cpu deltas over the runs above):");
+    println!("| command | main thread us/request | other threads (workers) us/request |");
+    println!("|---|---:|---:|");
+    for r in &cpu_rows {
+        println!("{r}");
+    }
     explain_split(&mut c, b)
+}
+
+/// (main thread CPU seconds, whole process CPU seconds) from INFO cpu.
+fn cpu(c: &mut redis::Connection) -> Result<(f64, f64)> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(c)?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let main = field("used_cpu_user_main_thread:") + field("used_cpu_sys_main_thread:");
+    let all = field("used_cpu_user:") + field("used_cpu_sys:");
+    Ok((main, all))
 }
 
 /// Medians of EXPLAIN's per-stage microseconds over 1000 users.
