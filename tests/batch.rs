@@ -38,11 +38,11 @@ fn batch_writes_lists_for_every_matching_user() {
     load_catalog(&mut c, "cat", &vs, "");
     // 500 users with vectors, 100 with histories only, one broken, one non-matching.
     let mut p = redis::pipe();
-    for u in 0..500 {
+    for (u, v) in vs.iter().enumerate().take(500) {
         p.cmd("HSET")
             .arg(format!("user:{u}"))
             .arg("emb")
-            .arg(recsys::vector::to_fp32_blob(&vs[u]))
+            .arg(recsys::vector::to_fp32_blob(v))
             .ignore();
     }
     for u in 500..600 {
@@ -144,11 +144,11 @@ fn batch_results_reach_replicas() {
     load_catalog(&mut c, "cat", &vs, "");
     let replica = server_with(&[], &["--replicaof", "127.0.0.1", &s.port.to_string()]);
     let mut r = replica.connection().unwrap();
-    for u in 0..20 {
+    for (u, v) in vs.iter().enumerate().take(20) {
         let _: () = redis::cmd("HSET")
             .arg(format!("u:{u}"))
             .arg("emb")
-            .arg(recsys::vector::to_fp32_blob(&vs[u]))
+            .arg(recsys::vector::to_fp32_blob(v))
             .query(&mut c)
             .unwrap();
     }

@@ -135,7 +135,7 @@ fn filters_never_leak_and_fill_k() {
     // 1%-selective: 30 rare items exist, K=25 must be filled.
     let r = rec(&mut c, "u", &["K", "25", "WHERE", "rare"]);
     assert_eq!(r.len(), 25, "{r:?}");
-    assert!(r.iter().all(|id| num(id) % 100 == 0));
+    assert!(r.iter().all(|id| num(id).is_multiple_of(100)));
     let r = rec(&mut c, "u", &["K", "50", "WHERE", "rare"]);
     assert_eq!(r.len(), 30, "all 30 rare items, no more");
     let r = rec(

@@ -31,8 +31,12 @@ const GENRES: [&str; 8] = [
 ];
 
 fn show(title: &str, cmd: &str, v: &Value) {
+    let pairs = cmd.contains("WITHSCORES") || cmd.contains("INFO") || cmd.contains("EXPLAIN");
     println!("\n> {cmd}\n  # {title}");
     match v {
+        Value::Array(items) if !pairs => {
+            println!("  {}", items.iter().map(fmt).collect::<Vec<_>>().join("  "));
+        }
         Value::Array(items) => {
             for pair in items.chunks(2) {
                 let text: Vec<String> = pair.iter().map(fmt).collect();
@@ -150,6 +154,72 @@ pub fn run(d: &Demo) -> Result<()> {
         }
         println!("  attrs   {}", a.get(3).map(fmt).unwrap_or_default());
     }
+    // Recommendations: a user with a few events, then the pipeline.
+    for movie in ["movie:11", "movie:19", "movie:27"] {
+        let _: Value = redis::cmd("RECSYS.EVENT")
+            .arg("demo:movies")
+            .arg("demo:user:1")
+            .arg(movie)
+            .arg("TYPE")
+            .arg("view")
+            .query(&mut c)?;
+    }
+    println!(
+        "\n> RECSYS.EVENT demo:movies demo:user:1 movie:11 TYPE view   (and movie:19, movie:27)"
+    );
+    let v: Value = redis::cmd("HGET")
+        .arg("demo:user:1")
+        .arg("recent")
+        .query(&mut c)?;
+    show(
+        "the user's recent items live in an ordinary hash",
+        "HGET demo:user:1 recent",
+        &v,
+    );
+    let v: Value = redis::cmd("RECSYS.RECOMMEND")
+        .arg("demo:movies")
+        .arg("demo:user:1")
+        .arg("K")
+        .arg(5)
+        .arg("WHERE")
+        .arg("in_stock && year >= 1990")
+        .arg("EXCLUDE_SEEN")
+        .arg("DIVERSITY")
+        .arg("genre")
+        .arg(2)
+        .arg("WITHSCORES")
+        .query(&mut c)?;
+    show(
+        "5 in-stock movies from 1990 on, like the ones watched, not seen yet, at most 2 per genre",
+        "RECSYS.RECOMMEND demo:movies demo:user:1 K 5 WHERE 'in_stock && year >= 1990' EXCLUDE_SEEN DIVERSITY genre 2 WITHSCORES",
+        &v,
+    );
+    let v: Value = redis::cmd("RECSYS.RECOMMEND")
+        .arg("demo:movies")
+        .arg("demo:user:new")
+        .arg("K")
+        .arg(3)
+        .query(&mut c)?;
+    show(
+        "a new user gets the most popular movies (cold start)",
+        "RECSYS.RECOMMEND demo:movies demo:user:new K 3",
+        &v,
+    );
+    let v: Value = redis::cmd("RECSYS.RECOMMEND")
+        .arg("demo:movies")
+        .arg("demo:user:1")
+        .arg("K")
+        .arg(3)
+        .arg("EXPLAIN")
+        .query(&mut c)?;
+    if let Value::Array(a) = &v {
+        show(
+            "what each stage did",
+            "RECSYS.RECOMMEND demo:movies demo:user:1 K 3 EXPLAIN",
+            a.get(3).unwrap_or(&Value::Nil),
+        );
+    }
+
     let v: Value = redis::cmd("RECSYS.ITEM.DEL")
         .arg("demo:movies")
         .arg("movie:8")

@@ -59,6 +59,9 @@ fn update(id: u64, f: impl FnOnce(&mut Status)) {
     }
 }
 
+/// A user's key and their recommended ids (or why there are none).
+type UserResult = Result<Vec<String>, String>;
+
 struct Job {
     id: u64,
     catalog: Arc<RwLock<Catalog>>,
@@ -205,7 +208,7 @@ fn run(job: &Job) -> Result<(), String> {
             (next, users)
         };
         // 2. The pipeline, outside the GIL.
-        let results: Vec<(Vec<u8>, Result<Vec<String>, String>)> = {
+        let results: Vec<(Vec<u8>, UserResult)> = {
             let c = job.catalog.read();
             users
                 .into_iter()

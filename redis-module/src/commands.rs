@@ -148,7 +148,7 @@ pub fn item_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
 pub fn item_mset(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("key")?;
-    if a.remaining() == 0 || a.remaining() % 2 != 0 {
+    if a.remaining() == 0 || !a.remaining().is_multiple_of(2) {
         return Err("expected pairs of: id FP32-blob".into());
     }
     let catalog = catalog_at(ctx, key)?;

@@ -600,57 +600,42 @@ impl Hnsw {
             .collect()
     }
 
-    /// The whole query path compiled for AVX2+FMA, so the distance kernel is
-    /// inlined into the graph walk instead of called through a pointer.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn search_f32_avx2<F: Fn(u32) -> bool>(
-        &self,
-        q: &Query,
-        l2: bool,
-        ef: usize,
-        accept: F,
-        budget: usize,
-    ) -> (BinaryHeap<Cand>, bool) {
-        use super::distance::avx2::{dot_impl, l2sq_impl};
-        let store = &self.store;
-        if l2 {
-            let dist = |s: u32| l2sq_impl(q.v, store.row_f32(s));
-            let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept, budget)
-        } else {
-            let dist = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
-            let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept, budget)
-        }
-    }
-
-    /// As [`Hnsw::search_f32_avx2`], with 16-lane AVX-512 kernels.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn search_f32_avx512<F: Fn(u32) -> bool>(
-        &self,
-        q: &Query,
-        l2: bool,
-        ef: usize,
-        accept: F,
-        budget: usize,
-    ) -> (BinaryHeap<Cand>, bool) {
-        use super::distance::avx512::{dot_impl, l2sq_impl};
-        let store = &self.store;
-        if l2 {
-            let dist = |s: u32| l2sq_impl(q.v, store.row_f32(s));
-            let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept, budget)
-        } else {
-            let dist = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
-            let entry = self.descend(&dist, 0);
-            self.search_layer(&dist, entry, ef, 0, accept, budget)
-        }
-    }
-
     /// Exact k-NN by scanning every live slot (the recall oracle).
     pub fn brute_force(&self, v: &[f32], k: usize) -> Vec<Hit> {
         self.scan(v, k, |_| true)
     }
 }
+
+/// Defines a search entry point compiled for `$features` with the kernels of
+/// module `$kernels`, so the distance is inlined into the graph walk instead
+/// of called through a pointer.
+macro_rules! simd_search {
+    ($name:ident, $features:literal, $kernels:ident) => {
+        impl Hnsw {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = $features)]
+            unsafe fn $name<F: Fn(u32) -> bool>(
+                &self,
+                q: &Query,
+                l2: bool,
+                ef: usize,
+                accept: F,
+                budget: usize,
+            ) -> (BinaryHeap<Cand>, bool) {
+                use super::distance::$kernels::{dot_impl, l2sq_impl};
+                let store = &self.store;
+                if l2 {
+                    let dist = |s: u32| l2sq_impl(q.v, store.row_f32(s));
+                    let entry = self.descend(&dist, 0);
+                    self.search_layer(&dist, entry, ef, 0, accept, budget)
+                } else {
+                    let dist = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
+                    let entry = self.descend(&dist, 0);
+                    self.search_layer(&dist, entry, ef, 0, accept, budget)
+                }
+            }
+        }
+    };
+}
+simd_search!(search_f32_avx2, "avx2,fma", avx2);
+simd_search!(search_f32_avx512, "avx512f,avx2,fma", avx512);

@@ -188,15 +188,15 @@ pub fn recommend(
             } else {
                 usize::MAX
             };
-            let (mut hits, cut) = index.search_within(v, req.candidates, ef, &accept, budget);
+            let (mut hits, cut) = index.search_within(v, req.candidates, ef, accept, budget);
             if cut && hits.len() < req.candidates {
-                hits = index.scan(v, req.candidates, &accept);
+                hits = index.scan(v, req.candidates, accept);
                 scanned = true;
             }
             hits.into_iter().map(|h| (h.slot, h.score)).collect()
         }
         None => catalog
-            .most_popular(req.candidates, &accept)
+            .most_popular(req.candidates, accept)
             .into_iter()
             .map(|s| (s, catalog.popularity_at(s, user.now_ms) as f32))
             .collect(),

@@ -73,8 +73,7 @@ pub fn redis_benchmark(
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
-        .filter(|l| !l.starts_with("\"test\""))
-        .last()
+        .rfind(|l| !l.starts_with("\"test\""))
         .context("no result from redis-benchmark")?;
     let cols: Vec<f64> = line
         .split(',')
