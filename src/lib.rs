@@ -10,5 +10,6 @@ pub mod catalog;
 pub mod features;
 pub mod index;
 pub mod pipeline;
+pub mod plugin;
 pub mod synth;
 pub mod vector;

@@ -201,7 +201,10 @@ fn run(job: &Job) -> Result<(), String> {
                 .into_iter()
                 .map(|k| {
                     let name = ctx.create_string(k.clone());
-                    let input = read_user(&ctx, &name, job.dim, false);
+                    let input = read_user(&ctx, &name, job.dim, false).map(|mut u| {
+                        u.user_id = String::from_utf8_lossy(&k).into_owned();
+                        u
+                    });
                     (k, input)
                 })
                 .collect();
@@ -213,7 +216,8 @@ fn run(job: &Job) -> Result<(), String> {
             users
                 .into_iter()
                 .map(|(k, input)| {
-                    let r = input.and_then(|u| run_pipeline(&c, &u, &job.req));
+                    let r =
+                        input.and_then(|u| run_pipeline(&c, &u, &job.req, crate::plugins::host()));
                     (
                         k,
                         r.map(|r| r.items.into_iter().map(|(id, _)| id).collect()),

@@ -9,6 +9,8 @@ pub struct Config {
     pub workers: usize,
     /// Recent items kept per user by RECSYS.EVENT.
     pub history: usize,
+    /// Sandbox limits for plugins.
+    pub plugin_limits: recsys_core::plugin::Limits,
 }
 
 static CONFIG: OnceCell<Config> = OnceCell::new();
@@ -22,6 +24,7 @@ fn defaults() -> Config {
     Config {
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         history: 50,
+        plugin_limits: recsys_core::plugin::Limits::default(),
     }
 }
 
@@ -45,9 +48,22 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
         match name.as_str() {
             "WORKERS" => c.workers = int_arg("WORKERS", value, 1, 256)?,
             "HISTORY" => c.history = int_arg("HISTORY", value, 1, 10_000)?,
+            "PLUGIN_MEMORY_MB" => {
+                c.plugin_limits.memory_bytes = int_arg("PLUGIN_MEMORY_MB", value, 1, 4096)? << 20
+            }
+            "PLUGIN_STACK_KB" => {
+                c.plugin_limits.stack_bytes = int_arg("PLUGIN_STACK_KB", value, 16, 1024)? << 10
+            }
+            "PLUGIN_TIMEOUT_MS" => {
+                c.plugin_limits.timeout =
+                    std::time::Duration::from_millis(int_arg("PLUGIN_TIMEOUT_MS", value, 1, 60_000)? as u64)
+            }
+            "PLUGIN_MAX_KB" => {
+                c.plugin_limits.max_component_bytes = int_arg("PLUGIN_MAX_KB", value, 1, 1 << 20)? << 10
+            }
             other => {
                 return Err(format!(
-                    "unknown module argument '{other}', expected WORKERS n or HISTORY n"
+                    "unknown module argument '{other}', expected WORKERS, HISTORY, PLUGIN_MEMORY_MB, PLUGIN_STACK_KB, PLUGIN_TIMEOUT_MS or PLUGIN_MAX_KB"
                 ))
             }
         }

@@ -4,6 +4,7 @@
 //! - [`registry`]: command table (flags, arity, key specs) and panic guards
 //! - [`commands`]: catalog commands (CREATE, ITEM.*, SEARCH, SIMILAR, INFO)
 //! - [`recommend`]: RECSYS.RECOMMEND and RECSYS.EVENT
+//! - [`plugins`]: RECSYS.PLUGIN.* and plugin persistence
 //! - [`batch`]: RECSYS.BATCH and RECSYS.BATCH.STATUS (background jobs)
 //! - [`config`]: module arguments
 //! - [`datatype`]: the catalog data type (RDB, AOF, memory, copy, free)
@@ -15,6 +16,7 @@ mod batch;
 mod commands;
 mod config;
 mod datatype;
+mod plugins;
 mod recommend;
 mod registry;
 mod reply;
@@ -29,6 +31,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
     let result = config::parse(&args).and_then(|a| {
         workers::start(a.workers)?;
+        plugins::start(ctx, a.plugin_limits);
         registry::register(ctx)?;
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
         ctx.log_notice(&format!(

@@ -13,9 +13,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use recsys_core::pipeline::filter::Filter;
+use recsys_core::pipeline::plugins::PluginStage;
 use recsys_core::pipeline::recommend::{
     recommend as run_pipeline, Ordering, Request, UserInput, MAX_CANDIDATES, MAX_K,
 };
+use recsys_core::plugin::World;
 use recsys_core::vector::from_fp32_blob;
 use redis_module::{raw, Context, KeyType, RedisString};
 
@@ -75,6 +77,35 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
             };
         }
         "SEED" => return Err("SEED must follow SOFTMAX temperature".into()),
+        "FILTER" | "ORDER" => {
+            let plugin = crate::plugins::get(a.next_str("plugin name")?)?;
+            let mut config = String::new();
+            if a.peek_keyword().as_deref() == Some("ARGS") {
+                a.next_keyword()?;
+                config = a.next_str("ARGS")?.to_string();
+            }
+            let want = if kw == "FILTER" {
+                World::Filter
+            } else {
+                World::Order
+            };
+            if plugin.world != want {
+                return Err(format!(
+                    "plugin '{}' implements the {} world, {kw} needs a {} plugin",
+                    plugin.name,
+                    plugin.world.name(),
+                    want.name()
+                ));
+            }
+            let stage = PluginStage { plugin, config };
+            if kw == "FILTER" {
+                req.filter_plugins.push(stage);
+            } else if req.order_plugin.replace(stage).is_some() {
+                return Err("only one ORDER plugin per request".into());
+            }
+        }
+        "ARGS" => return Err("ARGS must follow FILTER name or ORDER name".into()),
+        "FAILOPEN" => req.fail_open = true,
         "DIVERSITY" => {
             let attr = a.next_str("DIVERSITY attribute")?.to_string();
             let max = a.next_usize("DIVERSITY max", 1, MAX_K)?;
@@ -134,12 +165,15 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "EXPLAIN" => explain = true,
             other => {
                 return Err(format!(
-                    "unknown option '{other}', expected K, CANDIDATES, EF, VECTOR, WHERE, EXCLUDE_SEEN, SOFTMAX, DIVERSITY, WITHSCORES or EXPLAIN"
+                    "unknown option '{other}', expected K, CANDIDATES, EF, VECTOR, WHERE, EXCLUDE_SEEN, FILTER, ORDER, FAILOPEN, SOFTMAX, DIVERSITY, WITHSCORES or EXPLAIN"
                 ))
             }
         }
     }
     req.candidates = req.candidates.max(req.k);
+    if req.order_plugin.is_some() && matches!(req.ordering, Ordering::Softmax { .. }) {
+        return Err("ORDER plugin and SOFTMAX cannot be combined: both decide the order".into());
+    }
     let catalog = catalog_at(ctx, key)?;
     let dim = catalog.read().params().dim;
     let vector_arg = match vector_blob {
@@ -148,10 +182,11 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     };
     let mut input = read_user(ctx, user, dim, vector_arg.is_some())?;
     input.vector_arg = vector_arg;
+    input.user_id = user.to_string_lossy();
 
     Ok(run_blocking(ctx, move || {
         let c = catalog.read();
-        match run_pipeline(&c, &input, &req) {
+        match run_pipeline(&c, &input, &req, crate::plugins::host()) {
             Ok(r) => {
                 let items =
                     scored_reply(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores);
@@ -178,6 +213,17 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                             ("filter_rejected".into(), n(e.filter_rejected)),
                             ("rank".into(), Reply::Text("retrieval score".into())),
                             ("rank_us".into(), us(e.rank_us)),
+                            ("plugin_us".into(), us(e.plugin_us)),
+                            ("after_plugins".into(), n(e.after_plugins)),
+                            (
+                                "plugin_failures".into(),
+                                Reply::Array(
+                                    e.plugin_failures
+                                        .iter()
+                                        .map(|f| Reply::Text(f.clone()))
+                                        .collect(),
+                                ),
+                            ),
                             ("diversity_dropped".into(), n(e.diversity_dropped)),
                             ("order_us".into(), us(e.order_us)),
                             ("returned".into(), n(e.returned)),

@@ -14,6 +14,7 @@ use redis_module::{raw, Context, RedisString};
 use crate::args::CmdResult;
 use crate::batch as b;
 use crate::commands as c;
+use crate::plugins as p;
 use crate::recommend as r;
 use crate::reply::Reply;
 use crate::util::panic_message;
@@ -69,6 +70,10 @@ commands! {
     cmd_recommend => r::recommend,
     cmd_event => r::event,
     cmd_batch => b::batch,
+    cmd_plugin_load => p::load,
+    cmd_plugin_list => p::list,
+    cmd_plugin_info => p::info,
+    cmd_plugin_del => p::del,
     cmd_batch_status => b::status,
 }
 
@@ -191,6 +196,15 @@ const SPECS: &[Spec] = &[
         complexity: "O(users x RECOMMEND), in the background" },
     Spec { name: "RECSYS.BATCH.STATUS", func: cmd_batch_status, flags: "readonly fast", arity: -1, keys: &[],
         summary: "Progress and errors of batch jobs", complexity: "O(1)" },
+    Spec { name: "RECSYS.PLUGIN.LOAD", func: cmd_plugin_load, flags: "write deny-oom", arity: -3, keys: &[],
+        summary: "Loads (or with REPLACE swaps) a WebAssembly plugin component; compiles on a worker thread",
+        complexity: "O(component size)" },
+    Spec { name: "RECSYS.PLUGIN.LIST", func: cmd_plugin_list, flags: "readonly fast", arity: 1, keys: &[],
+        summary: "Lists the loaded plugins", complexity: "O(plugins)" },
+    Spec { name: "RECSYS.PLUGIN.INFO", func: cmd_plugin_info, flags: "readonly fast", arity: 2, keys: &[],
+        summary: "A plugin's world, sha256, size, calls, errors, traps and latency", complexity: "O(1)" },
+    Spec { name: "RECSYS.PLUGIN.DEL", func: cmd_plugin_del, flags: "write fast", arity: 2, keys: &[],
+        summary: "Removes a plugin (calls in flight finish)", complexity: "O(1)" },
 ];
 
 const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {

@@ -29,6 +29,11 @@ impl Column {
         self.ids.get(slot as usize).copied().unwrap_or(0)
     }
 
+    /// The distinct values of the column.
+    pub fn values(&self) -> &[Value] {
+        &self.dict
+    }
+
     pub fn value(&self, id: u32) -> Option<&Value> {
         id.checked_sub(1).and_then(|i| self.dict.get(i as usize))
     }
@@ -96,6 +101,13 @@ impl Columns {
         for c in &mut self.columns {
             c.set(slot, 0);
         }
+    }
+
+    /// All columns with their attribute names.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Column)> {
+        self.by_name
+            .iter()
+            .map(|(n, &i)| (n.as_ref(), &self.columns[i]))
     }
 
     pub fn column(&self, name: &str) -> Option<&Column> {

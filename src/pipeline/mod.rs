@@ -2,4 +2,5 @@
 //! -> ranking -> ordering, with per-stage counts and timings (EXPLAIN).
 
 pub mod filter;
+pub mod plugins;
 pub mod recommend;

@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use crate::catalog::Catalog;
 use crate::pipeline::filter::{Filter, FilterEval};
+use crate::pipeline::plugins::{run_filters, run_order, PluginStage};
+use crate::plugin::Host;
 use crate::synth::SplitMix;
 
 /// Most items RECOMMEND returns.
@@ -44,6 +46,13 @@ pub struct Request {
     pub ordering: Ordering,
     /// At most `.1` items per value of attribute `.0`.
     pub diversity: Option<(String, usize)>,
+    /// Filter plugins, run in order after the built-in filters.
+    pub filter_plugins: Vec<PluginStage>,
+    /// Order plugin, replacing the built-in ordering.
+    pub order_plugin: Option<PluginStage>,
+    /// A failing plugin skips its stage (counted in EXPLAIN) instead of
+    /// failing the request.
+    pub fail_open: bool,
 }
 
 impl Request {
@@ -56,6 +65,9 @@ impl Request {
             exclude_seen: false,
             ordering: Ordering::TopK,
             diversity: None,
+            filter_plugins: Vec::new(),
+            order_plugin: None,
+            fail_open: false,
         }
     }
 }
@@ -69,6 +81,8 @@ pub struct UserInput {
     pub embedding: Option<Vec<f32>>,
     /// Recently interacted item ids, newest first.
     pub recent: Vec<String>,
+    /// The user key (passed to plugins).
+    pub user_id: String,
     /// Current time in milliseconds (for popularity decay).
     pub now_ms: i64,
 }
@@ -110,6 +124,10 @@ pub struct Explain {
     pub order_us: u64,
     pub diversity_dropped: usize,
     pub returned: usize,
+    /// Plugin stages: microseconds, candidates after them, failures skipped.
+    pub plugin_us: u64,
+    pub after_plugins: usize,
+    pub plugin_failures: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +145,7 @@ pub fn recommend(
     catalog: &Catalog,
     user: &UserInput,
     req: &Request,
+    host: Option<&Host>,
 ) -> Result<Recommendation, String> {
     let mut ex = Explain {
         filter_mode: "none",
@@ -209,6 +228,11 @@ pub fn recommend(
         (true, true, true) => "in-graph, then scan (selective filter)",
         (true, false, _) => "scan",
     };
+    // From here on scores are "higher is better": an L2 distance becomes its
+    // negative, so ranking, sampling and plugins treat all metrics alike.
+    if vector.is_some() && catalog.params().metric == crate::index::Metric::L2 {
+        scored.iter_mut().for_each(|(_, s)| *s = -*s);
+    }
     ex.retrieved = scored.len();
     ex.retrieve_us = micros(t);
 
@@ -216,6 +240,38 @@ pub fn recommend(
     let t = Instant::now();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     ex.rank_us = micros(t);
+
+    // Plugin stages: filters, then the order plugin.
+    let t = Instant::now();
+    if !req.filter_plugins.is_empty() || req.order_plugin.is_some() {
+        let host = host.ok_or("plugins are not available on this server (see the log)")?;
+        let mut failures = Vec::new();
+        let fail_open = req.fail_open;
+        let mut on_error =
+            |stage: &PluginStage, e: crate::plugin::CallError| -> Result<(), String> {
+                let msg = format!("plugin '{}': {e}", stage.plugin.name);
+                if fail_open {
+                    failures.push(msg);
+                    Ok(())
+                } else {
+                    Err(msg)
+                }
+            };
+        scored = run_filters(
+            host,
+            catalog,
+            &user.user_id,
+            &req.filter_plugins,
+            scored,
+            &mut on_error,
+        )?;
+        if let Some(stage) = &req.order_plugin {
+            scored = run_order(host, catalog, &user.user_id, stage, scored, &mut on_error)?;
+        }
+        ex.plugin_failures = failures;
+    }
+    ex.after_plugins = scored.len();
+    ex.plugin_us = micros(t);
 
     // Stage 5: ordering.
     let t = Instant::now();
@@ -342,7 +398,7 @@ mod tests {
         let mut req = Request::new(20);
         req.filter = Some(Filter::compile("rare").unwrap().into());
         let u = user(c.index().vector(5));
-        let r = recommend(&c, &u, &req).unwrap();
+        let r = recommend(&c, &u, &req, None).unwrap();
         assert_eq!(r.items.len(), 20, "30 rare items exist");
         assert!(r
             .items
@@ -356,7 +412,7 @@ mod tests {
         let c = catalog(2000);
         let v = c.index().vector(1);
         let mut u = user(v);
-        let plain = recommend(&c, &u, &Request::new(10)).unwrap();
+        let plain = recommend(&c, &u, &Request::new(10), None).unwrap();
         u.recent = plain
             .items
             .iter()
@@ -365,7 +421,7 @@ mod tests {
             .collect();
         let mut req = Request::new(10);
         req.exclude_seen = true;
-        let r = recommend(&c, &u, &req).unwrap();
+        let r = recommend(&c, &u, &req, None).unwrap();
         assert!(r.items.iter().all(|(id, _)| !u.recent.contains(id)));
 
         let mut req = Request::new(10);
@@ -373,18 +429,18 @@ mod tests {
             temperature: 0.05,
             seed: 7,
         };
-        let a = recommend(&c, &u, &req).unwrap().items;
-        let b = recommend(&c, &u, &req).unwrap().items;
+        let a = recommend(&c, &u, &req, None).unwrap().items;
+        let b = recommend(&c, &u, &req, None).unwrap().items;
         assert_eq!(a, b, "same seed, same answer");
         req.ordering = Ordering::Softmax {
             temperature: 0.05,
             seed: 8,
         };
-        assert_ne!(a, recommend(&c, &u, &req).unwrap().items);
+        assert_ne!(a, recommend(&c, &u, &req, None).unwrap().items);
 
         let mut req = Request::new(10);
         req.diversity = Some(("genre".into(), 2));
-        let r = recommend(&c, &u, &req).unwrap();
+        let r = recommend(&c, &u, &req, None).unwrap();
         let mut counts = HashMap::new();
         for (id, _) in &r.items {
             let slot = c.slot_of(id).unwrap();
@@ -403,7 +459,7 @@ mod tests {
             recent: vec!["i3".into(), "i4".into(), "nope".into()],
             ..UserInput::default()
         };
-        let r = recommend(&c, &u, &Request::new(5)).unwrap();
+        let r = recommend(&c, &u, &Request::new(5), None).unwrap();
         assert_eq!(r.explain.source, Some(VectorSource::Session(2)));
         let cold = UserInput {
             now_ms: 1_000,
@@ -412,7 +468,7 @@ mod tests {
         for (i, w) in [(7u32, 5.0), (9, 1.0), (11, 3.0)] {
             c.record_popularity(i, w, 1_000);
         }
-        let r = recommend(&c, &cold, &Request::new(3)).unwrap();
+        let r = recommend(&c, &cold, &Request::new(3), None).unwrap();
         assert_eq!(r.explain.source, Some(VectorSource::Popular));
         let ids: Vec<&str> = r.items.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, vec!["i7", "i11", "i9"]);
@@ -462,6 +518,7 @@ mod speed {
                         ..UserInput::default()
                     },
                     &req,
+                    None,
                 )
                 .unwrap();
                 evals += r.explain.filter_evaluated;

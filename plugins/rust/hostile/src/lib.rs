@@ -1,0 +1,54 @@
+//! A deliberately hostile filter plugin for the sandbox tests. The config
+//! picks the misbehaviour: loop, oom, stack, trap, range, dup, huge, error,
+//! or anything else to behave (keep everything).
+
+wit_bindgen::generate!({ world: "filter", path: "../../../wit" });
+
+struct Plugin;
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, buf: &mut [u8; 256]) -> u64 {
+    buf[(depth % 256) as usize] = depth as u8;
+    let mut local = [0u8; 256];
+    local[0] = buf[0];
+    recurse(depth + 1, &mut local) + local[1] as u64
+}
+
+impl Guest for Plugin {
+    fn filter(req: Request, config: String) -> Result<Vec<u32>, String> {
+        let n = req.scores.len() as u32;
+        match config.as_str() {
+            "loop" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![7u8; 1 << 20]);
+                }
+            }
+            "stack" => {
+                let mut buf = [0u8; 256];
+                Ok(vec![recurse(0, &mut buf) as u32])
+            }
+            "trap" => {
+                let v: Vec<u32> = Vec::new();
+                Ok(vec![v[std::hint::black_box(3)]])
+            }
+            "range" => Ok(vec![0, n + 5]),
+            "dup" => Ok(vec![0, 0]),
+            "huge" => Ok((0..300_000).collect()),
+            "error" => Err("refusing on purpose".into()),
+            _ => {
+                println!("behaving: keeping {n} candidates");
+                Ok((0..n).collect())
+            }
+        }
+    }
+}
+
+export!(Plugin);

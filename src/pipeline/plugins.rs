@@ -1,0 +1,132 @@
+//! The plugin stages of RECOMMEND: candidates flattened into the WIT request
+//! (ids, scores, numeric and dictionary-encoded text columns), filter plugins
+//! in sequence, then an order plugin.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::Value;
+
+use crate::catalog::Catalog;
+use crate::plugin::{CallError, Host, Plugin, PluginInput, MISSING};
+
+/// One plugin invocation of a request.
+#[derive(Clone)]
+pub struct PluginStage {
+    pub plugin: Arc<Plugin>,
+    /// The per-call config string (`ARGS`).
+    pub config: String,
+}
+
+impl std::fmt::Debug for PluginStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", self.plugin.name, self.config)
+    }
+}
+
+fn numeric(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::UInt(u) => Some(*u as f64),
+        Value::Float(f) => Some(*f),
+        Value::Bool(b) => Some(*b as u8 as f64),
+        _ => None,
+    }
+}
+
+/// Builds the plugin request for `cands` (slot, score), best first.
+pub fn plugin_input(catalog: &Catalog, user_id: &str, cands: &[(u32, f32)]) -> PluginInput {
+    let mut input = PluginInput {
+        user_id: user_id.to_string(),
+        ..PluginInput::default()
+    };
+    for (slot, score) in cands {
+        input.push_id(catalog.id_of(*slot).unwrap_or(""));
+        input.scores.push(*score);
+    }
+    let mut numeric_cols = Vec::new();
+    let mut text_cols = Vec::new();
+    let mut columns: Vec<_> = catalog.columns().iter().collect();
+    columns.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, col) in columns {
+        let values = col.values();
+        if values.iter().all(|v| numeric(v).is_some()) {
+            numeric_cols.push(col);
+            input.numeric_names.push(name.to_string());
+        } else if values.iter().all(|v| matches!(v, Value::String(_))) {
+            text_cols.push(col);
+            input.text_names.push(name.to_string());
+        }
+    }
+    let mut dict: HashMap<(usize, u32), u32> = HashMap::new();
+    for (slot, _) in cands {
+        for col in &numeric_cols {
+            input.numeric_values.push(
+                col.value(col.id(*slot))
+                    .and_then(numeric)
+                    .unwrap_or(f64::NAN),
+            );
+        }
+        for (j, col) in text_cols.iter().enumerate() {
+            let id = col.id(*slot);
+            let entry = match col.value(id) {
+                Some(Value::String(s)) => *dict.entry((j, id)).or_insert_with(|| {
+                    input.text_dict.push(s.to_string());
+                    input.text_dict.len() as u32 - 1
+                }),
+                _ => MISSING,
+            };
+            input.text_values.push(entry);
+        }
+    }
+    input
+}
+
+/// Runs the filter plugins in sequence; each keeps a subset (order kept).
+pub fn run_filters(
+    host: &Host,
+    catalog: &Catalog,
+    user_id: &str,
+    stages: &[PluginStage],
+    mut cands: Vec<(u32, f32)>,
+    on_error: &mut dyn FnMut(&PluginStage, CallError) -> Result<(), String>,
+) -> Result<Vec<(u32, f32)>, String> {
+    for stage in stages {
+        let input = plugin_input(catalog, user_id, &cands);
+        match host.call_filter(&stage.plugin, &input, &stage.config) {
+            Ok(mut keep) => {
+                keep.sort_unstable();
+                cands = keep.into_iter().map(|i| cands[i as usize]).collect();
+            }
+            Err(e) => on_error(stage, e)?,
+        }
+    }
+    Ok(cands)
+}
+
+/// Runs the order plugin: its indices (and scores, when it gives them).
+pub fn run_order(
+    host: &Host,
+    catalog: &Catalog,
+    user_id: &str,
+    stage: &PluginStage,
+    cands: Vec<(u32, f32)>,
+    on_error: &mut dyn FnMut(&PluginStage, CallError) -> Result<(), String>,
+) -> Result<Vec<(u32, f32)>, String> {
+    let input = plugin_input(catalog, user_id, &cands);
+    match host.call_order(&stage.plugin, &input, &stage.config) {
+        Ok(o) => Ok(o
+            .indices
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let (slot, score) = cands[i as usize];
+                (slot, o.scores.as_ref().map_or(score, |s| s[k]))
+            })
+            .collect()),
+        Err(e) => {
+            on_error(stage, e)?;
+            Ok(cands)
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! The wasmtime host: engine and linker built once, components compiled and
+//! pre-linked at load, one fresh store per call with memory, stack and time
+//! limits, outputs validated.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::filter::recsys::plugin::host::{self as host_api, Level};
+use super::bindings::filter::recsys::plugin::types::{
+    Ordering as WitOrdering, Request as WitRequest,
+};
+use super::bindings::filter::FilterPre;
+use super::bindings::order::OrderPre;
+use super::{OrderOutput, PluginInput};
+
+/// Resource limits for every plugin call (module arguments of the Redis module).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory per instance.
+    pub memory_bytes: usize,
+    /// WebAssembly stack.
+    pub stack_bytes: usize,
+    /// Wall time per call.
+    pub timeout: Duration,
+    /// Largest component accepted by LOAD.
+    pub max_component_bytes: usize,
+    /// Bytes of log (host.log, stdout, stderr) kept per call.
+    pub log_bytes: usize,
+    /// Instances that may run at once (pool size).
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 16 << 20,
+            stack_bytes: 128 << 10,
+            timeout: Duration::from_millis(5),
+            max_component_bytes: 8 << 20,
+            log_bytes: 4096,
+            max_instances: 64,
+        }
+    }
+}
+
+/// Which world a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Filter,
+    Order,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Filter => "filter",
+            World::Order => "order",
+        }
+    }
+}
+
+/// Why a call did not produce a usable answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// The plugin trapped (including running out of time, memory or stack).
+    Trap(String),
+    /// The plugin returned an error.
+    Guest(String),
+    /// The plugin's answer broke the contract (out of range, duplicates, size).
+    Invalid(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Trap(m) => write!(f, "plugin trapped: {m}"),
+            CallError::Guest(m) => write!(f, "plugin returned an error: {m}"),
+            CallError::Invalid(m) => write!(f, "plugin output rejected: {m}"),
+        }
+    }
+}
+
+/// Counters and recent latencies of one plugin.
+#[derive(Default, Debug)]
+pub struct PluginStats {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub traps: AtomicU64,
+    /// Last call durations in microseconds (ring of 1024).
+    recent: Mutex<(Vec<u32>, usize)>,
+    /// Tail of the last call's log.
+    last_log: Mutex<String>,
+}
+
+impl PluginStats {
+    fn record(&self, micros: u64, outcome: &Result<(), CallError>, log: String) {
+        self.calls.fetch_add(1, Relaxed);
+        match outcome {
+            Err(CallError::Trap(_)) => {
+                self.traps.fetch_add(1, Relaxed);
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Relaxed);
+            }
+            Ok(()) => {}
+        }
+        if let Ok(mut r) = self.recent.lock() {
+            let (ring, next) = &mut *r;
+            let v = micros.min(u32::MAX as u64) as u32;
+            if ring.len() < 1024 {
+                ring.push(v);
+            } else {
+                ring[*next] = v;
+            }
+            *next = (*next + 1) % 1024;
+        }
+        if !log.is_empty() {
+            if let Ok(mut l) = self.last_log.lock() {
+                *l = log;
+            }
+        }
+    }
+
+    /// (p50, p99) of recent call durations in microseconds.
+    pub fn percentiles(&self) -> (u32, u32) {
+        let mut v = self.recent.lock().map(|r| r.0.clone()).unwrap_or_default();
+        if v.is_empty() {
+            return (0, 0);
+        }
+        v.sort_unstable();
+        (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+    }
+
+    pub fn last_log(&self) -> String {
+        self.last_log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+enum Pre {
+    Filter(FilterPre<StoreData>),
+    Order(OrderPre<StoreData>),
+}
+
+/// A compiled, pre-linked plugin.
+pub struct Plugin {
+    pub name: String,
+    pub world: World,
+    pub sha256: String,
+    pub size: usize,
+    /// The component bytes (kept for persistence and replication).
+    pub bytes: Arc<Vec<u8>>,
+    pub stats: PluginStats,
+    pre: Pre,
+}
+
+/// Per-call state: the WASI context, its resources, limits and the log.
+struct StoreData {
+    wasi: WasiCtx,
+    /// stdout and stderr of the guest (bounded).
+    output: MemoryOutputPipe,
+    table: ResourceTable,
+    limits: StoreLimits,
+    log: String,
+    log_cap: usize,
+}
+
+impl StoreData {
+    /// host.log lines, then whatever the guest printed.
+    fn log_text(&self) -> String {
+        let printed = self.output.contents();
+        let mut log = self.log.clone();
+        log.push_str(&String::from_utf8_lossy(&printed));
+        log
+    }
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host_api::Host for StoreData {
+    fn log(&mut self, level: Level, message: String) {
+        let level = match level {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+        };
+        let room = self.log_cap.saturating_sub(self.log.len());
+        let line = format!("[{level}] {message}\n");
+        self.log.push_str(&line[..line.len().min(room)]);
+    }
+}
+
+/// The process-wide plugin engine.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    limits: Limits,
+}
+
+impl Host {
+    /// Builds the engine (once) and starts the epoch ticker thread.
+    pub fn new(limits: Limits) -> Result<Host, String> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 4)
+            .total_memories(limits.max_instances * 4)
+            .total_tables(limits.max_instances * 4)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.stack_bytes)
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(64 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine =
+            Engine::new(&config).map_err(|e| format!("cannot start the plugin engine: {e}"))?;
+        let mut linker: Linker<StoreData> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+        host_api::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("recsys-wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+        Ok(Host {
+            engine,
+            linker,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Validates, compiles and pre-links a component. The error names what is
+    /// wrong: size, bytes that are not a component, a world it does not
+    /// implement, or an import the sandbox does not offer.
+    pub fn compile(&self, name: &str, bytes: Vec<u8>) -> Result<Plugin, String> {
+        if bytes.len() > self.limits.max_component_bytes {
+            return Err(format!(
+                "component is {} bytes, the limit is {}",
+                bytes.len(),
+                self.limits.max_component_bytes
+            ));
+        }
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
+        let ty = component.component_type();
+        let exports: HashSet<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let world = if exports.contains("filter") {
+            World::Filter
+        } else if exports.contains("order") {
+            World::Order
+        } else {
+            return Err(
+                "component exports neither `filter` nor `order` (see wit/recsys.wit)".into(),
+            );
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!(
+                "component needs an import the sandbox does not provide: {}",
+                root_cause(&e)
+            )
+        })?;
+        let pre = match world {
+            World::Filter => Pre::Filter(
+                FilterPre::new(pre).map_err(|e| format!("not a filter world component: {e}"))?,
+            ),
+            World::Order => Pre::Order(
+                OrderPre::new(pre).map_err(|e| format!("not an order world component: {e}"))?,
+            ),
+        };
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Plugin {
+            name: name.to_string(),
+            world,
+            sha256,
+            size: bytes.len(),
+            bytes: Arc::new(bytes),
+            stats: PluginStats::default(),
+            pre,
+        })
+    }
+
+    fn store(&self) -> Store<StoreData> {
+        let out = MemoryOutputPipe::new(self.limits.log_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(out.clone())
+            .stderr(out.clone())
+            .build();
+        let data = StoreData {
+            wasi,
+            output: out,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            log: String::new(),
+            log_cap: self.limits.log_bytes,
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|d| &mut d.limits);
+        let ticks = self.limits.timeout.as_millis().max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs a filter plugin; returns the kept indices (validated).
+    pub fn call_filter(
+        &self,
+        plugin: &Plugin,
+        input: &PluginInput,
+        config: &str,
+    ) -> Result<Vec<u32>, CallError> {
+        let Pre::Filter(pre) = &plugin.pre else {
+            return Err(CallError::Invalid(format!(
+                "plugin '{}' is an order plugin",
+                plugin.name
+            )));
+        };
+        let t = Instant::now();
+        let mut store = self.store();
+        let req = to_wit(input);
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|inst| inst.call_filter(&mut store, &req, config))
+            .map_err(|e| CallError::Trap(trap_message(&e)))
+            .and_then(|r| r.map_err(CallError::Guest))
+            .and_then(|kept| {
+                check_indices(&kept, input.len())?;
+                Ok(kept)
+            });
+        let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        plugin.stats.record(
+            t.elapsed().as_micros() as u64,
+            &outcome,
+            store.data().log_text(),
+        );
+        result
+    }
+
+    /// Runs an order plugin; returns the chosen indices (and scores), validated.
+    pub fn call_order(
+        &self,
+        plugin: &Plugin,
+        input: &PluginInput,
+        config: &str,
+    ) -> Result<OrderOutput, CallError> {
+        let Pre::Order(pre) = &plugin.pre else {
+            return Err(CallError::Invalid(format!(
+                "plugin '{}' is a filter plugin",
+                plugin.name
+            )));
+        };
+        let t = Instant::now();
+        let mut store = self.store();
+        let req = to_wit(input);
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|inst| inst.call_order(&mut store, &req, config))
+            .map_err(|e| CallError::Trap(trap_message(&e)))
+            .and_then(|r| r.map_err(CallError::Guest))
+            .and_then(|o: WitOrdering| {
+                check_indices(&o.indices, input.len())?;
+                if let Some(s) = &o.scores {
+                    if s.len() != o.indices.len() {
+                        return Err(CallError::Invalid(format!(
+                            "{} scores for {} indices",
+                            s.len(),
+                            o.indices.len()
+                        )));
+                    }
+                    if s.iter().any(|x| !x.is_finite()) {
+                        return Err(CallError::Invalid("a score is NaN or infinite".into()));
+                    }
+                }
+                Ok(OrderOutput {
+                    indices: o.indices,
+                    scores: o.scores,
+                })
+            });
+        let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        plugin.stats.record(
+            t.elapsed().as_micros() as u64,
+            &outcome,
+            store.data().log_text(),
+        );
+        result
+    }
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn trap_message(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => "deadline exceeded (time limit)".into(),
+            wasmtime::Trap::StackOverflow => "stack overflow".into(),
+            other => other.to_string(),
+        };
+    }
+    root_cause(e)
+}
+
+/// Indices must be in range and unique, and no more than the candidates.
+fn check_indices(indices: &[u32], n: usize) -> Result<(), CallError> {
+    if indices.len() > n {
+        return Err(CallError::Invalid(format!(
+            "{} indices for {n} candidates",
+            indices.len()
+        )));
+    }
+    let mut seen = vec![false; n];
+    for &i in indices {
+        let slot = seen
+            .get_mut(i as usize)
+            .ok_or_else(|| CallError::Invalid(format!("index {i} out of range (0..{n})")))?;
+        if *slot {
+            return Err(CallError::Invalid(format!("index {i} returned twice")));
+        }
+        *slot = true;
+    }
+    Ok(())
+}
+
+fn to_wit(input: &PluginInput) -> WitRequest {
+    WitRequest {
+        user_id: input.user_id.clone(),
+        context_keys: input.context.iter().map(|(k, _)| k.clone()).collect(),
+        context_values: input.context.iter().map(|(_, v)| v.clone()).collect(),
+        ids: input.ids.clone(),
+        id_offsets: input.id_offsets.clone(),
+        scores: input.scores.clone(),
+        numeric_names: input.numeric_names.clone(),
+        numeric_values: input.numeric_values.clone(),
+        text_names: input.text_names.clone(),
+        text_dict: input.text_dict.clone(),
+        text_values: input.text_values.clone(),
+    }
+}
