@@ -31,6 +31,8 @@ enum BenchCmd {
     Redis(recsys_cli::bench::redis::RedisBench),
     /// RECOMMEND and EVENT through redis-server, next to GET, with the EXPLAIN split.
     Recommend(recsys_cli::bench::recommend::RecommendBench),
+    /// Plugin call cost, and RECOMMEND with plugins vs without through Redis.
+    Plugins(recsys_cli::bench::plugins::PluginBench),
 }
 
 fn main() -> Result<()> {
@@ -39,5 +41,6 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
+        Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),
     }
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::catalog::Catalog;
 use crate::pipeline::filter::{Filter, FilterEval};
-use crate::pipeline::plugins::{run_filters, run_order, PluginStage};
+use crate::pipeline::plugins::{run_plugins, PluginStage};
 use crate::plugin::Host;
 use crate::synth::SplitMix;
 
@@ -257,17 +257,15 @@ pub fn recommend(
                     Err(msg)
                 }
             };
-        scored = run_filters(
+        scored = run_plugins(
             host,
             catalog,
             &user.user_id,
             &req.filter_plugins,
+            req.order_plugin.as_ref(),
             scored,
             &mut on_error,
         )?;
-        if let Some(stage) = &req.order_plugin {
-            scored = run_order(host, catalog, &user.user_id, stage, scored, &mut on_error)?;
-        }
         ex.plugin_failures = failures;
     }
     ex.after_plugins = scored.len();

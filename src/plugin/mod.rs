@@ -46,6 +46,31 @@ impl PluginInput {
         self.scores.is_empty()
     }
 
+    /// The request restricted to the candidates at `keep` (in that order);
+    /// names and the text dictionary are shared.
+    pub fn subset(&self, keep: &[u32]) -> PluginInput {
+        let (nw, tw) = (self.numeric_names.len(), self.text_names.len());
+        let mut out = PluginInput {
+            user_id: self.user_id.clone(),
+            context: self.context.clone(),
+            numeric_names: self.numeric_names.clone(),
+            text_names: self.text_names.clone(),
+            text_dict: self.text_dict.clone(),
+            ..PluginInput::default()
+        };
+        for &i in keep {
+            let i = i as usize;
+            let (a, b) = (self.id_offsets[i] as usize, self.id_offsets[i + 1] as usize);
+            out.push_id(&self.ids[a..b]);
+            out.scores.push(self.scores[i]);
+            out.numeric_values
+                .extend_from_slice(&self.numeric_values[i * nw..(i + 1) * nw]);
+            out.text_values
+                .extend_from_slice(&self.text_values[i * tw..(i + 1) * tw]);
+        }
+        out
+    }
+
     /// Appends a candidate id (call once per candidate, in order).
     pub fn push_id(&mut self, id: &str) {
         if self.id_offsets.is_empty() {

@@ -2,5 +2,6 @@
 //! comes from one of these commands.
 
 pub mod index;
+pub mod plugins;
 pub mod recommend;
 pub mod redis;

@@ -50,61 +50,12 @@ pub fn run(b: &RecommendBench) -> Result<()> {
         "# recommend bench: {} items x {}-d with ATTRS {{genre: g0..g19}}, {} users with emb + {} events each, {} clients",
         b.items, b.dim, b.users, b.history, b.clients
     );
-    redis::cmd("RECSYS.CREATE")
-        .arg("bench")
-        .arg("DIM")
-        .arg(b.dim)
-        .arg("EF_SEARCH")
-        .arg(64)
-        .query::<()>(&mut c)?;
-    let items = clustered_lowrank(b.items, b.dim, 100, 8, 42);
-    for (chunk_no, chunk) in items.chunks(1000).enumerate() {
-        let mut p = redis::pipe();
-        for (j, v) in chunk.iter().enumerate() {
-            let i = chunk_no * 1000 + j;
-            p.cmd("RECSYS.ITEM.SET")
-                .arg("bench")
-                .arg(format!("{i:012}"))
-                .arg("FP32")
-                .arg(to_fp32_blob(v))
-                .arg("ATTRS")
-                .arg(format!(r#"{{"genre":"g{}"}}"#, i % 20))
-                .ignore();
-        }
-        p.query::<()>(&mut c)?;
-    }
-    let users = clustered_lowrank(b.users, b.dim, 100, 8, 4242);
-    let mut p = redis::pipe();
-    for (u, v) in users.iter().enumerate() {
-        p.cmd("HSET")
-            .arg(format!("user:{u:012}"))
-            .arg("emb")
-            .arg(to_fp32_blob(v))
-            .ignore();
-    }
-    p.query::<()>(&mut c)?;
+    let events_per_s = load_shop(&mut c, b)?;
 
-    // Events from one pipelining client: the history of every user.
-    let mut rng = SplitMix::new(5);
-    let total = b.users * b.history;
-    let t = Instant::now();
-    for chunk in 0..total.div_ceil(1000) {
-        let mut p = redis::pipe();
-        for e in chunk * 1000..((chunk + 1) * 1000).min(total) {
-            let u = e % b.users;
-            let item = rng.below(b.items as u64);
-            p.cmd("RECSYS.EVENT")
-                .arg("bench")
-                .arg(format!("user:{u:012}"))
-                .arg(format!("{item:012}"))
-                .arg("TYPE")
-                .arg("view")
-                .ignore();
-        }
-        p.query::<()>(&mut c)?;
-    }
-    let events_per_s = total as f64 / t.elapsed().as_secs_f64();
-    println!("events: {total} RECSYS.EVENT from one client, pipelines of 1000: {events_per_s:.0} events/s");
+    println!(
+        "events: {} RECSYS.EVENT from one client, pipelines of 1000: {events_per_s:.0} events/s",
+        b.users * b.history
+    );
     redis::cmd("SET")
         .arg("key:__rand_int__")
         .arg("x")
@@ -259,4 +210,69 @@ fn explain_split(c: &mut redis::Connection, b: &RecommendBench) -> Result<()> {
         .collect();
     println!("| {} |", medians.join(" | "));
     Ok(())
+}
+
+/// The shop used by the RECOMMEND and plugin benchmarks: catalog "bench" with
+/// ATTRS {genre, stock, sponsored}, users with `emb` and a history of events.
+/// Returns the events/s of loading the histories.
+pub fn load_shop(c: &mut redis::Connection, b: &RecommendBench) -> Result<f64> {
+    redis::cmd("RECSYS.CREATE")
+        .arg("bench")
+        .arg("DIM")
+        .arg(b.dim)
+        .arg("EF_SEARCH")
+        .arg(64)
+        .query::<()>(c)?;
+    let items = clustered_lowrank(b.items, b.dim, 100, 8, 42);
+    for (chunk_no, chunk) in items.chunks(1000).enumerate() {
+        let mut p = redis::pipe();
+        for (j, v) in chunk.iter().enumerate() {
+            let i = chunk_no * 1000 + j;
+            p.cmd("RECSYS.ITEM.SET")
+                .arg("bench")
+                .arg(format!("{i:012}"))
+                .arg("FP32")
+                .arg(to_fp32_blob(v))
+                .arg("ATTRS")
+                .arg(format!(
+                    r#"{{"genre":"g{}","stock":"{}","sponsored":{}}}"#,
+                    i % 20,
+                    if i % 10 == 0 { "out" } else { "in" },
+                    (i % 50 == 0) as u8
+                ))
+                .ignore();
+        }
+        p.query::<()>(c)?;
+    }
+    let users = clustered_lowrank(b.users, b.dim, 100, 8, 4242);
+    let mut p = redis::pipe();
+    for (u, v) in users.iter().enumerate() {
+        p.cmd("HSET")
+            .arg(format!("user:{u:012}"))
+            .arg("emb")
+            .arg(to_fp32_blob(v))
+            .ignore();
+    }
+    p.query::<()>(c)?;
+
+    // Events from one pipelining client: the history of every user.
+    let mut rng = SplitMix::new(5);
+    let total = b.users * b.history;
+    let t = Instant::now();
+    for chunk in 0..total.div_ceil(1000) {
+        let mut p = redis::pipe();
+        for e in chunk * 1000..((chunk + 1) * 1000).min(total) {
+            let u = e % b.users;
+            let item = rng.below(b.items as u64);
+            p.cmd("RECSYS.EVENT")
+                .arg("bench")
+                .arg(format!("user:{u:012}"))
+                .arg(format!("{item:012}"))
+                .arg("TYPE")
+                .arg("view")
+                .ignore();
+        }
+        p.query::<()>(c)?;
+    }
+    Ok(total as f64 / t.elapsed().as_secs_f64())
 }
