@@ -320,3 +320,19 @@ fn plugins_persist_and_replicate() {
         "restart from RDB keeps plugins: {list}"
     );
 }
+
+#[test]
+fn a_plugin_written_in_c_works() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    catalog(&mut c);
+    let v = format!("{:?}", load(&mut c, "minscore", "min-score").unwrap());
+    assert!(v.contains("filter"), "{v}");
+    // L2: scores are -distance; keep items within distance 3 of the origin.
+    let r = rec(&mut c, &["K", "10", "FILTER", "minscore", "ARGS", "-3"]).unwrap();
+    assert_eq!(r, vec!["i0", "i1", "i2", "i3"]);
+    let e = rec(&mut c, &["K", "10", "FILTER", "minscore", "ARGS", "abc"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("config must be a number"), "{e}");
+}
