@@ -362,6 +362,31 @@ impl Host {
         store
     }
 
+    /// One call: a fresh store, the guest call, the validation, and the
+    /// plugin's statistics (time, outcome, log).
+    fn timed<T>(
+        &self,
+        plugin: &Plugin,
+        input: &PluginInput,
+        call: impl FnOnce(&mut Store<StoreData>, &WitRequest) -> wasmtime::Result<Result<T, String>>,
+        validate: impl FnOnce(T) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let t = Instant::now();
+        let mut store = self.store();
+        let req = to_wit(input);
+        let result = call(&mut store, &req)
+            .map_err(|e| CallError::Trap(trap_message(&e)))
+            .and_then(|r| r.map_err(CallError::Guest))
+            .and_then(validate);
+        let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        plugin.stats.record(
+            t.elapsed().as_micros() as u64,
+            &outcome,
+            store.data().log_text(),
+        );
+        result
+    }
+
     /// Runs a filter plugin; returns the kept indices (validated).
     pub fn call_filter(
         &self,
@@ -375,25 +400,18 @@ impl Host {
                 plugin.name
             )));
         };
-        let t = Instant::now();
-        let mut store = self.store();
-        let req = to_wit(input);
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|inst| inst.call_filter(&mut store, &req, config))
-            .map_err(|e| CallError::Trap(trap_message(&e)))
-            .and_then(|r| r.map_err(CallError::Guest))
-            .and_then(|kept| {
+        self.timed(
+            plugin,
+            input,
+            |store, req| {
+                pre.instantiate(&mut *store)?
+                    .call_filter(&mut *store, req, config)
+            },
+            |kept| {
                 check_indices(&kept, input.len())?;
                 Ok(kept)
-            });
-        let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
-        plugin.stats.record(
-            t.elapsed().as_micros() as u64,
-            &outcome,
-            store.data().log_text(),
-        );
-        result
+            },
+        )
     }
 
     /// Runs an order plugin; returns the chosen indices (and scores), validated.
@@ -409,15 +427,14 @@ impl Host {
                 plugin.name
             )));
         };
-        let t = Instant::now();
-        let mut store = self.store();
-        let req = to_wit(input);
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|inst| inst.call_order(&mut store, &req, config))
-            .map_err(|e| CallError::Trap(trap_message(&e)))
-            .and_then(|r| r.map_err(CallError::Guest))
-            .and_then(|o: WitOrdering| {
+        let o: WitOrdering = self.timed(
+            plugin,
+            input,
+            |store, req| {
+                pre.instantiate(&mut *store)?
+                    .call_order(&mut *store, req, config)
+            },
+            |o: WitOrdering| {
                 check_indices(&o.indices, input.len())?;
                 if let Some(s) = &o.scores {
                     if s.len() != o.indices.len() {
@@ -431,18 +448,13 @@ impl Host {
                         return Err(CallError::Invalid("a score is NaN or infinite".into()));
                     }
                 }
-                Ok(OrderOutput {
-                    indices: o.indices,
-                    scores: o.scores,
-                })
-            });
-        let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
-        plugin.stats.record(
-            t.elapsed().as_micros() as u64,
-            &outcome,
-            store.data().log_text(),
-        );
-        result
+                Ok(o)
+            },
+        )?;
+        Ok(OrderOutput {
+            indices: o.indices,
+            scores: o.scores,
+        })
     }
 }
 

@@ -68,8 +68,9 @@ fn hostile_plugins_are_contained() {
         matches!(&e, CallError::Trap(m) if m.contains("deadline")),
         "{e}"
     );
+    // 5 ms of CPU time; a generous wall-clock bound for a busy test machine.
     assert!(
-        t.elapsed() < std::time::Duration::from_millis(200),
+        t.elapsed() < std::time::Duration::from_secs(1),
         "cut at the deadline"
     );
     for (cfg, want) in [
