@@ -212,6 +212,38 @@ pub struct Host {
     engine: Engine,
     linker: Linker<StoreData>,
     limits: Limits,
+    ticker: Arc<Ticker>,
+}
+
+/// The epoch ticker's state: it ticks every millisecond while calls are in
+/// flight and sleeps otherwise, so an idle server does not wake 1000 times a
+/// second.
+#[derive(Default)]
+struct Ticker {
+    active: AtomicU64,
+    thread: OnceLockThread,
+}
+
+type OnceLockThread = std::sync::OnceLock<std::thread::Thread>;
+
+/// Marks a call in flight for as long as it lives.
+struct InFlight<'a>(&'a Ticker);
+
+impl<'a> InFlight<'a> {
+    fn new(t: &'a Ticker) -> Self {
+        if t.active.fetch_add(1, Relaxed) == 0 {
+            if let Some(th) = t.thread.get() {
+                th.unpark();
+            }
+        }
+        InFlight(t)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Host {
@@ -245,21 +277,30 @@ impl Host {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
         host_api::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
             .map_err(|e| e.to_string())?;
-        let ticker = engine.weak();
-        std::thread::Builder::new()
+        let weak = engine.weak();
+        let ticker = Arc::new(Ticker::default());
+        let state = Arc::clone(&ticker);
+        let handle = std::thread::Builder::new()
             .name("recsys-wasm-epoch".into())
             .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
+                while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
-                    std::thread::sleep(Duration::from_millis(1));
+                    if state.active.load(Relaxed) == 0 {
+                        // Idle: wait for a call (InFlight unparks) or 100 ms.
+                        std::thread::park_timeout(Duration::from_millis(100));
+                    } else {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
             })
             .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+        let _ = ticker.thread.set(handle.thread().clone());
         Ok(Host {
             engine,
             linker,
             limits,
+            ticker,
         })
     }
 
@@ -371,6 +412,7 @@ impl Host {
         call: impl FnOnce(&mut Store<StoreData>, &WitRequest) -> wasmtime::Result<Result<T, String>>,
         validate: impl FnOnce(T) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
+        let _in_flight = InFlight::new(&self.ticker);
         let t = Instant::now();
         let mut store = self.store();
         let req = to_wit(input);
