@@ -21,6 +21,10 @@ pub struct Column {
     dict: Vec<Value>,
     /// Canonical JSON text of each value -> id, for interning.
     lookup: HashMap<String, u32>,
+    /// Distinct values that are not numbers/booleans, and not strings:
+    /// kept as values are interned so readers need not scan the dictionary.
+    non_numeric: usize,
+    non_text: usize,
 }
 
 impl Column {
@@ -29,9 +33,14 @@ impl Column {
         self.ids.get(slot as usize).copied().unwrap_or(0)
     }
 
-    /// The distinct values of the column.
-    pub fn values(&self) -> &[Value] {
-        &self.dict
+    /// Every distinct value is a number or a boolean.
+    pub fn is_numeric(&self) -> bool {
+        self.non_numeric == 0
+    }
+
+    /// Every distinct value is a string.
+    pub fn is_text(&self) -> bool {
+        self.non_text == 0
     }
 
     pub fn value(&self, id: u32) -> Option<&Value> {
@@ -54,6 +63,8 @@ impl Column {
         if let Some(&id) = self.lookup.get(&key) {
             return id;
         }
+        self.non_numeric += !(v.is_number() || v.is_boolean()) as usize;
+        self.non_text += !v.is_string() as usize;
         self.dict.push(json_to_cel(v));
         let id = self.dict.len() as u32;
         self.lookup.insert(key, id);
@@ -145,6 +156,9 @@ mod tests {
         assert_ne!(g.id(0), g.id(3));
         assert_eq!(c.get("year", 5), None);
         assert_eq!(c.get("year", 0), Some(&Value::Int(1999)));
+        assert!(c.column("genre").unwrap().is_text() && !c.column("genre").unwrap().is_numeric());
+        assert!(c.column("year").unwrap().is_numeric());
+        assert!(!c.column("tags").unwrap().is_text() && !c.column("tags").unwrap().is_numeric());
         c.set(0, None);
         assert_eq!(c.get("genre", 0), None);
         assert_eq!(c.column("genre").unwrap().id(100), 0);

@@ -49,11 +49,10 @@ pub fn plugin_input(catalog: &Catalog, user_id: &str, cands: &[(u32, f32)]) -> P
     let mut columns: Vec<_> = catalog.columns().iter().collect();
     columns.sort_by(|a, b| a.0.cmp(b.0));
     for (name, col) in columns {
-        let values = col.values();
-        if values.iter().all(|v| numeric(v).is_some()) {
+        if col.is_numeric() {
             numeric_cols.push(col);
             input.numeric_names.push(name.to_string());
-        } else if values.iter().all(|v| matches!(v, Value::String(_))) {
+        } else if col.is_text() {
             text_cols.push(col);
             input.text_names.push(name.to_string());
         }
