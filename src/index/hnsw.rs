@@ -509,57 +509,34 @@ impl Hnsw {
         let deleted = &self.deleted;
         let any_deleted = self.live < self.slots();
         let ef = ef.max(k);
+        // Evaluates `$body` with `$acc` bound to the acceptance test: the
+        // caller's, plus "not a tombstone" only when tombstones exist (the
+        // common case skips the extra lookup per candidate).
+        macro_rules! with_accept {
+            (|$acc:ident| $body:expr) => {
+                if any_deleted {
+                    let $acc = |s: u32| !deleted[s as usize] && accept(s);
+                    $body
+                } else {
+                    let $acc = &accept;
+                    $body
+                }
+            };
+        }
+        let l2 = self.params.metric == Metric::L2;
         let (found, cut) = match self.store.quant {
+            // SAFETY (both arms): the flag is only set after run-time detection.
             #[cfg(target_arch = "x86_64")]
             super::params::Quant::F32 if self.store.kernels.avx512 => {
-                let l2 = self.params.metric == Metric::L2;
-                // SAFETY: `kernels.avx512` is only set after run-time detection.
-                unsafe {
-                    if any_deleted {
-                        self.search_f32_avx512(
-                            &q,
-                            l2,
-                            ef,
-                            |s| !deleted[s as usize] && accept(s),
-                            budget,
-                        )
-                    } else {
-                        self.search_f32_avx512(&q, l2, ef, &accept, budget)
-                    }
-                }
+                with_accept!(|acc| unsafe { self.search_f32_avx512(&q, l2, ef, acc, budget) })
             }
             #[cfg(target_arch = "x86_64")]
             super::params::Quant::F32 if self.store.kernels.avx2 => {
-                let l2 = self.params.metric == Metric::L2;
-                // SAFETY: `kernels.avx2` is only set after run-time detection.
-                unsafe {
-                    if any_deleted {
-                        self.search_f32_avx2(
-                            &q,
-                            l2,
-                            ef,
-                            |s| !deleted[s as usize] && accept(s),
-                            budget,
-                        )
-                    } else {
-                        self.search_f32_avx2(&q, l2, ef, &accept, budget)
-                    }
-                }
+                with_accept!(|acc| unsafe { self.search_f32_avx2(&q, l2, ef, acc, budget) })
             }
             _ => with_distance!(self.store, &q, |dist| {
                 let entry = self.descend(&dist, 0);
-                if any_deleted {
-                    self.search_layer(
-                        &dist,
-                        entry,
-                        ef,
-                        0,
-                        |s| !deleted[s as usize] && accept(s),
-                        budget,
-                    )
-                } else {
-                    self.search_layer(&dist, entry, ef, 0, &accept, budget)
-                }
+                with_accept!(|acc| self.search_layer(&dist, entry, ef, 0, acc, budget))
             }),
         };
         let mut hits = found.into_sorted_vec();
