@@ -1,0 +1,509 @@
+//! The native DLRM: embedding tables for the sparse features, a bottom MLP
+//! for the dense features, pairwise dot interaction, a top MLP, and a
+//! sigmoid (rankers) or the raw top output (query towers). Weights come from
+//! safetensors; the CPU forward pass runs batched matrix products through
+//! `matrixmultiply` (one thread).
+//!
+//! Tensor names (float32, PyTorch `nn.Linear` layout):
+//!
+//! ```text
+//! emb.{i}            [rows_i, d]      one table per SPARSE feature, in order
+//! bottom.{j}.weight  [out_j, in_j]    bottom MLP (ReLU after every layer); the
+//! bottom.{j}.bias    [out_j]          first in = #DENSE, the last out = d
+//! top.{j}.weight     [out_j, in_j]    top MLP (ReLU between layers); the first
+//! top.{j}.bias       [out_j]          in = d + v(v-1)/2 with v = #SPARSE + 1
+//! ```
+//!
+//! Interaction order follows the reference DLRM: the vectors are
+//! `[bottom output, emb.0 .. emb.S-1]`, and the pairs `(i, j)` with `j < i`
+//! in row-major order: (1,0), (2,0), (2,1), (3,0), ...
+//! Without dense features there is no bottom MLP and `v = #SPARSE`.
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::synth::SplitMix;
+
+/// Rows per forward chunk: bounds the scratch memory of huge batches.
+const CHUNK: usize = 2048;
+
+/// A fully connected layer, row-major `weight[out][in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub input: usize,
+    pub output: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub rows: usize,
+    pub data: Vec<f32>,
+}
+
+/// DLRM weights, checked for consistent shapes.
+#[derive(Debug, Clone)]
+pub struct Dlrm {
+    pub dim: usize,
+    pub dense_inputs: usize,
+    pub tables: Vec<Table>,
+    pub bottom: Vec<Linear>,
+    pub top: Vec<Linear>,
+    /// Sigmoid on the output (rankers); query towers return the raw output.
+    pub sigmoid: bool,
+}
+
+/// The shape of a generated DLRM (fixtures and benchmarks).
+#[derive(Debug, Clone)]
+pub struct DlrmShape {
+    pub dense: usize,
+    pub cardinalities: Vec<usize>,
+    pub dim: usize,
+    pub bottom: Vec<usize>,
+    pub top: Vec<usize>,
+}
+
+impl DlrmShape {
+    /// The issue's reference model: 8 categorical features (embedding 32),
+    /// 8 dense, bottom MLP [64, 32], top MLP [128, 64, 1].
+    pub fn reference(cardinality: usize) -> DlrmShape {
+        DlrmShape {
+            dense: 8,
+            cardinalities: vec![cardinality; 8],
+            dim: 32,
+            bottom: vec![64, 32],
+            top: vec![128, 64, 1],
+        }
+    }
+
+    /// Number of interaction pairs for this shape.
+    pub fn pairs(&self) -> usize {
+        let v = self.cardinalities.len() + usize::from(self.dense > 0);
+        v * v.saturating_sub(1) / 2
+    }
+}
+
+fn f32_tensor(st: &SafeTensors, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("DLRM weights lack tensor '{name}'"))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(format!(
+            "DLRM tensor '{name}' is {:?}, expected F32",
+            t.dtype()
+        ));
+    }
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect::<Vec<f32>>();
+    if data.iter().any(|x| !x.is_finite()) {
+        return Err(format!("DLRM tensor '{name}' holds NaN or infinite values"));
+    }
+    Ok((t.shape().to_vec(), data))
+}
+
+fn load_mlp(st: &SafeTensors, prefix: &str) -> Result<Vec<Linear>, String> {
+    let mut layers = Vec::new();
+    for j in 0.. {
+        let wname = format!("{prefix}.{j}.weight");
+        if st.tensor(&wname).is_err() {
+            break;
+        }
+        let (ws, weight) = f32_tensor(st, &wname)?;
+        let (bs, bias) = f32_tensor(st, &format!("{prefix}.{j}.bias"))?;
+        if ws.len() != 2 || bs != [ws[0]] {
+            return Err(format!(
+                "DLRM layer {prefix}.{j}: weight {ws:?} and bias {bs:?} do not form a layer ([out, in] and [out])"
+            ));
+        }
+        if let Some(prev) = layers.last().map(|l: &Linear| l.output) {
+            if prev != ws[1] {
+                return Err(format!(
+                    "DLRM layer {prefix}.{j} takes {} inputs but {prefix}.{} gives {prev}",
+                    ws[1],
+                    j - 1
+                ));
+            }
+        }
+        layers.push(Linear {
+            input: ws[1],
+            output: ws[0],
+            weight,
+            bias,
+        });
+    }
+    Ok(layers)
+}
+
+impl Dlrm {
+    /// Reads safetensors bytes; checks the network is consistent with itself
+    /// and with `dense` dense inputs and the given sparse cardinalities, and
+    /// that the output has `outputs` values.
+    pub fn from_safetensors(
+        bytes: &[u8],
+        dense: usize,
+        cardinalities: &[u64],
+        outputs: usize,
+        sigmoid: bool,
+    ) -> Result<Dlrm, String> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| format!("DLRM weights are not valid safetensors: {e}"))?;
+        let mut tables = Vec::new();
+        let mut dim = None;
+        for i in 0.. {
+            let name = format!("emb.{i}");
+            if st.tensor(&name).is_err() {
+                break;
+            }
+            let (shape, data) = f32_tensor(&st, &name)?;
+            if shape.len() != 2 {
+                return Err(format!("DLRM table {name} has shape {shape:?}, expected [rows, d]"));
+            }
+            if *dim.get_or_insert(shape[1]) != shape[1] {
+                return Err(format!(
+                    "DLRM table {name} has width {}, the other tables {}",
+                    shape[1],
+                    dim.unwrap_or(0)
+                ));
+            }
+            tables.push(Table {
+                rows: shape[0],
+                data,
+            });
+        }
+        if tables.len() != cardinalities.len() {
+            return Err(format!(
+                "the schema declares {} SPARSE features but the DLRM has {} embedding tables (emb.0 ..)",
+                cardinalities.len(),
+                tables.len()
+            ));
+        }
+        for (i, (t, &c)) in tables.iter().zip(cardinalities).enumerate() {
+            if t.rows as u64 != c {
+                return Err(format!(
+                    "SPARSE feature {i} has cardinality {c} but embedding table emb.{i} has {} rows",
+                    t.rows
+                ));
+            }
+        }
+        let bottom = load_mlp(&st, "bottom")?;
+        let top = load_mlp(&st, "top")?;
+        let bottom_out = bottom.last().map(|l| l.output);
+        let dim = match (dim, bottom_out) {
+            (Some(d), Some(b)) if d != b => {
+                return Err(format!(
+                    "the bottom MLP ends with {b} values but the embeddings have {d}"
+                ))
+            }
+            (Some(d), _) => d,
+            (None, Some(b)) => b,
+            (None, None) => return Err("DLRM has neither embedding tables nor a bottom MLP".into()),
+        };
+        match bottom.first() {
+            Some(l) if l.input != dense => {
+                return Err(format!(
+                    "the schema declares {dense} DENSE features but the bottom MLP takes {}",
+                    l.input
+                ))
+            }
+            None if dense > 0 => {
+                return Err(format!(
+                    "the schema declares {dense} DENSE features but the DLRM has no bottom MLP (bottom.0.weight)"
+                ))
+            }
+            _ => {}
+        }
+        let v = tables.len() + usize::from(!bottom.is_empty());
+        let top_in = if bottom.is_empty() { 0 } else { dim } + v * (v - 1) / 2;
+        match (top.first(), top.last()) {
+            (Some(first), Some(last)) => {
+                if first.input != top_in {
+                    return Err(format!(
+                        "the top MLP takes {} inputs but the interaction gives {top_in} ({} + {} pairs)",
+                        first.input,
+                        if bottom.is_empty() { 0 } else { dim },
+                        v * (v - 1) / 2
+                    ));
+                }
+                if last.output != outputs {
+                    return Err(format!(
+                        "the top MLP ends with {} values, expected {outputs}",
+                        last.output
+                    ));
+                }
+            }
+            _ => return Err("DLRM has no top MLP (top.0.weight)".into()),
+        }
+        Ok(Dlrm {
+            dim,
+            dense_inputs: dense,
+            tables,
+            bottom,
+            top,
+            sigmoid,
+        })
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.top.last().map_or(0, |l| l.output)
+    }
+
+    /// Width of the top MLP's input.
+    pub fn interaction_width(&self) -> usize {
+        self.top.first().map_or(0, |l| l.input)
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        let mlp = |l: &[Linear]| l.iter().map(|l| l.weight.len() + l.bias.len()).sum::<usize>();
+        self.tables.iter().map(|t| t.data.len()).sum::<usize>() + mlp(&self.bottom) + mlp(&self.top)
+    }
+
+    /// Scores `rows` rows: `dense` is `[rows, #DENSE]`, `sparse` `[rows,
+    /// #tables]`. Returns `[rows, outputs]`.
+    pub fn forward(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Vec<f32> {
+        let (dw, sw, outs) = (self.dense_inputs, self.tables.len(), self.outputs());
+        let mut out = vec![0f32; rows * outs];
+        let mut scratch = Scratch::default();
+        let mut start = 0;
+        while start < rows {
+            let n = CHUNK.min(rows - start);
+            self.forward_chunk(
+                n,
+                &dense[start * dw..(start + n) * dw],
+                &sparse[start * sw..(start + n) * sw],
+                &mut out[start * outs..(start + n) * outs],
+                &mut scratch,
+            );
+            start += n;
+        }
+        out
+    }
+
+    fn forward_chunk(&self, n: usize, dense: &[f32], sparse: &[i64], out: &mut [f32], s: &mut Scratch) {
+        let d = self.dim;
+        // Bottom MLP.
+        s.a.clear();
+        s.a.extend_from_slice(dense);
+        for layer in &self.bottom {
+            linear(layer, n, &s.a, &mut s.b, true);
+            std::mem::swap(&mut s.a, &mut s.b);
+        }
+        let has_bottom = !self.bottom.is_empty();
+        // Interaction: [bottom output, pairwise dots].
+        let width = self.interaction_width();
+        s.b.clear();
+        s.b.resize(n * width, 0.0);
+        let sw = self.tables.len();
+        let mut vectors: Vec<&[f32]> = Vec::with_capacity(sw + 1);
+        for r in 0..n {
+            vectors.clear();
+            let row = &mut s.b[r * width..(r + 1) * width];
+            let mut k = 0;
+            if has_bottom {
+                let bottom = &s.a[r * d..(r + 1) * d];
+                row[..d].copy_from_slice(bottom);
+                vectors.push(bottom);
+                k = d;
+            }
+            for (t, table) in self.tables.iter().enumerate() {
+                let id = (sparse[r * sw + t].max(0) as usize).min(table.rows - 1);
+                vectors.push(&table.data[id * d..(id + 1) * d]);
+            }
+            for i in 1..vectors.len() {
+                for j in 0..i {
+                    row[k] = dot(vectors[i], vectors[j]);
+                    k += 1;
+                }
+            }
+        }
+        std::mem::swap(&mut s.a, &mut s.b);
+        // Top MLP.
+        let last = self.top.len() - 1;
+        for (i, layer) in self.top.iter().enumerate() {
+            linear(layer, n, &s.a, &mut s.b, i < last);
+            std::mem::swap(&mut s.a, &mut s.b);
+        }
+        if self.sigmoid {
+            for (o, &x) in out.iter_mut().zip(&s.a) {
+                *o = 1.0 / (1.0 + (-x).exp());
+            }
+        } else {
+            out.copy_from_slice(&s.a[..out.len()]);
+        }
+    }
+
+    /// Random weights of the given shape (Xavier-uniform layers, small
+    /// embeddings), as safetensors bytes. Deterministic for a seed.
+    pub fn generate(shape: &DlrmShape, seed: u64) -> Vec<u8> {
+        let mut rng = SplitMix::new(seed);
+        let mut uniform = |n: usize, a: f64| -> Vec<f32> {
+            (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * a) as f32).collect()
+        };
+        let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        for (i, &c) in shape.cardinalities.iter().enumerate() {
+            tensors.push((format!("emb.{i}"), vec![c, shape.dim], uniform(c * shape.dim, 0.5)));
+        }
+        let mut mlp = |prefix: &str, input: usize, widths: &[usize], tensors: &mut Vec<_>| {
+            let mut i = input;
+            for (j, &o) in widths.iter().enumerate() {
+                let a = (6.0 / (i + o) as f64).sqrt();
+                tensors.push((format!("{prefix}.{j}.weight"), vec![o, i], uniform(o * i, a)));
+                tensors.push((format!("{prefix}.{j}.bias"), vec![o], uniform(o, 0.1)));
+                i = o;
+            }
+        };
+        if shape.dense > 0 {
+            mlp("bottom", shape.dense, &shape.bottom, &mut tensors);
+        }
+        let top_in = if shape.dense > 0 { shape.dim } else { 0 } + shape.pairs();
+        mlp("top", top_in, &shape.top, &mut tensors);
+        write_safetensors(&tensors)
+    }
+}
+
+/// Serializes named float32 tensors.
+pub fn write_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes.iter().map(|(n, s, d)| {
+        (
+            n.clone(),
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), d)
+                .expect("shape matches data"),
+        )
+    });
+    safetensors::serialize(views, None).expect("in-memory serialization")
+}
+
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent accumulators let the compiler vectorize.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y[n, out] = x[n, in] · Wᵀ + b`, then ReLU when asked.
+fn linear(l: &Linear, n: usize, x: &[f32], y: &mut Vec<f32>, relu: bool) {
+    y.clear();
+    y.reserve(n * l.output);
+    for _ in 0..n {
+        y.extend_from_slice(&l.bias);
+    }
+    // SAFETY: x is n x in (row-major), weight is out x in read as its
+    // transpose (in x out: row stride 1, column stride in), y is n x out; all
+    // slices have exactly these sizes.
+    unsafe {
+        matrixmultiply::sgemm(
+            n,
+            l.input,
+            l.output,
+            1.0,
+            x.as_ptr(),
+            l.input as isize,
+            1,
+            l.weight.as_ptr(),
+            1,
+            l.input as isize,
+            1.0,
+            y.as_mut_ptr(),
+            l.output as isize,
+            1,
+        );
+    }
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The forward pass written out naively, one row at a time.
+    fn reference_forward(m: &Dlrm, dense: &[f32], sparse: &[i64]) -> f32 {
+        let mlp = |layers: &[Linear], x: Vec<f32>, last_relu: bool| -> Vec<f32> {
+            let mut x = x;
+            for (i, l) in layers.iter().enumerate() {
+                let mut y = l.bias.clone();
+                for o in 0..l.output {
+                    for k in 0..l.input {
+                        y[o] += l.weight[o * l.input + k] * x[k];
+                    }
+                }
+                if i + 1 < layers.len() || last_relu {
+                    y.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                x = y;
+            }
+            x
+        };
+        let b = mlp(&m.bottom, dense.to_vec(), true);
+        let mut vs = vec![b.clone()];
+        for (t, &id) in m.tables.iter().zip(sparse) {
+            vs.push(t.data[id as usize * m.dim..(id as usize + 1) * m.dim].to_vec());
+        }
+        let mut z = b;
+        for i in 1..vs.len() {
+            for j in 0..i {
+                z.push(vs[i].iter().zip(&vs[j]).map(|(a, b)| a * b).sum());
+            }
+        }
+        let o = mlp(&m.top, z, false)[0];
+        1.0 / (1.0 + (-o).exp())
+    }
+
+    #[test]
+    fn batched_forward_matches_the_naive_one() {
+        let shape = DlrmShape::reference(50);
+        let bytes = Dlrm::generate(&shape, 3);
+        let m = Dlrm::from_safetensors(&bytes, 8, &[50; 8], 1, true).unwrap();
+        assert_eq!(m.interaction_width(), 32 + 36);
+        let mut rng = SplitMix::new(9);
+        let rows = 2500; // crosses a chunk boundary
+        let dense: Vec<f32> = (0..rows * 8).map(|_| rng.normal() as f32).collect();
+        let sparse: Vec<i64> = (0..rows * 8).map(|_| rng.below(50) as i64).collect();
+        let out = m.forward(rows, &dense, &sparse);
+        let mut spread = (f32::MAX, f32::MIN);
+        for r in (0..rows).step_by(97) {
+            let want = reference_forward(&m, &dense[r * 8..r * 8 + 8], &sparse[r * 8..r * 8 + 8]);
+            assert!((out[r] - want).abs() < 1e-5, "row {r}: {} vs {want}", out[r]);
+            spread = (spread.0.min(want), spread.1.max(want));
+        }
+        assert!(spread.1 - spread.0 > 0.1, "scores are not saturated: {spread:?}");
+    }
+
+    #[test]
+    fn mismatches_are_named() {
+        let bytes = Dlrm::generate(&DlrmShape::reference(50), 3);
+        let err = |d, c: &[u64], o| Dlrm::from_safetensors(&bytes, d, c, o, true).unwrap_err();
+        assert!(err(8, &[50; 7], 1).contains("7 SPARSE features but the DLRM has 8"));
+        assert!(err(8, &[60; 8], 1).contains("cardinality 60 but embedding table emb.0 has 50"));
+        assert!(err(5, &[50; 8], 1).contains("5 DENSE features but the bottom MLP takes 8"));
+        assert!(err(8, &[50; 8], 16).contains("ends with 1 values, expected 16"));
+        assert!(Dlrm::from_safetensors(b"garbage", 8, &[50; 8], 1, true)
+            .unwrap_err()
+            .contains("not valid safetensors"));
+    }
+}

@@ -1,0 +1,343 @@
+//! Ranking models: a catalog's named models (ONNX through ort, or the native
+//! DLRM on CPU or GPU), their schemas, and the two things they do in a
+//! request: score the candidates in one batched call (ROLE RANK) or turn the
+//! user's features into the query vector (ROLE QUERY).
+//!
+//! - [`schema`]: feature declarations and batch assembly;
+//! - [`dlrm`]: the native DLRM and its safetensors weights;
+//! - [`onnx`]: ONNX Runtime sessions;
+//! - [`gpu`]: the DLRM forward pass on CUDA (cudarc), when a GPU is present.
+
+pub mod dlrm;
+pub mod gpu;
+pub mod onnx;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use once_cell::sync::OnceCell;
+use sha2::{Digest, Sha256};
+
+use dlrm::Dlrm;
+use onnx::OnnxModel;
+use schema::{Batch, Schema};
+
+/// What a model file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Onnx,
+    Dlrm,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s.to_ascii_uppercase().as_str() {
+            "ONNX" => Some(Kind::Onnx),
+            "DLRM" => Some(Kind::Dlrm),
+            _ => None,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Onnx => "ONNX",
+            Kind::Dlrm => "DLRM",
+        }
+    }
+}
+
+/// What a model is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Scores candidates (RECOMMEND ... RANK name).
+    Rank,
+    /// Computes the user vector from user features.
+    Query,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.to_ascii_uppercase().as_str() {
+            "RANK" => Some(Role::Rank),
+            "QUERY" => Some(Role::Query),
+            _ => None,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Rank => "RANK",
+            Role::Query => "QUERY",
+        }
+    }
+}
+
+/// Where DLRM models run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuMode {
+    /// On the GPU when CUDA is found, else on the CPU (logged).
+    Auto,
+    /// On the GPU; no GPU fails the module load.
+    On,
+    Off,
+}
+
+/// Process-wide model settings (module arguments).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// ONNX sessions per model (one per worker thread).
+    pub sessions: usize,
+    /// Largest model accepted, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sessions: 2,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+static SETTINGS: OnceCell<Settings> = OnceCell::new();
+
+/// Sets the settings (once, at module load).
+pub fn configure(s: Settings) {
+    let _ = SETTINGS.set(s);
+}
+
+pub fn settings() -> Settings {
+    SETTINGS.get().cloned().unwrap_or_default()
+}
+
+/// What MODEL.SET is given, and what is persisted.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    pub kind: Kind,
+    pub role: Role,
+    pub schema: Vec<String>,
+    pub bytes: Arc<[u8]>,
+}
+
+/// Call counters shown by MODEL.INFO.
+#[derive(Debug, Default)]
+pub struct ModelStats {
+    pub calls: AtomicU64,
+    pub rows: AtomicU64,
+    pub errors: AtomicU64,
+    pub micros: AtomicU64,
+}
+
+enum Engine {
+    Native {
+        cpu: Dlrm,
+        gpu: Option<gpu::GpuDlrm>,
+    },
+    Onnx(OnnxModel),
+}
+
+/// A named model of a catalog.
+pub struct Model {
+    pub spec: ModelSpec,
+    pub schema: Schema,
+    pub sha256: String,
+    /// The runnable model, or why it cannot run (a model restored from an
+    /// RDB on a server without ONNX Runtime keeps its bytes and says so).
+    engine: Result<Engine, String>,
+    pub stats: ModelStats,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Model({} {} {})", self.spec.name, self.spec.kind.name(), self.spec.role.name())
+    }
+}
+
+fn has_nan(v: &[f32]) -> Option<usize> {
+    v.iter().position(|x| !x.is_finite())
+}
+
+impl Model {
+    /// Builds and checks a model for a catalog of dimension `dim`: every
+    /// mismatch between the file, the schema and the role is an error.
+    pub fn build(spec: ModelSpec, dim: usize) -> Result<Model, String> {
+        let model = Model::restore(spec, dim)?;
+        model.engine.as_ref().map_err(Clone::clone)?;
+        // Try it once on the schema's defaults: catches models whose shapes
+        // only fail at run time, and outputs of the wrong size.
+        let trial = model.schema.defaults(match model.spec.role {
+            Role::Rank => 2,
+            Role::Query => 1,
+        });
+        let out = model.run(&trial)?;
+        if has_nan(&out).is_some() {
+            return Err("the model outputs NaN or infinity for the schema's default features".into());
+        }
+        Ok(model)
+    }
+
+    /// Like [`Model::build`] but keeps a model whose engine cannot start
+    /// (for RDB loading); schema and size errors still fail.
+    pub fn restore(spec: ModelSpec, dim: usize) -> Result<Model, String> {
+        let settings = settings();
+        if spec.bytes.len() > settings.max_bytes {
+            return Err(format!(
+                "the model is {} bytes, above the cap of {} MB (module argument MODEL_MAX_MB)",
+                spec.bytes.len(),
+                settings.max_bytes >> 20
+            ));
+        }
+        let schema = Schema::parse(&spec.schema)?;
+        if spec.role == Role::Query {
+            schema.check_user_only()?;
+        }
+        let (dense, sparse) = (schema.dense.len(), schema.sparse.len());
+        let engine = match spec.kind {
+            Kind::Dlrm => {
+                let cards: Vec<u64> = schema.sparse.iter().map(|f| f.cardinality).collect();
+                let (outputs, sigmoid) = match spec.role {
+                    Role::Rank => (1, true),
+                    Role::Query => (dim, false),
+                };
+                let cpu = Dlrm::from_safetensors(&spec.bytes, dense, &cards, outputs, sigmoid)?;
+                let gpu = gpu::upload(&cpu);
+                Ok(Engine::Native { cpu, gpu })
+            }
+            Kind::Onnx => OnnxModel::compile(&spec.bytes, dense, sparse, settings.sessions).map(Engine::Onnx),
+        };
+        let sha256 = Sha256::digest(&spec.bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let model = Model {
+            spec,
+            schema,
+            sha256,
+            engine,
+            stats: ModelStats::default(),
+        };
+        if let Err(e) = &model.engine {
+            // Shape errors are errors on restore too; only a missing runtime
+            // is tolerated.
+            if model.spec.kind == Kind::Dlrm || onnx::status().is_ok() {
+                return Err(e.clone());
+            }
+        }
+        if model.spec.role == Role::Query {
+            model.check_query_width(dim)?;
+        }
+        Ok(model)
+    }
+
+    fn check_query_width(&self, dim: usize) -> Result<(), String> {
+        if let Ok(Engine::Onnx(_)) = &self.engine {
+            let (shape, _) = self.run_raw(&self.schema.defaults(1))?;
+            if shape.iter().product::<usize>() != dim {
+                return Err(format!(
+                    "a QUERY model must output the catalog's {dim}-d vector, this one outputs shape {shape:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where it runs: "cpu", "gpu", "onnxruntime (cpu)" or "unavailable: why".
+    pub fn device(&self) -> String {
+        match &self.engine {
+            Ok(Engine::Native { gpu: Some(g), .. }) => format!("gpu ({})", g.device_name()),
+            Ok(Engine::Native { gpu: None, .. }) => "cpu".into(),
+            Ok(Engine::Onnx(m)) => format!("onnxruntime cpu, {} sessions", m.sessions()),
+            Err(e) => format!("unavailable: {e}"),
+        }
+    }
+
+    /// User hash fields the model reads.
+    pub fn user_fields(&self) -> Vec<String> {
+        self.schema.user_fields()
+    }
+
+    fn run_raw(&self, batch: &Batch) -> Result<(Vec<usize>, Vec<f32>), String> {
+        match self.engine.as_ref().map_err(|e| format!("model '{}' cannot run: {e}", self.spec.name))? {
+            Engine::Native { cpu, gpu } => {
+                let out = match gpu {
+                    Some(g) => g.forward(batch.rows, &batch.dense, &batch.sparse)?,
+                    None => cpu.forward(batch.rows, &batch.dense, &batch.sparse),
+                };
+                Ok((vec![batch.rows, cpu.outputs()], out))
+            }
+            Engine::Onnx(m) => m.run(batch),
+        }
+    }
+
+    /// Runs a batch; checks the output has one value per row (RANK) or one
+    /// vector (QUERY).
+    fn run(&self, batch: &Batch) -> Result<Vec<f32>, String> {
+        let t = std::time::Instant::now();
+        let result = self.run_raw(batch).and_then(|(shape, out)| {
+            let expected = match self.spec.role {
+                Role::Rank => batch.rows,
+                Role::Query => out.len().max(1),
+            };
+            if out.len() != expected || (self.spec.role == Role::Rank && shape.iter().filter(|&&d| d != 1).count() > 1) {
+                return Err(format!(
+                    "model '{}' output has shape {shape:?}; a RANK model must output [n] or [n, 1] scores",
+                    self.spec.name
+                ));
+            }
+            Ok(out)
+        });
+        self.stats.calls.fetch_add(1, Relaxed);
+        self.stats.rows.fetch_add(batch.rows as u64, Relaxed);
+        self.stats.micros.fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+        if result.is_err() {
+            self.stats.errors.fetch_add(1, Relaxed);
+        }
+        result
+    }
+
+    /// Scores a prepared batch (benchmarks call this directly).
+    pub fn score_batch(&self, batch: &Batch) -> Result<Vec<f32>, String> {
+        let scores = self.run(batch)?;
+        if let Some(i) = has_nan(&scores) {
+            self.stats.errors.fetch_add(1, Relaxed);
+            return Err(format!(
+                "model '{}' scored candidate {i} as {}: NaN and infinite scores are errors",
+                self.spec.name, scores[i]
+            ));
+        }
+        Ok(scores)
+    }
+
+    /// Scores candidates (slot, retrieval score) for a user.
+    pub fn score(
+        &self,
+        user: &HashMap<String, String>,
+        catalog: &crate::catalog::Catalog,
+        candidates: &[(u32, f32)],
+    ) -> Result<Vec<f32>, String> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.score_batch(&self.schema.assemble(user, catalog, candidates))
+    }
+
+    /// The query vector for a user (ROLE QUERY).
+    pub fn query(&self, user: &HashMap<String, String>, catalog: &crate::catalog::Catalog) -> Result<Vec<f32>, String> {
+        let v = self.run(&self.schema.assemble(user, catalog, &[(0, 0.0)]))?;
+        if has_nan(&v).is_some() {
+            return Err(format!("query model '{}' produced NaN or infinity", self.spec.name));
+        }
+        Ok(v)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        // The bytes are kept for persistence; the engine holds a second copy
+        // of the weights.
+        2 * self.spec.bytes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

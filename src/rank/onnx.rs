@@ -1,0 +1,206 @@
+//! ONNX models through ONNX Runtime (`ort`, loaded at run time from the
+//! library path the module is given). Nothing here calls `ort::init()`: it
+//! panics when the library is missing, while `init_from` returns an error.
+//!
+//! Input convention: a float32 input named `dense` (`[n, #DENSE]`) and an
+//! int64 input named `sparse` (`[n, #SPARSE]`), each present exactly when the
+//! schema declares such features; the first output is the score (`[n]` or
+//! `[n, 1]`) or, for a query tower, the user vector (`[1, DIM]`).
+//!
+//! A session runs with one intra-op thread; a model keeps one session per
+//! worker so concurrent requests do not queue on one lock.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use once_cell::sync::OnceCell;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use parking_lot::Mutex;
+
+use super::schema::Batch;
+
+static ENVIRONMENT: OnceCell<Result<ort::environment::Environment, String>> = OnceCell::new();
+
+/// Loads ONNX Runtime from `library` (once per process; later calls return
+/// the first outcome).
+pub fn init(library: &Path) -> Result<(), String> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = library.to_path_buf();
+            std::panic::catch_unwind(move || -> Result<_, String> {
+                if !path.exists() {
+                    return Err(format!("{} does not exist", path.display()));
+                }
+                ort::init_from(&path)
+                    .map_err(|e| format!("cannot load {}: {e}", path.display()))?
+                    .with_name("recsys")
+                    .build()
+                    .map_err(|e| format!("ONNX Runtime at {} did not start: {e}", path.display()))
+            })
+            .unwrap_or_else(|_| Err("ONNX Runtime panicked while loading".into()))
+        })
+        .as_ref()
+        .map(|_| ())
+        .map_err(Clone::clone)
+}
+
+/// Whether ONNX Runtime is loaded, or why not.
+pub fn status() -> Result<(), String> {
+    match ENVIRONMENT.get() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(format!("ONNX Runtime is not available: {e}")),
+        None => Err(
+            "ONNX Runtime is not loaded: start the module with ORT_LIB /path/to/libonnxruntime.so.1.31.1 (pip install onnxruntime==1.31.1; the library is in onnxruntime/capi/)".into(),
+        ),
+    }
+}
+
+/// One compiled ONNX model.
+pub struct OnnxModel {
+    sessions: Vec<Mutex<Session>>,
+    has_dense: bool,
+    has_sparse: bool,
+    output: String,
+}
+
+fn describe(t: &ValueType) -> String {
+    match (t.tensor_type(), t.tensor_shape()) {
+        (Some(ty), Some(shape)) => format!("{ty:?} {shape}"),
+        _ => format!("{t:?}"),
+    }
+}
+
+/// Checks an input declared by the model against what the schema provides.
+fn check_input(name: &str, t: &ValueType, ty: TensorElementType, width: usize) -> Result<(), String> {
+    let shape = t.tensor_shape().map(|s| s.to_vec());
+    let ok = t.tensor_type() == Some(ty)
+        && matches!(shape.as_deref(), Some([_, w]) if *w == -1 || *w == width as i64);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "model input '{name}' is {}, the schema gives {ty:?} [n, {width}]",
+            describe(t)
+        ))
+    }
+}
+
+impl OnnxModel {
+    /// Compiles `bytes` into `sessions` sessions and checks its inputs
+    /// against `dense`/`sparse` feature counts.
+    pub fn compile(bytes: &[u8], dense: usize, sparse: usize, sessions: usize) -> Result<OnnxModel, String> {
+        status()?;
+        let Some(Ok(env)) = ENVIRONMENT.get() else {
+            unreachable!("status() checked it");
+        };
+        let build = || -> Result<Session, String> {
+            Session::builder(env)
+                .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+                .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+                .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+                .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+                .and_then(|mut b| b.commit_from_memory(bytes))
+                .map_err(|e| format!("ONNX Runtime refused the model: {e}"))
+        };
+        let first = build()?;
+        let mut has = (false, false);
+        for input in first.inputs() {
+            match input.name() {
+                "dense" => {
+                    check_input("dense", input.dtype(), TensorElementType::Float32, dense)?;
+                    has.0 = true;
+                }
+                "sparse" => {
+                    check_input("sparse", input.dtype(), TensorElementType::Int64, sparse)?;
+                    has.1 = true;
+                }
+                other => {
+                    return Err(format!(
+                        "model input '{other}' ({}) is not one the schema provides: expected 'dense' (float32 [n, {dense}]) and/or 'sparse' (int64 [n, {sparse}])",
+                        describe(input.dtype())
+                    ))
+                }
+            }
+        }
+        if has.0 != (dense > 0) || has.1 != (sparse > 0) {
+            return Err(format!(
+                "the schema declares {dense} DENSE and {sparse} SPARSE features, but the model {} a 'dense' input and {} a 'sparse' input",
+                if has.0 { "has" } else { "lacks" },
+                if has.1 { "has" } else { "lacks" }
+            ));
+        }
+        let output = first
+            .outputs()
+            .first()
+            .ok_or("the model has no outputs")?;
+        if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
+            return Err(format!(
+                "model output '{}' is {}, expected float32",
+                output.name(),
+                describe(output.dtype())
+            ));
+        }
+        let output = output.name().to_string();
+        let mut all = vec![Mutex::new(first)];
+        for _ in 1..sessions.max(1) {
+            all.push(Mutex::new(build()?));
+        }
+        Ok(OnnxModel {
+            sessions: all,
+            has_dense: has.0,
+            has_sparse: has.1,
+            output,
+        })
+    }
+
+    /// Runs one batch; returns the first output flattened and its shape.
+    pub fn run(&self, batch: &Batch) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let mut session = self.session();
+        let err = |e: ort::Error| format!("ONNX Runtime: {e}");
+        let dense_shape = [batch.rows, batch.dense_width()];
+        let sparse_shape = [batch.rows, batch.sparse_width()];
+        let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = Vec::new();
+        if self.has_dense {
+            let t = TensorRef::from_array_view((dense_shape, &batch.dense[..])).map_err(err)?;
+            inputs.push(("dense".into(), t.into()));
+        }
+        if self.has_sparse {
+            let t = TensorRef::from_array_view((sparse_shape, &batch.sparse[..])).map_err(err)?;
+            inputs.push(("sparse".into(), t.into()));
+        }
+        let outputs = session.run(inputs).map_err(err)?;
+        let value = outputs
+            .get(&self.output)
+            .ok_or_else(|| format!("model output '{}' missing", self.output))?;
+        let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
+        Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
+    }
+
+    /// A free session if there is one, else waits for the first.
+    fn session(&self) -> parking_lot::MutexGuard<'_, Session> {
+        let start = thread_slot() % self.sessions.len();
+        for i in 0..self.sessions.len() {
+            if let Some(g) = self.sessions[(start + i) % self.sessions.len()].try_lock() {
+                return g;
+            }
+        }
+        self.sessions[start].lock()
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// A small per-thread number, so threads start at different sessions.
+fn thread_slot() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    SLOT.with(|s| *s)
+}
+
+/// Shared handle (models are cloned into catalogs by COPY).
+pub type SharedOnnx = Arc<OnnxModel>;

@@ -1,0 +1,469 @@
+//! A model's feature schema: which user hash fields, item attributes and the
+//! retrieval score feed which model input, how categorical values become
+//! embedding ids, and the defaults for missing values. It also assembles the
+//! one batched input of a request (user features broadcast to every
+//! candidate, Merlin's UnrollFeatures).
+//!
+//! Syntax (the tokens after `SCHEMA`):
+//!
+//! ```text
+//! DENSE  <source> [DEFAULT <number>]
+//! SPARSE <source> <cardinality> [VOCAB v1,v2,...] [HASH] [DEFAULT <id>]
+//! source := user.<hash field> | item.<attribute> | score
+//! ```
+//!
+//! Dense features fill the `dense` input (float32 `[n, #DENSE]`) and sparse
+//! features the `sparse` input (int64 `[n, #SPARSE]`), in the order given.
+//! A sparse value maps to an id by VOCAB (position in the list), HASH
+//! (FNV-1a of the text modulo the cardinality) or, without either, as an
+//! integer in `[0, cardinality)`. Anything missing, unparsable, unknown or out
+//! of range takes the feature's DEFAULT (0 unless given).
+
+use std::collections::HashMap;
+
+use cel::Value;
+
+use crate::catalog::Catalog;
+
+/// Largest cardinality a sparse feature may declare.
+pub const MAX_CARDINALITY: u64 = 1 << 32;
+/// Most features a schema may declare.
+pub const MAX_FEATURES: usize = 1024;
+
+/// Where a feature's value comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A field of the user's hash.
+    User(String),
+    /// An attribute of the candidate item (its ATTRS).
+    Item(String),
+    /// The candidate's retrieval score (higher is better).
+    Score,
+}
+
+impl Source {
+    fn parse(s: &str) -> Result<Source, String> {
+        if s.eq_ignore_ascii_case("score") {
+            return Ok(Source::Score);
+        }
+        let bad = || {
+            format!("feature source '{s}' is not user.<field>, item.<attribute> or score")
+        };
+        let (scope, name) = s.split_once('.').ok_or_else(bad)?;
+        if name.is_empty() {
+            return Err(bad());
+        }
+        match scope.to_ascii_lowercase().as_str() {
+            "user" => Ok(Source::User(name.to_string())),
+            "item" => Ok(Source::Item(name.to_string())),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::User(f) => format!("user.{f}"),
+            Source::Item(a) => format!("item.{a}"),
+            Source::Score => "score".into(),
+        }
+    }
+}
+
+/// How a categorical value becomes an id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapping {
+    /// The value is the id.
+    Integer,
+    /// Position in this list.
+    Vocab(Vec<String>),
+    /// FNV-1a 64 of the text, modulo the cardinality.
+    Hash,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseFeature {
+    pub source: Source,
+    pub default: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseFeature {
+    pub source: Source,
+    pub cardinality: u64,
+    pub mapping: Mapping,
+    pub default: i64,
+    vocab_index: HashMap<String, i64>,
+}
+
+impl SparseFeature {
+    /// The id of a value given as text (`None` = missing).
+    pub fn id_of(&self, text: Option<&str>) -> i64 {
+        let Some(t) = text else {
+            return self.default;
+        };
+        match &self.mapping {
+            Mapping::Integer => t
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|&i| i >= 0 && (i as u64) < self.cardinality)
+                .unwrap_or(self.default),
+            Mapping::Vocab(_) => self.vocab_index.get(t).copied().unwrap_or(self.default),
+            Mapping::Hash => (fnv1a(t.as_bytes()) % self.cardinality) as i64,
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The declared inputs of a model.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Schema {
+    pub dense: Vec<DenseFeature>,
+    pub sparse: Vec<SparseFeature>,
+    /// The tokens it was parsed from (persisted and replayed as is).
+    pub tokens: Vec<String>,
+}
+
+/// One batched model input: `n` rows, row-major.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub rows: usize,
+    pub dense: Vec<f32>,
+    pub sparse: Vec<i64>,
+}
+
+impl Batch {
+    pub fn dense_width(&self) -> usize {
+        self.dense.len().checked_div(self.rows).unwrap_or(0)
+    }
+    pub fn sparse_width(&self) -> usize {
+        self.sparse.len().checked_div(self.rows).unwrap_or(0)
+    }
+}
+
+fn parse_number(what: &str, s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| format!("{what} must be a finite number, got '{s}'"))
+}
+
+impl Schema {
+    /// Parses the tokens after SCHEMA.
+    pub fn parse(tokens: &[String]) -> Result<Schema, String> {
+        let mut s = Schema {
+            tokens: tokens.to_vec(),
+            ..Schema::default()
+        };
+        let mut i = 0;
+        let next = |i: &mut usize, what: &str| -> Result<String, String> {
+            let t = tokens
+                .get(*i)
+                .cloned()
+                .ok_or_else(|| format!("SCHEMA: missing {what}"))?;
+            *i += 1;
+            Ok(t)
+        };
+        let peek_kw = |i: usize| tokens.get(i).map(|t| t.to_ascii_uppercase());
+        while i < tokens.len() {
+            let kind = next(&mut i, "DENSE or SPARSE")?.to_ascii_uppercase();
+            match kind.as_str() {
+                "DENSE" => {
+                    let source = Source::parse(&next(&mut i, "DENSE source")?)?;
+                    let mut default = 0.0;
+                    if peek_kw(i).as_deref() == Some("DEFAULT") {
+                        i += 1;
+                        default = parse_number("DENSE DEFAULT", &next(&mut i, "DEFAULT value")?)?
+                            as f32;
+                    }
+                    s.dense.push(DenseFeature { source, default });
+                }
+                "SPARSE" => {
+                    let source = Source::parse(&next(&mut i, "SPARSE source")?)?;
+                    if source == Source::Score {
+                        return Err("SCHEMA: score is a number; declare it DENSE".into());
+                    }
+                    let card_text = next(&mut i, "SPARSE cardinality")?;
+                    let cardinality = card_text
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|&c| (1..=MAX_CARDINALITY).contains(&c))
+                        .ok_or_else(|| {
+                            format!(
+                                "SCHEMA: cardinality of {} must be an integer between 1 and {MAX_CARDINALITY}, got '{card_text}'",
+                                source.describe()
+                            )
+                        })?;
+                    let mut f = SparseFeature {
+                        source,
+                        cardinality,
+                        mapping: Mapping::Integer,
+                        default: 0,
+                        vocab_index: HashMap::new(),
+                    };
+                    loop {
+                        match peek_kw(i).as_deref() {
+                            Some("VOCAB") => {
+                                i += 1;
+                                let list: Vec<String> = next(&mut i, "VOCAB list")?
+                                    .split(',')
+                                    .map(str::to_string)
+                                    .collect();
+                                if list.len() as u64 > cardinality {
+                                    return Err(format!(
+                                        "SCHEMA: VOCAB of {} has {} values but the cardinality is {cardinality}",
+                                        f.source.describe(),
+                                        list.len()
+                                    ));
+                                }
+                                f.vocab_index = list
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, v)| (v.clone(), i as i64))
+                                    .collect();
+                                f.mapping = Mapping::Vocab(list);
+                            }
+                            Some("HASH") => {
+                                i += 1;
+                                f.mapping = Mapping::Hash;
+                            }
+                            Some("DEFAULT") => {
+                                i += 1;
+                                let t = next(&mut i, "DEFAULT id")?;
+                                f.default = t
+                                    .parse::<i64>()
+                                    .ok()
+                                    .filter(|&d| d >= 0 && (d as u64) < cardinality)
+                                    .ok_or_else(|| {
+                                        format!(
+                                            "SCHEMA: DEFAULT of {} must be an id in [0, {cardinality}), got '{t}'",
+                                            f.source.describe()
+                                        )
+                                    })?;
+                            }
+                            _ => break,
+                        }
+                    }
+                    s.sparse.push(f);
+                }
+                other => {
+                    return Err(format!(
+                        "SCHEMA: expected DENSE or SPARSE, got '{other}'"
+                    ))
+                }
+            }
+            if s.dense.len() + s.sparse.len() > MAX_FEATURES {
+                return Err(format!("SCHEMA: at most {MAX_FEATURES} features"));
+            }
+        }
+        if s.dense.is_empty() && s.sparse.is_empty() {
+            return Err("SCHEMA declares no features: add DENSE or SPARSE entries".into());
+        }
+        Ok(s)
+    }
+
+    /// User hash fields the schema reads.
+    pub fn user_fields(&self) -> Vec<String> {
+        self.sources()
+            .filter_map(|s| match s {
+                Source::User(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.dense
+            .iter()
+            .map(|f| &f.source)
+            .chain(self.sparse.iter().map(|f| &f.source))
+    }
+
+    /// A schema for a query model may only read the user.
+    pub fn check_user_only(&self) -> Result<(), String> {
+        match self.sources().find(|s| !matches!(s, Source::User(_))) {
+            Some(s) => Err(format!(
+                "a QUERY model sees only the user: {} is not a user.<field> source",
+                s.describe()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Assembles the batch for `candidates` (slot, retrieval score): user
+    /// features are computed once and broadcast to every row.
+    pub fn assemble(
+        &self,
+        user: &HashMap<String, String>,
+        catalog: &Catalog,
+        candidates: &[(u32, f32)],
+    ) -> Batch {
+        let rows = candidates.len();
+        let (dw, sw) = (self.dense.len(), self.sparse.len());
+        let mut batch = Batch {
+            rows,
+            dense: vec![0.0; rows * dw],
+            sparse: vec![0; rows * sw],
+        };
+        for (j, f) in self.dense.iter().enumerate() {
+            match &f.source {
+                Source::User(field) => {
+                    let x = user
+                        .get(field)
+                        .and_then(|t| t.trim().parse::<f32>().ok())
+                        .filter(|x| x.is_finite())
+                        .unwrap_or(f.default);
+                    (0..rows).for_each(|r| batch.dense[r * dw + j] = x);
+                }
+                Source::Score => candidates
+                    .iter()
+                    .enumerate()
+                    .for_each(|(r, c)| batch.dense[r * dw + j] = c.1),
+                Source::Item(attr) => {
+                    let column = catalog.columns().column(attr);
+                    let mut memo: HashMap<u32, f32> = HashMap::new();
+                    for (r, &(slot, _)) in candidates.iter().enumerate() {
+                        let x = match column {
+                            Some(col) => {
+                                let id = col.id(slot);
+                                *memo.entry(id).or_insert_with(|| {
+                                    col.value(id).and_then(value_number).unwrap_or(f.default)
+                                })
+                            }
+                            None => f.default,
+                        };
+                        batch.dense[r * dw + j] = x;
+                    }
+                }
+            }
+        }
+        for (j, f) in self.sparse.iter().enumerate() {
+            match &f.source {
+                Source::User(field) => {
+                    let id = f.id_of(user.get(field).map(String::as_str));
+                    (0..rows).for_each(|r| batch.sparse[r * sw + j] = id);
+                }
+                Source::Item(attr) => {
+                    let column = catalog.columns().column(attr);
+                    let mut memo: HashMap<u32, i64> = HashMap::new();
+                    for (r, &(slot, _)) in candidates.iter().enumerate() {
+                        let id = match column {
+                            Some(col) => {
+                                let v = col.id(slot);
+                                *memo.entry(v).or_insert_with(|| {
+                                    f.id_of(col.value(v).and_then(value_text).as_deref())
+                                })
+                            }
+                            None => f.default,
+                        };
+                        batch.sparse[r * sw + j] = id;
+                    }
+                }
+                Source::Score => unreachable!("refused by Schema::parse"),
+            }
+        }
+        batch
+    }
+
+    /// A batch of `rows` rows of defaults (used to try a model at MODEL.SET).
+    pub fn defaults(&self, rows: usize) -> Batch {
+        let dense_row: Vec<f32> = self.dense.iter().map(|f| f.default).collect();
+        let sparse_row: Vec<i64> = self.sparse.iter().map(|f| f.default).collect();
+        Batch {
+            rows,
+            dense: dense_row.repeat(rows),
+            sparse: sparse_row.repeat(rows),
+        }
+    }
+}
+
+fn value_number(v: &Value) -> Option<f32> {
+    match v {
+        Value::Int(i) => Some(*i as f32),
+        Value::UInt(u) => Some(*u as f32),
+        Value::Float(f) => Some(*f as f32),
+        Value::Bool(b) => Some(*b as u8 as f32),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|x: &f32| x.is_finite())
+}
+
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Some((*f as i64).to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::normalize_attrs;
+    use crate::index::IndexParams;
+
+    fn toks(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        let s = Schema::parse(&toks(
+            "DENSE user.age DEFAULT 30 DENSE score SPARSE item.genre 8 VOCAB a,b,c DEFAULT 7 SPARSE user.country 100 HASH SPARSE item.year 3000",
+        ))
+        .unwrap();
+        assert_eq!((s.dense.len(), s.sparse.len()), (2, 3));
+        assert_eq!(s.user_fields(), vec!["age", "country"]);
+        assert!(s.check_user_only().is_err());
+        for (bad, msg) in [
+            ("", "no features"),
+            ("DENSE", "missing DENSE source"),
+            ("DENSE foo", "not user.<field>"),
+            ("SPARSE score 4", "declare it DENSE"),
+            ("SPARSE item.g 0", "cardinality"),
+            ("SPARSE item.g 2 VOCAB a,b,c", "has 3 values"),
+            ("SPARSE item.g 2 DEFAULT 2", "DEFAULT of item.g"),
+            ("DENSE user.a DEFAULT nan", "finite number"),
+            ("WIDE user.a", "expected DENSE or SPARSE"),
+        ] {
+            let e = Schema::parse(&toks(bad)).unwrap_err();
+            assert!(e.contains(msg), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn assembles_broadcast_batch() {
+        let mut c = Catalog::new(IndexParams::new(2)).unwrap();
+        c.set("a", &[1.0, 0.0], Some(normalize_attrs(r#"{"genre":"b","price":2.5,"year":1999}"#).unwrap()))
+            .unwrap();
+        c.set("b", &[0.0, 1.0], Some(normalize_attrs(r#"{"genre":"zzz"}"#).unwrap()))
+            .unwrap();
+        let s = Schema::parse(&toks(
+            "DENSE user.age DEFAULT 30 DENSE item.price DEFAULT -1 DENSE score SPARSE item.genre 8 VOCAB a,b,c DEFAULT 7 SPARSE item.year 3000 SPARSE user.country 100 HASH",
+        ))
+        .unwrap();
+        let user: HashMap<String, String> =
+            [("age".to_string(), "41".to_string())].into_iter().collect();
+        let (a, b) = (c.slot_of("a").unwrap(), c.slot_of("b").unwrap());
+        let batch = s.assemble(&user, &c, &[(a, 0.5), (b, 0.25)]);
+        assert_eq!(batch.dense, vec![41.0, 2.5, 0.5, 41.0, -1.0, 0.25]);
+        // genre "b" is vocabulary entry 1, "zzz" is unknown (DEFAULT 7); a
+        // missing year and a missing country take the default 0.
+        assert_eq!(batch.sparse, vec![1, 1999, 0, 7, 0, 0]);
+        assert!(Mapping::Hash == s.sparse[2].mapping);
+        assert_ne!(s.sparse[2].id_of(Some("fr")), s.sparse[2].id_of(Some("de")));
+    }
+}
