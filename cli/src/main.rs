@@ -21,6 +21,8 @@ enum Cmd {
     /// Benchmarks (figures for docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Writes the DLRM weight fixtures (tests/fixtures; ONNX versions come from scripts/make_onnx_fixtures.py).
+    Fixtures(recsys_cli::fixtures::Fixtures),
 }
 
 #[derive(Subcommand)]
@@ -38,6 +40,7 @@ enum BenchCmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo(d) => recsys_cli::demo::run(&d),
+        Cmd::Fixtures(f) => recsys_cli::fixtures::run(&f),
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),

@@ -29,6 +29,32 @@ pub fn find_module() -> Result<PathBuf> {
     )
 }
 
+/// Finds ONNX Runtime: `$RECSYS_ORT_LIB`, else the copy that
+/// `scripts/ort-venv.sh` installs under target/ort-venv (onnxruntime 1.31.1
+/// from PyPI). `None` when neither exists.
+pub fn find_onnxruntime() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("RECSYS_ORT_LIB") {
+        return Some(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ort-venv/lib");
+    for entry in std::fs::read_dir(root).ok()?.flatten() {
+        let lib = entry
+            .path()
+            .join("site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1");
+        if lib.exists() {
+            return lib.canonicalize().ok();
+        }
+    }
+    None
+}
+
+/// Like [`find_onnxruntime`], failing with how to install it.
+pub fn require_onnxruntime() -> Result<PathBuf> {
+    find_onnxruntime().ok_or_else(|| {
+        anyhow!("ONNX Runtime 1.31.1 not found: run scripts/ort-venv.sh (pip install onnxruntime==1.31.1 into target/ort-venv) or set RECSYS_ORT_LIB to libonnxruntime.so.1.31.1")
+    })
+}
+
 /// A free TCP port on localhost.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

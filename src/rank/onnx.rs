@@ -74,6 +74,13 @@ fn describe(t: &ValueType) -> String {
 
 /// Checks an input declared by the model against what the schema provides.
 fn check_input(name: &str, t: &ValueType, ty: TensorElementType, width: usize) -> Result<(), String> {
+    if width == 0 {
+        return Err(format!(
+            "the model has a '{name}' input ({}) but the schema declares no {} features",
+            describe(t),
+            name.to_ascii_uppercase()
+        ));
+    }
     let shape = t.tensor_shape().map(|s| s.to_vec());
     let ok = t.tensor_type() == Some(ty)
         && matches!(shape.as_deref(), Some([_, w]) if *w == -1 || *w == width as i64);
