@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use crate::features::columns::Columns;
 use crate::index::snapshot::{self, Reader, Writer};
 use crate::index::{Hnsw, IndexParams, Metric};
+use crate::rank::models::ModelSet;
 use crate::vector::check_finite;
 
 /// Longest item id accepted, in bytes.
@@ -20,6 +21,8 @@ pub const MAX_ATTRS_LEN: usize = 64 * 1024;
 pub const POPULARITY_HALF_LIFE_MS: f64 = 86_400_000.0;
 /// Section tag of the popularity block in [`Catalog::encode`].
 const POPULARITY_TAG: u32 = 0x504F_5055; // "POPU"
+/// Section tag of the models block.
+const MODELS_TAG: u32 = 0x4D4F_444C; // "MODL"
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +55,10 @@ pub struct Catalog {
     /// waiting for searches in flight.
     popularity: Vec<AtomicU64>,
     pop_epoch_ms: AtomicI64,
+    /// Ranking and query models (RECSYS.MODEL.*).
+    models: ModelSet,
+    /// What decoding had to say (models that were dropped or cannot run).
+    restore_notes: Vec<String>,
 }
 
 /// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
@@ -90,7 +97,22 @@ impl Catalog {
             by_id: HashMap::new(),
             popularity: Vec::new(),
             pop_epoch_ms: AtomicI64::new(0),
+            models: ModelSet::default(),
+            restore_notes: Vec::new(),
         })
+    }
+
+    pub fn models(&self) -> &ModelSet {
+        &self.models
+    }
+
+    pub fn models_mut(&mut self) -> &mut ModelSet {
+        &mut self.models
+    }
+
+    /// Notes from [`Catalog::decode`] (for the caller to log), emptied.
+    pub fn take_restore_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.restore_notes)
     }
 
     pub fn params(&self) -> &IndexParams {
@@ -315,6 +337,7 @@ impl Catalog {
             + self.popularity.capacity() * 8
             + strings * 2 // ids are held twice: per slot and as map keys
             + self.by_id.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
+            + self.models.memory_bytes()
     }
 
     /// Live items in slot order: (id, stored vector, attributes).
@@ -349,6 +372,10 @@ impl Catalog {
             w.u32(s);
             w.bytes(&[self.pop(s)]);
         }
+        if !self.models.is_empty() {
+            w.u32(MODELS_TAG);
+            self.models.encode(&mut w);
+        }
         out
     }
 
@@ -381,22 +408,29 @@ impl Catalog {
         }
         let popularity: Vec<AtomicU64> = (0..slots).map(|_| AtomicU64::new(0)).collect();
         let mut pop_epoch_ms = 0;
-        if r.remaining() > 0 {
-            if r.u32()? != POPULARITY_TAG {
-                return Err("unknown section after the items".into());
-            }
-            pop_epoch_ms = r.u64()? as i64;
-            let n = r.u64()? as usize;
-            if n > slots {
-                return Err("popularity section larger than the catalog".into());
-            }
-            for _ in 0..n {
-                let s = r.u32()? as usize;
-                let p: Vec<f64> = r.array(1)?;
-                if s >= slots || !p[0].is_finite() || p[0] < 0.0 {
-                    return Err("bad popularity record".into());
+        let mut models = ModelSet::default();
+        let mut restore_notes = Vec::new();
+        while r.remaining() > 0 {
+            match r.u32()? {
+                POPULARITY_TAG => {
+                    pop_epoch_ms = r.u64()? as i64;
+                    let n = r.u64()? as usize;
+                    if n > slots {
+                        return Err("popularity section larger than the catalog".into());
+                    }
+                    for _ in 0..n {
+                        let s = r.u32()? as usize;
+                        let p: Vec<f64> = r.array(1)?;
+                        if s >= slots || !p[0].is_finite() || p[0] < 0.0 {
+                            return Err("bad popularity record".into());
+                        }
+                        popularity[s].store(p[0].to_bits(), Relaxed);
+                    }
                 }
-                popularity[s].store(p[0].to_bits(), Relaxed);
+                MODELS_TAG => {
+                    models = ModelSet::decode(&mut r, index.params().dim, &mut restore_notes)?;
+                }
+                _ => return Err("unknown section after the items".into()),
             }
         }
         if r.remaining() != 0 {
@@ -418,6 +452,8 @@ impl Catalog {
             by_id,
             popularity,
             pop_epoch_ms: AtomicI64::new(pop_epoch_ms),
+            models,
+            restore_notes,
         })
     }
 }

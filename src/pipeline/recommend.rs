@@ -1,12 +1,14 @@
 //! One RECSYS.RECOMMEND request through the five stages:
 //!
-//! 1. user vector: the request's VECTOR, the user's `emb`, the mean of the
-//!    vectors of the user's recent items (session), or cold start (popular);
+//! 1. user vector: the request's VECTOR, the user's `emb`, the catalog's
+//!    QUERY model over the user's features, the mean of the vectors of the
+//!    user's recent items (session), or cold start (popular);
 //! 2. retrieval: HNSW top-CANDIDATES, with the filters applied *inside* the
 //!    graph walk, so a selective filter still fills the list when enough
 //!    matching items exist;
 //! 3. filtering: EXCLUDE_SEEN and WHERE (CEL over item attributes);
-//! 4. ranking: the retrieval score (models plug in here);
+//! 4. ranking: a RANK model scores all candidates in one batched call (user
+//!    features broadcast to every row), else the retrieval score;
 //! 5. ordering: top-K, or softmax sampling (Gumbel top-k, seeded), then an
 //!    optional per-attribute diversity cap.
 //!
@@ -53,6 +55,8 @@ pub struct Request {
     /// A failing plugin skips its stage (counted in EXPLAIN) instead of
     /// failing the request.
     pub fail_open: bool,
+    /// The catalog model (ROLE RANK) that scores the candidates.
+    pub rank: Option<String>,
 }
 
 impl Request {
@@ -68,6 +72,7 @@ impl Request {
             filter_plugins: Vec::new(),
             order_plugin: None,
             fail_open: false,
+            rank: None,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct UserInput {
     pub user_id: String,
     /// Current time in milliseconds (for popularity decay).
     pub now_ms: i64,
+    /// User hash fields the models read (by field name).
+    pub features: HashMap<String, String>,
 }
 
 /// Where the user vector came from.
@@ -92,6 +99,8 @@ pub struct UserInput {
 pub enum VectorSource {
     Argument,
     Embedding,
+    /// The catalog's QUERY model over the user's features.
+    QueryModel,
     /// Mean of this many recent items' vectors.
     Session(usize),
     /// No vector: cold start from popular items.
@@ -103,6 +112,7 @@ impl VectorSource {
         match self {
             VectorSource::Argument => "VECTOR argument".into(),
             VectorSource::Embedding => "user hash field emb".into(),
+            VectorSource::QueryModel => "query model".into(),
             VectorSource::Session(n) => format!("mean of {n} recent items"),
             VectorSource::Popular => "cold start: popular items".into(),
         }
@@ -121,6 +131,9 @@ pub struct Explain {
     pub filter_rejected: usize,
     pub filter_mode: &'static str,
     pub rank_us: u64,
+    /// The model that ranked, and how many candidates it scored.
+    pub rank_model: Option<String>,
+    pub ranked: usize,
     pub order_us: u64,
     pub diversity_dropped: usize,
     pub returned: usize,
@@ -236,8 +249,15 @@ pub fn recommend(
     ex.retrieved = scored.len();
     ex.retrieve_us = micros(t);
 
-    // Stage 4: ranking by the retrieval score (already the order of `scored`).
+    // Stage 4: the RANK model's scores, else the retrieval score.
     let t = Instant::now();
+    if let Some(name) = &req.rank {
+        let model = rank_model(catalog, name)?;
+        let scores = model.score(&user.features, catalog, &scored)?;
+        scored.iter_mut().zip(scores).for_each(|(c, s)| c.1 = s);
+        ex.rank_model = Some(name.clone());
+        ex.ranked = scored.len();
+    }
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     ex.rank_us = micros(t);
 
@@ -310,8 +330,20 @@ pub fn recommend(
     })
 }
 
-/// Stage 1: the first available of VECTOR, `emb`, session mean; `None` means
-/// cold start.
+/// The RANK model called `name`.
+pub fn rank_model<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a std::sync::Arc<crate::rank::Model>, String> {
+    let model = catalog
+        .models()
+        .get(name)
+        .ok_or_else(|| format!("RANK: the catalog has no model named '{name}' (add it with RECSYS.MODEL.SET)"))?;
+    if model.spec.role != crate::rank::Role::Rank {
+        return Err(format!("RANK: model '{name}' has ROLE {}, not RANK", model.spec.role.name()));
+    }
+    Ok(model)
+}
+
+/// Stage 1: the first available of VECTOR, `emb`, the QUERY model, session
+/// mean; `None` means cold start.
 fn user_vector(
     catalog: &Catalog,
     user: &UserInput,
@@ -328,6 +360,19 @@ fn user_vector(
             .check_vector(v)
             .map_err(|e| format!("user field emb: {e}"))?;
         return Ok((Some(prepare(v)), VectorSource::Embedding));
+    }
+    // The query model needs something to go on: a user with none of its
+    // fields falls through to the session mean or cold start.
+    let query_model = catalog
+        .models()
+        .query_model()
+        .filter(|m| m.user_fields().iter().any(|f| user.features.contains_key(f)));
+    if let Some(model) = query_model {
+        let v = model.query(&user.features, catalog)?;
+        catalog
+            .check_vector(&v)
+            .map_err(|e| format!("query model '{}': {e}", model.spec.name))?;
+        return Ok((Some(prepare(&v)), VectorSource::QueryModel));
     }
     let dim = catalog.params().dim;
     let mut sum = vec![0f32; dim];

@@ -10,6 +10,7 @@
 
 pub mod dlrm;
 pub mod gpu;
+pub mod models;
 pub mod onnx;
 pub mod schema;
 
@@ -130,6 +131,14 @@ pub struct ModelStats {
     pub micros: AtomicU64,
 }
 
+impl ModelStats {
+    fn reset(&self) {
+        for c in [&self.calls, &self.rows, &self.errors, &self.micros] {
+            c.store(0, Relaxed);
+        }
+    }
+}
+
 enum Engine {
     Native {
         cpu: Dlrm,
@@ -160,11 +169,20 @@ fn has_nan(v: &[f32]) -> Option<usize> {
 }
 
 impl Model {
-    /// Builds and checks a model for a catalog of dimension `dim`: every
-    /// mismatch between the file, the schema and the role is an error.
+    /// Builds and checks a model for a catalog of dimension `dim` (MODEL.SET):
+    /// the size cap applies, and every mismatch between the file, the schema
+    /// and the role is an error.
     pub fn build(spec: ModelSpec, dim: usize) -> Result<Model, String> {
-        let model = Model::restore(spec, dim)?;
-        model.engine.as_ref().map_err(Clone::clone)?;
+        let cap = settings().max_bytes;
+        if spec.bytes.len() > cap {
+            return Err(format!(
+                "the model is {} bytes, above the cap of {} MB (module argument MODEL_MAX_MB)",
+                spec.bytes.len(),
+                cap >> 20
+            ));
+        }
+        let model = Model::assemble(spec, dim);
+        model.runnable()?;
         // Try it once on the schema's defaults: catches models whose shapes
         // only fail at run time, and outputs of the wrong size.
         let trial = model.schema.defaults(match model.spec.role {
@@ -175,60 +193,68 @@ impl Model {
         if has_nan(&out).is_some() {
             return Err("the model outputs NaN or infinity for the schema's default features".into());
         }
+        if model.spec.role == Role::Query {
+            model.check_query_width(dim)?;
+        }
+        model.stats.reset();
         Ok(model)
     }
 
-    /// Like [`Model::build`] but keeps a model whose engine cannot start
-    /// (for RDB loading); schema and size errors still fail.
+    /// A model read back from an RDB: like [`Model::build`] without the cap
+    /// or the trial run, and a model whose runtime is missing (ONNX Runtime
+    /// not loaded) is kept, bytes and all, and says why it cannot run.
     pub fn restore(spec: ModelSpec, dim: usize) -> Result<Model, String> {
-        let settings = settings();
-        if spec.bytes.len() > settings.max_bytes {
-            return Err(format!(
-                "the model is {} bytes, above the cap of {} MB (module argument MODEL_MAX_MB)",
-                spec.bytes.len(),
-                settings.max_bytes >> 20
-            ));
-        }
-        let schema = Schema::parse(&spec.schema)?;
-        if spec.role == Role::Query {
-            schema.check_user_only()?;
-        }
-        let (dense, sparse) = (schema.dense.len(), schema.sparse.len());
-        let engine = match spec.kind {
-            Kind::Dlrm => {
-                let cards: Vec<u64> = schema.sparse.iter().map(|f| f.cardinality).collect();
-                let (outputs, sigmoid) = match spec.role {
-                    Role::Rank => (1, true),
-                    Role::Query => (dim, false),
-                };
-                let cpu = Dlrm::from_safetensors(&spec.bytes, dense, &cards, outputs, sigmoid)?;
-                let gpu = gpu::upload(&cpu);
-                Ok(Engine::Native { cpu, gpu })
+        let model = Model::assemble(spec, dim);
+        if let Err(e) = model.runnable() {
+            let missing_runtime = model.spec.kind == Kind::Onnx && onnx::status().is_err();
+            if !missing_runtime {
+                return Err(e);
             }
-            Kind::Onnx => OnnxModel::compile(&spec.bytes, dense, sparse, settings.sessions).map(Engine::Onnx),
-        };
+        }
+        Ok(model)
+    }
+
+    /// Parses the schema and starts the engine; a failed step is kept in
+    /// `engine` (schema errors included) for the callers to judge.
+    fn assemble(spec: ModelSpec, dim: usize) -> Model {
         let sha256 = Sha256::digest(&spec.bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let model = Model {
+        let schema = Schema::parse(&spec.schema).and_then(|s| {
+            if spec.role == Role::Query {
+                s.check_user_only()?;
+            }
+            Ok(s)
+        });
+        let engine = schema.as_ref().map_err(Clone::clone).and_then(|schema| {
+            let (dense, sparse) = (schema.dense.len(), schema.sparse.len());
+            match spec.kind {
+                Kind::Dlrm => {
+                    let cards: Vec<u64> = schema.sparse.iter().map(|f| f.cardinality).collect();
+                    let (outputs, sigmoid) = match spec.role {
+                        Role::Rank => (1, true),
+                        Role::Query => (dim, false),
+                    };
+                    let cpu = Dlrm::from_safetensors(&spec.bytes, dense, &cards, outputs, sigmoid)?;
+                    let gpu = gpu::upload(&cpu);
+                    Ok(Engine::Native { cpu, gpu })
+                }
+                Kind::Onnx => OnnxModel::compile(&spec.bytes, dense, sparse, settings().sessions).map(Engine::Onnx),
+            }
+        });
+        Model {
             spec,
-            schema,
+            schema: schema.unwrap_or_default(),
             sha256,
             engine,
             stats: ModelStats::default(),
-        };
-        if let Err(e) = &model.engine {
-            // Shape errors are errors on restore too; only a missing runtime
-            // is tolerated.
-            if model.spec.kind == Kind::Dlrm || onnx::status().is_ok() {
-                return Err(e.clone());
-            }
         }
-        if model.spec.role == Role::Query {
-            model.check_query_width(dim)?;
-        }
-        Ok(model)
+    }
+
+    /// Ok when the model can run, else why not.
+    pub fn runnable(&self) -> Result<(), String> {
+        self.engine.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
     fn check_query_width(&self, dim: usize) -> Result<(), String> {
