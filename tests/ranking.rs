@@ -10,7 +10,12 @@ use recsys::rank::{onnx, Kind, Model, ModelSpec, Role};
 use recsys::synth::SplitMix;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn ranker_schema() -> Vec<String> {
@@ -24,7 +29,13 @@ fn ranker_schema() -> Vec<String> {
     t
 }
 
-fn model(kind: Kind, role: Role, file: &str, schema: Vec<String>, dim: usize) -> Result<Model, String> {
+fn model(
+    kind: Kind,
+    role: Role,
+    file: &str,
+    schema: Vec<String>,
+    dim: usize,
+) -> Result<Model, String> {
     Model::build(
         ModelSpec {
             name: file.into(),
@@ -45,15 +56,32 @@ fn init_ort() {
 #[test]
 fn committed_weight_fixtures_match_the_generator() {
     for (name, bytes) in recsys_cli::fixtures::files() {
-        assert!(fixture(name) == bytes, "{name} differs: run `recsys fixtures` and scripts/make_onnx_fixtures.py");
+        assert!(
+            fixture(name) == bytes,
+            "{name} differs: run `recsys fixtures` and scripts/make_onnx_fixtures.py"
+        );
     }
 }
 
 #[test]
 fn native_and_onnx_rankers_agree() {
     init_ort();
-    let native = model(Kind::Dlrm, Role::Rank, "dlrm_ranker.safetensors", ranker_schema(), 16).unwrap();
-    let ort = model(Kind::Onnx, Role::Rank, "dlrm_ranker.onnx", ranker_schema(), 16).unwrap();
+    let native = model(
+        Kind::Dlrm,
+        Role::Rank,
+        "dlrm_ranker.safetensors",
+        ranker_schema(),
+        16,
+    )
+    .unwrap();
+    let ort = model(
+        Kind::Onnx,
+        Role::Rank,
+        "dlrm_ranker.onnx",
+        ranker_schema(),
+        16,
+    )
+    .unwrap();
     assert!(ort.device().starts_with("onnxruntime"), "{}", ort.device());
     let mut rng = SplitMix::new(5);
     for rows in [1, 200, 3000] {
@@ -62,9 +90,19 @@ fn native_and_onnx_rankers_agree() {
             dense: (0..rows * 8).map(|_| rng.normal() as f32).collect(),
             sparse: (0..rows * 8).map(|_| rng.below(100) as i64).collect(),
         };
-        let (a, b) = (native.score_batch(&batch).unwrap(), ort.score_batch(&batch).unwrap());
-        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-4, "rows {rows}: native and ONNX differ by {worst}");
+        let (a, b) = (
+            native.score_batch(&batch).unwrap(),
+            ort.score_batch(&batch).unwrap(),
+        );
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "rows {rows}: native and ONNX differ by {worst}"
+        );
     }
 }
 
@@ -75,16 +113,36 @@ fn native_and_onnx_query_towers_agree() {
         .split_whitespace()
         .map(String::from)
         .collect();
-    let native = model(Kind::Dlrm, Role::Query, "query_tower.safetensors", schema.clone(), 16).unwrap();
-    let ort = model(Kind::Onnx, Role::Query, "query_tower.onnx", schema.clone(), 16).unwrap();
+    let native = model(
+        Kind::Dlrm,
+        Role::Query,
+        "query_tower.safetensors",
+        schema.clone(),
+        16,
+    )
+    .unwrap();
+    let ort = model(
+        Kind::Onnx,
+        Role::Query,
+        "query_tower.onnx",
+        schema.clone(),
+        16,
+    )
+    .unwrap();
     let catalog = recsys::catalog::Catalog::new(recsys::index::IndexParams::new(16)).unwrap();
     let user = [("age", "0.3"), ("income", "-1.5"), ("country", "fr")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let (a, b) = (native.query(&user, &catalog).unwrap(), ort.query(&user, &catalog).unwrap());
+    let (a, b) = (
+        native.query(&user, &catalog).unwrap(),
+        ort.query(&user, &catalog).unwrap(),
+    );
     assert_eq!(a.len(), 16);
-    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{a:?} vs {b:?}");
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4),
+        "{a:?} vs {b:?}"
+    );
     let e = model(Kind::Onnx, Role::Query, "query_tower.onnx", schema, 32).unwrap_err();
     assert!(e.contains("catalog's 32-d vector"), "{e}");
 }
@@ -95,12 +153,27 @@ fn onnx_mismatches_are_named() {
     let mut seven = ranker_schema();
     seven.truncate(seven.len() - 3);
     let e = model(Kind::Onnx, Role::Rank, "dlrm_ranker.onnx", seven, 16).unwrap_err();
-    assert!(e.contains("model input 'sparse'") && e.contains("[n, 7]"), "{e}");
+    assert!(
+        e.contains("model input 'sparse'") && e.contains("[n, 7]"),
+        "{e}"
+    );
     let dense_only: Vec<String> = ranker_schema()[..16].to_vec();
     let e = model(Kind::Onnx, Role::Rank, "dlrm_ranker.onnx", dense_only, 16).unwrap_err();
-    assert!(e.contains("has a 'sparse' input") && e.contains("no SPARSE features"), "{e}");
-    let e = model(Kind::Onnx, Role::Rank, "query_tower.onnx", "DENSE user.a DENSE user.b SPARSE user.c 50".split(' ').map(String::from).collect(), 16)
-        .unwrap_err();
+    assert!(
+        e.contains("has a 'sparse' input") && e.contains("no SPARSE features"),
+        "{e}"
+    );
+    let e = model(
+        Kind::Onnx,
+        Role::Rank,
+        "query_tower.onnx",
+        "DENSE user.a DENSE user.b SPARSE user.c 50"
+            .split(' ')
+            .map(String::from)
+            .collect(),
+        16,
+    )
+    .unwrap_err();
     assert!(e.contains("RANK model must output [n] or [n, 1]"), "{e}");
     let e = Model::build(
         ModelSpec {
@@ -115,7 +188,14 @@ fn onnx_mismatches_are_named() {
     .unwrap_err();
     assert!(e.contains("ONNX Runtime refused the model"), "{e}");
     // NaN at run time is an error, not an order.
-    let nan = model(Kind::Onnx, Role::Rank, "nan_ranker.onnx", vec!["DENSE".into(), "user.x".into()], 4).unwrap();
+    let nan = model(
+        Kind::Onnx,
+        Role::Rank,
+        "nan_ranker.onnx",
+        vec!["DENSE".into(), "user.x".into()],
+        4,
+    )
+    .unwrap();
     let e = nan
         .score_batch(&Batch {
             rows: 2,

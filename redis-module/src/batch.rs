@@ -22,7 +22,7 @@ use redis_module::{
 
 use crate::args::{Args, CmdResult};
 use crate::commands::catalog_at;
-use crate::recommend::{pipeline_option, read_user};
+use crate::recommend::{model_fields, pipeline_option, read_user};
 use crate::reply::Reply;
 use crate::util::panic_message;
 
@@ -66,6 +66,10 @@ struct Job {
     id: u64,
     catalog: Arc<RwLock<Catalog>>,
     dim: usize,
+    /// User hash fields the models read.
+    fields: Vec<String>,
+    /// The database BATCH ran in.
+    db: i32,
     pattern: Vec<u8>,
     prefix: Vec<u8>,
     ttl_ms: Option<i64>,
@@ -91,7 +95,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "TTL" => ttl_ms = Some(a.next_int("TTL", 1, i64::MAX / 2000)? * 1000),
             other => {
                 return Err(format!(
-                    "unknown option '{other}', expected MATCH, K, INTO, TTL, CANDIDATES, EF, WHERE, EXCLUDE_SEEN, SOFTMAX or DIVERSITY"
+                    "unknown option '{other}', expected MATCH, K, INTO, TTL, CANDIDATES, EF, WHERE, EXCLUDE_SEEN, RANK, FILTER, ORDER, FAILOPEN, SOFTMAX or DIVERSITY"
                 ))
             }
         }
@@ -103,7 +107,10 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     }
     req.candidates = req.candidates.max(req.k);
     let catalog = catalog_at(ctx, key)?;
-    let dim = catalog.read().params().dim;
+    let (dim, fields) = {
+        let c = catalog.read();
+        (c.params().dim, model_fields(&c, &req)?)
+    };
     let id = NEXT_ID.fetch_add(1, Relaxed);
     {
         let mut all = STATUS.lock();
@@ -126,6 +133,8 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         id,
         catalog,
         dim,
+        fields,
+        db: crate::util::selected_db(ctx),
         pattern,
         prefix,
         ttl_ms,
@@ -171,6 +180,7 @@ fn run(job: &Job) -> Result<(), String> {
         // 1. One SCAN page and its users' hashes, under the GIL.
         let (next, users) = {
             let ctx = tsc.lock();
+            crate::util::select_db(&ctx, job.db);
             let page = PAGE.to_string();
             let reply = ctx
                 .call(
@@ -201,7 +211,7 @@ fn run(job: &Job) -> Result<(), String> {
                 .into_iter()
                 .map(|k| {
                     let name = ctx.create_string(k.clone());
-                    let input = read_user(&ctx, &name, job.dim, false).map(|mut u| {
+                    let input = read_user(&ctx, &name, job.dim, false, &job.fields).map(|mut u| {
                         u.user_id = String::from_utf8_lossy(&k).into_owned();
                         u
                     });
@@ -229,6 +239,7 @@ fn run(job: &Job) -> Result<(), String> {
         let (mut written, mut errors, mut last_error) = (0u64, 0u64, None);
         {
             let ctx = tsc.lock();
+            crate::util::select_db(&ctx, job.db);
             for (user, r) in &results {
                 let ids = match r {
                     Ok(ids) => ids,

@@ -11,6 +11,13 @@ pub struct Config {
     pub history: usize,
     /// Sandbox limits for plugins.
     pub plugin_limits: recsys_core::plugin::Limits,
+    /// ONNX Runtime library (libonnxruntime.so.1.31.x); ONNX models are
+    /// refused without it.
+    pub ort_lib: Option<std::path::PathBuf>,
+    /// Where DLRM models run.
+    pub gpu: recsys_core::rank::GpuMode,
+    /// Largest model MODEL.SET accepts, in bytes.
+    pub model_max_bytes: usize,
 }
 
 static CONFIG: OnceCell<Config> = OnceCell::new();
@@ -25,6 +32,9 @@ fn defaults() -> Config {
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         history: 50,
         plugin_limits: recsys_core::plugin::Limits::default(),
+        ort_lib: None,
+        gpu: recsys_core::rank::GpuMode::Auto,
+        model_max_bytes: recsys_core::rank::Settings::default().max_bytes,
     }
 }
 
@@ -61,9 +71,20 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
             "PLUGIN_MAX_KB" => {
                 c.plugin_limits.max_component_bytes = int_arg("PLUGIN_MAX_KB", value, 1, 1 << 20)? << 10
             }
+            "ORT_LIB" => c.ort_lib = Some(std::path::PathBuf::from(value)),
+            "GPU" => {
+                use recsys_core::rank::GpuMode;
+                c.gpu = match value.to_ascii_lowercase().as_str() {
+                    "auto" => GpuMode::Auto,
+                    "on" => GpuMode::On,
+                    "off" => GpuMode::Off,
+                    _ => return Err(format!("GPU must be auto, on or off, got '{value}'")),
+                }
+            }
+            "MODEL_MAX_MB" => c.model_max_bytes = int_arg("MODEL_MAX_MB", value, 1, 1 << 16)? << 20,
             other => {
                 return Err(format!(
-                    "unknown module argument '{other}', expected WORKERS, HISTORY, PLUGIN_MEMORY_MB, PLUGIN_STACK_KB, PLUGIN_TIMEOUT_MS or PLUGIN_MAX_KB"
+                    "unknown module argument '{other}', expected WORKERS, HISTORY, PLUGIN_MEMORY_MB, PLUGIN_STACK_KB, PLUGIN_TIMEOUT_MS, PLUGIN_MAX_KB, ORT_LIB, GPU or MODEL_MAX_MB"
                 ))
             }
         }

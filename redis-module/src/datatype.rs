@@ -105,7 +105,12 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         return std::ptr::null_mut();
     }
     match catch_unwind(AssertUnwindSafe(|| load_payload(rdb))) {
-        Ok(Ok(catalog)) => into_raw(catalog),
+        Ok(Ok(mut catalog)) => {
+            for note in catalog.take_restore_notes() {
+                logging::log_warning(format!("recsys: {note}"));
+            }
+            into_raw(catalog)
+        }
         Ok(Err(e)) => {
             logging::log_warning(format!("recsys: corrupt catalog in RDB payload: {e}"));
             std::ptr::null_mut()
@@ -117,79 +122,29 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
     }
 }
 
+/// Calls the variadic `RedisModule_EmitAOF` with ("b": pointer, length)
+/// pairs for the listed argument positions.
+macro_rules! emit_with {
+    ($f:expr, $aof:expr, $name:expr, $fmt:expr, $args:expr; $($i:literal)*) => {
+        $f($aof, $name, $fmt, $($args[$i].as_ptr(), $args[$i].len()),*)
+    };
+}
+
 /// Emits one command into the AOF; `args` are binary-safe.
 unsafe fn emit(aof: *mut raw::RedisModuleIO, cmd: &str, args: &[&[u8]]) {
-    // RedisModule_EmitAOF is variadic: build the call with the right count of
-    // ("b": pointer, length) pairs. Commands here never exceed 16 arguments.
+    // C variadics need the count at compile time: one arm per arity used.
     let emit = match raw::RedisModule_EmitAOF {
         Some(f) => f,
         None => return,
     };
     let name = CString::new(cmd).unwrap_or_default();
     let fmt = CString::new("b".repeat(args.len())).unwrap_or_default();
-    let a = |i: usize| (args[i].as_ptr(), args[i].len());
+    let (n, f) = (name.as_ptr(), fmt.as_ptr());
     match args.len() {
-        4 => emit(
-            aof,
-            name.as_ptr(),
-            fmt.as_ptr(),
-            a(0).0,
-            a(0).1,
-            a(1).0,
-            a(1).1,
-            a(2).0,
-            a(2).1,
-            a(3).0,
-            a(3).1,
-        ),
-        6 => emit(
-            aof,
-            name.as_ptr(),
-            fmt.as_ptr(),
-            a(0).0,
-            a(0).1,
-            a(1).0,
-            a(1).1,
-            a(2).0,
-            a(2).1,
-            a(3).0,
-            a(3).1,
-            a(4).0,
-            a(4).1,
-            a(5).0,
-            a(5).1,
-        ),
-        13 => emit(
-            aof,
-            name.as_ptr(),
-            fmt.as_ptr(),
-            a(0).0,
-            a(0).1,
-            a(1).0,
-            a(1).1,
-            a(2).0,
-            a(2).1,
-            a(3).0,
-            a(3).1,
-            a(4).0,
-            a(4).1,
-            a(5).0,
-            a(5).1,
-            a(6).0,
-            a(6).1,
-            a(7).0,
-            a(7).1,
-            a(8).0,
-            a(8).1,
-            a(9).0,
-            a(9).1,
-            a(10).0,
-            a(10).1,
-            a(11).0,
-            a(11).1,
-            a(12).0,
-            a(12).1,
-        ),
+        4 => emit_with!(emit, aof, n, f, args; 0 1 2 3),
+        6 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5),
+        8 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7),
+        13 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7 8 9 10 11 12),
         n => logging::log_warning(format!("recsys: no AOF emitter for {n} arguments")),
     }
 }
@@ -229,6 +184,11 @@ unsafe extern "C" fn aof_rewrite(
             p.quant.name().as_bytes(),
         ],
     );
+    for model in catalog.models().iter() {
+        let args = crate::models::canonical_args(key, &model.spec);
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        emit(aof, "RECSYS.MODEL.SET", &refs);
+    }
     for (id, v, attrs) in catalog.items() {
         let blob = to_fp32_blob(&v);
         match attrs {

@@ -5,6 +5,7 @@
 //! - [`commands`]: catalog commands (CREATE, ITEM.*, SEARCH, SIMILAR, INFO)
 //! - [`recommend`]: RECSYS.RECOMMEND and RECSYS.EVENT
 //! - [`plugins`]: RECSYS.PLUGIN.* and plugin persistence
+//! - [`models`]: RECSYS.MODEL.* (ranking and query models of a catalog)
 //! - [`batch`]: RECSYS.BATCH and RECSYS.BATCH.STATUS (background jobs)
 //! - [`config`]: module arguments
 //! - [`datatype`]: the catalog data type (RDB, AOF, memory, copy, free)
@@ -16,6 +17,7 @@ mod batch;
 mod commands;
 mod config;
 mod datatype;
+mod models;
 mod plugins;
 mod recommend;
 mod registry;
@@ -32,6 +34,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let result = config::parse(&args).and_then(|a| {
         workers::start(a.workers)?;
         plugins::start(ctx, a.plugin_limits);
+        start_ranking(ctx, &a)?;
         registry::register(ctx)?;
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
         ctx.log_notice(&format!(
@@ -49,6 +52,29 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             Status::Err
         }
     }
+}
+
+/// Model settings, ONNX Runtime (optional: its absence only disables ONNX
+/// models) and the GPU (`GPU on` without one fails the load).
+fn start_ranking(ctx: &Context, a: &config::Config) -> Result<(), String> {
+    use recsys_core::rank;
+    rank::configure(rank::Settings {
+        sessions: a.workers,
+        max_bytes: a.model_max_bytes,
+    });
+    match &a.ort_lib {
+        Some(lib) => match rank::onnx::init(lib) {
+            Ok(()) => ctx.log_notice(&format!(
+                "recsys: ONNX Runtime loaded from {}",
+                lib.display()
+            )),
+            Err(e) => ctx.log_warning(&format!("recsys: ONNX models disabled: {e}")),
+        },
+        None => ctx.log_notice("recsys: ONNX models disabled (no ORT_LIB module argument)"),
+    }
+    let line = rank::gpu::init(a.gpu)?;
+    ctx.log_notice(&format!("recsys: {line}"));
+    Ok(())
 }
 
 redis_module! {

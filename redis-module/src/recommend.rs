@@ -12,10 +12,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use recsys_core::catalog::Catalog;
 use recsys_core::pipeline::filter::Filter;
 use recsys_core::pipeline::plugins::PluginStage;
 use recsys_core::pipeline::recommend::{
-    recommend as run_pipeline, Ordering, Request, UserInput, MAX_CANDIDATES, MAX_K,
+    rank_model, recommend as run_pipeline, Ordering, Request, UserInput, MAX_CANDIDATES, MAX_K,
 };
 use recsys_core::plugin::World;
 use recsys_core::vector::from_fp32_blob;
@@ -106,6 +107,7 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
         }
         "ARGS" => return Err("ARGS must follow FILTER name or ORDER name".into()),
         "FAILOPEN" => req.fail_open = true,
+        "RANK" => req.rank = Some(a.next_str("RANK model name")?.to_string()),
         "DIVERSITY" => {
             let attr = a.next_str("DIVERSITY attribute")?.to_string();
             let max = a.next_usize("DIVERSITY max", 1, MAX_K)?;
@@ -116,13 +118,29 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
     Ok(true)
 }
 
-/// Reads the user's hash (`emb` unless `vector_given`, and `recent`) on the
-/// main thread or under the GIL.
+/// The user hash fields a request's models read (its RANK model's and the
+/// catalog's QUERY model's); fails when the RANK model does not exist.
+pub fn model_fields(catalog: &Catalog, req: &Request) -> CmdResult<Vec<String>> {
+    let mut fields = Vec::new();
+    if let Some(name) = &req.rank {
+        fields.extend(rank_model(catalog, name)?.user_fields());
+    }
+    if let Some(q) = catalog.models().query_model() {
+        fields.extend(q.user_fields());
+    }
+    fields.sort();
+    fields.dedup();
+    Ok(fields)
+}
+
+/// Reads the user's hash (`emb` unless `vector_given`, `recent`, and the
+/// model feature `fields`) on the main thread or under the GIL.
 pub fn read_user(
     ctx: &Context,
     user: &RedisString,
     dim: usize,
     vector_given: bool,
+    fields: &[String],
 ) -> CmdResult<UserInput> {
     let u = ctx.open_key(user);
     check_user_key(u.key_type(), user)?;
@@ -140,6 +158,11 @@ pub fn read_user(
             }
         }
         input.recent = parse_recent(u.hash_get(RECENT_FIELD).map_err(|e| e.to_string())?, user)?;
+        for f in fields {
+            if let Some(v) = u.hash_get(f).map_err(|e| e.to_string())? {
+                input.features.insert(f.clone(), v.to_string_lossy());
+            }
+        }
     }
     Ok(input)
 }
@@ -165,7 +188,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "EXPLAIN" => explain = true,
             other => {
                 return Err(format!(
-                    "unknown option '{other}', expected K, CANDIDATES, EF, VECTOR, WHERE, EXCLUDE_SEEN, FILTER, ORDER, FAILOPEN, SOFTMAX, DIVERSITY, WITHSCORES or EXPLAIN"
+                    "unknown option '{other}', expected K, CANDIDATES, EF, VECTOR, WHERE, EXCLUDE_SEEN, RANK, FILTER, ORDER, FAILOPEN, SOFTMAX, DIVERSITY, WITHSCORES or EXPLAIN"
                 ))
             }
         }
@@ -175,12 +198,15 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         return Err("ORDER plugin and SOFTMAX cannot be combined: both decide the order".into());
     }
     let catalog = catalog_at(ctx, key)?;
-    let dim = catalog.read().params().dim;
+    let (dim, fields) = {
+        let c = catalog.read();
+        (c.params().dim, model_fields(&c, &req)?)
+    };
     let vector_arg = match vector_blob {
         Some(b) => Some(from_fp32_blob(b, dim).map_err(|e| format!("VECTOR: {e}"))?),
         None => None,
     };
-    let mut input = read_user(ctx, user, dim, vector_arg.is_some())?;
+    let mut input = read_user(ctx, user, dim, vector_arg.is_some(), &fields)?;
     input.vector_arg = vector_arg;
     input.user_id = user.to_string_lossy();
 
@@ -211,7 +237,14 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                             ("filter_mode".into(), Reply::Text(e.filter_mode.into())),
                             ("filter_evaluated".into(), n(e.filter_evaluated)),
                             ("filter_rejected".into(), n(e.filter_rejected)),
-                            ("rank".into(), Reply::Text("retrieval score".into())),
+                            (
+                                "rank".into(),
+                                Reply::Text(match &e.rank_model {
+                                    Some(m) => format!("model {m}"),
+                                    None => "retrieval score".into(),
+                                }),
+                            ),
+                            ("ranked".into(), n(e.ranked)),
                             ("rank_us".into(), us(e.rank_us)),
                             ("plugin_us".into(), us(e.plugin_us)),
                             ("after_plugins".into(), n(e.after_plugins)),

@@ -14,6 +14,7 @@ use redis_module::{raw, Context, RedisString};
 use crate::args::CmdResult;
 use crate::batch as b;
 use crate::commands as c;
+use crate::models as m;
 use crate::plugins as p;
 use crate::recommend as r;
 use crate::reply::Reply;
@@ -75,6 +76,10 @@ commands! {
     cmd_plugin_info => p::info,
     cmd_plugin_del => p::del,
     cmd_batch_status => b::status,
+    cmd_model_set => m::set,
+    cmd_model_list => m::list,
+    cmd_model_info => m::info,
+    cmd_model_del => m::del,
 }
 
 /// How a command touches its key (first argument).
@@ -205,6 +210,15 @@ const SPECS: &[Spec] = &[
         summary: "A plugin's world, sha256, size, calls, errors, traps and latency", complexity: "O(1)" },
     Spec { name: "RECSYS.PLUGIN.DEL", func: cmd_plugin_del, flags: "write fast", arity: 2, keys: &[],
         summary: "Removes a plugin (calls in flight finish)", complexity: "O(1)" },
+    Spec { name: "RECSYS.MODEL.SET", func: cmd_model_set, flags: "write deny-oom", arity: -7, keys: &[KeyUse::Insert],
+        summary: "Adds or atomically replaces a ranking (ROLE RANK) or query (ROLE QUERY) model of a catalog: ONNX or native DLRM weights, with a feature SCHEMA; builds on a worker thread",
+        complexity: "O(model size)" },
+    Spec { name: "RECSYS.MODEL.LIST", func: cmd_model_list, flags: "readonly fast", arity: 2, keys: &[KeyUse::Read],
+        summary: "Lists a catalog's models", complexity: "O(models)" },
+    Spec { name: "RECSYS.MODEL.INFO", func: cmd_model_info, flags: "readonly fast", arity: 3, keys: &[KeyUse::Read],
+        summary: "A model's kind, role, device, schema, sha256, calls, errors and mean latency", complexity: "O(1)" },
+    Spec { name: "RECSYS.MODEL.DEL", func: cmd_model_del, flags: "write fast", arity: 3, keys: &[KeyUse::Delete],
+        summary: "Removes a model from a catalog (requests in flight finish with it)", complexity: "O(1)" },
 ];
 
 const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {

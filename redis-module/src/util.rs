@@ -12,3 +12,17 @@ pub fn panic_message(p: &Box<dyn Any + Send>) -> String {
         "unknown panic".to_string()
     }
 }
+
+/// The database the command runs in (for work finished on another thread).
+pub fn selected_db(ctx: &redis_module::Context) -> i32 {
+    // SAFETY: a valid context on the main thread; filled at module init.
+    unsafe { redis_module::raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+}
+
+/// Selects `db` on a (thread-safe) context.
+pub fn select_db(ctx: &redis_module::Context, db: i32) {
+    // SAFETY: a valid context whose GIL is held; filled at module init.
+    unsafe {
+        redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
+    }
+}

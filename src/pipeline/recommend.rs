@@ -331,13 +331,18 @@ pub fn recommend(
 }
 
 /// The RANK model called `name`.
-pub fn rank_model<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a std::sync::Arc<crate::rank::Model>, String> {
-    let model = catalog
-        .models()
-        .get(name)
-        .ok_or_else(|| format!("RANK: the catalog has no model named '{name}' (add it with RECSYS.MODEL.SET)"))?;
+pub fn rank_model<'a>(
+    catalog: &'a Catalog,
+    name: &str,
+) -> Result<&'a std::sync::Arc<crate::rank::Model>, String> {
+    let model = catalog.models().get(name).ok_or_else(|| {
+        format!("RANK: the catalog has no model named '{name}' (add it with RECSYS.MODEL.SET)")
+    })?;
     if model.spec.role != crate::rank::Role::Rank {
-        return Err(format!("RANK: model '{name}' has ROLE {}, not RANK", model.spec.role.name()));
+        return Err(format!(
+            "RANK: model '{name}' has ROLE {}, not RANK",
+            model.spec.role.name()
+        ));
     }
     Ok(model)
 }
@@ -363,10 +368,11 @@ fn user_vector(
     }
     // The query model needs something to go on: a user with none of its
     // fields falls through to the session mean or cold start.
-    let query_model = catalog
-        .models()
-        .query_model()
-        .filter(|m| m.user_fields().iter().any(|f| user.features.contains_key(f)));
+    let query_model = catalog.models().query_model().filter(|m| {
+        m.user_fields()
+            .iter()
+            .any(|f| user.features.contains_key(f))
+    });
     if let Some(model) = query_model {
         let v = model.query(&user.features, catalog)?;
         catalog

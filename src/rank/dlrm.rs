@@ -159,7 +159,9 @@ impl Dlrm {
             }
             let (shape, data) = f32_tensor(&st, &name)?;
             if shape.len() != 2 {
-                return Err(format!("DLRM table {name} has shape {shape:?}, expected [rows, d]"));
+                return Err(format!(
+                    "DLRM table {name} has shape {shape:?}, expected [rows, d]"
+                ));
             }
             if *dim.get_or_insert(shape[1]) != shape[1] {
                 return Err(format!(
@@ -256,7 +258,11 @@ impl Dlrm {
     }
 
     pub fn parameter_count(&self) -> usize {
-        let mlp = |l: &[Linear]| l.iter().map(|l| l.weight.len() + l.bias.len()).sum::<usize>();
+        let mlp = |l: &[Linear]| {
+            l.iter()
+                .map(|l| l.weight.len() + l.bias.len())
+                .sum::<usize>()
+        };
         self.tables.iter().map(|t| t.data.len()).sum::<usize>() + mlp(&self.bottom) + mlp(&self.top)
     }
 
@@ -281,7 +287,14 @@ impl Dlrm {
         out
     }
 
-    fn forward_chunk(&self, n: usize, dense: &[f32], sparse: &[i64], out: &mut [f32], s: &mut Scratch) {
+    fn forward_chunk(
+        &self,
+        n: usize,
+        dense: &[f32],
+        sparse: &[i64],
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) {
         let d = self.dim;
         // Bottom MLP.
         s.a.clear();
@@ -339,17 +352,27 @@ impl Dlrm {
     pub fn generate(shape: &DlrmShape, seed: u64) -> Vec<u8> {
         let mut rng = SplitMix::new(seed);
         let mut uniform = |n: usize, a: f64| -> Vec<f32> {
-            (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * a) as f32).collect()
+            (0..n)
+                .map(|_| ((rng.uniform() * 2.0 - 1.0) * a) as f32)
+                .collect()
         };
         let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
         for (i, &c) in shape.cardinalities.iter().enumerate() {
-            tensors.push((format!("emb.{i}"), vec![c, shape.dim], uniform(c * shape.dim, 0.5)));
+            tensors.push((
+                format!("emb.{i}"),
+                vec![c, shape.dim],
+                uniform(c * shape.dim, 0.5),
+            ));
         }
         let mut mlp = |prefix: &str, input: usize, widths: &[usize], tensors: &mut Vec<_>| {
             let mut i = input;
             for (j, &o) in widths.iter().enumerate() {
                 let a = (6.0 / (i + o) as f64).sqrt();
-                tensors.push((format!("{prefix}.{j}.weight"), vec![o, i], uniform(o * i, a)));
+                tensors.push((
+                    format!("{prefix}.{j}.weight"),
+                    vec![o, i],
+                    uniform(o * i, a),
+                ));
                 tensors.push((format!("{prefix}.{j}.bias"), vec![o], uniform(o, 0.1)));
                 i = o;
             }
@@ -367,7 +390,13 @@ impl Dlrm {
 pub fn write_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                s.clone(),
+                d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views = bytes.iter().map(|(n, s, d)| {
         (
@@ -488,10 +517,17 @@ mod tests {
         let mut spread = (f32::MAX, f32::MIN);
         for r in (0..rows).step_by(97) {
             let want = reference_forward(&m, &dense[r * 8..r * 8 + 8], &sparse[r * 8..r * 8 + 8]);
-            assert!((out[r] - want).abs() < 1e-5, "row {r}: {} vs {want}", out[r]);
+            assert!(
+                (out[r] - want).abs() < 1e-5,
+                "row {r}: {} vs {want}",
+                out[r]
+            );
             spread = (spread.0.min(want), spread.1.max(want));
         }
-        assert!(spread.1 - spread.0 > 0.1, "scores are not saturated: {spread:?}");
+        assert!(
+            spread.1 - spread.0 > 0.1,
+            "scores are not saturated: {spread:?}"
+        );
     }
 
     #[test]

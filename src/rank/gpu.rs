@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 
@@ -118,8 +120,14 @@ fn open() -> Result<Gpu, String> {
         let ctx = CudaContext::new(0).map_err(|e| format!("cannot open GPU 0: {e:?}"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let ptx = cudarc::nvrtc::compile_ptx(KERNELS).map_err(|e| format!("NVRTC: {e:?}"))?;
-        let module = ctx.load_module(ptx).map_err(|e| format!("loading kernels: {e:?}"))?;
-        let f = |n: &str| module.load_function(n).map_err(|e| format!("kernel {n}: {e:?}"));
+        let module = ctx
+            .load_module(ptx)
+            .map_err(|e| format!("loading kernels: {e:?}"))?;
+        let f = |n: &str| {
+            module
+                .load_function(n)
+                .map_err(|e| format!("kernel {n}: {e:?}"))
+        };
         Ok(Gpu {
             bias_act: f("bias_act")?,
             interact: f("interact")?,
@@ -199,7 +207,11 @@ impl GpuDlrm {
             all.push(0.0);
         }
         let rows: Vec<i64> = m.tables.iter().map(|t| t.rows as i64).collect();
-        let ids = |v: &[i64]| stream.clone_htod(if v.is_empty() { &[0][..] } else { v }).map_err(err("copy"));
+        let ids = |v: &[i64]| {
+            stream
+                .clone_htod(if v.is_empty() { &[0][..] } else { v })
+                .map_err(err("copy"))
+        };
         Ok(GpuDlrm {
             dim: m.dim,
             dense: m.dense_inputs,
@@ -222,8 +234,18 @@ impl GpuDlrm {
     }
 
     /// `y = act(x · Wᵀ + b)` for `n` rows.
-    fn linear(&self, s: &Stream, l: &DeviceLinear, n: usize, x: &CudaSlice<f32>, act: i32) -> Result<CudaSlice<f32>, String> {
-        let mut y = s.stream.alloc_zeros::<f32>(n * l.output).map_err(err("alloc"))?;
+    fn linear(
+        &self,
+        s: &Stream,
+        l: &DeviceLinear,
+        n: usize,
+        x: &CudaSlice<f32>,
+        act: i32,
+    ) -> Result<CudaSlice<f32>, String> {
+        let mut y = s
+            .stream
+            .alloc_zeros::<f32>(n * l.output)
+            .map_err(err("alloc"))?;
         let cfg = GemmConfig {
             transa: cublasOperation_t::CUBLAS_OP_T,
             transb: cublasOperation_t::CUBLAS_OP_N,
@@ -242,9 +264,15 @@ impl GpuDlrm {
         unsafe { s.blas.gemm(cfg, &l.weight, x, &mut y) }.map_err(err("SGEMM"))?;
         let (rows, cols) = (n as i32, l.output as i32);
         let mut launch = s.stream.launch_builder(&self.gpu.bias_act);
-        launch.arg(&mut y).arg(&l.bias).arg(&rows).arg(&cols).arg(&act);
+        launch
+            .arg(&mut y)
+            .arg(&l.bias)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&act);
         // SAFETY: the kernel reads rows*cols values of y and cols of b.
-        unsafe { launch.launch(LaunchConfig::for_num_elems((n * l.output) as u32)) }.map_err(err("kernel"))?;
+        unsafe { launch.launch(LaunchConfig::for_num_elems((n * l.output) as u32)) }
+            .map_err(err("kernel"))?;
         Ok(y)
     }
 
@@ -265,7 +293,10 @@ impl GpuDlrm {
         } else {
             s.stream.alloc_zeros::<i64>(1).map_err(err("alloc"))?
         };
-        let mut z = s.stream.alloc_zeros::<f32>(n * self.width).map_err(err("alloc"))?;
+        let mut z = s
+            .stream
+            .alloc_zeros::<f32>(n * self.width)
+            .map_err(err("alloc"))?;
         let (ni, si, di, hb, wi) = (
             n as i32,
             self.sparse_width as i32,
@@ -287,10 +318,17 @@ impl GpuDlrm {
             .arg(&hb)
             .arg(&wi);
         // SAFETY: buffers have the sizes the kernel indexes (n rows).
-        unsafe { launch.launch(LaunchConfig::for_num_elems((n * self.width) as u32)) }.map_err(err("kernel"))?;
+        unsafe { launch.launch(LaunchConfig::for_num_elems((n * self.width) as u32)) }
+            .map_err(err("kernel"))?;
         let last = self.top.len() - 1;
         for (i, l) in self.top.iter().enumerate() {
-            let act = if i < last { 1 } else if self.sigmoid { 2 } else { 0 };
+            let act = if i < last {
+                1
+            } else if self.sigmoid {
+                2
+            } else {
+                0
+            };
             z = self.linear(&s, l, n, &z, act)?;
         }
         let out = s.stream.clone_dtoh(&z).map_err(err("copy back"))?;

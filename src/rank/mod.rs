@@ -160,7 +160,13 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Model({} {} {})", self.spec.name, self.spec.kind.name(), self.spec.role.name())
+        write!(
+            f,
+            "Model({} {} {})",
+            self.spec.name,
+            self.spec.kind.name(),
+            self.spec.role.name()
+        )
     }
 }
 
@@ -191,7 +197,9 @@ impl Model {
         });
         let out = model.run(&trial)?;
         if has_nan(&out).is_some() {
-            return Err("the model outputs NaN or infinity for the schema's default features".into());
+            return Err(
+                "the model outputs NaN or infinity for the schema's default features".into(),
+            );
         }
         if model.spec.role == Role::Query {
             model.check_query_width(dim)?;
@@ -240,7 +248,8 @@ impl Model {
                     let gpu = gpu::upload(&cpu);
                     Ok(Engine::Native { cpu, gpu })
                 }
-                Kind::Onnx => OnnxModel::compile(&spec.bytes, dense, sparse, settings().sessions).map(Engine::Onnx),
+                Kind::Onnx => OnnxModel::compile(&spec.bytes, dense, sparse, settings().sessions)
+                    .map(Engine::Onnx),
             }
         });
         Model {
@@ -285,7 +294,11 @@ impl Model {
     }
 
     fn run_raw(&self, batch: &Batch) -> Result<(Vec<usize>, Vec<f32>), String> {
-        match self.engine.as_ref().map_err(|e| format!("model '{}' cannot run: {e}", self.spec.name))? {
+        match self
+            .engine
+            .as_ref()
+            .map_err(|e| format!("model '{}' cannot run: {e}", self.spec.name))?
+        {
             Engine::Native { cpu, gpu } => {
                 let out = match gpu {
                     Some(g) => g.forward(batch.rows, &batch.dense, &batch.sparse)?,
@@ -316,7 +329,9 @@ impl Model {
         });
         self.stats.calls.fetch_add(1, Relaxed);
         self.stats.rows.fetch_add(batch.rows as u64, Relaxed);
-        self.stats.micros.fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+        self.stats
+            .micros
+            .fetch_add(t.elapsed().as_micros() as u64, Relaxed);
         if result.is_err() {
             self.stats.errors.fetch_add(1, Relaxed);
         }
@@ -350,10 +365,17 @@ impl Model {
     }
 
     /// The query vector for a user (ROLE QUERY).
-    pub fn query(&self, user: &HashMap<String, String>, catalog: &crate::catalog::Catalog) -> Result<Vec<f32>, String> {
+    pub fn query(
+        &self,
+        user: &HashMap<String, String>,
+        catalog: &crate::catalog::Catalog,
+    ) -> Result<Vec<f32>, String> {
         let v = self.run(&self.schema.assemble(user, catalog, &[(0, 0.0)]))?;
         if has_nan(&v).is_some() {
-            return Err(format!("query model '{}' produced NaN or infinity", self.spec.name));
+            return Err(format!(
+                "query model '{}' produced NaN or infinity",
+                self.spec.name
+            ));
         }
         Ok(v)
     }

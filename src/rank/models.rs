@@ -80,7 +80,9 @@ impl ModelSet {
         let n = r.u64()?;
         let mut set = ModelSet::default();
         for _ in 0..n {
-            let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "model record is not UTF-8".to_string());
+            let text = |b: &[u8]| {
+                String::from_utf8(b.to_vec()).map_err(|_| "model record is not UTF-8".to_string())
+            };
             let name = text(r.blob()?)?;
             let kind = Kind::parse(&text(r.blob()?)?).ok_or("unknown model kind")?;
             let role = Role::parse(&text(r.blob()?)?).ok_or("unknown model role")?;

@@ -73,7 +73,12 @@ fn describe(t: &ValueType) -> String {
 }
 
 /// Checks an input declared by the model against what the schema provides.
-fn check_input(name: &str, t: &ValueType, ty: TensorElementType, width: usize) -> Result<(), String> {
+fn check_input(
+    name: &str,
+    t: &ValueType,
+    ty: TensorElementType,
+    width: usize,
+) -> Result<(), String> {
     if width == 0 {
         return Err(format!(
             "the model has a '{name}' input ({}) but the schema declares no {} features",
@@ -97,7 +102,12 @@ fn check_input(name: &str, t: &ValueType, ty: TensorElementType, width: usize) -
 impl OnnxModel {
     /// Compiles `bytes` into `sessions` sessions and checks its inputs
     /// against `dense`/`sparse` feature counts.
-    pub fn compile(bytes: &[u8], dense: usize, sparse: usize, sessions: usize) -> Result<OnnxModel, String> {
+    pub fn compile(
+        bytes: &[u8],
+        dense: usize,
+        sparse: usize,
+        sessions: usize,
+    ) -> Result<OnnxModel, String> {
         status()?;
         let Some(Ok(env)) = ENVIRONMENT.get() else {
             unreachable!("status() checked it");
@@ -107,7 +117,10 @@ impl OnnxModel {
                 .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
                 .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
                 .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
-                .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+                .and_then(|b| {
+                    b.with_optimization_level(GraphOptimizationLevel::All)
+                        .map_err(Into::into)
+                })
                 .and_then(|mut b| b.commit_from_memory(bytes))
                 .map_err(|e| format!("ONNX Runtime refused the model: {e}"))
         };
@@ -138,10 +151,7 @@ impl OnnxModel {
                 if has.1 { "has" } else { "lacks" }
             ));
         }
-        let output = first
-            .outputs()
-            .first()
-            .ok_or("the model has no outputs")?;
+        let output = first.outputs().first().ok_or("the model has no outputs")?;
         if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
             return Err(format!(
                 "model output '{}' is {}, expected float32",
@@ -182,7 +192,10 @@ impl OnnxModel {
             .get(&self.output)
             .ok_or_else(|| format!("model output '{}' missing", self.output))?;
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
-        Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
+        Ok((
+            shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data.to_vec(),
+        ))
     }
 
     /// A free session if there is one, else waits for the first.

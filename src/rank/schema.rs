@@ -46,9 +46,7 @@ impl Source {
         if s.eq_ignore_ascii_case("score") {
             return Ok(Source::Score);
         }
-        let bad = || {
-            format!("feature source '{s}' is not user.<field>, item.<attribute> or score")
-        };
+        let bad = || format!("feature source '{s}' is not user.<field>, item.<attribute> or score");
         let (scope, name) = s.split_once('.').ok_or_else(bad)?;
         if name.is_empty() {
             return Err(bad());
@@ -181,8 +179,8 @@ impl Schema {
                     let mut default = 0.0;
                     if peek_kw(i).as_deref() == Some("DEFAULT") {
                         i += 1;
-                        default = parse_number("DENSE DEFAULT", &next(&mut i, "DEFAULT value")?)?
-                            as f32;
+                        default =
+                            parse_number("DENSE DEFAULT", &next(&mut i, "DEFAULT value")?)? as f32;
                     }
                     s.dense.push(DenseFeature { source, default });
                 }
@@ -254,11 +252,7 @@ impl Schema {
                     }
                     s.sparse.push(f);
                 }
-                other => {
-                    return Err(format!(
-                        "SCHEMA: expected DENSE or SPARSE, got '{other}'"
-                    ))
-                }
+                other => return Err(format!("SCHEMA: expected DENSE or SPARSE, got '{other}'")),
             }
             if s.dense.len() + s.sparse.len() > MAX_FEATURES {
                 return Err(format!("SCHEMA: at most {MAX_FEATURES} features"));
@@ -447,16 +441,25 @@ mod tests {
     #[test]
     fn assembles_broadcast_batch() {
         let mut c = Catalog::new(IndexParams::new(2)).unwrap();
-        c.set("a", &[1.0, 0.0], Some(normalize_attrs(r#"{"genre":"b","price":2.5,"year":1999}"#).unwrap()))
-            .unwrap();
-        c.set("b", &[0.0, 1.0], Some(normalize_attrs(r#"{"genre":"zzz"}"#).unwrap()))
-            .unwrap();
+        c.set(
+            "a",
+            &[1.0, 0.0],
+            Some(normalize_attrs(r#"{"genre":"b","price":2.5,"year":1999}"#).unwrap()),
+        )
+        .unwrap();
+        c.set(
+            "b",
+            &[0.0, 1.0],
+            Some(normalize_attrs(r#"{"genre":"zzz"}"#).unwrap()),
+        )
+        .unwrap();
         let s = Schema::parse(&toks(
             "DENSE user.age DEFAULT 30 DENSE item.price DEFAULT -1 DENSE score SPARSE item.genre 8 VOCAB a,b,c DEFAULT 7 SPARSE item.year 3000 SPARSE user.country 100 HASH",
         ))
         .unwrap();
-        let user: HashMap<String, String> =
-            [("age".to_string(), "41".to_string())].into_iter().collect();
+        let user: HashMap<String, String> = [("age".to_string(), "41".to_string())]
+            .into_iter()
+            .collect();
         let (a, b) = (c.slot_of("a").unwrap(), c.slot_of("b").unwrap());
         let batch = s.assemble(&user, &c, &[(a, 0.5), (b, 0.25)]);
         assert_eq!(batch.dense, vec![41.0, 2.5, 0.5, 41.0, -1.0, 0.25]);

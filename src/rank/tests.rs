@@ -32,7 +32,11 @@ fn spec(kind: Kind, role: Role, schema: Vec<String>, bytes: Vec<u8>) -> ModelSpe
 #[test]
 fn dlrm_model_builds_scores_and_refuses_mismatches() {
     let bytes = Dlrm::generate(&DlrmShape::reference(100), 1);
-    let m = Model::build(spec(Kind::Dlrm, Role::Rank, reference_schema(), bytes.clone()), 16).unwrap();
+    let m = Model::build(
+        spec(Kind::Dlrm, Role::Rank, reference_schema(), bytes.clone()),
+        16,
+    )
+    .unwrap();
     assert_eq!(m.device(), "cpu");
     let batch = m.schema.defaults(200);
     let scores = m.score_batch(&batch).unwrap();
@@ -43,10 +47,17 @@ fn dlrm_model_builds_scores_and_refuses_mismatches() {
     short.truncate(short.len() - 3);
     let e = Model::build(spec(Kind::Dlrm, Role::Rank, short, bytes.clone()), 16).unwrap_err();
     assert!(e.contains("7 SPARSE features but the DLRM has 8"), "{e}");
-    let e = Model::build(spec(Kind::Dlrm, Role::Query, reference_schema(), bytes.clone()), 16).unwrap_err();
+    let e = Model::build(
+        spec(Kind::Dlrm, Role::Query, reference_schema(), bytes.clone()),
+        16,
+    )
+    .unwrap_err();
     assert!(e.contains("item.c0 is not a user.<field>"), "{e}");
     let e = Model::build(spec(Kind::Onnx, Role::Rank, reference_schema(), bytes), 16).unwrap_err();
-    assert!(e.contains("ONNX Runtime is not loaded") || e.contains("refused"), "{e}");
+    assert!(
+        e.contains("ONNX Runtime is not loaded") || e.contains("refused"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -60,7 +71,11 @@ fn dlrm_query_tower_outputs_the_catalog_dimension() {
     };
     let bytes = Dlrm::generate(&shape, 2);
     let schema = toks("DENSE user.age DENSE user.income SPARSE user.country 10 HASH");
-    let m = Model::build(spec(Kind::Dlrm, Role::Query, schema.clone(), bytes.clone()), 12).unwrap();
+    let m = Model::build(
+        spec(Kind::Dlrm, Role::Query, schema.clone(), bytes.clone()),
+        12,
+    )
+    .unwrap();
     let user: HashMap<String, String> = [("age".into(), "30".into())].into_iter().collect();
     let catalog = crate::catalog::Catalog::new(crate::index::IndexParams::new(12)).unwrap();
     assert_eq!(m.query(&user, &catalog).unwrap().len(), 12);
@@ -103,7 +118,15 @@ fn oversized_models_are_refused() {
     };
     let bytes = Dlrm::generate(&huge, 1);
     assert!(bytes.len() > 256 << 20);
-    let e = Model::build(spec(Kind::Dlrm, Role::Rank, toks("SPARSE item.a 300000 SPARSE item.b 300000"), bytes), 4)
-        .unwrap_err();
+    let e = Model::build(
+        spec(
+            Kind::Dlrm,
+            Role::Rank,
+            toks("SPARSE item.a 300000 SPARSE item.b 300000"),
+            bytes,
+        ),
+        4,
+    )
+    .unwrap_err();
     assert!(e.contains("above the cap of 256 MB"), "{e}");
 }

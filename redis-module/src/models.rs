@@ -1,0 +1,248 @@
+//! RECSYS.MODEL.*: a catalog's ranking and query models.
+//!
+//! MODEL.SET checks what it can on the main thread (catalog, name, size,
+//! schema), builds the model on a worker (safetensors parsing, ONNX
+//! compilation, a trial run), then takes the GIL to swap it into the catalog
+//! and replicate the canonical command. Requests in flight keep the `Arc` of
+//! the model they started with, so replacing is atomic.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use recsys_core::catalog::Catalog;
+use recsys_core::rank::schema::Schema;
+use recsys_core::rank::{settings, Kind, Model, ModelSpec, Role};
+use redis_module::{Context, ContextFlags, RedisString, ThreadSafeContext};
+
+use crate::args::{Args, CmdResult};
+use crate::commands::catalog_at;
+use crate::datatype::{CatalogValue, CATALOG_TYPE};
+use crate::reply::Reply;
+use crate::util::{select_db, selected_db};
+use crate::workers::{spawn, Blocked};
+
+fn check_name(name: &str) -> CmdResult<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "model name must be 1..64 letters, digits, '_' or '-', got '{name}'"
+        ));
+    }
+    Ok(())
+}
+
+/// SCHEMA takes the rest of the arguments; each may hold several
+/// whitespace-separated tokens (`SCHEMA "DENSE user.age SPARSE item.genre 10"`).
+fn schema_tokens(a: &mut Args) -> CmdResult<Vec<String>> {
+    let mut tokens = Vec::new();
+    while a.has_more() {
+        tokens.extend(
+            a.next_str("SCHEMA token")?
+                .split_whitespace()
+                .map(str::to_string),
+        );
+    }
+    Ok(tokens)
+}
+
+/// The command that recreates a model: replicated, and emitted by AOF rewrite.
+pub fn canonical_args(key: &[u8], spec: &ModelSpec) -> Vec<Vec<u8>> {
+    vec![
+        key.to_vec(),
+        spec.name.as_bytes().to_vec(),
+        spec.kind.name().as_bytes().to_vec(),
+        spec.bytes.to_vec(),
+        b"ROLE".to_vec(),
+        spec.role.name().as_bytes().to_vec(),
+        b"SCHEMA".to_vec(),
+        spec.schema.join(" ").into_bytes(),
+    ]
+}
+
+/// RECSYS.MODEL.SET catalog name (ONNX bytes | DLRM bytes) [ROLE RANK|QUERY] SCHEMA features...
+pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let key = a.next_string("catalog key")?;
+    let name = a.next_str("model name")?.to_string();
+    check_name(&name)?;
+    let kind_text = a.next_str("model kind")?;
+    let kind = Kind::parse(kind_text)
+        .ok_or_else(|| format!("unknown model kind '{kind_text}', expected ONNX or DLRM"))?;
+    let bytes = a.next_bytes("model bytes")?;
+    let cap = settings().max_bytes;
+    if bytes.len() > cap {
+        return Err(format!(
+            "the model is {} bytes, above the cap of {} MB (module argument MODEL_MAX_MB)",
+            bytes.len(),
+            cap >> 20
+        ));
+    }
+    let mut role = Role::Rank;
+    let mut schema = None;
+    while a.has_more() {
+        match a.next_keyword()?.as_str() {
+            "ROLE" => {
+                let r = a.next_str("ROLE")?;
+                role = Role::parse(r)
+                    .ok_or_else(|| format!("unknown ROLE '{r}', expected RANK or QUERY"))?;
+            }
+            "SCHEMA" => schema = Some(schema_tokens(&mut a)?),
+            other => return Err(format!("unknown option '{other}', expected ROLE or SCHEMA")),
+        }
+    }
+    let schema = schema
+        .ok_or("SCHEMA is required: SCHEMA DENSE <source> ... SPARSE <source> <cardinality> ...")?;
+    let parsed = Schema::parse(&schema)?;
+    if role == Role::Query {
+        parsed.check_user_only()?;
+    }
+    let catalog = catalog_at(ctx, key)?;
+    let dim = {
+        let c = catalog.read();
+        c.models().check_put(&name, role)?;
+        c.params().dim
+    };
+    let spec = ModelSpec {
+        name,
+        kind,
+        role,
+        schema,
+        bytes: bytes.into(),
+    };
+    let key_bytes = key.as_slice().to_vec();
+    let inline = ctx
+        .get_flags()
+        .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA);
+    if inline {
+        let model = Model::build(spec, dim).map_err(|e| format!("model refused: {e}"))?;
+        return install(ctx, &key_bytes, &catalog, model).map(|_| Reply::Ok);
+    }
+    let db = selected_db(ctx);
+    spawn(Blocked::new(ctx.ctx), move || {
+        let model = match Model::build(spec, dim) {
+            Ok(m) => m,
+            Err(e) => return Reply::error(format!("model refused: {e}")),
+        };
+        let tsc = ThreadSafeContext::new();
+        let ctx = tsc.lock();
+        select_db(&ctx, db);
+        match install(&ctx, &key_bytes, &catalog, model) {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::error(e),
+        }
+    });
+    Ok(Reply::Blocked)
+}
+
+/// Swaps the model into the catalog (if the key still holds it) and
+/// replicates. Runs with the GIL held.
+fn install(
+    ctx: &Context,
+    key: &[u8],
+    catalog: &Arc<RwLock<Catalog>>,
+    model: Model,
+) -> CmdResult<()> {
+    let key_name = ctx.create_string(key);
+    let k = ctx.open_key(&key_name);
+    let same = matches!(
+        k.get_value::<CatalogValue>(&CATALOG_TYPE),
+        Ok(Some(v)) if Arc::ptr_eq(&v.0, catalog)
+    );
+    if !same {
+        return Err(format!(
+            "catalog '{}' was deleted or replaced while the model was loading",
+            String::from_utf8_lossy(key)
+        ));
+    }
+    let args = canonical_args(key, &model.spec);
+    catalog.write().models_mut().put(Arc::new(model))?;
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    ctx.replicate("RECSYS.MODEL.SET", &refs[..]);
+    Ok(())
+}
+
+fn summary(m: &Model) -> Vec<(String, Reply)> {
+    vec![
+        ("name".into(), Reply::Text(m.spec.name.clone())),
+        ("kind".into(), Reply::Text(m.spec.kind.name().into())),
+        ("role".into(), Reply::Text(m.spec.role.name().into())),
+        ("device".into(), Reply::Text(m.device())),
+        ("size".into(), Reply::Int(m.spec.bytes.len() as i64)),
+    ]
+}
+
+/// RECSYS.MODEL.LIST catalog
+pub fn list(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let catalog = catalog_at(ctx, a.next_string("catalog key")?)?;
+    if a.has_more() {
+        return Err("RECSYS.MODEL.LIST takes only the catalog key".into());
+    }
+    let c = catalog.read();
+    Ok(Reply::Array(
+        c.models().iter().map(|m| Reply::Map(summary(m))).collect(),
+    ))
+}
+
+/// RECSYS.MODEL.INFO catalog name
+pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let catalog = catalog_at(ctx, a.next_string("catalog key")?)?;
+    let name = a.next_str("model name")?;
+    let c = catalog.read();
+    let m = c
+        .models()
+        .get(name)
+        .ok_or_else(|| format!("the catalog has no model named '{name}'"))?;
+    let load =
+        |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as i64;
+    let calls = load(&m.stats.calls);
+    let mut fields = summary(m);
+    fields.extend([
+        ("sha256".into(), Reply::Text(m.sha256.clone())),
+        ("schema".into(), Reply::Text(m.spec.schema.join(" "))),
+        (
+            "dense_features".into(),
+            Reply::Int(m.schema.dense.len() as i64),
+        ),
+        (
+            "sparse_features".into(),
+            Reply::Int(m.schema.sparse.len() as i64),
+        ),
+        (
+            "user_fields".into(),
+            Reply::Array(m.user_fields().into_iter().map(Reply::Text).collect()),
+        ),
+        ("calls".into(), Reply::Int(calls)),
+        ("rows".into(), Reply::Int(load(&m.stats.rows))),
+        ("errors".into(), Reply::Int(load(&m.stats.errors))),
+        (
+            "avg_us".into(),
+            Reply::Int(load(&m.stats.micros).checked_div(calls).unwrap_or(0)),
+        ),
+        (
+            "status".into(),
+            Reply::Text(m.runnable().err().unwrap_or_else(|| "ok".into())),
+        ),
+    ]);
+    Ok(Reply::Map(fields))
+}
+
+/// RECSYS.MODEL.DEL catalog name
+pub fn del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let catalog = catalog_at(ctx, a.next_string("catalog key")?)?;
+    let name = a.next_str("model name")?;
+    if a.has_more() {
+        return Err("RECSYS.MODEL.DEL takes the catalog key and one model name".into());
+    }
+    let removed = catalog.write().models_mut().remove(name);
+    if removed {
+        ctx.replicate_verbatim();
+    }
+    Ok(Reply::Int(removed as i64))
+}
