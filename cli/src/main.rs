@@ -35,6 +35,8 @@ enum BenchCmd {
     Recommend(recsys_cli::bench::recommend::RecommendBench),
     /// Plugin call cost, and RECOMMEND with plugins vs without through Redis.
     Plugins(recsys_cli::bench::plugins::PluginBench),
+    /// Ranking: the reference DLRM native vs ONNX Runtime (and GPU), batch sizes, RECOMMEND ... RANK through Redis.
+    Rank(recsys_cli::bench::rank::RankBench),
 }
 
 fn main() -> Result<()> {
@@ -45,5 +47,6 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
         Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),
+        Cmd::Bench(BenchCmd::Rank(b)) => recsys_cli::bench::rank::run(&b),
     }
 }

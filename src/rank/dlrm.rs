@@ -24,7 +24,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::synth::SplitMix;
 
 /// Rows per forward chunk: bounds the scratch memory of huge batches.
-const CHUNK: usize = 2048;
+const CHUNK: usize = 128;
 
 /// A fully connected layer, row-major `weight[out][in]`.
 #[derive(Debug, Clone)]

@@ -3,5 +3,6 @@
 
 pub mod index;
 pub mod plugins;
+pub mod rank;
 pub mod recommend;
 pub mod redis;

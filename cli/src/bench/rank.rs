@@ -1,0 +1,320 @@
+//! `recsys bench rank`: the reference DLRM (8 categorical features with
+//! 32-d embeddings, 8 dense, bottom MLP [64, 32], top MLP [128, 64, 1]) —
+//! scoring 200 candidates on one core, native next to ONNX Runtime; a
+//! throughput table over batch sizes (and the GPU with CPU/GPU parity where
+//! one is present); then RECOMMEND ... RANK through Redis next to the same
+//! request without a model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use recsys::rank::schema::Batch;
+use recsys::rank::{gpu, onnx, GpuMode, Kind, Model, ModelSpec, Role};
+use recsys::synth::SplitMix;
+
+use super::recommend::{load_shop, RecommendBench};
+use super::redis::{median_rate, redis_benchmark};
+use crate::server::{find_onnxruntime, RedisServer};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RankBench {
+    /// Folder with dlrm_ranker.safetensors / .onnx (the reference model).
+    #[arg(long, default_value = "tests/fixtures")]
+    pub fixtures: PathBuf,
+    /// Batch sizes of the throughput table.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1024,131072")]
+    pub batches: Vec<usize>,
+    /// Timed calls of 200 candidates (per engine).
+    #[arg(long, default_value_t = 3000)]
+    pub calls: usize,
+    /// Also measure RECOMMEND ... RANK through Redis.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub redis: bool,
+    #[arg(long, default_value_t = 100_000)]
+    pub items: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 30_000)]
+    pub requests: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Where the DLRM runs: auto uses a GPU when CUDA is found.
+    #[arg(long, default_value = "auto")]
+    pub gpu: String,
+}
+
+/// The reference ranker's schema over the bench shop: 7 user dense features
+/// and the retrieval score; 3 item and 5 user categorical features.
+pub fn shop_schema() -> String {
+    let mut t: Vec<String> = (0..7).map(|i| format!("DENSE user.d{i}")).collect();
+    t.push("DENSE score".into());
+    t.push("SPARSE item.genre 100 HASH".into());
+    t.push("SPARSE item.stock 100 HASH".into());
+    t.push("SPARSE item.sponsored 100".into());
+    t.extend((0..5).map(|i| format!("SPARSE user.c{i} 100")));
+    t.join(" ")
+}
+
+fn model(kind: Kind, bytes: Vec<u8>) -> Result<Model> {
+    Model::build(
+        ModelSpec {
+            name: kind.name().to_lowercase(),
+            kind,
+            role: Role::Rank,
+            schema: shop_schema().split_whitespace().map(String::from).collect(),
+            bytes: bytes.into(),
+        },
+        64,
+    )
+    .map_err(|e| anyhow!(e))
+}
+
+fn random_batch(rows: usize, seed: u64) -> Batch {
+    let mut rng = SplitMix::new(seed);
+    Batch {
+        rows,
+        dense: (0..rows * 8).map(|_| rng.normal() as f32).collect(),
+        sparse: (0..rows * 8).map(|_| rng.below(100) as i64).collect(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn p99(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() * 99 / 100]
+}
+
+/// Microseconds per call of `f` on `batch`: median over calls, taking at
+/// least ~0.3 s and 5 calls.
+fn time_batch(m: &Model, batch: &Batch) -> Result<f64> {
+    let f = |b: &Batch| m.score_batch(b);
+    f(batch).map_err(|e| anyhow!(e))?; // warm up
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || (start.elapsed().as_secs_f64() < 0.3 && times.len() < 20_000) {
+        let t = Instant::now();
+        f(batch).map_err(|e| anyhow!(e))?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(times))
+}
+
+pub fn run(b: &RankBench) -> Result<()> {
+    let mode = match b.gpu.as_str() {
+        "auto" => GpuMode::Auto,
+        "on" => GpuMode::On,
+        "off" => GpuMode::Off,
+        other => return Err(anyhow!("--gpu must be auto, on or off, got {other}")),
+    };
+    // The CPU engines first: models built after gpu::init would land on it.
+    recsys::rank::configure(recsys::rank::Settings {
+        sessions: 1,
+        ..Default::default()
+    });
+    let read = |name: &str| {
+        std::fs::read(b.fixtures.join(name))
+            .map_err(|e| anyhow!("{}: {e}", b.fixtures.join(name).display()))
+    };
+    let native = model(Kind::Dlrm, read("dlrm_ranker.safetensors")?)?;
+    let ort = match find_onnxruntime() {
+        Some(lib) => {
+            onnx::init(&lib).map_err(|e| anyhow!(e))?;
+            Some(model(Kind::Onnx, read("dlrm_ranker.onnx")?)?)
+        }
+        None => {
+            println!("(ONNX Runtime not found: run scripts/ort-venv.sh; ONNX columns skipped)");
+            None
+        }
+    };
+    let gpu_line = gpu::init(mode).map_err(|e| anyhow!(e))?;
+    let on_gpu = gpu::device()
+        .is_some()
+        .then(|| model(Kind::Dlrm, read("dlrm_ranker.safetensors").unwrap()))
+        .transpose()?;
+    println!("# rank bench: reference DLRM (8 sparse x 32-d embeddings, 8 dense, bottom [64, 32], top [128, 64, 1]); one thread; {gpu_line}");
+    println!(
+        "devices: native = {}, ort = {}, gpu = {}",
+        native.device(),
+        ort.as_ref().map_or("-".into(), |m| m.device()),
+        on_gpu.as_ref().map_or("-".into(), |m| m.device())
+    );
+
+    // 1. 200 candidates, one core: inference on a prepared batch.
+    let batch = random_batch(200, 1);
+    println!(
+        "\n## Scoring 200 candidates (one call = one batched inference), {} calls each",
+        b.calls
+    );
+    println!("| engine | median us | p99 us |");
+    println!("|---|---:|---:|");
+    let mut engines: Vec<(&str, &Model)> = vec![("native DLRM (CPU, matrixmultiply)", &native)];
+    if let Some(m) = &ort {
+        engines.push(("ONNX Runtime 1.31 (CPU, 1 intra-op thread)", m));
+    }
+    if let Some(m) = &on_gpu {
+        engines.push(("native DLRM on GPU (cudarc + cuBLAS)", m));
+    }
+    for (name, m) in &engines {
+        m.score_batch(&batch).map_err(|e| anyhow!(e))?;
+        let mut times = Vec::with_capacity(b.calls);
+        for _ in 0..b.calls {
+            let t = Instant::now();
+            m.score_batch(&batch).map_err(|e| anyhow!(e))?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            median(times.clone()),
+            p99(times)
+        );
+    }
+
+    // 2. Throughput over batch sizes.
+    println!("\n## Throughput by batch size (median us per batch; rows/s)");
+    let mut header = "| batch | native CPU us | native rows/s |".to_string();
+    if ort.is_some() {
+        header += " ort CPU us | ort rows/s |";
+    }
+    if on_gpu.is_some() {
+        header += " GPU us | GPU rows/s | max abs diff CPU vs GPU |";
+    }
+    println!("{header}");
+    println!("|{}", "---:|".repeat(header.matches('|').count() - 1));
+    for &n in &b.batches {
+        let batch = random_batch(n, n as u64);
+        let mut row = format!("| {n} |");
+        let us = time_batch(&native, &batch)?;
+        row += &format!(" {us:.1} | {:.0} |", n as f64 / us * 1e6);
+        if let Some(m) = &ort {
+            let us = time_batch(m, &batch)?;
+            row += &format!(" {us:.1} | {:.0} |", n as f64 / us * 1e6);
+        }
+        if let Some(m) = &on_gpu {
+            let us = time_batch(m, &batch)?;
+            let (cpu, gpu) = (
+                native.score_batch(&batch).map_err(|e| anyhow!(e))?,
+                m.score_batch(&batch).map_err(|e| anyhow!(e))?,
+            );
+            let diff = cpu
+                .iter()
+                .zip(&gpu)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            row += &format!(" {us:.1} | {:.0} | {diff:.2e} |", n as f64 / us * 1e6);
+        }
+        println!("{row}");
+    }
+    if b.redis {
+        recommend_with_rank(b, &b.fixtures)?;
+    }
+    Ok(())
+}
+
+/// RECOMMEND K=10 CANDIDATES 200 with RANK (native, ONNX) and without.
+fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
+    let lib = find_onnxruntime().map(|p| p.display().to_string());
+    let mut args: Vec<&str> = vec!["GPU", "off"];
+    if let Some(l) = &lib {
+        args.extend(["ORT_LIB", l.as_str()]);
+    }
+    let server = RedisServer::start(&args, &["--slowlog-log-slower-than", "-1"])?;
+    let mut c = server.connection()?;
+    let shop = RecommendBench {
+        items: b.items,
+        users: b.users,
+        dim: 64,
+        history: 10,
+        clients: b.clients,
+        requests: b.requests,
+        repeats: b.repeats,
+        workers: None,
+    };
+    load_shop(&mut c, &shop)?;
+    // User features for the ranker.
+    let mut rng = SplitMix::new(11);
+    for chunk in (0..b.users).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for &u in chunk {
+            let mut h = redis::cmd("HSET");
+            h.arg(format!("user:{u:012}"));
+            for i in 0..7 {
+                h.arg(format!("d{i}")).arg(format!("{:.3}", rng.normal()));
+            }
+            for i in 0..5 {
+                h.arg(format!("c{i}")).arg(rng.below(100));
+            }
+            p.add_command(h).ignore();
+        }
+        p.query::<()>(&mut c)?;
+    }
+    let mut models = vec![("native", "DLRM", "dlrm_ranker.safetensors")];
+    if lib.is_some() {
+        models.push(("onnx", "ONNX", "dlrm_ranker.onnx"));
+    }
+    for (name, kind, file) in &models {
+        let mut set = redis::cmd("RECSYS.MODEL.SET");
+        set.arg("bench")
+            .arg(*name)
+            .arg(*kind)
+            .arg(std::fs::read(fixtures.join(file))?)
+            .arg("SCHEMA")
+            .arg(shop_schema());
+        set.query::<()>(&mut c)?;
+    }
+    let base: Vec<String> = [
+        "-r",
+        &b.users.to_string(),
+        "RECSYS.RECOMMEND",
+        "bench",
+        "user:__rand_int__",
+        "K",
+        "10",
+        "CANDIDATES",
+        "200",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    println!(
+        "\n## RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, median of {}",
+        b.items, b.users, b.clients, b.repeats
+    );
+    println!("| request | req/s | p50 ms | p99 ms | vs no model |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut first = None;
+    let mut variants = vec![("no RANK (retrieval score)".to_string(), base.clone())];
+    for (name, _, _) in &models {
+        let mut with = base.clone();
+        with.extend(["RANK".to_string(), name.to_string()]);
+        variants.push((format!("RANK {name}"), with));
+    }
+    for (label, args) in &variants {
+        let runs = (0..b.repeats.max(1))
+            .map(|_| redis_benchmark(server.port, b.clients, b.requests, args))
+            .collect::<Result<Vec<_>>>()?;
+        let r = median_rate(runs);
+        let base_rps = *first.get_or_insert(r.rps);
+        println!(
+            "| {label} | {:.0} | {:.3} | {:.3} | {:.2} |",
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.rps / base_rps
+        );
+    }
+    for (name, _, _) in &models {
+        let info: redis::Value = redis::cmd("RECSYS.MODEL.INFO")
+            .arg("bench")
+            .arg(*name)
+            .query(&mut c)?;
+        println!("RECSYS.MODEL.INFO bench {name}: {info:?}");
+    }
+    Ok(())
+}
