@@ -3,6 +3,7 @@
 //! "movies" with attributes, and shows searches, similar items and INFO.
 
 use anyhow::Result;
+use recsys::rank::dlrm::{Dlrm, DlrmShape};
 use recsys::synth::{clustered_lowrank, SplitMix};
 use recsys::vector::to_fp32_blob;
 use redis::Value;
@@ -57,6 +58,62 @@ fn fmt(v: &Value) -> String {
         Value::Array(a) => format!("[{}]", a.iter().map(fmt).collect::<Vec<_>>().join(", ")),
         other => format!("{other:?}"),
     }
+}
+
+/// A ranking model: a small DLRM (generated weights, as a team would export
+/// from training) over user and item features, then RECOMMEND ... RANK.
+fn rank_step(c: &mut redis::Connection) -> Result<()> {
+    let shape = DlrmShape {
+        dense: 2,
+        cardinalities: vec![GENRES.len(), 16],
+        dim: 8,
+        bottom: vec![16, 8],
+        top: vec![16, 1],
+    };
+    let weights = Dlrm::generate(&shape, 1);
+    let schema = format!(
+        "DENSE user.age DEFAULT 30 DENSE score SPARSE item.genre {} VOCAB {} SPARSE user.country 16 HASH",
+        GENRES.len(),
+        GENRES.join(",")
+    );
+    let v: Value = redis::cmd("RECSYS.MODEL.SET")
+        .arg("demo:movies")
+        .arg("ctr")
+        .arg("DLRM")
+        .arg(weights)
+        .arg("SCHEMA")
+        .arg(&schema)
+        .query(c)?;
+    show(
+        "a click-through model (native DLRM, safetensors weights) with its feature schema",
+        &format!("RECSYS.MODEL.SET demo:movies ctr DLRM <safetensors> SCHEMA {schema}"),
+        &v,
+    );
+    let _: i64 = redis::cmd("HSET")
+        .arg("demo:user:1")
+        .arg("age")
+        .arg(41)
+        .arg("country")
+        .arg("fr")
+        .query(c)?;
+    println!("\n> HSET demo:user:1 age 41 country fr");
+    let v: Value = redis::cmd("RECSYS.RECOMMEND")
+        .arg("demo:movies")
+        .arg("demo:user:1")
+        .arg("K")
+        .arg(5)
+        .arg("CANDIDATES")
+        .arg(100)
+        .arg("RANK")
+        .arg("ctr")
+        .arg("WITHSCORES")
+        .query(c)?;
+    show(
+        "100 candidates scored by the model in one batch; best predicted click first",
+        "RECSYS.RECOMMEND demo:movies demo:user:1 K 5 CANDIDATES 100 RANK ctr WITHSCORES",
+        &v,
+    );
+    Ok(())
 }
 
 pub fn run(d: &Demo) -> Result<()> {
@@ -205,17 +262,20 @@ pub fn run(d: &Demo) -> Result<()> {
         "RECSYS.RECOMMEND demo:movies demo:user:new K 3",
         &v,
     );
+    rank_step(&mut c)?;
     let v: Value = redis::cmd("RECSYS.RECOMMEND")
         .arg("demo:movies")
         .arg("demo:user:1")
         .arg("K")
         .arg(3)
+        .arg("RANK")
+        .arg("ctr")
         .arg("EXPLAIN")
         .query(&mut c)?;
     if let Value::Array(a) = &v {
         show(
             "what each stage did",
-            "RECSYS.RECOMMEND demo:movies demo:user:1 K 3 EXPLAIN",
+            "RECSYS.RECOMMEND demo:movies demo:user:1 K 3 RANK ctr EXPLAIN",
             a.get(3).unwrap_or(&Value::Nil),
         );
     }

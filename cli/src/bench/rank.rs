@@ -310,11 +310,21 @@ fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
         );
     }
     for (name, _, _) in &models {
-        let info: redis::Value = redis::cmd("RECSYS.MODEL.INFO")
+        let info: Vec<redis::Value> = redis::cmd("RECSYS.MODEL.INFO")
             .arg("bench")
             .arg(*name)
             .query(&mut c)?;
-        println!("RECSYS.MODEL.INFO bench {name}: {info:?}");
+        let fields: Vec<String> = info
+            .chunks(2)
+            .filter_map(|p| {
+                let k: String = redis::from_redis_value(&p[0]).ok()?;
+                let v: String = redis::from_redis_value(&p[1]).ok()?;
+                ["device", "calls", "rows", "errors", "avg_us"]
+                    .contains(&k.as_str())
+                    .then(|| format!("{k}={v}"))
+            })
+            .collect();
+        println!("RECSYS.MODEL.INFO bench {name}: {}", fields.join(" "));
     }
     Ok(())
 }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU check of the native DLRM: CPU/GPU parity and throughput by batch
+# size, in one run on a lent GPU machine (the `device` tool: CUDA 13, no Rust).
+#
+#   here:   scripts/gpu-check.sh build
+#           (builds target/gpu-check-bin/recsys, stripped, x86-64)
+#   there:  device run, carry ["target/gpu-check-bin"], command
+#           "scripts/gpu-check.sh run", timeout_s 300
+#
+# `run` finds libcublas / libnvrtc (the NVIDIA pip wheels or a CUDA toolkit),
+# then runs `recsys bench rank --gpu on`: `on` fails unless the GPU path
+# starts, and the table has a "max abs diff CPU vs GPU" column. The output is
+# also written to $OUT/gpu-check.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+  build)
+    cargo build --profile gpu-check -p recsys-cli
+    mkdir -p target/gpu-check-bin
+    cp target/gpu-check/recsys target/gpu-check-bin/recsys
+    ls -la target/gpu-check-bin
+    ;;
+  run)
+    dirs=$( (find / -xdev \( -name 'libcublas.so*' -o -name 'libnvrtc.so*' -o -name 'libcuda.so*' \) 2>/dev/null || true) | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+    export LD_LIBRARY_PATH="${dirs}${LD_LIBRARY_PATH:-}"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+    out="${OUT:-/tmp}/gpu-check.txt"
+    target/gpu-check-bin/recsys bench rank --gpu on --redis false --calls 3000 \
+      --batches 1,64,1024,131072 2>&1 | tee "$out"
+    ;;
+  *)
+    echo "usage: scripts/gpu-check.sh build|run" >&2
+    exit 2
+    ;;
+esac
