@@ -4,7 +4,6 @@
 
 mod common;
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,15 +14,6 @@ use recsys::vector::to_fp32_blob;
 use redis::{Connection, Value};
 
 const DIM: usize = 16;
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn ort_lib() -> String {
     recsys_cli::server::require_onnxruntime()
@@ -37,17 +27,6 @@ fn ort_server(extra_args: &[&str], extra: &[&str]) -> RedisServer {
     let mut args = vec!["ORT_LIB", lib.as_str()];
     args.extend_from_slice(extra_args);
     server_with(&args, extra)
-}
-
-fn ranker_schema() -> String {
-    let mut t = String::new();
-    for i in 0..8 {
-        t += &format!("DENSE user.d{i} ");
-    }
-    for i in 0..8 {
-        t += &format!("SPARSE item.c{i} 100 ");
-    }
-    t.trim_end().to_string()
 }
 
 const TOWER_SCHEMA: &str = "DENSE user.age DENSE user.income SPARSE user.country 50 HASH";
@@ -110,6 +89,12 @@ fn set_model(
         cmd.arg(t);
     }
     cmd.query(c)
+}
+
+/// MODEL.SET that must succeed.
+fn set_ok(c: &mut Connection, name: &str, kind: &str, file: &str, role: &str, schema: &str) {
+    let reply = set_model(c, name, kind, file, role, schema).unwrap();
+    assert_eq!(text(reply), "OK", "MODEL.SET {name}");
 }
 
 fn user_features(seed: usize) -> Vec<(String, String)> {
@@ -183,24 +168,15 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
     let mut c = s.connection().unwrap();
     let (local, vs) = load(&mut c);
     let schema = ranker_schema();
-    assert_eq!(
-        text(
-            set_model(
-                &mut c,
-                "native",
-                "DLRM",
-                "dlrm_ranker.safetensors",
-                "RANK",
-                &schema
-            )
-            .unwrap()
-        ),
-        "OK"
+    set_ok(
+        &mut c,
+        "native",
+        "DLRM",
+        "dlrm_ranker.safetensors",
+        "RANK",
+        &schema,
     );
-    assert_eq!(
-        text(set_model(&mut c, "onnx", "ONNX", "dlrm_ranker.onnx", "RANK", &schema).unwrap()),
-        "OK"
-    );
+    set_ok(&mut c, "onnx", "ONNX", "dlrm_ranker.onnx", "RANK", &schema);
     let list: Value = cmd(&mut c, "RECSYS.MODEL.LIST cat").unwrap();
     let Value::Array(models) = &list else {
         panic!()
@@ -295,19 +271,13 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Replacing is atomic and visible; DEL removes.
-    assert_eq!(
-        text(
-            set_model(
-                &mut c,
-                "native",
-                "DLRM",
-                "dlrm_ranker.safetensors",
-                "RANK",
-                &schema
-            )
-            .unwrap()
-        ),
-        "OK"
+    set_ok(
+        &mut c,
+        "native",
+        "DLRM",
+        "dlrm_ranker.safetensors",
+        "RANK",
+        &schema,
     );
     assert_eq!(
         redis::from_redis_value::<i64>(&cmd(&mut c, "RECSYS.MODEL.DEL cat onnx").unwrap()).unwrap(),
@@ -326,19 +296,13 @@ fn query_tower_computes_the_user_vector() {
     let s = ort_server(&[], &[]);
     let mut c = s.connection().unwrap();
     let (local, vs) = load(&mut c);
-    assert_eq!(
-        text(
-            set_model(
-                &mut c,
-                "tower",
-                "ONNX",
-                "query_tower.onnx",
-                "QUERY",
-                TOWER_SCHEMA
-            )
-            .unwrap()
-        ),
-        "OK"
+    set_ok(
+        &mut c,
+        "tower",
+        "ONNX",
+        "query_tower.onnx",
+        "QUERY",
+        TOWER_SCHEMA,
     );
     let feats: Vec<(String, String)> = [("age", "0.7"), ("income", "-0.2"), ("country", "fr")]
         .iter()
@@ -400,19 +364,13 @@ fn query_tower_computes_the_user_vector() {
         e.to_string().contains("already has QUERY model 'tower'"),
         "{e}"
     );
-    assert_eq!(
-        text(
-            set_model(
-                &mut c,
-                "tower",
-                "DLRM",
-                "query_tower.safetensors",
-                "QUERY",
-                TOWER_SCHEMA
-            )
-            .unwrap()
-        ),
-        "OK"
+    set_ok(
+        &mut c,
+        "tower",
+        "DLRM",
+        "query_tower.safetensors",
+        "QUERY",
+        TOWER_SCHEMA,
     );
     assert_eq!(
         recommend(&mut c, "cat u:1 K 5")
@@ -583,19 +541,13 @@ fn bad_models_and_arguments_are_refused_with_the_reason() {
         "{e}"
     );
     // NaN scores are an error, not a silent order.
-    assert_eq!(
-        text(
-            set_model(
-                &mut c,
-                "sqrt",
-                "ONNX",
-                "nan_ranker.onnx",
-                "RANK",
-                "DENSE user.x"
-            )
-            .unwrap()
-        ),
-        "OK"
+    set_ok(
+        &mut c,
+        "sqrt",
+        "ONNX",
+        "nan_ranker.onnx",
+        "RANK",
+        "DENSE user.x",
     );
     cmd(&mut c, "HSET neg x -4").unwrap();
     cmd(&mut c, "HSET pos x 4").unwrap();
@@ -631,56 +583,41 @@ fn bad_models_and_arguments_are_refused_with_the_reason() {
 
 #[test]
 fn without_onnx_runtime_onnx_is_refused_and_the_rest_works() {
-    let s = server();
-    let mut c = s.connection().unwrap();
-    load(&mut c);
-    let e = set_model(
-        &mut c,
-        "onnx",
-        "ONNX",
-        "dlrm_ranker.onnx",
-        "RANK",
-        &ranker_schema(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("ONNX Runtime is not loaded: start the module with ORT_LIB"),
-        "{e}"
-    );
-    assert_eq!(
-        text(
-            set_model(
-                &mut c,
-                "native",
-                "DLRM",
-                "dlrm_ranker.safetensors",
-                "RANK",
-                &ranker_schema()
-            )
-            .unwrap()
+    // No ORT_LIB, then a path that does not load: ONNX is refused with the
+    // reason, native models and everything else work.
+    for (args, reason) in [
+        (
+            vec![],
+            "ONNX Runtime is not loaded: start the module with ORT_LIB",
         ),
-        "OK"
-    );
-    assert_eq!(recommend(&mut c, "cat u K 5 RANK native").len(), 5);
-    // A bad library path only disables ONNX, with the reason.
-    let s = server_with(&["ORT_LIB", "/nonexistent/libonnxruntime.so"], &[]);
-    let mut c = s.connection().unwrap();
-    load(&mut c);
-    let e = set_model(
-        &mut c,
-        "onnx",
-        "ONNX",
-        "dlrm_ranker.onnx",
-        "RANK",
-        &ranker_schema(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("/nonexistent/libonnxruntime.so does not exist"),
-        "{e}"
-    );
+        (
+            vec!["ORT_LIB", "/nonexistent/libonnxruntime.so"],
+            "/nonexistent/libonnxruntime.so does not exist",
+        ),
+    ] {
+        let s = server_with(&args, &[]);
+        let mut c = s.connection().unwrap();
+        load(&mut c);
+        let e = set_model(
+            &mut c,
+            "onnx",
+            "ONNX",
+            "dlrm_ranker.onnx",
+            "RANK",
+            &ranker_schema(),
+        );
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains(reason), "{e}");
+        set_ok(
+            &mut c,
+            "native",
+            "DLRM",
+            "dlrm_ranker.safetensors",
+            "RANK",
+            &ranker_schema(),
+        );
+        assert_eq!(recommend(&mut c, "cat u K 5 RANK native").len(), 5);
+    }
 }
 
 #[test]

@@ -2,31 +2,18 @@
 //! through ONNX Runtime agree; the committed fixtures are what the generator
 //! makes.
 
-use std::path::Path;
+mod common;
+use common::fixture;
 
-use recsys::rank::dlrm::Dlrm;
 use recsys::rank::schema::Batch;
 use recsys::rank::{onnx, Kind, Model, ModelSpec, Role};
 use recsys::synth::SplitMix;
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
 fn ranker_schema() -> Vec<String> {
-    let mut t = Vec::new();
-    for i in 0..8 {
-        t.extend(["DENSE".to_string(), format!("user.d{i}")]);
-    }
-    for i in 0..8 {
-        t.extend(["SPARSE".to_string(), format!("item.c{i}"), "100".into()]);
-    }
-    t
+    common::ranker_schema()
+        .split(' ')
+        .map(String::from)
+        .collect()
 }
 
 fn model(
@@ -204,5 +191,4 @@ fn onnx_mismatches_are_named() {
         })
         .unwrap_err();
     assert!(e.contains("candidate 1 as NaN"), "{e}");
-    let _ = Dlrm::generate; // the generator is also exercised above via fixtures
 }

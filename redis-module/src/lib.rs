@@ -5,7 +5,7 @@
 //! - [`commands`]: catalog commands (CREATE, ITEM.*, SEARCH, SIMILAR, INFO)
 //! - [`recommend`]: RECSYS.RECOMMEND and RECSYS.EVENT
 //! - [`plugins`]: RECSYS.PLUGIN.* and plugin persistence
-//! - [`models`]: RECSYS.MODEL.* (ranking and query models of a catalog)
+//! - [`models`]: the ranking and query models of a catalog (RECSYS.MODEL.*)
 //! - [`batch`]: RECSYS.BATCH and RECSYS.BATCH.STATUS (background jobs)
 //! - [`config`]: module arguments
 //! - [`datatype`]: the catalog data type (RDB, AOF, memory, copy, free)

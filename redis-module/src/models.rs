@@ -21,20 +21,6 @@ use crate::reply::Reply;
 use crate::util::{select_db, selected_db};
 use crate::workers::{spawn, Blocked};
 
-fn check_name(name: &str) -> CmdResult<()> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "model name must be 1..64 letters, digits, '_' or '-', got '{name}'"
-        ));
-    }
-    Ok(())
-}
-
 /// SCHEMA takes the rest of the arguments; each may hold several
 /// whitespace-separated tokens (`SCHEMA "DENSE user.age SPARSE item.genre 10"`).
 fn schema_tokens(a: &mut Args) -> CmdResult<Vec<String>> {
@@ -68,7 +54,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("catalog key")?;
     let name = a.next_str("model name")?.to_string();
-    check_name(&name)?;
+    crate::util::check_name("model", &name)?;
     let kind_text = a.next_str("model kind")?;
     let kind = Kind::parse(kind_text)
         .ok_or_else(|| format!("unknown model kind '{kind_text}', expected ONNX or DLRM"))?;

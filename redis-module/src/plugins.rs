@@ -51,20 +51,6 @@ pub fn get(name: &str) -> CmdResult<Arc<Plugin>> {
         .ok_or_else(|| format!("no plugin named '{name}' (load it with RECSYS.PLUGIN.LOAD)"))
 }
 
-fn check_name(name: &str) -> CmdResult<()> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(format!(
-            "plugin name must be 1..64 letters, digits, '_' or '-', got '{name}'"
-        ));
-    }
-    Ok(())
-}
-
 fn install(plugin: Plugin, replace: bool) -> CmdResult<()> {
     let mut reg = REGISTRY.write();
     if reg.contains_key(&plugin.name) && !replace {
@@ -81,7 +67,7 @@ fn install(plugin: Plugin, replace: bool) -> CmdResult<()> {
 pub fn load(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let name = a.next_str("plugin name")?.to_string();
-    check_name(&name)?;
+    crate::util::check_name("plugin", &name)?;
     let bytes = a.next_bytes("component bytes")?.to_vec();
     let mut replace = false;
     while a.has_more() {

@@ -26,3 +26,18 @@ pub fn select_db(ctx: &redis_module::Context, db: i32) {
         redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
     }
 }
+
+/// Checks a plugin or model name: 1..64 letters, digits, '_' or '-'.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name must be 1..64 letters, digits, '_' or '-', got '{name}'"
+        ))
+    }
+}

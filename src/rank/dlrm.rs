@@ -476,10 +476,9 @@ mod tests {
             let mut x = x;
             for (i, l) in layers.iter().enumerate() {
                 let mut y = l.bias.clone();
-                for o in 0..l.output {
-                    for k in 0..l.input {
-                        y[o] += l.weight[o * l.input + k] * x[k];
-                    }
+                for (o, yo) in y.iter_mut().enumerate() {
+                    let row = &l.weight[o * l.input..(o + 1) * l.input];
+                    *yo += row.iter().zip(&x).map(|(w, v)| w * v).sum::<f32>();
                 }
                 if i + 1 < layers.len() || last_relu {
                     y.iter_mut().for_each(|v| *v = v.max(0.0));

@@ -141,8 +141,8 @@ impl ModelStats {
 
 enum Engine {
     Native {
-        cpu: Dlrm,
-        gpu: Option<gpu::GpuDlrm>,
+        cpu: Box<Dlrm>,
+        gpu: Option<Box<gpu::GpuDlrm>>,
     },
     Onnx(OnnxModel),
 }
@@ -245,8 +245,11 @@ impl Model {
                         Role::Query => (dim, false),
                     };
                     let cpu = Dlrm::from_safetensors(&spec.bytes, dense, &cards, outputs, sigmoid)?;
-                    let gpu = gpu::upload(&cpu);
-                    Ok(Engine::Native { cpu, gpu })
+                    let gpu = gpu::upload(&cpu).map(Box::new);
+                    Ok(Engine::Native {
+                        cpu: Box::new(cpu),
+                        gpu,
+                    })
                 }
                 Kind::Onnx => OnnxModel::compile(&spec.bytes, dense, sparse, settings().sessions)
                     .map(Engine::Onnx),

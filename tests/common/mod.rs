@@ -101,3 +101,19 @@ pub fn info_field(c: &mut Connection, key: &str, field: &str) -> i64 {
     }
     panic!("no field {field} in RECSYS.INFO");
 }
+
+/// A file of tests/fixtures (generated ranking models).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The schema of the reference ranker fixture over the test catalogs: 8
+/// dense user features d0..d7, 8 item categorical attributes c0..c7 (0..99).
+pub fn ranker_schema() -> String {
+    let dense = (0..8).map(|i| format!("DENSE user.d{i}"));
+    let sparse = (0..8).map(|i| format!("SPARSE item.c{i} 100"));
+    dense.chain(sparse).collect::<Vec<_>>().join(" ")
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use recsys::plugin::{Host, Limits, PluginInput};
 
-use super::recommend::{load_shop, RecommendBench};
+use super::recommend::{load_shop, recommend_args, RecommendBench};
 use super::redis::{median_rate, redis_benchmark};
 use crate::server::RedisServer;
 
@@ -101,16 +101,7 @@ pub fn run(b: &PluginBench) -> Result<()> {
 
     let server = RedisServer::start(&[], &["--slowlog-log-slower-than", "-1"])?;
     let mut c = server.connection()?;
-    let shop = RecommendBench {
-        items: b.items,
-        users: b.users,
-        dim: 64,
-        history: 10,
-        clients: b.clients,
-        requests: b.requests,
-        repeats: b.repeats,
-        workers: None,
-    };
+    let shop = RecommendBench::shop(b.items, b.users, b.clients, b.requests, b.repeats);
     load_shop(&mut c, &shop)?;
     redis::cmd("RECSYS.PLUGIN.LOAD")
         .arg("nostock")
@@ -120,20 +111,7 @@ pub fn run(b: &PluginBench) -> Result<()> {
         .arg("boost")
         .arg(read("boost-sponsored")?)
         .query::<redis::Value>(&mut c)?;
-    let base: Vec<String> = [
-        "-r",
-        &b.users.to_string(),
-        "RECSYS.RECOMMEND",
-        "bench",
-        "user:__rand_int__",
-        "K",
-        "10",
-        "CANDIDATES",
-        "200",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let base = recommend_args(b.users, &[]);
     let mut with = base.clone();
     with.extend(
         [

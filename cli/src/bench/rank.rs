@@ -13,7 +13,7 @@ use recsys::rank::schema::Batch;
 use recsys::rank::{gpu, onnx, GpuMode, Kind, Model, ModelSpec, Role};
 use recsys::synth::SplitMix;
 
-use super::recommend::{load_shop, RecommendBench};
+use super::recommend::{load_shop, recommend_args, RecommendBench};
 use super::redis::{median_rate, redis_benchmark};
 use crate::server::{find_onnxruntime, RedisServer};
 
@@ -226,16 +226,7 @@ fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
     }
     let server = RedisServer::start(&args, &["--slowlog-log-slower-than", "-1"])?;
     let mut c = server.connection()?;
-    let shop = RecommendBench {
-        items: b.items,
-        users: b.users,
-        dim: 64,
-        history: 10,
-        clients: b.clients,
-        requests: b.requests,
-        repeats: b.repeats,
-        workers: None,
-    };
+    let shop = RecommendBench::shop(b.items, b.users, b.clients, b.requests, b.repeats);
     load_shop(&mut c, &shop)?;
     // User features for the ranker.
     let mut rng = SplitMix::new(11);
@@ -268,20 +259,7 @@ fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
             .arg(shop_schema());
         set.query::<()>(&mut c)?;
     }
-    let base: Vec<String> = [
-        "-r",
-        &b.users.to_string(),
-        "RECSYS.RECOMMEND",
-        "bench",
-        "user:__rand_int__",
-        "K",
-        "10",
-        "CANDIDATES",
-        "200",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let base = recommend_args(b.users, &[]);
     println!(
         "\n## RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, median of {}",
         b.items, b.users, b.clients, b.repeats

@@ -63,23 +63,7 @@ pub fn run(b: &RecommendBench) -> Result<()> {
 
     let n = |x: usize| x.to_string();
     let get = vec!["-t".to_string(), "get".to_string()];
-    let mut recommend: Vec<String> = vec!["-r".into(), n(b.users)];
-    recommend.extend(
-        [
-            "RECSYS.RECOMMEND",
-            "bench",
-            "user:__rand_int__",
-            "K",
-            "10",
-            "CANDIDATES",
-            "200",
-            "WHERE",
-            WHERE,
-            "EXCLUDE_SEEN",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    let recommend = recommend_args(b.users, &["WHERE", WHERE, "EXCLUDE_SEEN"]);
     let mut event: Vec<String> = vec![
         "-r".into(),
         n(b.items.min(b.users)),
@@ -210,6 +194,50 @@ fn explain_split(c: &mut redis::Connection, b: &RecommendBench) -> Result<()> {
         .collect();
     println!("| {} |", medians.join(" | "));
     Ok(())
+}
+
+/// redis-benchmark arguments for `RECSYS.RECOMMEND bench user:<random> K 10
+/// CANDIDATES 200` over `users` users, followed by `extra`.
+pub fn recommend_args(users: usize, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-r".into(), users.to_string()];
+    args.extend(
+        [
+            "RECSYS.RECOMMEND",
+            "bench",
+            "user:__rand_int__",
+            "K",
+            "10",
+            "CANDIDATES",
+            "200",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string()),
+    );
+    args
+}
+
+impl RecommendBench {
+    /// The shop of this benchmark with 64-d vectors and 10 events per user,
+    /// for the other benchmarks that run RECOMMEND.
+    pub fn shop(
+        items: usize,
+        users: usize,
+        clients: usize,
+        requests: usize,
+        repeats: usize,
+    ) -> Self {
+        RecommendBench {
+            items,
+            users,
+            dim: 64,
+            history: 10,
+            clients,
+            requests,
+            repeats,
+            workers: None,
+        }
+    }
 }
 
 /// The shop used by the RECOMMEND and plugin benchmarks: catalog "bench" with
