@@ -39,6 +39,7 @@ pub struct CatalogInfo {
     pub deleted_pending: usize,
     pub slots: usize,
     pub memory_bytes: usize,
+    pub models: usize,
 }
 
 pub struct Catalog {
@@ -320,6 +321,7 @@ impl Catalog {
             deleted_pending: self.index.deleted_pending(),
             slots: self.index.slots(),
             memory_bytes: self.memory_bytes(),
+            models: self.models.len(),
         }
     }
 

@@ -192,6 +192,8 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
     assert_eq!(text(field(&info, "schema")), schema);
     let info = cmd(&mut c, "RECSYS.MODEL.INFO cat onnx").unwrap();
     assert!(text(field(&info, "device")).starts_with("onnxruntime"));
+    assert_eq!(info_field(&mut c, "cat", "models"), 2);
+    let with_models = info_field(&mut c, "cat", "memory_bytes");
 
     let native_model = local_model(Kind::Dlrm, Role::Rank, "dlrm_ranker.safetensors", &schema);
     for u in 0..5 {
@@ -289,6 +291,8 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
     );
     let e = err_line(&mut c, "RECSYS.RECOMMEND cat u:0 RANK onnx");
     assert!(e.contains("no model named 'onnx'"), "{e}");
+    // Memory accounting follows the models.
+    assert!(info_field(&mut c, "cat", "memory_bytes") < with_models);
 }
 
 #[test]

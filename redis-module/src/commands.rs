@@ -350,6 +350,7 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         ),
         ("slots".into(), Reply::Int(i.slots as i64)),
         ("memory_bytes".into(), Reply::Int(i.memory_bytes as i64)),
+        ("models".into(), Reply::Int(i.models as i64)),
         (
             "distance_kernels".into(),
             Reply::Text(recsys_core::index::distance::kernel_name().into()),

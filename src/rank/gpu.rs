@@ -167,13 +167,15 @@ pub struct GpuDlrm {
     stream: Mutex<Stream>,
 }
 
-/// Copies a DLRM to the GPU when one is in use; `None` otherwise or on
-/// failure (logged by the caller through [`GpuDlrm::device_name`] absence).
-pub fn upload(m: &Dlrm) -> Option<GpuDlrm> {
-    let gpu = device()?;
+/// Copies a DLRM to the GPU when one is in use: `Ok(None)` without a GPU,
+/// `Err(why)` when the copy failed (the model then runs on the CPU).
+pub fn upload(m: &Dlrm) -> Result<Option<GpuDlrm>, String> {
+    let Some(gpu) = device() else {
+        return Ok(None);
+    };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| GpuDlrm::new(gpu, m)))
-        .ok()
-        .and_then(Result::ok)
+        .unwrap_or_else(|_| Err("CUDA panicked".into()))
+        .map(Some)
 }
 
 fn err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
@@ -182,6 +184,7 @@ fn err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
 
 impl GpuDlrm {
     fn new(gpu: Arc<Gpu>, m: &Dlrm) -> Result<GpuDlrm, String> {
+        gpu.ctx.bind_to_thread().map_err(err("context"))?;
         let stream = gpu.ctx.new_stream().map_err(err("stream"))?;
         let blas = CudaBlas::new(stream.clone()).map_err(err("cuBLAS"))?;
         let up = |v: &[f32]| stream.clone_htod(v).map_err(err("copy"));
@@ -279,6 +282,8 @@ impl GpuDlrm {
     /// Same contract as [`Dlrm::forward`].
     pub fn forward(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Result<Vec<f32>, String> {
         let s = self.stream.lock();
+        // Worker threads take turns: make this model's context current here.
+        self.gpu.ctx.bind_to_thread().map_err(err("context"))?;
         let n = rows;
         let mut x = if self.dense > 0 {
             s.stream.clone_htod(dense).map_err(err("copy"))?

@@ -142,7 +142,9 @@ impl ModelStats {
 enum Engine {
     Native {
         cpu: Box<Dlrm>,
-        gpu: Option<Box<gpu::GpuDlrm>>,
+        /// The GPU copy; `Err` says why the model stayed on the CPU
+        /// although a GPU is in use.
+        gpu: Result<Option<Box<gpu::GpuDlrm>>, String>,
     },
     Onnx(OnnxModel),
 }
@@ -245,7 +247,7 @@ impl Model {
                         Role::Query => (dim, false),
                     };
                     let cpu = Dlrm::from_safetensors(&spec.bytes, dense, &cards, outputs, sigmoid)?;
-                    let gpu = gpu::upload(&cpu).map(Box::new);
+                    let gpu = gpu::upload(&cpu).map(|g| g.map(Box::new));
                     Ok(Engine::Native {
                         cpu: Box::new(cpu),
                         gpu,
@@ -284,8 +286,11 @@ impl Model {
     /// Where it runs: "cpu", "gpu", "onnxruntime (cpu)" or "unavailable: why".
     pub fn device(&self) -> String {
         match &self.engine {
-            Ok(Engine::Native { gpu: Some(g), .. }) => format!("gpu ({})", g.device_name()),
-            Ok(Engine::Native { gpu: None, .. }) => "cpu".into(),
+            Ok(Engine::Native {
+                gpu: Ok(Some(g)), ..
+            }) => format!("gpu ({})", g.device_name()),
+            Ok(Engine::Native { gpu: Ok(None), .. }) => "cpu".into(),
+            Ok(Engine::Native { gpu: Err(e), .. }) => format!("cpu (the GPU copy failed: {e})"),
             Ok(Engine::Onnx(m)) => format!("onnxruntime cpu, {} sessions", m.sessions()),
             Err(e) => format!("unavailable: {e}"),
         }
@@ -304,8 +309,8 @@ impl Model {
         {
             Engine::Native { cpu, gpu } => {
                 let out = match gpu {
-                    Some(g) => g.forward(batch.rows, &batch.dense, &batch.sparse)?,
-                    None => cpu.forward(batch.rows, &batch.dense, &batch.sparse),
+                    Ok(Some(g)) => g.forward(batch.rows, &batch.dense, &batch.sparse)?,
+                    _ => cpu.forward(batch.rows, &batch.dense, &batch.sparse),
                 };
                 Ok((vec![batch.rows, cpu.outputs()], out))
             }
