@@ -350,8 +350,20 @@ impl Catalog {
         })
     }
 
-    /// Serializes the catalog (graph included).
+    /// A deep copy (COPY): items and graph through the encoding, the models
+    /// shared (they are immutable; sharing skips recompiling them).
+    pub fn duplicate(&self) -> Result<Catalog, String> {
+        let mut copy = Catalog::decode(&self.encode_parts(false))?;
+        copy.models = self.models.clone();
+        Ok(copy)
+    }
+
+    /// Serializes the catalog (graph and models included).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_parts(true)
+    }
+
+    fn encode_parts(&self, with_models: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.memory_bytes() + 64);
         snapshot::encode(&self.index, &mut out);
         let mut w = Writer(&mut out);
@@ -374,7 +386,7 @@ impl Catalog {
             w.u32(s);
             w.bytes(&[self.pop(s)]);
         }
-        if !self.models.is_empty() {
+        if with_models && !self.models.is_empty() {
             w.u32(MODELS_TAG);
             self.models.encode(&mut w);
         }

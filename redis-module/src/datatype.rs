@@ -230,8 +230,7 @@ unsafe extern "C" fn copy(
     _to: *mut raw::RedisModuleString,
     value: *const c_void,
 ) -> *mut c_void {
-    let bytes = value_ref(value as *mut c_void).0.read().encode();
-    match Catalog::decode(&bytes) {
+    match value_ref(value as *mut c_void).0.read().duplicate() {
         Ok(c) => into_raw(c),
         Err(_) => std::ptr::null_mut(),
     }

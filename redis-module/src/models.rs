@@ -207,6 +207,10 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         ("rows".into(), Reply::Int(load(&m.stats.rows))),
         ("errors".into(), Reply::Int(load(&m.stats.errors))),
         (
+            "gpu_fallbacks".into(),
+            Reply::Int(load(&m.stats.gpu_fallbacks)),
+        ),
+        (
             "avg_us".into(),
             Reply::Int(load(&m.stats.micros).checked_div(calls).unwrap_or(0)),
         ),

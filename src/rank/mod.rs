@@ -129,11 +129,19 @@ pub struct ModelStats {
     pub rows: AtomicU64,
     pub errors: AtomicU64,
     pub micros: AtomicU64,
+    /// Calls the GPU failed and the CPU served.
+    pub gpu_fallbacks: AtomicU64,
 }
 
 impl ModelStats {
     fn reset(&self) {
-        for c in [&self.calls, &self.rows, &self.errors, &self.micros] {
+        for c in [
+            &self.calls,
+            &self.rows,
+            &self.errors,
+            &self.micros,
+            &self.gpu_fallbacks,
+        ] {
             c.store(0, Relaxed);
         }
     }
@@ -283,7 +291,8 @@ impl Model {
         Ok(())
     }
 
-    /// Where it runs: "cpu", "gpu", "onnxruntime (cpu)" or "unavailable: why".
+    /// Where it runs: "cpu", "gpu (name)", "cpu (the GPU copy failed: why)",
+    /// "onnxruntime cpu, n sessions" or "unavailable: why".
     pub fn device(&self) -> String {
         match &self.engine {
             Ok(Engine::Native {
@@ -308,9 +317,19 @@ impl Model {
             .map_err(|e| format!("model '{}' cannot run: {e}", self.spec.name))?
         {
             Engine::Native { cpu, gpu } => {
-                let out = match gpu {
-                    Ok(Some(g)) => g.forward(batch.rows, &batch.dense, &batch.sparse)?,
-                    _ => cpu.forward(batch.rows, &batch.dense, &batch.sparse),
+                let on_gpu = match gpu {
+                    Ok(Some(g)) => Some(g.forward(batch.rows, &batch.dense, &batch.sparse)),
+                    _ => None,
+                };
+                let out = match on_gpu {
+                    Some(Ok(out)) => out,
+                    // A GPU failure (out of memory, a lost device) is served
+                    // by the CPU copy, and counted.
+                    Some(Err(_)) => {
+                        self.stats.gpu_fallbacks.fetch_add(1, Relaxed);
+                        cpu.forward(batch.rows, &batch.dense, &batch.sparse)
+                    }
+                    None => cpu.forward(batch.rows, &batch.dense, &batch.sparse),
                 };
                 Ok((vec![batch.rows, cpu.outputs()], out))
             }
@@ -318,16 +337,14 @@ impl Model {
         }
     }
 
-    /// Runs a batch; checks the output has one value per row (RANK) or one
-    /// vector (QUERY).
+    /// Runs a batch and counts the call; checks a RANK model gives one value
+    /// per row.
     fn run(&self, batch: &Batch) -> Result<Vec<f32>, String> {
         let t = std::time::Instant::now();
         let result = self.run_raw(batch).and_then(|(shape, out)| {
-            let expected = match self.spec.role {
-                Role::Rank => batch.rows,
-                Role::Query => out.len().max(1),
-            };
-            if out.len() != expected || (self.spec.role == Role::Rank && shape.iter().filter(|&&d| d != 1).count() > 1) {
+            // A QUERY model's width was checked when it was built.
+            let scores_shape = out.len() == batch.rows && shape.iter().filter(|&&d| d != 1).count() <= 1;
+            if self.spec.role == Role::Rank && !scores_shape {
                 return Err(format!(
                     "model '{}' output has shape {shape:?}; a RANK model must output [n] or [n, 1] scores",
                     self.spec.name
