@@ -21,8 +21,10 @@ case "${1:-}" in
     ls -la target/gpu-check-bin
     ;;
   run)
-    dirs=$( (find / -xdev \( -name 'libcublas.so*' -o -name 'libnvrtc.so*' -o -name 'libcuda.so*' \) 2>/dev/null || true) | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+    roots=(/usr /opt /lib /root)
+    dirs=$( (find "${roots[@]}" -xdev \( -name 'libcublas.so*' -o -name 'libnvrtc.so*' -o -name 'libcuda.so*' \) 2>/dev/null || true) | xargs -r -n1 dirname | sort -u | tr '\n' ':')
     export LD_LIBRARY_PATH="${dirs}${LD_LIBRARY_PATH:-}"
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
     out="${OUT:-/tmp}/gpu-check.txt"
     target/gpu-check-bin/recsys bench rank --gpu on --redis false --calls 3000 \
