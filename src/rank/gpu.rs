@@ -118,6 +118,10 @@ fn open() -> Result<Gpu, String> {
     }
     std::panic::catch_unwind(|| -> Result<Gpu, String> {
         let ctx = CudaContext::new(0).map_err(|e| format!("cannot open GPU 0: {e:?}"))?;
+        // Each model works on its own stream and synchronizes it before
+        // returning, so cross-stream event tracking is pure overhead.
+        // SAFETY: no slice is shared between streams (see above).
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let ptx = cudarc::nvrtc::compile_ptx(KERNELS).map_err(|e| format!("NVRTC: {e:?}"))?;
         let module = ctx
@@ -145,9 +149,19 @@ struct DeviceLinear {
     bias: CudaSlice<f32>,
 }
 
+/// Device buffers reused by every call: the activations ping-pong between
+/// `a` and `b` (each `rows x widest`), the ids live in `ids`.
+struct Buffers {
+    rows: usize,
+    a: CudaSlice<f32>,
+    b: CudaSlice<f32>,
+    ids: CudaSlice<i64>,
+}
+
 struct Stream {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    buffers: Option<Buffers>,
 }
 
 /// A DLRM's weights on the GPU.
@@ -162,6 +176,8 @@ pub struct GpuDlrm {
     bottom: Vec<DeviceLinear>,
     top: Vec<DeviceLinear>,
     width: usize,
+    /// The widest activation: inputs, any layer's output, the interaction.
+    widest: usize,
     sigmoid: bool,
     outputs: usize,
     stream: Mutex<Stream>,
@@ -225,9 +241,21 @@ impl GpuDlrm {
             bottom: layers(&m.bottom)?,
             top: layers(&m.top)?,
             width: m.interaction_width(),
+            widest: m
+                .bottom
+                .iter()
+                .chain(&m.top)
+                .map(|l| l.output)
+                .chain([m.dense_inputs, m.interaction_width()])
+                .max()
+                .unwrap_or(1),
             sigmoid: m.sigmoid,
             outputs: m.outputs(),
-            stream: Mutex::new(Stream { stream, blas }),
+            stream: Mutex::new(Stream {
+                stream,
+                blas,
+                buffers: None,
+            }),
             gpu,
         })
     }
@@ -236,19 +264,16 @@ impl GpuDlrm {
         &self.gpu.name
     }
 
-    /// `y = act(x · Wᵀ + b)` for `n` rows.
+    /// `y = act(x · Wᵀ + b)` for `n` rows (x and y may be longer).
     fn linear(
         &self,
         s: &Stream,
         l: &DeviceLinear,
         n: usize,
         x: &CudaSlice<f32>,
+        y: &mut CudaSlice<f32>,
         act: i32,
-    ) -> Result<CudaSlice<f32>, String> {
-        let mut y = s
-            .stream
-            .alloc_zeros::<f32>(n * l.output)
-            .map_err(err("alloc"))?;
+    ) -> Result<(), String> {
         let cfg = GemmConfig {
             transa: cublasOperation_t::CUBLAS_OP_T,
             transb: cublasOperation_t::CUBLAS_OP_N,
@@ -262,46 +287,70 @@ impl GpuDlrm {
             ldc: l.output as i32,
         };
         // SAFETY: W is out x in row-major (= in x out column-major, read
-        // transposed), x is n x in row-major (= in x n column-major), y is
-        // n x out row-major (= out x n column-major): sizes match the config.
-        unsafe { s.blas.gemm(cfg, &l.weight, x, &mut y) }.map_err(err("SGEMM"))?;
+        // transposed), x holds n x in row-major (= in x n column-major), y
+        // holds n x out row-major (= out x n column-major); the buffers are
+        // at least that long (rows x widest).
+        unsafe { s.blas.gemm(cfg, &l.weight, x, y) }.map_err(err("SGEMM"))?;
         let (rows, cols) = (n as i32, l.output as i32);
         let mut launch = s.stream.launch_builder(&self.gpu.bias_act);
-        launch
-            .arg(&mut y)
-            .arg(&l.bias)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&act);
-        // SAFETY: the kernel reads rows*cols values of y and cols of b.
+        launch.arg(y).arg(&l.bias).arg(&rows).arg(&cols).arg(&act);
+        // SAFETY: the kernel touches rows*cols values of y and cols of b.
         unsafe { launch.launch(LaunchConfig::for_num_elems((n * l.output) as u32)) }
             .map_err(err("kernel"))?;
-        Ok(y)
+        Ok(())
     }
 
     /// Same contract as [`Dlrm::forward`].
     pub fn forward(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Result<Vec<f32>, String> {
-        let s = self.stream.lock();
+        let mut guard = self.stream.lock();
+        let s = &mut *guard;
         // Worker threads take turns: make this model's context current here.
         self.gpu.ctx.bind_to_thread().map_err(err("context"))?;
-        let n = rows;
-        let mut x = if self.dense > 0 {
-            s.stream.clone_htod(dense).map_err(err("copy"))?
-        } else {
-            s.stream.alloc_zeros::<f32>(1).map_err(err("alloc"))?
-        };
-        for l in &self.bottom {
-            x = self.linear(&s, l, n, &x, 1)?;
+        if rows == 0 {
+            return Ok(Vec::new());
         }
-        let ids = if self.sparse_width > 0 {
-            s.stream.clone_htod(sparse).map_err(err("copy"))?
-        } else {
-            s.stream.alloc_zeros::<i64>(1).map_err(err("alloc"))?
-        };
-        let mut z = s
-            .stream
-            .alloc_zeros::<f32>(n * self.width)
-            .map_err(err("alloc"))?;
+        let n = rows;
+        if s.buffers.as_ref().is_none_or(|b| b.rows < n) {
+            let cap = n.next_power_of_two().max(256);
+            // SAFETY: every value is written (copy, GEMM with beta 0, the
+            // interaction kernel) before it is read.
+            let alloc = |len: usize| unsafe { s.stream.alloc::<f32>(len) }.map_err(err("alloc"));
+            s.buffers = Some(Buffers {
+                rows: cap,
+                a: alloc(cap * self.widest)?,
+                b: alloc(cap * self.widest)?,
+                ids: unsafe { s.stream.alloc::<i64>(cap * self.sparse_width.max(1)) }
+                    .map_err(err("alloc"))?,
+            });
+        }
+        let mut buf = s.buffers.take().ok_or("GPU buffers missing")?;
+        let result = self.run_on(s, &mut buf, rows, dense, sparse);
+        s.buffers = Some(buf);
+        result
+    }
+
+    fn run_on(
+        &self,
+        s: &Stream,
+        buf: &mut Buffers,
+        n: usize,
+        dense: &[f32],
+        sparse: &[i64],
+    ) -> Result<Vec<f32>, String> {
+        if self.dense > 0 {
+            s.stream
+                .memcpy_htod(dense, &mut buf.a)
+                .map_err(err("copy"))?;
+        }
+        if self.sparse_width > 0 {
+            s.stream
+                .memcpy_htod(sparse, &mut buf.ids)
+                .map_err(err("copy"))?;
+        }
+        for l in &self.bottom {
+            self.linear(s, l, n, &buf.a, &mut buf.b, 1)?;
+            std::mem::swap(&mut buf.a, &mut buf.b);
+        }
         let (ni, si, di, hb, wi) = (
             n as i32,
             self.sparse_width as i32,
@@ -311,20 +360,21 @@ impl GpuDlrm {
         );
         let mut launch = s.stream.launch_builder(&self.gpu.interact);
         launch
-            .arg(&x)
+            .arg(&buf.a)
             .arg(&self.tables)
             .arg(&self.offsets)
             .arg(&self.table_rows)
-            .arg(&ids)
-            .arg(&mut z)
+            .arg(&buf.ids)
+            .arg(&mut buf.b)
             .arg(&ni)
             .arg(&si)
             .arg(&di)
             .arg(&hb)
             .arg(&wi);
-        // SAFETY: buffers have the sizes the kernel indexes (n rows).
+        // SAFETY: the buffers hold n rows of the widths the kernel indexes.
         unsafe { launch.launch(LaunchConfig::for_num_elems((n * self.width) as u32)) }
             .map_err(err("kernel"))?;
+        std::mem::swap(&mut buf.a, &mut buf.b);
         let last = self.top.len() - 1;
         for (i, l) in self.top.iter().enumerate() {
             let act = if i < last {
@@ -334,10 +384,14 @@ impl GpuDlrm {
             } else {
                 0
             };
-            z = self.linear(&s, l, n, &z, act)?;
+            self.linear(s, l, n, &buf.a, &mut buf.b, act)?;
+            std::mem::swap(&mut buf.a, &mut buf.b);
         }
-        let out = s.stream.clone_dtoh(&z).map_err(err("copy back"))?;
-        debug_assert_eq!(out.len(), n * self.outputs);
+        let mut out = vec![0f32; n * self.outputs];
+        s.stream
+            .memcpy_dtoh(&buf.a.slice(..n * self.outputs), &mut out)
+            .map_err(err("copy back"))?;
+        s.stream.synchronize().map_err(err("synchronize"))?;
         Ok(out)
     }
 }
