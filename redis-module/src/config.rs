@@ -18,6 +18,8 @@ pub struct Config {
     pub gpu: recsys_core::rank::GpuMode,
     /// Largest model MODEL.SET accepts, in bytes.
     pub model_max_bytes: usize,
+    /// Smaller batches of a GPU model run on its CPU copy.
+    pub gpu_min_rows: usize,
 }
 
 static CONFIG: OnceCell<Config> = OnceCell::new();
@@ -35,6 +37,7 @@ fn defaults() -> Config {
         ort_lib: None,
         gpu: recsys_core::rank::GpuMode::Auto,
         model_max_bytes: recsys_core::rank::Settings::default().max_bytes,
+        gpu_min_rows: recsys_core::rank::Settings::default().gpu_min_rows,
     }
 }
 
@@ -81,10 +84,11 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
                     _ => return Err(format!("GPU must be auto, on or off, got '{value}'")),
                 }
             }
+            "GPU_MIN_ROWS" => c.gpu_min_rows = int_arg("GPU_MIN_ROWS", value, 0, 1 << 24)?,
             "MODEL_MAX_MB" => c.model_max_bytes = int_arg("MODEL_MAX_MB", value, 1, 1 << 16)? << 20,
             other => {
                 return Err(format!(
-                    "unknown module argument '{other}', expected WORKERS, HISTORY, PLUGIN_MEMORY_MB, PLUGIN_STACK_KB, PLUGIN_TIMEOUT_MS, PLUGIN_MAX_KB, ORT_LIB, GPU or MODEL_MAX_MB"
+                    "unknown module argument '{other}', expected WORKERS, HISTORY, PLUGIN_MEMORY_MB, PLUGIN_STACK_KB, PLUGIN_TIMEOUT_MS, PLUGIN_MAX_KB, ORT_LIB, GPU, GPU_MIN_ROWS or MODEL_MAX_MB"
                 ))
             }
         }

@@ -61,6 +61,7 @@ fn start_ranking(ctx: &Context, a: &config::Config) -> Result<(), String> {
     rank::configure(rank::Settings {
         sessions: a.workers,
         max_bytes: a.model_max_bytes,
+        gpu_min_rows: a.gpu_min_rows,
     });
     match &a.ort_lib {
         Some(lib) => match rank::onnx::init(lib) {

@@ -90,6 +90,11 @@ pub struct Settings {
     pub sessions: usize,
     /// Largest model accepted, in bytes.
     pub max_bytes: usize,
+    /// Batches smaller than this run on the CPU copy of a GPU model: a GPU
+    /// call costs ~70 µs whatever its size (H200: batch 1 in 72 µs on the
+    /// GPU vs 11 µs on one core, batch 64 in 83 vs 47, batch 200 in 86 vs
+    /// 150+; docs/benchmarks.md).
+    pub gpu_min_rows: usize,
 }
 
 impl Default for Settings {
@@ -97,6 +102,7 @@ impl Default for Settings {
         Settings {
             sessions: 2,
             max_bytes: 256 << 20,
+            gpu_min_rows: 128,
         }
     }
 }
@@ -318,7 +324,9 @@ impl Model {
         {
             Engine::Native { cpu, gpu } => {
                 let on_gpu = match gpu {
-                    Ok(Some(g)) => Some(g.forward(batch.rows, &batch.dense, &batch.sparse)),
+                    Ok(Some(g)) if batch.rows >= settings().gpu_min_rows => {
+                        Some(g.forward(batch.rows, &batch.dense, &batch.sparse))
+                    }
                     _ => None,
                 };
                 let out = match on_gpu {

@@ -114,8 +114,11 @@ pub fn run(b: &RankBench) -> Result<()> {
         other => return Err(anyhow!("--gpu must be auto, on or off, got {other}")),
     };
     // The CPU engines first: models built after gpu::init would land on it.
+    // One ONNX session (one thread); the GPU column measures the GPU at
+    // every batch size (the module sends small batches to the CPU).
     recsys::rank::configure(recsys::rank::Settings {
         sessions: 1,
+        gpu_min_rows: 0,
         ..Default::default()
     });
     let read = |name: &str| {
