@@ -223,7 +223,9 @@ pub fn run(b: &RankBench) -> Result<()> {
 /// RECOMMEND K=10 CANDIDATES 200 with RANK (native, ONNX) and without.
 fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
     let lib = find_onnxruntime().map(|p| p.display().to_string());
-    let mut args: Vec<&str> = vec!["GPU", "off"];
+    // The same GPU mode as the in-process part: on a GPU machine the
+    // module's DLRM runs there (batches of 200 >= GPU_MIN_ROWS).
+    let mut args: Vec<&str> = vec!["GPU", b.gpu.as_str()];
     if let Some(l) = &lib {
         args.extend(["ORT_LIB", l.as_str()]);
     }
@@ -264,8 +266,8 @@ fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
     }
     let base = recommend_args(b.users, &[]);
     println!(
-        "\n## RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, median of {}",
-        b.items, b.users, b.clients, b.repeats
+        "\n## RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, median of {}, module GPU {}",
+        b.items, b.users, b.clients, b.repeats, b.gpu
     );
     println!("| request | req/s | p50 ms | p99 ms | vs no model |");
     println!("|---|---:|---:|---:|---:|");
