@@ -11,7 +11,11 @@ Needs numpy and onnx (pip install onnx numpy). Writes:
 - query_tower.onnx: the query tower (same weights as
   query_tower.safetensors), output vector [n, 16];
 - nan_ranker.onnx: score = sqrt(dense[:, 0]), NaN for negative inputs
-  (tests that NaN scores are errors).
+  (tests that NaN scores are errors);
+- classifier.onnx: shaped like an XGBoost / scikit-learn classifier export:
+  one float input named "input" [n, 3], outputs "label" int64 [n] and
+  "probabilities" float [n, 2] = softmax(input @ W.T + b) with the W and b
+  below (tests binding by type and two-class outputs).
 The graphs follow the native DLRM exactly (src/rank/dlrm.rs): bottom MLP with
 ReLU after every layer, interaction vectors [bottom, emb.0, ...], pairs (i, j)
 with j < i in row-major order, top MLP with ReLU between layers.
@@ -129,6 +133,31 @@ def nan_ranker():
     return finish(graph)
 
 
+CLASSIFIER_W = [[0.5, -1.0, 2.0], [-0.5, 1.0, -2.0]]
+CLASSIFIER_B = [0.1, -0.1]
+
+
+def classifier():
+    w = numpy_helper.from_array(np.array(CLASSIFIER_W, dtype=np.float32), "W")
+    b = numpy_helper.from_array(np.array(CLASSIFIER_B, dtype=np.float32), "B")
+    nodes = [
+        helper.make_node("Gemm", ["input", "W", "B"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["n"]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 2]),
+        ],
+        [w, b],
+    )
+    return finish(graph)
+
+
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")
     ranker = read_safetensors(out / "dlrm_ranker.safetensors")
@@ -136,7 +165,8 @@ def main():
     tower = read_safetensors(out / "query_tower.safetensors")
     onnx.save(dlrm_graph(tower, "query_tower", 2, 1, False, "vector"), out / "query_tower.onnx")
     onnx.save(nan_ranker(), out / "nan_ranker.onnx")
-    for f in ["dlrm_ranker.onnx", "query_tower.onnx", "nan_ranker.onnx"]:
+    onnx.save(classifier(), out / "classifier.onnx")
+    for f in ["dlrm_ranker.onnx", "query_tower.onnx", "nan_ranker.onnx", "classifier.onnx"]:
         print("wrote", out / f)
 
 

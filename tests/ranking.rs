@@ -192,3 +192,54 @@ fn onnx_mismatches_are_named() {
         .unwrap_err();
     assert!(e.contains("candidate 1 as NaN"), "{e}");
 }
+
+#[test]
+fn classifier_exports_bind_by_type_and_rank_by_the_positive_class() {
+    init_ort();
+    // classifier.onnx: input "input" float [n, 3]; outputs "label" (int64)
+    // and "probabilities" [n, 2] = softmax(x W^T + b), W and b from
+    // scripts/make_onnx_fixtures.py. So p1 = sigmoid(-a + 2 p - 4 s - 0.2).
+    let schema: Vec<String> = "DENSE user.a DENSE item.price DENSE score"
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let m = model(Kind::Onnx, Role::Rank, "classifier.onnx", schema, 4).unwrap();
+    let rows = [[0.0f32, 0.0, 0.0], [1.0, 2.0, 0.5], [-1.0, 0.3, -0.2]];
+    let batch = Batch {
+        rows: 3,
+        dense: rows.concat(),
+        sparse: vec![],
+    };
+    let got = m.score_batch(&batch).unwrap();
+    for (r, g) in rows.iter().zip(&got) {
+        let want = 1.0 / (1.0 + (-(-r[0] + 2.0 * r[1] - 4.0 * r[2] - 0.2)).exp());
+        assert!((g - want).abs() < 1e-5, "{g} vs {want}");
+    }
+    let e = model(
+        Kind::Onnx,
+        Role::Rank,
+        "classifier.onnx",
+        "DENSE user.a DENSE user.b DENSE score SPARSE item.c 10"
+            .split(' ')
+            .map(String::from)
+            .collect(),
+        4,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("1 SPARSE features but the model has no 'sparse' input"),
+        "{e}"
+    );
+    let e = model(
+        Kind::Onnx,
+        Role::Rank,
+        "classifier.onnx",
+        vec!["DENSE".into(), "user.a".into()],
+        4,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("model input 'input' is Float32 [-1, 3], the schema gives Float32 [n, 1]"),
+        "{e}"
+    );
+}

@@ -349,12 +349,18 @@ impl Model {
     /// per row.
     fn run(&self, batch: &Batch) -> Result<Vec<f32>, String> {
         let t = std::time::Instant::now();
-        let result = self.run_raw(batch).and_then(|(shape, out)| {
+        let result = self.run_raw(batch).and_then(|(shape, mut out)| {
+            // Two-class probabilities (classifier exports): the positive class.
+            let two_class = self.spec.role == Role::Rank && shape == [batch.rows, 2];
+            if two_class {
+                out = out.chunks_exact(2).map(|p| p[1]).collect();
+            }
             // A QUERY model's width was checked when it was built.
-            let scores_shape = out.len() == batch.rows && shape.iter().filter(|&&d| d != 1).count() <= 1;
+            let scores_shape = two_class
+                || (out.len() == batch.rows && shape.iter().filter(|&&d| d != 1).count() <= 1);
             if self.spec.role == Role::Rank && !scores_shape {
                 return Err(format!(
-                    "model '{}' output has shape {shape:?}; a RANK model must output [n] or [n, 1] scores",
+                    "model '{}' output has shape {shape:?}; a RANK model must output [n] or [n, 1] scores, or [n, 2] two-class probabilities",
                     self.spec.name
                 ));
             }

@@ -4,8 +4,10 @@
 //!
 //! Input convention: a float32 input named `dense` (`[n, #DENSE]`) and an
 //! int64 input named `sparse` (`[n, #SPARSE]`), each present exactly when the
-//! schema declares such features; the first output is the score (`[n]` or
-//! `[n, 1]`) or, for a query tower, the user vector (`[1, DIM]`).
+//! schema declares such features (a single float32 or int64 input of another
+//! name is bound by its type); the first float32 output is the score (`[n]`,
+//! `[n, 1]`, or two-class probabilities `[n, 2]`) or, for a query tower, the
+//! user vector (`[1, DIM]`).
 //!
 //! A session runs with one intra-op thread; a model keeps one session per
 //! worker so concurrent requests do not queue on one lock.
@@ -60,9 +62,62 @@ pub fn status() -> Result<(), String> {
 /// One compiled ONNX model.
 pub struct OnnxModel {
     sessions: Vec<Mutex<Session>>,
-    has_dense: bool,
-    has_sparse: bool,
+    /// The model inputs that receive the dense and sparse features.
+    dense_input: Option<String>,
+    sparse_input: Option<String>,
     output: String,
+}
+
+/// Binds the model's inputs to the schema's dense and sparse features: by
+/// name (`dense`, `sparse`), else by element type when that is unambiguous
+/// (one float32 input takes the dense features, e.g. `input` of an XGBoost
+/// or scikit-learn export; one int64 input the sparse ones). Every input must
+/// be bound, with the width the schema gives.
+fn bind_inputs(
+    session: &Session,
+    dense: usize,
+    sparse: usize,
+) -> Result<(Option<String>, Option<String>), String> {
+    let inputs = session.inputs();
+    let named = |n: &str| inputs.iter().find(|i| i.name() == n);
+    let of_type = |ty: TensorElementType| {
+        let others: Vec<_> = inputs
+            .iter()
+            .filter(|i| {
+                i.name() != "dense" && i.name() != "sparse" && i.dtype().tensor_type() == Some(ty)
+            })
+            .collect();
+        (others.len() == 1).then(|| others[0])
+    };
+    let dense_in = named("dense").or_else(|| of_type(TensorElementType::Float32));
+    let sparse_in = named("sparse").or_else(|| of_type(TensorElementType::Int64));
+    for (role, input, ty, width) in [
+        ("dense", dense_in, TensorElementType::Float32, dense),
+        ("sparse", sparse_in, TensorElementType::Int64, sparse),
+    ] {
+        match input {
+            Some(i) => check_input(i.name(), role, i.dtype(), ty, width)?,
+            None if width > 0 => {
+                return Err(format!(
+                    "the schema declares {width} {} features but the model has no '{role}' input (nor a single {ty:?} input to take them)",
+                    role.to_ascii_uppercase()
+                ))
+            }
+            None => {}
+        }
+    }
+    let bound = [dense_in.map(|i| i.name()), sparse_in.map(|i| i.name())];
+    if let Some(extra) = inputs.iter().find(|i| !bound.contains(&Some(i.name()))) {
+        return Err(format!(
+            "model input '{}' ({}) is not one the schema provides: expected 'dense' (float32 [n, {dense}]) and/or 'sparse' (int64 [n, {sparse}])",
+            extra.name(),
+            describe(extra.dtype())
+        ));
+    }
+    Ok((
+        dense_in.map(|i| i.name().to_string()),
+        sparse_in.map(|i| i.name().to_string()),
+    ))
 }
 
 fn describe(t: &ValueType) -> String {
@@ -72,9 +127,11 @@ fn describe(t: &ValueType) -> String {
     }
 }
 
-/// Checks an input declared by the model against what the schema provides.
+/// Checks an input declared by the model against what the schema provides
+/// for `role` (dense or sparse).
 fn check_input(
     name: &str,
+    role: &str,
     t: &ValueType,
     ty: TensorElementType,
     width: usize,
@@ -83,7 +140,7 @@ fn check_input(
         return Err(format!(
             "the model has a '{name}' input ({}) but the schema declares no {} features",
             describe(t),
-            name.to_ascii_uppercase()
+            role.to_ascii_uppercase()
         ));
     }
     let shape = t.tensor_shape().map(|s| s.to_vec());
@@ -125,49 +182,34 @@ impl OnnxModel {
                 .map_err(|e| format!("ONNX Runtime refused the model: {e}"))
         };
         let first = build()?;
-        let mut has = (false, false);
-        for input in first.inputs() {
-            match input.name() {
-                "dense" => {
-                    check_input("dense", input.dtype(), TensorElementType::Float32, dense)?;
-                    has.0 = true;
-                }
-                "sparse" => {
-                    check_input("sparse", input.dtype(), TensorElementType::Int64, sparse)?;
-                    has.1 = true;
-                }
-                other => {
-                    return Err(format!(
-                        "model input '{other}' ({}) is not one the schema provides: expected 'dense' (float32 [n, {dense}]) and/or 'sparse' (int64 [n, {sparse}])",
-                        describe(input.dtype())
-                    ))
-                }
-            }
-        }
-        if has.0 != (dense > 0) || has.1 != (sparse > 0) {
-            return Err(format!(
-                "the schema declares {dense} DENSE and {sparse} SPARSE features, but the model {} a 'dense' input and {} a 'sparse' input",
-                if has.0 { "has" } else { "lacks" },
-                if has.1 { "has" } else { "lacks" }
-            ));
-        }
-        let output = first.outputs().first().ok_or("the model has no outputs")?;
-        if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
-            return Err(format!(
-                "model output '{}' is {}, expected float32",
-                output.name(),
-                describe(output.dtype())
-            ));
-        }
-        let output = output.name().to_string();
+        let (dense_input, sparse_input) = bind_inputs(&first, dense, sparse)?;
+        // The first float32 tensor output (classifier exports put an int64
+        // label first and the probabilities second).
+        let output = first
+            .outputs()
+            .iter()
+            .find(|o| o.dtype().tensor_type() == Some(TensorElementType::Float32))
+            .ok_or_else(|| {
+                let all: Vec<String> = first
+                    .outputs()
+                    .iter()
+                    .map(|o| format!("'{}' {}", o.name(), describe(o.dtype())))
+                    .collect();
+                format!(
+                    "the model has no float32 tensor output (outputs: {})",
+                    all.join(", ")
+                )
+            })?
+            .name()
+            .to_string();
         let mut all = vec![Mutex::new(first)];
         for _ in 1..sessions.max(1) {
             all.push(Mutex::new(build()?));
         }
         Ok(OnnxModel {
             sessions: all,
-            has_dense: has.0,
-            has_sparse: has.1,
+            dense_input,
+            sparse_input,
             output,
         })
     }
@@ -179,13 +221,13 @@ impl OnnxModel {
         let dense_shape = [batch.rows, batch.dense_width()];
         let sparse_shape = [batch.rows, batch.sparse_width()];
         let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = Vec::new();
-        if self.has_dense {
+        if let Some(name) = &self.dense_input {
             let t = TensorRef::from_array_view((dense_shape, &batch.dense[..])).map_err(err)?;
-            inputs.push(("dense".into(), t.into()));
+            inputs.push((name.clone().into(), t.into()));
         }
-        if self.has_sparse {
+        if let Some(name) = &self.sparse_input {
             let t = TensorRef::from_array_view((sparse_shape, &batch.sparse[..])).map_err(err)?;
-            inputs.push(("sparse".into(), t.into()));
+            inputs.push((name.clone().into(), t.into()));
         }
         let outputs = session.run(inputs).map_err(err)?;
         let value = outputs

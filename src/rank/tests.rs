@@ -107,7 +107,7 @@ fn nan_scores_are_errors() {
 fn oversized_models_are_refused() {
     configure(Settings {
         sessions: 1,
-        max_bytes: 256 << 20,
+        ..Settings::default()
     });
     let huge = DlrmShape {
         dense: 0,
