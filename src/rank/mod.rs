@@ -317,6 +317,16 @@ impl Model {
     }
 
     fn run_raw(&self, batch: &Batch) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let (dw, sw) = (self.schema.dense.len(), self.schema.sparse.len());
+        if batch.dense.len() != batch.rows * dw || batch.sparse.len() != batch.rows * sw {
+            return Err(format!(
+                "batch of {} rows has {} dense and {} sparse values, model '{}' takes {dw} and {sw} per row",
+                batch.rows,
+                batch.dense.len(),
+                batch.sparse.len(),
+                self.spec.name
+            ));
+        }
         match self
             .engine
             .as_ref()
