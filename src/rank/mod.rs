@@ -429,10 +429,15 @@ impl Model {
         Ok(v)
     }
 
+    /// Approximate heap held: the bytes kept for persistence plus the
+    /// engine's copies of the weights (one per ONNX session).
     pub fn memory_bytes(&self) -> usize {
-        // The bytes are kept for persistence; the engine holds a second copy
-        // of the weights.
-        2 * self.spec.bytes.len()
+        let copies = match &self.engine {
+            Ok(Engine::Onnx(m)) => m.sessions(),
+            Ok(Engine::Native { .. }) => 1,
+            Err(_) => 0,
+        };
+        (1 + copies) * self.spec.bytes.len()
     }
 }
 
