@@ -795,3 +795,38 @@ fn model_names_or_empty(c: &mut Connection) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+#[test]
+fn model_set_inside_multi_runs_inline() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    load(&mut c);
+    let mut set = redis::cmd("RECSYS.MODEL.SET");
+    set.arg("cat")
+        .arg("native")
+        .arg("DLRM")
+        .arg(fixture("dlrm_ranker.safetensors"))
+        .arg("SCHEMA")
+        .arg(ranker_schema());
+    let (ok, n): (String, i64) = redis::pipe()
+        .atomic()
+        .add_command(set)
+        .cmd("RECSYS.INFO")
+        .arg("cat")
+        .query::<(String, Vec<Value>)>(&mut c)
+        .map(|(ok, info)| {
+            let models = info
+                .chunks(2)
+                .find(|p| text(p[0].clone()) == "models")
+                .map(|p| redis::from_redis_value::<i64>(&p[1]).unwrap())
+                .unwrap();
+            (ok, models)
+        })
+        .unwrap();
+    assert_eq!(
+        (ok.as_str(), n),
+        ("OK", 1),
+        "the model is in place within the transaction"
+    );
+    assert_eq!(recommend(&mut c, "cat u K 5 RANK native").len(), 5);
+}
