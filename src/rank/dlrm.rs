@@ -257,15 +257,6 @@ impl Dlrm {
         self.top.first().map_or(0, |l| l.input)
     }
 
-    pub fn parameter_count(&self) -> usize {
-        let mlp = |l: &[Linear]| {
-            l.iter()
-                .map(|l| l.weight.len() + l.bias.len())
-                .sum::<usize>()
-        };
-        self.tables.iter().map(|t| t.data.len()).sum::<usize>() + mlp(&self.bottom) + mlp(&self.top)
-    }
-
     /// Scores `rows` rows: `dense` is `[rows, #DENSE]`, `sparse` `[rows,
     /// #tables]`. Returns `[rows, outputs]`.
     pub fn forward(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Vec<f32> {

@@ -13,7 +13,6 @@
 //! worker so concurrent requests do not queue on one lock.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use once_cell::sync::OnceCell;
 use ort::session::builder::GraphOptimizationLevel;
@@ -263,6 +262,3 @@ fn thread_slot() -> usize {
     thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
     SLOT.with(|s| *s)
 }
-
-/// Shared handle (models are cloned into catalogs by COPY).
-pub type SharedOnnx = Arc<OnnxModel>;
