@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use recsys_core::catalog::Catalog;
-use recsys_core::rank::schema::Schema;
-use recsys_core::rank::{settings, Kind, Model, ModelSpec, Role};
+use recsys_core::rank::{check_size, Kind, Model, ModelSpec, Role};
 use redis_module::{Context, ContextFlags, RedisString, ThreadSafeContext};
 
 use crate::args::{Args, CmdResult};
@@ -59,14 +58,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let kind = Kind::parse(kind_text)
         .ok_or_else(|| format!("unknown model kind '{kind_text}', expected ONNX or DLRM"))?;
     let bytes = a.next_bytes("model bytes")?;
-    let cap = settings().max_bytes;
-    if bytes.len() > cap {
-        return Err(format!(
-            "the model is {} bytes, above the cap of {} MB (module argument MODEL_MAX_MB)",
-            bytes.len(),
-            cap >> 20
-        ));
-    }
+    check_size(bytes.len())?;
     let mut role = Role::Rank;
     let mut schema = None;
     while a.has_more() {
@@ -82,22 +74,19 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     }
     let schema = schema
         .ok_or("SCHEMA is required: SCHEMA DENSE <source> ... SPARSE <source> <cardinality> ...")?;
-    let parsed = Schema::parse(&schema)?;
-    if role == Role::Query {
-        parsed.check_user_only()?;
-    }
-    let catalog = catalog_at(ctx, key)?;
-    let dim = {
-        let c = catalog.read();
-        c.models().check_put(&name, role)?;
-        c.params().dim
-    };
     let spec = ModelSpec {
         name,
         kind,
         role,
         schema,
         bytes: bytes.into(),
+    };
+    spec.parse_schema()?;
+    let catalog = catalog_at(ctx, key)?;
+    let dim = {
+        let c = catalog.read();
+        c.models().check_put(&spec.name, role)?;
+        c.params().dim
     };
     let key_bytes = key.as_slice().to_vec();
     let inline = ctx
@@ -201,7 +190,7 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         ),
         (
             "user_fields".into(),
-            Reply::Array(m.user_fields().into_iter().map(Reply::Text).collect()),
+            Reply::Array(m.user_fields().iter().cloned().map(Reply::Text).collect()),
         ),
         ("calls".into(), Reply::Int(calls)),
         ("rows".into(), Reply::Int(load(&m.stats.rows))),

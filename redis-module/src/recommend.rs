@@ -123,10 +123,10 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
 pub fn model_fields(catalog: &Catalog, req: &Request) -> CmdResult<Vec<String>> {
     let mut fields = Vec::new();
     if let Some(name) = &req.rank {
-        fields.extend(rank_model(catalog, name)?.user_fields());
+        fields.extend_from_slice(rank_model(catalog, name)?.user_fields());
     }
     if let Some(q) = catalog.models().query_model() {
-        fields.extend(q.user_fields());
+        fields.extend_from_slice(q.user_fields());
     }
     fields.sort();
     fields.dedup();

@@ -128,6 +128,30 @@ pub struct ModelSpec {
     pub bytes: Arc<[u8]>,
 }
 
+/// Refuses a model file larger than the MODEL_MAX_MB cap.
+pub fn check_size(bytes: usize) -> Result<(), String> {
+    let cap = settings().max_bytes;
+    if bytes > cap {
+        return Err(format!(
+            "the model is {bytes} bytes, above the cap of {} MB (module argument MODEL_MAX_MB)",
+            cap >> 20
+        ));
+    }
+    Ok(())
+}
+
+impl ModelSpec {
+    /// The parsed schema, checked against the role (a QUERY model reads
+    /// only the user).
+    pub fn parse_schema(&self) -> Result<Schema, String> {
+        let schema = Schema::parse(&self.schema)?;
+        if self.role == Role::Query {
+            schema.check_user_only()?;
+        }
+        Ok(schema)
+    }
+}
+
 /// Call counters shown by MODEL.INFO.
 #[derive(Debug, Default)]
 pub struct ModelStats {
@@ -195,14 +219,7 @@ impl Model {
     /// the size cap applies, and every mismatch between the file, the schema
     /// and the role is an error.
     pub fn build(spec: ModelSpec, dim: usize) -> Result<Model, String> {
-        let cap = settings().max_bytes;
-        if spec.bytes.len() > cap {
-            return Err(format!(
-                "the model is {} bytes, above the cap of {} MB (module argument MODEL_MAX_MB)",
-                spec.bytes.len(),
-                cap >> 20
-            ));
-        }
+        check_size(spec.bytes.len())?;
         let model = Model::assemble(spec, dim);
         model.runnable()?;
         // Try it once on the schema's defaults: catches models whose shapes
@@ -217,8 +234,11 @@ impl Model {
                 "the model outputs NaN or infinity for the schema's default features".into(),
             );
         }
-        if model.spec.role == Role::Query {
-            model.check_query_width(dim)?;
+        if model.spec.role == Role::Query && out.len() != dim {
+            return Err(format!(
+                "a QUERY model must output the catalog's {dim}-d vector, this one outputs {} values",
+                out.len()
+            ));
         }
         model.stats.reset();
         Ok(model)
@@ -245,12 +265,7 @@ impl Model {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let schema = Schema::parse(&spec.schema).and_then(|s| {
-            if spec.role == Role::Query {
-                s.check_user_only()?;
-            }
-            Ok(s)
-        });
+        let schema = spec.parse_schema();
         let engine = schema.as_ref().map_err(Clone::clone).and_then(|schema| {
             let (dense, sparse) = (schema.dense.len(), schema.sparse.len());
             match spec.kind {
@@ -285,18 +300,6 @@ impl Model {
         self.engine.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
-    fn check_query_width(&self, dim: usize) -> Result<(), String> {
-        if let Ok(Engine::Onnx(_)) = &self.engine {
-            let (shape, _) = self.run_raw(&self.schema.defaults(1))?;
-            if shape.iter().product::<usize>() != dim {
-                return Err(format!(
-                    "a QUERY model must output the catalog's {dim}-d vector, this one outputs shape {shape:?}"
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Where it runs: "cpu", "gpu (name)", "cpu (the GPU copy failed: why)",
     /// "onnxruntime cpu, n sessions" or "unavailable: why".
     pub fn device(&self) -> String {
@@ -312,7 +315,7 @@ impl Model {
     }
 
     /// User hash fields the model reads.
-    pub fn user_fields(&self) -> Vec<String> {
+    pub fn user_fields(&self) -> &[String] {
         self.schema.user_fields()
     }
 

@@ -128,6 +128,9 @@ pub struct Schema {
     pub sparse: Vec<SparseFeature>,
     /// The tokens it was parsed from (persisted and replayed as is).
     pub tokens: Vec<String>,
+    /// The user hash fields it reads (derived once at parse: requests ask
+    /// for them on the main thread).
+    user_fields: Vec<String>,
 }
 
 /// One batched model input: `n` rows, row-major.
@@ -261,17 +264,19 @@ impl Schema {
         if s.dense.is_empty() && s.sparse.is_empty() {
             return Err("SCHEMA declares no features: add DENSE or SPARSE entries".into());
         }
-        Ok(s)
-    }
-
-    /// User hash fields the schema reads.
-    pub fn user_fields(&self) -> Vec<String> {
-        self.sources()
+        s.user_fields = s
+            .sources()
             .filter_map(|s| match s {
                 Source::User(f) => Some(f.clone()),
                 _ => None,
             })
-            .collect()
+            .collect();
+        Ok(s)
+    }
+
+    /// User hash fields the schema reads.
+    pub fn user_fields(&self) -> &[String] {
+        &self.user_fields
     }
 
     fn sources(&self) -> impl Iterator<Item = &Source> {
