@@ -1,19 +1,31 @@
 //! redis-recsys core: everything the Redis module does, without Redis.
 //!
-//! - [`index`]: HNSW over item vectors (storage, SIMD distances, snapshots).
-//! - [`catalog`]: a catalog of items: string ids, vectors, JSON attributes.
-//! - [`pipeline`]: one RECOMMEND request, stage by stage.
-//! - [`plugin`]: the WebAssembly plugin host.
-//! - [`rank`]: ranking and query models (ONNX, native DLRM on CPU/GPU).
+//! Layers, each using only those below it:
+//! - [`pipeline`]: one RECOMMEND request, one file per stage;
+//! - [`catalog`]: items (ids, vectors, attributes), popularity, models, and
+//!   their byte format;
+//! - [`rank`]: ranking and query models (ONNX, native DLRM on CPU/GPU);
+//!   [`plugin`]: the WebAssembly plugin host;
+//! - [`index`]: HNSW over item vectors (storage, SIMD distances, snapshots);
+//!   [`features`]: attribute columns and value conversions; [`user`]: the
+//!   user hash's fields and rules;
+//! - the floor: [`codec`] (bytes), [`rng`] (the one generator), [`error`],
+//!   [`vector`]; [`synth`] generates data for tests, demos and benchmarks.
 //!
 //! The Redis module (`redis-module/`) translates commands to calls on these
 //! types; nothing here names a Redis type, so it is unit-testable with `cargo test`.
 
 pub mod catalog;
+pub mod codec;
+pub mod error;
 pub mod features;
 pub mod index;
 pub mod pipeline;
 pub mod plugin;
 pub mod rank;
+pub mod rng;
 pub mod synth;
+pub mod user;
 pub mod vector;
+
+pub use error::{Error, ErrorKind, Result};

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use recsys::catalog::{normalize_attrs, Catalog};
+use recsys::catalog::Catalog;
+use recsys::features::attrs::Attrs;
 use recsys::index::IndexParams;
 use recsys::rank::{Kind, Model, ModelSpec, Role};
 use recsys::vector::to_fp32_blob;
@@ -60,7 +61,7 @@ fn load(c: &mut Connection) -> (Catalog, Vec<Vec<f32>>) {
                 .set(
                     &format!("item:{i}"),
                     &vs[i],
-                    Some(normalize_attrs(&attrs(i)).unwrap()),
+                    Some(Attrs::parse(&attrs(i)).unwrap()),
                 )
                 .unwrap();
         }
@@ -216,7 +217,7 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
             .iter()
             .map(|(id, _)| (local.slot_of(id).unwrap(), 0.0))
             .collect();
-        let want = native_model.score(&user, &local, &slots).unwrap();
+        let want = native_model.score(&user, local.columns(), &slots).unwrap();
         for ((id, got), want) in native.iter().zip(&want) {
             assert!((got - want).abs() < 1e-5, "{id}: {got} vs {want}");
         }
@@ -299,7 +300,7 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
 fn query_tower_computes_the_user_vector() {
     let s = ort_server(&[], &[]);
     let mut c = s.connection().unwrap();
-    let (local, vs) = load(&mut c);
+    let (_, vs) = load(&mut c);
     set_ok(
         &mut c,
         "tower",
@@ -325,9 +326,7 @@ fn query_tower_computes_the_user_vector() {
         "query_tower.safetensors",
         TOWER_SCHEMA,
     );
-    let v = tower
-        .query(&feats.iter().cloned().collect(), &local)
-        .unwrap();
+    let v = tower.query(&feats.iter().cloned().collect()).unwrap();
     let got: Vec<String> = recommend(&mut c, "cat u:1 K 5")
         .into_iter()
         .map(|p| p.0)

@@ -7,7 +7,7 @@ use common::fixture;
 
 use recsys::rank::schema::Batch;
 use recsys::rank::{onnx, Kind, Model, ModelSpec, Role};
-use recsys::synth::SplitMix;
+use recsys::rng::SplitMix;
 
 fn ranker_schema() -> Vec<String> {
     common::ranker_schema()
@@ -116,15 +116,11 @@ fn native_and_onnx_query_towers_agree() {
         16,
     )
     .unwrap();
-    let catalog = recsys::catalog::Catalog::new(recsys::index::IndexParams::new(16)).unwrap();
     let user = [("age", "0.3"), ("income", "-1.5"), ("country", "fr")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let (a, b) = (
-        native.query(&user, &catalog).unwrap(),
-        ort.query(&user, &catalog).unwrap(),
-    );
+    let (a, b) = (native.query(&user).unwrap(), ort.query(&user).unwrap());
     assert_eq!(a.len(), 16);
     assert!(
         a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4),

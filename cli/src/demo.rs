@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 use recsys::rank::dlrm::{Dlrm, DlrmShape};
-use recsys::synth::{clustered_lowrank, SplitMix};
+use recsys::rng::SplitMix;
+use recsys::synth::clustered_lowrank;
 use recsys::vector::to_fp32_blob;
 use redis::Value;
 

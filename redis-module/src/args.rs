@@ -1,9 +1,12 @@
 //! A cursor over command arguments with typed, range-checked getters whose
 //! errors say what was wrong and what is expected.
 
+use recsys_core::Error;
 use redis_module::RedisString;
 
-pub type CmdResult<T> = Result<T, String>;
+/// What a command handler returns: a reply, or an error whose kind picks
+/// the reply prefix (reply.rs).
+pub type CmdResult<T> = Result<T, Error>;
 
 pub struct Args<'a> {
     args: &'a [RedisString],
@@ -28,7 +31,7 @@ impl<'a> Args<'a> {
         let a = self
             .args
             .get(self.pos)
-            .ok_or_else(|| format!("missing {what}"))?;
+            .ok_or_else(|| Error::invalid(format!("missing {what}")))?;
         self.pos += 1;
         Ok(a)
     }
@@ -39,7 +42,7 @@ impl<'a> Args<'a> {
 
     pub fn next_str(&mut self, what: &str) -> CmdResult<&'a str> {
         std::str::from_utf8(self.next_bytes(what)?)
-            .map_err(|_| format!("{what} must be UTF-8 text"))
+            .map_err(|_| Error::invalid(format!("{what} must be UTF-8 text")))
     }
 
     /// The next argument upper-cased (option keywords).
@@ -53,7 +56,9 @@ impl<'a> Args<'a> {
             .parse()
             .map_err(|_| format!("{what} must be an integer, got '{s}'"))?;
         if v < min || v > max {
-            return Err(format!("{what} must be between {min} and {max}, got {v}"));
+            return Err(Error::invalid(format!(
+                "{what} must be between {min} and {max}, got {v}"
+            )));
         }
         Ok(v)
     }
@@ -66,7 +71,9 @@ impl<'a> Args<'a> {
             .filter(|v: &f64| v.is_finite())
             .ok_or_else(|| format!("{what} must be a finite number, got '{s}'"))?;
         if v < min || v > max {
-            return Err(format!("{what} must be between {min} and {max}, got {v}"));
+            return Err(Error::invalid(format!(
+                "{what} must be between {min} and {max}, got {v}"
+            )));
         }
         Ok(v)
     }

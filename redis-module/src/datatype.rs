@@ -1,6 +1,9 @@
 //! The `RecSysCat` module data type: one catalog per key, with RDB save/load
-//! (the graph itself, in chunks, versioned), AOF rewrite, memory reporting,
-//! COPY, and freeing in the background.
+//! (the catalog's own byte format, in chunks, versioned), AOF rewrite,
+//! memory reporting, COPY, and freeing in the background.
+//!
+//! Every callback runs under [`guarded`]: a panic becomes a log line and a
+//! safe fallback value, never an abort of the server.
 
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
@@ -11,14 +14,18 @@ use parking_lot::RwLock;
 use recsys_core::catalog::Catalog;
 use recsys_core::vector::to_fp32_blob;
 use redis_module::native_types::RedisType;
-use redis_module::{logging, raw};
+use redis_module::raw;
 
+use crate::util::{log_warning, panic_message};
 use crate::workers::drop_in_background;
 
 /// Encoding version of the RDB payload written by this build.
 pub const ENCODING_VERSION: i32 = 1;
 /// RDB payloads are written as string chunks of at most this size.
 const CHUNK: usize = 16 << 20;
+/// Largest catalog payload accepted (1 TiB): refuses absurd sizes before
+/// allocating.
+const MAX_PAYLOAD: u64 = 1 << 40;
 
 /// A catalog shared between the key (main thread) and in-flight searches.
 pub struct CatalogValue(pub Arc<RwLock<Catalog>>);
@@ -40,8 +47,8 @@ pub static CATALOG_TYPE: RedisType = RedisType::new(
         mem_usage: Some(mem_usage),
         digest: None,
         free: Some(free),
-        aux_load: Some(crate::plugins::aux_load),
-        aux_save: Some(crate::plugins::aux_save),
+        aux_load: Some(crate::plugin_store::aux_load),
+        aux_save: Some(crate::plugin_store::aux_save),
         aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as i32,
         free_effort: Some(free_effort),
         unlink: None,
@@ -55,8 +62,20 @@ pub static CATALOG_TYPE: RedisType = RedisType::new(
     },
 );
 
-fn value_ref<'a>(value: *mut c_void) -> &'a CatalogValue {
-    // SAFETY: Redis only hands us pointers created by `Box::into_raw` below.
+/// Runs a callback body; a panic is logged and answered with `fallback`.
+fn guarded<T>(what: &str, fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| {
+        log_warning(&format!("recsys: {what} failed: {}", panic_message(&p)));
+        fallback
+    })
+}
+
+/// The value behind a pointer Redis hands to a callback.
+///
+/// # Safety
+/// `value` must be a pointer made by [`into_raw`] that Redis has not freed.
+unsafe fn value_ref<'a>(value: *const c_void) -> &'a CatalogValue {
+    // SAFETY: guaranteed by the caller.
     unsafe { &*(value as *const CatalogValue) }
 }
 
@@ -66,24 +85,27 @@ pub fn into_raw(catalog: Catalog) -> *mut c_void {
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
-    let bytes = value_ref(value).0.read().encode();
-    let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
-    raw::save_unsigned(rdb, bytes.len() as u64);
-    raw::save_unsigned(rdb, chunks.len() as u64);
-    for c in chunks {
-        raw::save_slice(rdb, c);
-    }
+    guarded("saving a catalog", (), || {
+        // SAFETY: Redis passes a live value of this type.
+        let bytes = unsafe { value_ref(value) }.0.read().encode();
+        let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+        raw::save_unsigned(rdb, bytes.len() as u64);
+        raw::save_unsigned(rdb, chunks.len() as u64);
+        for c in chunks {
+            raw::save_slice(rdb, c);
+        }
+    })
 }
 
 fn load_payload(rdb: *mut raw::RedisModuleIO) -> Result<Catalog, String> {
     let total = raw::load_unsigned(rdb).map_err(|e| format!("read error: {e}"))?;
     let chunks = raw::load_unsigned(rdb).map_err(|e| format!("read error: {e}"))?;
-    if chunks > total / CHUNK as u64 + 1 || total > (1u64 << 40) {
+    if chunks > total / CHUNK as u64 + 1 || total > MAX_PAYLOAD {
         return Err(format!(
             "implausible payload size {total} in {chunks} chunks"
         ));
     }
-    let mut bytes = Vec::with_capacity(total as usize);
+    let mut bytes = Vec::new();
     for _ in 0..chunks {
         let chunk = raw::load_string_buffer(rdb).map_err(|e| format!("read error: {e}"))?;
         bytes.extend_from_slice(chunk.as_ref());
@@ -94,32 +116,32 @@ fn load_payload(rdb: *mut raw::RedisModuleIO) -> Result<Catalog, String> {
     if bytes.len() as u64 != total {
         return Err("payload shorter than announced".into());
     }
-    Catalog::decode(&bytes)
+    Catalog::decode(&bytes).map_err(String::from)
 }
 
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
-    if encver < 1 || encver > ENCODING_VERSION {
-        logging::log_warning(format!(
+    if !(1..=ENCODING_VERSION).contains(&encver) {
+        log_warning(&format!(
             "recsys: cannot load catalog encoding version {encver} (this build reads 1..={ENCODING_VERSION})"
         ));
         return std::ptr::null_mut();
     }
-    match catch_unwind(AssertUnwindSafe(|| load_payload(rdb))) {
-        Ok(Ok(mut catalog)) => {
-            for note in catalog.take_restore_notes() {
-                logging::log_warning(format!("recsys: {note}"));
+    guarded(
+        "loading a catalog",
+        std::ptr::null_mut(),
+        || match load_payload(rdb) {
+            Ok(mut catalog) => {
+                for note in catalog.take_restore_notes() {
+                    log_warning(&format!("recsys: {note}"));
+                }
+                into_raw(catalog)
             }
-            into_raw(catalog)
-        }
-        Ok(Err(e)) => {
-            logging::log_warning(format!("recsys: corrupt catalog in RDB payload: {e}"));
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            logging::log_warning("recsys: catalog loader panicked; payload rejected");
-            std::ptr::null_mut()
-        }
-    }
+            Err(e) => {
+                log_warning(&format!("recsys: corrupt catalog in RDB payload: {e}"));
+                std::ptr::null_mut()
+            }
+        },
+    )
 }
 
 /// Calls the variadic `RedisModule_EmitAOF` with ("b": pointer, length)
@@ -131,21 +153,26 @@ macro_rules! emit_with {
 }
 
 /// Emits one command into the AOF; `args` are binary-safe.
+///
+/// # Safety
+/// `aof` must be the live handle Redis passed to `aof_rewrite`.
 unsafe fn emit(aof: *mut raw::RedisModuleIO, cmd: &str, args: &[&[u8]]) {
     // C variadics need the count at compile time: one arm per arity used.
-    let emit = match raw::RedisModule_EmitAOF {
-        Some(f) => f,
-        None => return,
+    let Some(emit) = raw::RedisModule_EmitAOF else {
+        return;
     };
     let name = CString::new(cmd).unwrap_or_default();
     let fmt = CString::new("b".repeat(args.len())).unwrap_or_default();
     let (n, f) = (name.as_ptr(), fmt.as_ptr());
-    match args.len() {
-        4 => emit_with!(emit, aof, n, f, args; 0 1 2 3),
-        6 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5),
-        8 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7),
-        13 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7 8 9 10 11 12),
-        n => logging::log_warning(format!("recsys: no AOF emitter for {n} arguments")),
+    // SAFETY: one (pointer, length) pair per "b" in the format.
+    unsafe {
+        match args.len() {
+            4 => emit_with!(emit, aof, n, f, args; 0 1 2 3),
+            6 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5),
+            8 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7),
+            13 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7 8 9 10 11 12),
+            n => log_warning(&format!("recsys: no AOF emitter for {n} arguments")),
+        }
     }
 }
 
@@ -154,21 +181,27 @@ unsafe extern "C" fn aof_rewrite(
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
-    let mut len = 0usize;
-    let kptr = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
-    let key = std::slice::from_raw_parts(kptr as *const u8, len);
-    let catalog = value_ref(value).0.read();
-    let p = *catalog.params();
-    let (dim, m, efc, efs) = (
-        p.dim.to_string(),
-        p.m.to_string(),
-        p.ef_construction.to_string(),
-        p.ef_search.to_string(),
-    );
-    emit(
-        aof,
-        "RECSYS.CREATE",
-        &[
+    guarded("rewriting a catalog into the AOF", (), || {
+        let Some(string_ptr_len) = raw::RedisModule_StringPtrLen else {
+            return;
+        };
+        let mut len = 0usize;
+        // SAFETY: Redis passes the live key name and value of this type.
+        let (key, catalog) = unsafe {
+            let kptr = string_ptr_len(key, &mut len);
+            (
+                std::slice::from_raw_parts(kptr as *const u8, len),
+                value_ref(value).0.read(),
+            )
+        };
+        let p = *catalog.params();
+        let (dim, m, efc, efs) = (
+            p.dim.to_string(),
+            p.m.to_string(),
+            p.ef_construction.to_string(),
+            p.ef_search.to_string(),
+        );
+        let create: [&[u8]; 13] = [
             key,
             b"DIM",
             dim.as_bytes(),
@@ -182,47 +215,63 @@ unsafe extern "C" fn aof_rewrite(
             efs.as_bytes(),
             b"QUANT",
             p.quant.name().as_bytes(),
-        ],
-    );
-    for model in catalog.models().iter() {
-        let args = crate::models::canonical_args(key, &model.spec);
-        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        emit(aof, "RECSYS.MODEL.SET", &refs);
-    }
-    for (id, v, attrs) in catalog.items() {
-        let blob = to_fp32_blob(&v);
-        match attrs {
-            Some(a) => emit(
-                aof,
-                "RECSYS.ITEM.SET",
-                &[key, id.as_bytes(), b"FP32", &blob, b"ATTRS", a.as_bytes()],
-            ),
-            None => emit(
-                aof,
-                "RECSYS.ITEM.SET",
-                &[key, id.as_bytes(), b"FP32", &blob],
-            ),
+        ];
+        // SAFETY (all emits): `aof` is the handle of this callback.
+        unsafe { emit(aof, "RECSYS.CREATE", &create) };
+        for model in catalog.models().iter() {
+            let args = model.spec.command_args(key);
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            unsafe { emit(aof, "RECSYS.MODEL.SET", &refs) };
         }
-    }
+        for (id, v, attrs) in catalog.items() {
+            let blob = to_fp32_blob(&v);
+            match attrs {
+                Some(a) => unsafe {
+                    emit(
+                        aof,
+                        "RECSYS.ITEM.SET",
+                        &[key, id.as_bytes(), b"FP32", &blob, b"ATTRS", a.as_bytes()],
+                    )
+                },
+                None => unsafe {
+                    emit(
+                        aof,
+                        "RECSYS.ITEM.SET",
+                        &[key, id.as_bytes(), b"FP32", &blob],
+                    )
+                },
+            }
+        }
+    })
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    let v = value_ref(value as *mut c_void);
-    std::mem::size_of::<CatalogValue>() + std::mem::size_of::<Catalog>() + v.0.read().memory_bytes()
+    guarded("measuring a catalog", 0, || {
+        // SAFETY: Redis passes a live value of this type.
+        let v = unsafe { value_ref(value) };
+        std::mem::size_of::<CatalogValue>()
+            + std::mem::size_of::<Catalog>()
+            + v.0.read().memory_bytes()
+    })
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
     if value.is_null() {
         return;
     }
-    // SAFETY: created by `into_raw`; Redis frees each value once.
-    let boxed = Box::from_raw(value as *mut CatalogValue);
-    // Dropping a large graph takes time: do it off the main thread.
-    drop_in_background(boxed);
+    guarded("freeing a catalog", (), || {
+        // SAFETY: created by `into_raw`; Redis frees each value once.
+        let boxed = unsafe { Box::from_raw(value as *mut CatalogValue) };
+        // Dropping a large graph takes time: do it off the main thread.
+        drop_in_background(boxed);
+    })
 }
 
 unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *const c_void) -> usize {
-    value_ref(value as *mut c_void).0.read().index().slots()
+    guarded("sizing a catalog", 0, || {
+        // SAFETY: Redis passes a live value of this type.
+        unsafe { value_ref(value) }.0.read().index().slots()
+    })
 }
 
 unsafe extern "C" fn copy(
@@ -230,8 +279,14 @@ unsafe extern "C" fn copy(
     _to: *mut raw::RedisModuleString,
     value: *const c_void,
 ) -> *mut c_void {
-    match value_ref(value as *mut c_void).0.read().duplicate() {
-        Ok(c) => into_raw(c),
-        Err(_) => std::ptr::null_mut(),
-    }
+    guarded("copying a catalog", std::ptr::null_mut(), || {
+        // SAFETY: Redis passes a live value of this type.
+        match unsafe { value_ref(value) }.0.read().duplicate() {
+            Ok(c) => into_raw(c),
+            Err(e) => {
+                log_warning(&format!("recsys: cannot copy a catalog: {e}"));
+                std::ptr::null_mut()
+            }
+        }
+    })
 }

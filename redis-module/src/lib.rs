@@ -1,26 +1,23 @@
 //! The redis-recsys Redis module: `redis-server --loadmodule librecsys.so [WORKERS n] [HISTORY n]`.
 //!
-//! Thin glue between Redis and the `recsys` core crate:
-//! - [`registry`]: command table (flags, arity, key specs) and panic guards
-//! - [`commands`]: catalog commands (CREATE, ITEM.*, SEARCH, SIMILAR, INFO)
-//! - [`recommend`]: RECSYS.RECOMMEND and RECSYS.EVENT
-//! - [`plugins`]: RECSYS.PLUGIN.* and plugin persistence
-//! - [`models`]: the ranking and query models of a catalog (RECSYS.MODEL.*)
-//! - [`batch`]: RECSYS.BATCH and RECSYS.BATCH.STATUS (background jobs)
-//! - [`config`]: module arguments
-//! - [`datatype`]: the catalog data type (RDB, AOF, memory, copy, free)
-//! - [`workers`]: worker pool, blocked clients, background freeing
-//! - [`reply`]: replies that work under RESP2 and RESP3
+//! Thin glue between Redis and the `recsys` core crate, in layers (each uses
+//! only those below it; docs/architecture.md draws them):
+//! - [`command_table`]: every command's name, flags, arity, key specs and
+//!   docs, and the panic guard around each handler;
+//! - [`cmd`]: the handlers, one file per command family;
+//! - [`keys`] (catalogs and user hashes), [`plugin_store`] (loaded plugins
+//!   and their RDB aux data), [`datatype`] (the catalog type: RDB, AOF,
+//!   memory, copy, free);
+//! - [`workers`] (the threading model), [`reply`], [`args`], [`config`],
+//!   [`util`].
 
 mod args;
-mod batch;
-mod commands;
+mod cmd;
+mod command_table;
 mod config;
 mod datatype;
-mod models;
-mod plugins;
-mod recommend;
-mod registry;
+mod keys;
+mod plugin_store;
 mod reply;
 mod util;
 mod workers;
@@ -31,13 +28,27 @@ use crate::datatype::CATALOG_TYPE;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
-    let result = config::parse(&args).and_then(|a| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(ctx, &args))).unwrap_or_else(
+        |p| {
+            util::log_warning(&format!(
+                "recsys: cannot load module: {}",
+                util::panic_message(&p)
+            ));
+            Status::Err
+        },
+    )
+}
+
+fn load(ctx: &Context, args: &[String]) -> Status {
+    // Fallible steps first, threads last: a load that fails leaves nothing
+    // running (and a later load reuses what an earlier one started).
+    let result = config::parse(args).and_then(|a| {
+        start_ranking(&a)?;
+        command_table::register(ctx)?;
+        plugin_store::start(a.plugin_limits);
         workers::start(a.workers)?;
-        plugins::start(ctx, a.plugin_limits);
-        start_ranking(ctx, &a)?;
-        registry::register(ctx)?;
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
-        ctx.log_notice(&format!(
+        util::log_notice(&format!(
             "recsys: loaded with {} worker threads, {} distance kernels",
             a.workers,
             recsys_core::index::distance::kernel_name()
@@ -48,7 +59,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     match result {
         Ok(()) => Status::Ok,
         Err(e) => {
-            ctx.log_warning(&format!("recsys: cannot load module: {e}"));
+            util::log_warning(&format!("recsys: cannot load module: {e}"));
             Status::Err
         }
     }
@@ -56,7 +67,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 
 /// Model settings, ONNX Runtime (optional: its absence only disables ONNX
 /// models) and the GPU (`GPU on` without one fails the load).
-fn start_ranking(ctx: &Context, a: &config::Config) -> Result<(), String> {
+fn start_ranking(a: &config::Config) -> Result<(), String> {
     use recsys_core::rank;
     rank::configure(rank::Settings {
         sessions: a.workers,
@@ -65,16 +76,16 @@ fn start_ranking(ctx: &Context, a: &config::Config) -> Result<(), String> {
     });
     match &a.ort_lib {
         Some(lib) => match rank::onnx::init(lib) {
-            Ok(()) => ctx.log_notice(&format!(
+            Ok(()) => util::log_notice(&format!(
                 "recsys: ONNX Runtime loaded from {}",
                 lib.display()
             )),
-            Err(e) => ctx.log_warning(&format!("recsys: ONNX models disabled: {e}")),
+            Err(e) => util::log_warning(&format!("recsys: ONNX models disabled: {e}")),
         },
-        None => ctx.log_notice("recsys: ONNX models disabled (no ORT_LIB module argument)"),
+        None => util::log_notice("recsys: ONNX models disabled (no ORT_LIB module argument)"),
     }
     let line = rank::gpu::init(a.gpu)?;
-    ctx.log_notice(&format!("recsys: {line}"));
+    util::log_notice(&format!("recsys: {line}"));
     Ok(())
 }
 

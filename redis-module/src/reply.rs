@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::os::raw::c_long;
 
+use recsys_core::{Error, ErrorKind};
 use redis_module::raw;
 
 #[derive(Debug, Clone)]
@@ -18,16 +19,44 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// Ordered key/value pairs: a RESP3 map, a flat array under RESP2.
     Map(Vec<(String, Reply)>),
-    /// The error message, without the "ERR " prefix.
-    Error(String),
+    /// An error; its kind picks the prefix ([`prefix`]).
+    Error(Error),
     /// The client was blocked; its reply comes later from a worker.
     Blocked,
 }
 
+/// The reply prefix of each kind of error: the one place where errors
+/// meet the protocol.
+pub fn prefix(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Invalid => "ERR",
+        ErrorKind::WrongType => "WRONGTYPE",
+        ErrorKind::NoPermission => "NOPERM",
+        ErrorKind::Internal => "ERR internal error:",
+    }
+}
+
+/// Ids best first; with scores a map id -> score (flat pairs under RESP2).
+pub fn scored<'a>(hits: impl Iterator<Item = (&'a str, f32)>, with_scores: bool) -> Reply {
+    if with_scores {
+        Reply::Map(
+            hits.map(|(id, s)| (id.to_string(), Reply::Double(s as f64)))
+                .collect(),
+        )
+    } else {
+        Reply::Array(hits.map(|(id, _)| Reply::Text(id.to_string())).collect())
+    }
+}
+
 impl Reply {
-    /// Error replies get the "ERR " prefix unless they start with WRONGTYPE/NOPERM/BUSY.
+    /// An error reply of kind [`ErrorKind::Invalid`] (`-ERR ...`).
     pub fn error(msg: impl Into<String>) -> Reply {
-        Reply::Error(msg.into())
+        Reply::Error(Error::invalid(msg))
+    }
+
+    /// `-ERR internal error: ...` (a caught panic, a lost job).
+    pub fn internal(msg: impl Into<String>) -> Reply {
+        Reply::Error(Error::internal(msg))
     }
 
     /// Writes the reply on `ctx`.
@@ -76,15 +105,8 @@ impl Reply {
                         v.write(ctx);
                     }
                 }
-                Reply::Error(msg) => {
-                    let coded = ["WRONGTYPE ", "NOPERM ", "BUSY "]
-                        .iter()
-                        .any(|c| msg.starts_with(c));
-                    let text = if coded {
-                        msg.clone()
-                    } else {
-                        format!("ERR {msg}")
-                    };
+                Reply::Error(e) => {
+                    let text = format!("{} {}", prefix(e.kind), e.message);
                     let text = CString::new(text.replace('\0', " ").replace(['\r', '\n'], " "))
                         .unwrap_or_default();
                     raw::RedisModule_ReplyWithError.unwrap()(ctx, text.as_ptr());

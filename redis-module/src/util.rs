@@ -1,6 +1,12 @@
-//! Small helpers shared by the glue code.
+//! Small helpers shared by the glue: panic payloads, the selected database,
+//! replication of binary-safe commands, the clock, and logging that nothing
+//! can make panic.
 
 use std::any::Any;
+use std::ffi::CString;
+
+use recsys_core::{Error, Result};
+use redis_module::{raw, Context, RedisString};
 
 /// The text of a caught panic payload.
 pub fn panic_message(p: &Box<dyn Any + Send>) -> String {
@@ -13,22 +19,37 @@ pub fn panic_message(p: &Box<dyn Any + Send>) -> String {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The database the command runs in (for work finished on another thread).
-pub fn selected_db(ctx: &redis_module::Context) -> i32 {
-    // SAFETY: a valid context on the main thread; filled at module init.
-    unsafe { redis_module::raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx) }
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: the API table is written once by RedisModule_Init, before any
+    // command runs; `ctx` is the command's live context.
+    unsafe {
+        match raw::RedisModule_GetSelectedDb {
+            Some(f) => f(ctx.ctx),
+            None => 0,
+        }
+    }
 }
 
 /// Selects `db` on a (thread-safe) context.
-pub fn select_db(ctx: &redis_module::Context, db: i32) {
-    // SAFETY: a valid context whose GIL is held; filled at module init.
+pub fn select_db(ctx: &Context, db: i32) {
+    // SAFETY: as in `selected_db`; the context's GIL is held.
     unsafe {
-        redis_module::raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db);
+        if let Some(f) = raw::RedisModule_SelectDb {
+            f(ctx.ctx, db);
+        }
     }
 }
 
 /// Checks a plugin or model name: 1..64 letters, digits, '_' or '-'.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()
@@ -36,8 +57,75 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Error::invalid(format!(
             "{what} name must be 1..64 letters, digits, '_' or '-', got '{name}'"
-        ))
+        )))
     }
+}
+
+/// A Redis string holding `bytes` (binary-safe: unlike
+/// `Context::create_string`, NUL bytes are kept, never a panic).
+pub fn redis_string(ctx: &Context, bytes: &[u8]) -> RedisString {
+    RedisString::create_from_slice(ctx.ctx, bytes)
+}
+
+/// Replicates `cmd args...` (binary-safe) to replicas and the AOF.
+pub fn replicate(ctx: &Context, cmd: &str, args: &[&[u8]]) {
+    let strings: Vec<RedisString> = args.iter().map(|a| redis_string(ctx, a)).collect();
+    let mut ptrs: Vec<*mut raw::RedisModuleString> = strings.iter().map(|s| s.inner).collect();
+    // SAFETY: the API table is written once by RedisModule_Init.
+    let (Ok(name), Some(f)) = (CString::new(cmd), unsafe { raw::RedisModule_Replicate }) else {
+        return;
+    };
+    // SAFETY: "v" passes an array of RedisModuleString pointers and its
+    // length; the strings outlive the call.
+    unsafe {
+        f(
+            ctx.ctx,
+            name.as_ptr(),
+            c"v".as_ptr(),
+            ptrs.as_mut_ptr(),
+            ptrs.len(),
+        );
+    }
+}
+
+/// Log levels the module uses.
+#[derive(Clone, Copy)]
+pub enum Level {
+    Notice,
+    Warning,
+}
+
+/// Writes a line to the Redis log. Safe for any text: NUL bytes (which
+/// user data may carry) are replaced, and the message is passed as a `%s`
+/// argument, never as the format string.
+pub fn log(level: Level, message: &str) {
+    // SAFETY: the API table is written once by RedisModule_Init.
+    let Some(f) = (unsafe { raw::RedisModule_Log }) else {
+        return;
+    };
+    let level = match level {
+        Level::Notice => c"notice",
+        Level::Warning => c"warning",
+    };
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    // SAFETY: a NULL context is allowed (the line is not tagged with the
+    // module name); the format takes exactly one C string.
+    unsafe {
+        f(
+            std::ptr::null_mut(),
+            level.as_ptr(),
+            c"%s".as_ptr(),
+            text.as_ptr(),
+        )
+    };
+}
+
+pub fn log_notice(message: &str) {
+    log(Level::Notice, message);
+}
+
+pub fn log_warning(message: &str) {
+    log(Level::Warning, message);
 }

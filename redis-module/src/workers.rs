@@ -1,14 +1,43 @@
-//! The worker pool and the blocked-client glue: heavy commands block their
-//! client on the main thread, run here, and hand a [`Reply`] back that the main
-//! thread writes in the reply callback. Also the background reaper that frees
-//! large values off the main thread.
+//! Threads: the worker pool, blocked clients, and the reaper.
+//!
+//! # The threading model
+//!
+//! Redis runs every command on its main thread, one at a time. A command
+//! that only parses and touches a few fields (ITEM.GET, EVENT, INFO) runs
+//! there and replies at once. A command whose work grows with the data
+//! (SEARCH, SIMILAR, RECOMMEND, PLUGIN.LOAD's compilation, MODEL.SET's
+//! build) parses and validates on the main thread, reads what it needs
+//! from the keyspace (the user's hash, the catalog's `Arc`), then blocks
+//! its client ([`Blocked`]) and hands a job to this pool ([`run_blocking`]).
+//! The worker computes a [`Reply`], a small owned tree, and unblocks the
+//! client; Redis calls the reply callback on the main thread, which writes
+//! it. Other clients are served meanwhile.
+//!
+//! Locking: a catalog is an `Arc<RwLock<Catalog>>`. Workers take the read
+//! lock for the whole request, so a request sees one consistent catalog.
+//! Writes (ITEM.SET, DEL, MODEL.SET's swap) take the write lock on the main
+//! thread and wait for requests in flight on that catalog; requests on other
+//! catalogs are unaffected. Popularity updates (EVENT) are atomics under
+//! the read lock, so they never wait for searches. Deleting a key drops
+//! the key's reference; a request in flight keeps its own `Arc`, finishes
+//! on the old catalog, and the last reference frees it on the reaper
+//! thread ([`drop_in_background`]) so a large graph never stalls Redis.
+//!
+//! Where Redis forbids blocking (inside MULTI, Lua, or when a replica or
+//! the AOF loader replays a command) the job runs inline on the main thread.
+//!
+//! Rejected alternatives: running searches on the main thread (simple, but
+//! one 2 ms RECOMMEND stalls every client), and a lock per HNSW node (fine
+//! grained, but costs every search on a read-mostly structure and makes
+//! deterministic replicas much harder). Redis vector sets make the same
+//! choice: a read-mostly index under a read/write lock, searches on threads.
 
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crossbeam_channel::{unbounded, Sender};
 use once_cell::sync::OnceCell;
-use redis_module::raw;
+use redis_module::{raw, Context, ContextFlags};
 
 use crate::reply::Reply;
 use crate::util::panic_message;
@@ -18,31 +47,38 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 static POOL: OnceCell<Sender<Job>> = OnceCell::new();
 static REAPER: OnceCell<Sender<Box<dyn Send>>> = OnceCell::new();
 
-/// Starts `n` worker threads and the reaper; called once from module init.
+/// Starts `n` worker threads and the reaper. Called from module init, as
+/// its last fallible step; a library that stays mapped after a failed load
+/// (Rust cdylibs are not unloaded) keeps its threads, and a later load
+/// reuses them instead of failing.
 pub fn start(n: usize) -> Result<(), String> {
-    let (tx, rx) = unbounded::<Job>();
-    for i in 0..n {
-        let rx = rx.clone();
+    POOL.get_or_try_init(|| {
+        let (tx, rx) = unbounded::<Job>();
+        for i in 0..n {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("recsys-worker-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        job();
+                    }
+                })
+                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        }
+        Ok::<_, String>(tx)
+    })?;
+    REAPER.get_or_try_init(|| {
+        let (tx, rx) = unbounded::<Box<dyn Send>>();
         std::thread::Builder::new()
-            .name(format!("recsys-worker-{i}"))
+            .name("recsys-reaper".into())
             .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job();
+                while let Ok(garbage) = rx.recv() {
+                    drop(garbage);
                 }
             })
-            .map_err(|e| format!("cannot start worker thread: {e}"))?;
-    }
-    let (rtx, rrx) = unbounded::<Box<dyn Send>>();
-    std::thread::Builder::new()
-        .name("recsys-reaper".into())
-        .spawn(move || {
-            while let Ok(garbage) = rrx.recv() {
-                drop(garbage);
-            }
-        })
-        .map_err(|e| format!("cannot start reaper thread: {e}"))?;
-    POOL.set(tx).map_err(|_| "worker pool already started")?;
-    REAPER.set(rtx).map_err(|_| "reaper already started")?;
+            .map_err(|e| format!("cannot start reaper thread: {e}"))?;
+        Ok::<_, String>(tx)
+    })?;
     Ok(())
 }
 
@@ -92,7 +128,7 @@ impl Blocked {
 impl Drop for Blocked {
     fn drop(&mut self) {
         // A job that never produced a reply still must unblock its client.
-        let data = Box::into_raw(Box::new(Reply::error("request was dropped"))) as *mut c_void;
+        let data = Box::into_raw(Box::new(Reply::internal("request was dropped"))) as *mut c_void;
         // SAFETY: as in `finish`; `finish` forgets self, so this runs at most once.
         unsafe { raw::RedisModule_UnblockClient.unwrap()(self.0, data) };
     }
@@ -124,7 +160,7 @@ extern "C" fn free_reply(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
 pub fn spawn(blocked: Blocked, job: impl FnOnce() -> Reply + Send + 'static) {
     let run = move || {
         let reply = catch_unwind(AssertUnwindSafe(job))
-            .unwrap_or_else(|p| Reply::error(format!("internal error: {}", panic_message(&p))));
+            .unwrap_or_else(|p| Reply::internal(panic_message(&p)));
         blocked.finish(reply);
     };
     match POOL.get() {
@@ -135,4 +171,21 @@ pub fn spawn(blocked: Blocked, job: impl FnOnce() -> Reply + Send + 'static) {
         }
         None => run(),
     }
+}
+
+/// Whether Redis lets this command block its client (not inside MULTI, Lua,
+/// or a replicated / AOF-loaded stream).
+pub fn can_block(ctx: &Context) -> bool {
+    !ctx.get_flags()
+        .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA)
+}
+
+/// Runs `job` on a worker through a blocked client, or inline where Redis
+/// forbids blocking.
+pub fn run_blocking(ctx: &Context, job: impl FnOnce() -> Reply + Send + 'static) -> Reply {
+    if !can_block(ctx) {
+        return job();
+    }
+    spawn(Blocked::new(ctx.ctx), job);
+    Reply::Blocked
 }

@@ -20,6 +20,7 @@ use super::distance::{kernels, Kernels};
 use super::params::{IndexParams, Metric};
 use super::store::{with_distance, Query, VectorStore};
 use super::visited::with_visited;
+use crate::rng::SplitMix;
 
 /// No node (empty graph).
 pub(crate) const NONE: u32 = u32::MAX;
@@ -65,7 +66,8 @@ pub struct Hnsw {
     pub(crate) free: Vec<u32>,
     pub(crate) entry: u32,
     pub(crate) max_level: usize,
-    pub(crate) rng: u64,
+    /// Draws node levels; saved with the graph (deterministic replicas).
+    pub(crate) rng: SplitMix,
     pub(crate) live: usize,
 }
 
@@ -91,7 +93,7 @@ impl Hnsw {
             free: Vec::new(),
             entry: NONE,
             max_level: 0,
-            rng: 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix::new(0x9E37_79B9_7F4A_7C15),
             live: 0,
         }
     }
@@ -194,17 +196,8 @@ impl Hnsw {
         block[1..1 + ids.len()].copy_from_slice(ids);
     }
 
-    fn next_random(&mut self) -> u64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn random_level(&mut self) -> usize {
-        let u = ((self.next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u = self.rng.uniform_open();
         let mult = 1.0 / (self.params.m as f64).ln();
         ((-u.ln() * mult) as usize).min(32)
     }

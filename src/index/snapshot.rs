@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::hnsw::{Hnsw, NONE};
 use super::params::IndexParams;
+use crate::codec::{Reader, Writer};
+use crate::rng::SplitMix;
 
 const MAGIC: &[u8; 8] = b"RCSYSIDX";
 /// Bumped whenever the layout changes; older versions stay decodable.
@@ -27,72 +29,6 @@ struct Header {
     live: u64,
 }
 
-/// Appends raw little-endian bytes.
-pub struct Writer<'a>(pub &'a mut Vec<u8>);
-
-impl Writer<'_> {
-    pub fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    pub fn bytes<T: bytemuck::Pod>(&mut self, v: &[T]) {
-        self.0.extend_from_slice(bytemuck::cast_slice(v));
-    }
-    /// A length-prefixed byte string.
-    pub fn blob(&mut self, v: &[u8]) {
-        self.u64(v.len() as u64);
-        self.0.extend_from_slice(v);
-    }
-}
-
-/// Reads what [`Writer`] wrote; every read is bounds-checked.
-pub struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
-        Reader { data, pos: 0 }
-    }
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| format!("truncated payload: need {n} bytes at offset {}", self.pos))?;
-        let s = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    pub fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().unwrap_or([0; 4]),
-        ))
-    }
-    pub fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().unwrap_or([0; 8]),
-        ))
-    }
-    pub fn array<T: bytemuck::Pod>(&mut self, count: usize) -> Result<Vec<T>, String> {
-        let bytes = count
-            .checked_mul(std::mem::size_of::<T>())
-            .ok_or("array length overflows")?;
-        Ok(bytemuck::pod_collect_to_vec(self.take(bytes)?))
-    }
-    pub fn blob(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u64()?;
-        let n = usize::try_from(n).map_err(|_| "blob length overflows".to_string())?;
-        self.take(n)
-    }
-    pub fn remaining(&self) -> usize {
-        self.data.len() - self.pos
-    }
-}
-
 /// Serializes the whole index into `out`.
 pub fn encode(h: &Hnsw, out: &mut Vec<u8>) {
     let header = Header {
@@ -101,7 +37,7 @@ pub fn encode(h: &Hnsw, out: &mut Vec<u8>) {
         free: h.free.len() as u64,
         entry: h.entry,
         max_level: h.max_level as u32,
-        rng: h.rng,
+        rng: h.rng.state(),
         live: h.live as u64,
     };
     let header =
@@ -201,7 +137,7 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     h.free = free;
     h.entry = entry;
     h.max_level = max_level;
-    h.rng = header.rng;
+    h.rng = SplitMix::new(header.rng);
     h.live = live;
     Ok(h)
 }

@@ -1,9 +1,11 @@
 //! Index tests: recall against brute force, deletes with slot reuse,
 //! snapshot round trips and corrupt snapshots.
 
-use super::snapshot::{decode, encode, Reader};
+use super::snapshot::{decode, encode};
 use super::*;
-use crate::synth::{clustered, SplitMix};
+use crate::codec::Reader;
+use crate::rng::SplitMix;
+use crate::synth::clustered;
 
 fn build(params: IndexParams, data: &[Vec<f32>]) -> Hnsw {
     let mut h = Hnsw::new(params);

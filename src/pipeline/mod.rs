@@ -1,6 +1,63 @@
-//! The online recommendation pipeline: user vector -> retrieval -> filtering
-//! -> ranking -> ordering, with per-stage counts and timings (EXPLAIN).
+//! The online recommendation pipeline, one file per stage:
+//!
+//! 1. [`user_vector`]: the request's VECTOR, the user's `emb`, the catalog's
+//!    QUERY model, the session mean, or cold start;
+//! 2. [`retrieve`]: HNSW top-CANDIDATES with EXCLUDE_SEEN and WHERE
+//!    ([`filter`]) admitted inside the graph walk;
+//! 3. [`rank`]: the RANK model scores all candidates in one batch;
+//! 4. [`plugins`]: WebAssembly filter plugins, then the order plugin;
+//! 5. [`order`]: softmax sampling, diversity cap, top-K.
+//!
+//! [`request`] holds what a request asks for and the rules between its
+//! options; [`explain`] what EXPLAIN reports. [`recommend`] below is the
+//! whole request, stage after stage.
 
+pub mod explain;
 pub mod filter;
+pub mod order;
 pub mod plugins;
-pub mod recommend;
+pub mod rank;
+pub mod request;
+pub mod retrieve;
+pub mod user_vector;
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::plugin::Host;
+use explain::{Explain, Stage};
+use request::{Request, UserInput};
+
+/// The recommended items (id, score) best first, and how they came about.
+#[derive(Debug, Clone)]
+pub struct Recommendation {
+    pub items: Vec<(String, f32)>,
+    pub explain: Explain,
+}
+
+/// Runs a validated request ([`Request::validate`]) for one user.
+pub fn recommend(
+    catalog: &Catalog,
+    user: &UserInput,
+    req: &Request,
+    host: Option<&Host>,
+) -> Result<Recommendation> {
+    let mut ex = Explain::new();
+    let (vector, source) = ex.timed(Stage::UserVector, |_| {
+        user_vector::user_vector(catalog, user)
+    })?;
+    ex.source = Some(source);
+    let candidates = ex.timed(Stage::Retrieve, |ex| {
+        retrieve::retrieve(catalog, user, req, vector.as_deref(), ex)
+    });
+    let ranked = ex.timed(Stage::Rank, |ex| {
+        rank::rank(catalog, user, req, candidates, ex)
+    })?;
+    let admitted = ex.timed(Stage::Plugins, |ex| {
+        plugins::apply(catalog, user, req, host, ranked, ex)
+    })?;
+    let items = ex.timed(Stage::Order, |ex| order::order(catalog, req, admitted, ex));
+    Ok(Recommendation { items, explain: ex })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
-//! The plugin stages of RECOMMEND: candidates flattened into the WIT request
-//! (ids, scores, numeric and dictionary-encoded text columns), filter plugins
-//! in sequence, then an order plugin.
+//! Stage 4, the plugins: candidates flattened into the WIT request (ids,
+//! scores, numeric and dictionary-encoded text columns), the filter plugins
+//! in sequence, then the order plugin. A failing plugin fails the request,
+//! or with FAILOPEN skips its stage (counted in EXPLAIN).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +9,10 @@ use std::sync::Arc;
 use cel::Value;
 
 use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::features::attrs::cel_number;
+use crate::pipeline::explain::Explain;
+use crate::pipeline::request::{Request, UserInput};
 use crate::plugin::{CallError, Host, Plugin, PluginInput, MISSING};
 
 /// One plugin invocation of a request.
@@ -21,16 +26,6 @@ pub struct PluginStage {
 impl std::fmt::Debug for PluginStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}({:?})", self.plugin.name, self.config)
-    }
-}
-
-fn numeric(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(i) => Some(*i as f64),
-        Value::UInt(u) => Some(*u as f64),
-        Value::Float(f) => Some(*f),
-        Value::Bool(b) => Some(*b as u8 as f64),
-        _ => None,
     }
 }
 
@@ -62,7 +57,7 @@ pub fn plugin_input(catalog: &Catalog, user_id: &str, cands: &[(u32, f32)]) -> P
         for col in &numeric_cols {
             input.numeric_values.push(
                 col.value(col.id(*slot))
-                    .and_then(numeric)
+                    .and_then(cel_number)
                     .unwrap_or(f64::NAN),
             );
         }
@@ -81,6 +76,47 @@ pub fn plugin_input(catalog: &Catalog, user_id: &str, cands: &[(u32, f32)]) -> P
     input
 }
 
+/// Runs the request's plugins over the ranked candidates; without plugins
+/// the candidates pass unchanged.
+pub fn apply(
+    catalog: &Catalog,
+    user: &UserInput,
+    req: &Request,
+    host: Option<&Host>,
+    candidates: Vec<(u32, f32)>,
+    ex: &mut Explain,
+) -> Result<Vec<(u32, f32)>> {
+    if !req.has_plugins() {
+        ex.after_plugins = candidates.len();
+        return Ok(candidates);
+    }
+    let host = host
+        .ok_or_else(|| Error::invalid("plugins are not available on this server (see the log)"))?;
+    let mut failures = Vec::new();
+    let mut on_error = |stage: &PluginStage, e: CallError| -> Result<(), String> {
+        let msg = format!("plugin '{}': {e}", stage.plugin.name);
+        if req.fail_open {
+            failures.push(msg);
+            Ok(())
+        } else {
+            Err(msg)
+        }
+    };
+    let filters: Vec<&PluginStage> = req.filter_plugins().collect();
+    let out = run_plugins(
+        host,
+        catalog,
+        &user.user_id,
+        &filters,
+        req.order_plugin(),
+        candidates,
+        &mut on_error,
+    )?;
+    ex.plugin_failures = failures;
+    ex.after_plugins = out.len();
+    Ok(out)
+}
+
 /// Runs the filter plugins in sequence (each keeps a subset, order kept),
 /// then the order plugin. The request is flattened once; later stages see the
 /// rows of the candidates still in play.
@@ -88,7 +124,7 @@ pub fn run_plugins(
     host: &Host,
     catalog: &Catalog,
     user_id: &str,
-    filters: &[PluginStage],
+    filters: &[&PluginStage],
     order: Option<&PluginStage>,
     mut cands: Vec<(u32, f32)>,
     on_error: &mut dyn FnMut(&PluginStage, CallError) -> Result<(), String>,
@@ -138,9 +174,10 @@ fn run_order(
 #[cfg(test)]
 mod speed {
     use super::*;
-    use crate::catalog::normalize_attrs;
+    use crate::features::attrs::Attrs;
     use crate::index::IndexParams;
-    use crate::pipeline::recommend::{recommend, Request, UserInput};
+    use crate::pipeline::recommend;
+    use crate::pipeline::request::{Request, UserInput};
     use crate::plugin::Limits;
     use crate::synth::clustered_lowrank;
     use std::time::Instant;
@@ -173,7 +210,7 @@ mod speed {
                 if i % 10 == 0 { "out" } else { "in" },
                 (i % 50 == 0) as u8
             );
-            c.set(&format!("{i:012}"), v, Some(normalize_attrs(&a).unwrap()))
+            c.set(&format!("{i:012}"), v, Some(Attrs::parse(&a).unwrap()))
                 .unwrap();
         }
         let cands: Vec<(u32, f32)> = (0..200).map(|i| (i, 1.0)).collect();
@@ -186,14 +223,20 @@ mod speed {
         for with in [false, true] {
             let mut req = Request::new(10);
             if with {
-                req.filter_plugins.push(PluginStage {
-                    plugin: f.clone(),
-                    config: "stock=out".into(),
-                });
-                req.order_plugin = Some(PluginStage {
-                    plugin: o.clone(),
-                    config: "sponsored:0.1".into(),
-                });
+                req.plugins.push((
+                    crate::plugin::World::Filter,
+                    PluginStage {
+                        plugin: f.clone(),
+                        config: "stock=out".into(),
+                    },
+                ));
+                req.plugins.push((
+                    crate::plugin::World::Order,
+                    PluginStage {
+                        plugin: o.clone(),
+                        config: "sponsored:0.1".into(),
+                    },
+                ));
             }
             let t = Instant::now();
             let mut pu = 0;
@@ -208,7 +251,7 @@ mod speed {
                     Some(&host),
                 )
                 .unwrap();
-                pu += r.explain.plugin_us;
+                pu += r.explain.micros(crate::pipeline::explain::Stage::Plugins);
             }
             eprintln!(
                 "with plugins {with}: {} us/request, plugin stage {} us",

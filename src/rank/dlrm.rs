@@ -21,7 +21,7 @@
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::synth::SplitMix;
+use crate::rng::SplitMix;
 
 /// Rows per forward chunk: bounds the scratch memory of huge batches.
 const CHUNK: usize = 128;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use once_cell::sync::OnceCell;
 use sha2::{Digest, Sha256};
 
+use crate::features::columns::Columns;
 use dlrm::Dlrm;
 use onnx::OnnxModel;
 use schema::{Batch, Schema};
@@ -141,6 +142,21 @@ pub fn check_size(bytes: usize) -> Result<(), String> {
 }
 
 impl ModelSpec {
+    /// The arguments of the `RECSYS.MODEL.SET` that recreates this model in
+    /// the catalog at `key` (replicated, and written by AOF rewrite).
+    pub fn command_args(&self, key: &[u8]) -> Vec<Vec<u8>> {
+        vec![
+            key.to_vec(),
+            self.name.as_bytes().to_vec(),
+            self.kind.name().as_bytes().to_vec(),
+            self.bytes.to_vec(),
+            b"ROLE".to_vec(),
+            self.role.name().as_bytes().to_vec(),
+            b"SCHEMA".to_vec(),
+            self.schema.join(" ").into_bytes(),
+        ]
+    }
+
     /// The parsed schema, checked against the role (a QUERY model reads
     /// only the user).
     pub fn parse_schema(&self) -> Result<Schema, String> {
@@ -403,26 +419,23 @@ impl Model {
         Ok(scores)
     }
 
-    /// Scores candidates (slot, retrieval score) for a user.
+    /// Scores candidates (slot, retrieval score) for a user; item features
+    /// come from the catalog's attribute `columns`.
     pub fn score(
         &self,
         user: &HashMap<String, String>,
-        catalog: &crate::catalog::Catalog,
+        columns: &Columns,
         candidates: &[(u32, f32)],
     ) -> Result<Vec<f32>, String> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        self.score_batch(&self.schema.assemble(user, catalog, candidates))
+        self.score_batch(&self.schema.assemble(user, columns, candidates))
     }
 
-    /// The query vector for a user (ROLE QUERY).
-    pub fn query(
-        &self,
-        user: &HashMap<String, String>,
-        catalog: &crate::catalog::Catalog,
-    ) -> Result<Vec<f32>, String> {
-        let v = self.run(&self.schema.assemble(user, catalog, &[(0, 0.0)]))?;
+    /// The query vector for a user (ROLE QUERY): the user's features alone.
+    pub fn query(&self, user: &HashMap<String, String>) -> Result<Vec<f32>, String> {
+        let v = self.run(&self.schema.assemble_user(user))?;
         if has_nan(&v).is_some() {
             return Err(format!(
                 "query model '{}' produced NaN or infinity",

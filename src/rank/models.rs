@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Kind, Model, ModelSpec, Role};
-use crate::index::snapshot::{Reader, Writer};
+use crate::codec::{Reader, Writer};
 
 #[derive(Default, Clone)]
 pub struct ModelSet {
@@ -77,7 +77,7 @@ impl ModelSet {
     /// (say, its runtime is missing) is kept when possible, else dropped
     /// with a note; only malformed bytes are errors.
     pub fn decode(r: &mut Reader, dim: usize, notes: &mut Vec<String>) -> Result<ModelSet, String> {
-        let n = r.u64()?;
+        let n = r.count(5 * 8)?;
         let mut set = ModelSet::default();
         for _ in 0..n {
             let text = |b: &[u8]| {

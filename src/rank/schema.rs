@@ -21,9 +21,8 @@
 
 use std::collections::HashMap;
 
-use cel::Value;
-
-use crate::catalog::Catalog;
+use crate::features::attrs::{cel_number, cel_text};
+use crate::features::columns::Columns;
 
 /// Largest cardinality a sparse feature may declare.
 pub const MAX_CARDINALITY: u64 = 1 << 32;
@@ -108,6 +107,31 @@ impl SparseFeature {
                 .unwrap_or(self.default),
             Mapping::Vocab(_) => self.vocab_index.get(t).copied().unwrap_or(self.default),
             Mapping::Hash => (fnv1a(t.as_bytes()) % self.cardinality) as i64,
+        }
+    }
+}
+
+impl DenseFeature {
+    /// The value of a user-sourced feature: the hash field as a finite
+    /// number, else the default.
+    fn user_value(&self, user: &HashMap<String, String>) -> f32 {
+        match &self.source {
+            Source::User(field) => user
+                .get(field)
+                .and_then(|t| t.trim().parse::<f32>().ok())
+                .filter(|x| x.is_finite())
+                .unwrap_or(self.default),
+            _ => self.default,
+        }
+    }
+}
+
+impl SparseFeature {
+    /// The id of a user-sourced feature (the default when the field is missing).
+    fn user_value(&self, user: &HashMap<String, String>) -> i64 {
+        match &self.source {
+            Source::User(field) => self.id_of(user.get(field).map(String::as_str)),
+            _ => self.default,
         }
     }
 }
@@ -297,12 +321,13 @@ impl Schema {
         }
     }
 
-    /// Assembles the batch for `candidates` (slot, retrieval score): user
-    /// features are computed once and broadcast to every row.
+    /// Assembles the batch for `candidates` (slot, retrieval score), item
+    /// features read from `columns`: user features are computed once and
+    /// broadcast to every row.
     pub fn assemble(
         &self,
         user: &HashMap<String, String>,
-        catalog: &Catalog,
+        columns: &Columns,
         candidates: &[(u32, f32)],
     ) -> Batch {
         let rows = candidates.len();
@@ -314,12 +339,8 @@ impl Schema {
         };
         for (j, f) in self.dense.iter().enumerate() {
             match &f.source {
-                Source::User(field) => {
-                    let x = user
-                        .get(field)
-                        .and_then(|t| t.trim().parse::<f32>().ok())
-                        .filter(|x| x.is_finite())
-                        .unwrap_or(f.default);
+                Source::User(_) => {
+                    let x = f.user_value(user);
                     (0..rows).for_each(|r| batch.dense[r * dw + j] = x);
                 }
                 Source::Score => candidates
@@ -327,14 +348,18 @@ impl Schema {
                     .enumerate()
                     .for_each(|(r, c)| batch.dense[r * dw + j] = c.1),
                 Source::Item(attr) => {
-                    let column = catalog.columns().column(attr);
+                    let column = columns.column(attr);
                     let mut memo: HashMap<u32, f32> = HashMap::new();
                     for (r, &(slot, _)) in candidates.iter().enumerate() {
                         let x = match column {
                             Some(col) => {
                                 let id = col.id(slot);
                                 *memo.entry(id).or_insert_with(|| {
-                                    col.value(id).and_then(value_number).unwrap_or(f.default)
+                                    col.value(id)
+                                        .and_then(cel_number)
+                                        .map(|x| x as f32)
+                                        .filter(|x| x.is_finite())
+                                        .unwrap_or(f.default)
                                 })
                             }
                             None => f.default,
@@ -346,19 +371,19 @@ impl Schema {
         }
         for (j, f) in self.sparse.iter().enumerate() {
             match &f.source {
-                Source::User(field) => {
-                    let id = f.id_of(user.get(field).map(String::as_str));
+                Source::User(_) => {
+                    let id = f.user_value(user);
                     (0..rows).for_each(|r| batch.sparse[r * sw + j] = id);
                 }
                 Source::Item(attr) => {
-                    let column = catalog.columns().column(attr);
+                    let column = columns.column(attr);
                     let mut memo: HashMap<u32, i64> = HashMap::new();
                     for (r, &(slot, _)) in candidates.iter().enumerate() {
                         let id = match column {
                             Some(col) => {
                                 let v = col.id(slot);
                                 *memo.entry(v).or_insert_with(|| {
-                                    f.id_of(col.value(v).and_then(value_text).as_deref())
+                                    f.id_of(col.value(v).and_then(cel_text).as_deref())
                                 })
                             }
                             None => f.default,
@@ -366,10 +391,37 @@ impl Schema {
                         batch.sparse[r * sw + j] = id;
                     }
                 }
-                Source::Score => unreachable!("refused by Schema::parse"),
+                // Refused by Schema::parse; the default keeps the batch whole.
+                Source::Score => (0..rows).for_each(|r| batch.sparse[r * sw + j] = f.default),
             }
         }
         batch
+    }
+
+    /// The one-row batch of a user alone (a QUERY model's input): user
+    /// features from the hash, every other source at its default.
+    pub fn assemble_user(&self, user: &HashMap<String, String>) -> Batch {
+        let dense = self
+            .dense
+            .iter()
+            .map(|f| match f.source {
+                Source::User(_) => f.user_value(user),
+                _ => f.default,
+            })
+            .collect();
+        let sparse = self
+            .sparse
+            .iter()
+            .map(|f| match f.source {
+                Source::User(_) => f.user_value(user),
+                _ => f.default,
+            })
+            .collect();
+        Batch {
+            rows: 1,
+            dense,
+            sparse,
+        }
     }
 
     /// A batch of `rows` rows of defaults (used to try a model at MODEL.SET).
@@ -384,34 +436,11 @@ impl Schema {
     }
 }
 
-fn value_number(v: &Value) -> Option<f32> {
-    match v {
-        Value::Int(i) => Some(*i as f32),
-        Value::UInt(u) => Some(*u as f32),
-        Value::Float(f) => Some(*f as f32),
-        Value::Bool(b) => Some(*b as u8 as f32),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|x: &f32| x.is_finite())
-}
-
-fn value_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Int(i) => Some(i.to_string()),
-        Value::UInt(u) => Some(u.to_string()),
-        Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Some((*f as i64).to_string()),
-        Value::Float(f) => Some(f.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::String(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::normalize_attrs;
+    use crate::catalog::Catalog;
+    use crate::features::attrs::Attrs;
     use crate::index::IndexParams;
 
     fn toks(s: &str) -> Vec<String> {
@@ -449,13 +478,13 @@ mod tests {
         c.set(
             "a",
             &[1.0, 0.0],
-            Some(normalize_attrs(r#"{"genre":"b","price":2.5,"year":1999}"#).unwrap()),
+            Some(Attrs::parse(r#"{"genre":"b","price":2.5,"year":1999}"#).unwrap()),
         )
         .unwrap();
         c.set(
             "b",
             &[0.0, 1.0],
-            Some(normalize_attrs(r#"{"genre":"zzz"}"#).unwrap()),
+            Some(Attrs::parse(r#"{"genre":"zzz"}"#).unwrap()),
         )
         .unwrap();
         let s = Schema::parse(&toks(
@@ -466,7 +495,10 @@ mod tests {
             .into_iter()
             .collect();
         let (a, b) = (c.slot_of("a").unwrap(), c.slot_of("b").unwrap());
-        let batch = s.assemble(&user, &c, &[(a, 0.5), (b, 0.25)]);
+        let batch = s.assemble(&user, c.columns(), &[(a, 0.5), (b, 0.25)]);
+        let one = s.assemble_user(&user);
+        assert_eq!(one.dense, vec![41.0, -1.0, 0.0]);
+        assert_eq!(one.sparse, vec![7, 0, s.sparse[2].id_of(None)]);
         assert_eq!(batch.dense, vec![41.0, 2.5, 0.5, 41.0, -1.0, 0.25]);
         // genre "b" is vocabulary entry 1, "zzz" is unknown (DEFAULT 7); a
         // missing year and a missing country take the default 0.

@@ -77,8 +77,7 @@ fn dlrm_query_tower_outputs_the_catalog_dimension() {
     )
     .unwrap();
     let user: HashMap<String, String> = [("age".into(), "30".into())].into_iter().collect();
-    let catalog = crate::catalog::Catalog::new(crate::index::IndexParams::new(12)).unwrap();
-    assert_eq!(m.query(&user, &catalog).unwrap().len(), 12);
+    assert_eq!(m.query(&user).unwrap().len(), 12);
     let e = Model::build(spec(Kind::Dlrm, Role::Query, schema, bytes), 16).unwrap_err();
     assert!(e.contains("ends with 12 values, expected 16"), "{e}");
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use recsys::rank::schema::Batch;
 use recsys::rank::{gpu, onnx, GpuMode, Kind, Model, ModelSpec, Role};
-use recsys::synth::SplitMix;
+use recsys::rng::SplitMix;
 
 use super::recommend::{load_shop, recommend_args, RecommendBench};
 use super::redis::{median_rate, redis_benchmark};

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use recsys::synth::{clustered_lowrank, SplitMix};
+use recsys::rng::SplitMix;
+use recsys::synth::clustered_lowrank;
 use recsys::vector::to_fp32_blob;
 use redis::Value;
 

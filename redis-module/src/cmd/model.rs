@@ -6,19 +6,18 @@
 //! and replicate the canonical command. Requests in flight keep the `Arc` of
 //! the model they started with, so replacing is atomic.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-use recsys_core::catalog::Catalog;
 use recsys_core::rank::{check_size, Kind, Model, ModelSpec, Role};
-use redis_module::{Context, ContextFlags, RedisString, ThreadSafeContext};
+use recsys_core::Error;
+use redis_module::{Context, RedisString, ThreadSafeContext};
 
 use crate::args::{Args, CmdResult};
-use crate::commands::catalog_at;
-use crate::datatype::{CatalogValue, CATALOG_TYPE};
+use crate::keys::{catalog_at, holds_catalog, SharedCatalog};
 use crate::reply::Reply;
-use crate::util::{select_db, selected_db};
-use crate::workers::{spawn, Blocked};
+use crate::util::{check_name, redis_string, replicate, select_db, selected_db};
+use crate::workers::{can_block, spawn, Blocked};
 
 /// SCHEMA takes the rest of the arguments; each may hold several
 /// whitespace-separated tokens (`SCHEMA "DENSE user.age SPARSE item.genre 10"`).
@@ -34,26 +33,12 @@ fn schema_tokens(a: &mut Args) -> CmdResult<Vec<String>> {
     Ok(tokens)
 }
 
-/// The command that recreates a model: replicated, and emitted by AOF rewrite.
-pub fn canonical_args(key: &[u8], spec: &ModelSpec) -> Vec<Vec<u8>> {
-    vec![
-        key.to_vec(),
-        spec.name.as_bytes().to_vec(),
-        spec.kind.name().as_bytes().to_vec(),
-        spec.bytes.to_vec(),
-        b"ROLE".to_vec(),
-        spec.role.name().as_bytes().to_vec(),
-        b"SCHEMA".to_vec(),
-        spec.schema.join(" ").into_bytes(),
-    ]
-}
-
 /// RECSYS.MODEL.SET catalog name (ONNX bytes | DLRM bytes) [ROLE RANK|QUERY] SCHEMA features...
 pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("catalog key")?;
     let name = a.next_str("model name")?.to_string();
-    crate::util::check_name("model", &name)?;
+    check_name("model", &name)?;
     let kind_text = a.next_str("model kind")?;
     let kind = Kind::parse(kind_text)
         .ok_or_else(|| format!("unknown model kind '{kind_text}', expected ONNX or DLRM"))?;
@@ -69,11 +54,18 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                     .ok_or_else(|| format!("unknown ROLE '{r}', expected RANK or QUERY"))?;
             }
             "SCHEMA" => schema = Some(schema_tokens(&mut a)?),
-            other => return Err(format!("unknown option '{other}', expected ROLE or SCHEMA")),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown option '{other}', expected ROLE or SCHEMA"
+                )))
+            }
         }
     }
-    let schema = schema
-        .ok_or("SCHEMA is required: SCHEMA DENSE <source> ... SPARSE <source> <cardinality> ...")?;
+    let schema = schema.ok_or_else(|| {
+        Error::invalid(
+            "SCHEMA is required: SCHEMA DENSE <source> ... SPARSE <source> <cardinality> ...",
+        )
+    })?;
     let spec = ModelSpec {
         name,
         kind,
@@ -89,10 +81,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         c.params().dim
     };
     let key_bytes = key.as_slice().to_vec();
-    let inline = ctx
-        .get_flags()
-        .intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA);
-    if inline {
+    if !can_block(ctx) {
         let model = Model::build(spec, dim).map_err(|e| format!("model refused: {e}"))?;
         return install(ctx, &key_bytes, &catalog, model).map(|_| Reply::Ok);
     }
@@ -107,7 +96,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         select_db(&ctx, db);
         match install(&ctx, &key_bytes, &catalog, model) {
             Ok(()) => Reply::Ok,
-            Err(e) => Reply::error(e),
+            Err(e) => Reply::Error(e),
         }
     });
     Ok(Reply::Blocked)
@@ -115,28 +104,17 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
 
 /// Swaps the model into the catalog (if the key still holds it) and
 /// replicates. Runs with the GIL held.
-fn install(
-    ctx: &Context,
-    key: &[u8],
-    catalog: &Arc<RwLock<Catalog>>,
-    model: Model,
-) -> CmdResult<()> {
-    let key_name = ctx.create_string(key);
-    let k = ctx.open_key(&key_name);
-    let same = matches!(
-        k.get_value::<CatalogValue>(&CATALOG_TYPE),
-        Ok(Some(v)) if Arc::ptr_eq(&v.0, catalog)
-    );
-    if !same {
-        return Err(format!(
+fn install(ctx: &Context, key: &[u8], catalog: &SharedCatalog, model: Model) -> CmdResult<()> {
+    if !holds_catalog(ctx, &redis_string(ctx, key), catalog) {
+        return Err(Error::invalid(format!(
             "catalog '{}' was deleted or replaced while the model was loading",
             String::from_utf8_lossy(key)
-        ));
+        )));
     }
-    let args = canonical_args(key, &model.spec);
+    let args = model.spec.command_args(key);
     catalog.write().models_mut().put(Arc::new(model))?;
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    ctx.replicate("RECSYS.MODEL.SET", &refs[..]);
+    replicate(ctx, "RECSYS.MODEL.SET", &refs);
     Ok(())
 }
 
@@ -172,9 +150,8 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let m = c
         .models()
         .get(name)
-        .ok_or_else(|| format!("the catalog has no model named '{name}'"))?;
-    let load =
-        |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        .ok_or_else(|| Error::invalid(format!("the catalog has no model named '{name}'")))?;
+    let load = |c: &AtomicU64| c.load(Relaxed) as i64;
     let calls = load(&m.stats.calls);
     let mut fields = summary(m);
     fields.extend([

@@ -12,13 +12,13 @@ use redis_module::commands::{get_redis_key_spec, BeginSearch, FindKeys, KeySpec,
 use redis_module::{raw, Context, RedisString};
 
 use crate::args::CmdResult;
-use crate::batch as b;
-use crate::commands as c;
-use crate::models as m;
-use crate::plugins as p;
-use crate::recommend as r;
+use crate::cmd::batch as b;
+use crate::cmd::catalog as c;
+use crate::cmd::model as m;
+use crate::cmd::plugin as p;
+use crate::cmd::recommend as r;
 use crate::reply::Reply;
-use crate::util::panic_message;
+use crate::util::{log_warning, panic_message};
 
 type Handler = fn(&Context, &[RedisString]) -> CmdResult<Reply>;
 type RawCmd =
@@ -35,10 +35,10 @@ fn dispatch(
     let args = redis_module::decode_args(ctx, argv, argc);
     let reply = match catch_unwind(AssertUnwindSafe(|| handler(&context, &args))) {
         Ok(Ok(reply)) => reply,
-        Ok(Err(msg)) => Reply::Error(msg),
+        Ok(Err(e)) => Reply::Error(e),
         Err(p) => {
-            context.log_warning(&format!("recsys: handler panicked: {}", panic_message(&p)));
-            Reply::error(format!("internal error: {}", panic_message(&p)))
+            log_warning(&format!("recsys: handler panicked: {}", panic_message(&p)));
+            Reply::internal(panic_message(&p))
         }
     };
     reply.write(ctx);

@@ -11,20 +11,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
-use recsys_core::catalog::Catalog;
-use recsys_core::pipeline::recommend::{recommend as run_pipeline, Request, UserInput};
+use parking_lot::Mutex;
+use recsys_core::pipeline::recommend as run_pipeline;
+use recsys_core::pipeline::request::{Request, UserInput};
+use recsys_core::Error;
 use redis_module::{
     CallOptionsBuilder, CallResult, Context, RedisString, RedisValue, ThreadSafeContext,
 };
 
 use crate::args::{Args, CmdResult};
-use crate::commands::catalog_at;
-use crate::recommend::{model_fields, pipeline_option, read_user};
+use crate::cmd::request_args::{model_fields, pipeline_option};
+use crate::keys::{catalog_at, read_user, SharedCatalog};
+use crate::plugin_store;
 use crate::reply::Reply;
-use crate::util::panic_message;
+use crate::util::{now_ms, panic_message, redis_string, select_db, selected_db};
 
 /// Users read per SCAN page (one GIL hold).
 const PAGE: usize = 200;
@@ -47,12 +48,6 @@ struct Status {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static STATUS: Mutex<BTreeMap<u64, Status>> = Mutex::new(BTreeMap::new());
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn update(id: u64, f: impl FnOnce(&mut Status)) {
     if let Some(s) = STATUS.lock().get_mut(&id) {
         f(s);
@@ -64,7 +59,7 @@ type UserResult = Result<Vec<String>, String>;
 
 struct Job {
     id: u64,
-    catalog: Arc<RwLock<Catalog>>,
+    catalog: SharedCatalog,
     dim: usize,
     /// User hash fields the models read.
     fields: Vec<String>,
@@ -94,18 +89,18 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "INTO" => prefix = Some(a.next_bytes("INTO prefix")?.to_vec()),
             "TTL" => ttl_ms = Some(a.next_int("TTL", 1, i64::MAX / 2000)? * 1000),
             other => {
-                return Err(format!(
+                return Err(Error::invalid(format!(
                     "unknown option '{other}', expected MATCH, K, INTO, TTL, CANDIDATES, EF, WHERE, EXCLUDE_SEEN, RANK, FILTER, ORDER, FAILOPEN, SOFTMAX or DIVERSITY"
-                ))
+                )))
             }
         }
     }
-    let pattern = pattern.ok_or("MATCH pattern is required")?;
-    let prefix = prefix.ok_or("INTO prefix is required")?;
+    let pattern = pattern.ok_or_else(|| Error::invalid("MATCH pattern is required"))?;
+    let prefix = prefix.ok_or_else(|| Error::invalid("INTO prefix is required"))?;
     if !k_given {
-        return Err("K is required".into());
+        return Err(Error::invalid("K is required"));
     }
-    req.candidates = req.candidates.max(req.k);
+    let req = req.validate()?;
     let catalog = catalog_at(ctx, key)?;
     let (dim, fields) = {
         let c = catalog.read();
@@ -134,7 +129,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         catalog,
         dim,
         fields,
-        db: crate::util::selected_db(ctx),
+        db: selected_db(ctx),
         pattern,
         prefix,
         ttl_ms,
@@ -160,7 +155,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 }
             });
         })
-        .map_err(|e| format!("cannot start batch thread: {e}"))?;
+        .map_err(|e| Error::internal(format!("cannot start batch thread: {e}")))?;
     Ok(Reply::Int(id as i64))
 }
 
@@ -180,7 +175,7 @@ fn run(job: &Job) -> Result<(), String> {
         // 1. One SCAN page and its users' hashes, under the GIL.
         let (next, users) = {
             let ctx = tsc.lock();
-            crate::util::select_db(&ctx, job.db);
+            select_db(&ctx, job.db);
             let page = PAGE.to_string();
             let reply = ctx
                 .call(
@@ -210,11 +205,9 @@ fn run(job: &Job) -> Result<(), String> {
             let users: Vec<(Vec<u8>, Result<UserInput, String>)> = keys
                 .into_iter()
                 .map(|k| {
-                    let name = ctx.create_string(k.clone());
-                    let input = read_user(&ctx, &name, job.dim, false, &job.fields).map(|mut u| {
-                        u.user_id = String::from_utf8_lossy(&k).into_owned();
-                        u
-                    });
+                    let name = redis_string(&ctx, &k);
+                    let input =
+                        read_user(&ctx, &name, job.dim, false, &job.fields).map_err(String::from);
                     (k, input)
                 })
                 .collect();
@@ -226,8 +219,9 @@ fn run(job: &Job) -> Result<(), String> {
             users
                 .into_iter()
                 .map(|(k, input)| {
-                    let r =
-                        input.and_then(|u| run_pipeline(&c, &u, &job.req, crate::plugins::host()));
+                    let r = input.and_then(|u| {
+                        run_pipeline(&c, &u, &job.req, plugin_store::host()).map_err(String::from)
+                    });
                     (
                         k,
                         r.map(|r| r.items.into_iter().map(|(id, _)| id).collect()),
@@ -239,7 +233,7 @@ fn run(job: &Job) -> Result<(), String> {
         let (mut written, mut errors, mut last_error) = (0u64, 0u64, None);
         {
             let ctx = tsc.lock();
-            crate::util::select_db(&ctx, job.db);
+            select_db(&ctx, job.db);
             for (user, r) in &results {
                 let ids = match r {
                     Ok(ids) => ids,
@@ -308,11 +302,13 @@ pub fn status(_ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     if a.has_more() {
         let id = a.next_int("batch id", 1, i64::MAX)? as u64;
         if a.has_more() {
-            return Err("RECSYS.BATCH.STATUS takes at most one batch id".into());
+            return Err(Error::invalid(
+                "RECSYS.BATCH.STATUS takes at most one batch id",
+            ));
         }
-        let s = all
-            .get(&id)
-            .ok_or_else(|| format!("no batch with id {id} (the last {KEEP} are kept)"))?;
+        let s = all.get(&id).ok_or_else(|| {
+            Error::invalid(format!("no batch with id {id} (the last {KEEP} are kept)"))
+        })?;
         return Ok(status_reply(id, s));
     }
     Ok(Reply::Array(

@@ -1,48 +1,21 @@
-//! Handlers of the catalog commands (RECSYS.CREATE, ITEM.*, SEARCH, SIMILAR,
-//! INFO): parse and validate on the main thread, then either answer at once
-//! (cheap commands) or block the client and run on a worker (searches).
+//! The catalog commands (RECSYS.CREATE, ITEM.*, SEARCH, SIMILAR, INFO):
+//! parse and validate on the main thread, then either answer at once (cheap
+//! commands) or block the client and run on a worker (searches).
 
-use std::sync::Arc;
-
-use parking_lot::RwLock;
-use recsys_core::catalog::{check_id, normalize_attrs, Catalog, Scored};
-use recsys_core::index::params::MAX_EF;
+use recsys_core::catalog::{check_id, Catalog, Scored};
+use recsys_core::features::attrs::Attrs;
+use recsys_core::index::params::{MAX_DIM, MAX_EF, MAX_M, MIN_M};
 use recsys_core::index::{IndexParams, Metric, Quant};
+use recsys_core::pipeline::request::MAX_K;
 use recsys_core::vector::{from_fp32_blob, parse_component, to_fp32_blob};
-use redis_module::{Context, ContextFlags, RedisString};
+use recsys_core::Error;
+use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
 use crate::datatype::{CatalogValue, CATALOG_TYPE};
-use crate::reply::Reply;
-use crate::workers::{spawn, Blocked};
-
-/// Largest K a search accepts.
-pub const MAX_K: usize = 10_000;
-
-fn wrong_type() -> String {
-    "WRONGTYPE Operation against a key holding the wrong kind of value".into()
-}
-
-/// The catalog at `key`, shared; errors when missing or of another type.
-pub fn catalog_at(ctx: &Context, key: &RedisString) -> CmdResult<Arc<RwLock<Catalog>>> {
-    let k = ctx.open_key(key);
-    match k.get_value::<CatalogValue>(&CATALOG_TYPE) {
-        Ok(Some(v)) => Ok(v.0.clone()),
-        Ok(None) => Err(format!(
-            "catalog '{key}' does not exist (create it with RECSYS.CREATE)"
-        )),
-        Err(_) => Err(wrong_type()),
-    }
-}
-
-/// Like [`catalog_at`] but `None` for a missing key.
-fn catalog_if_any(ctx: &Context, key: &RedisString) -> CmdResult<Option<Arc<RwLock<Catalog>>>> {
-    let k = ctx.open_key(key);
-    match k.get_value::<CatalogValue>(&CATALOG_TYPE) {
-        Ok(v) => Ok(v.map(|v| v.0.clone())),
-        Err(_) => Err(wrong_type()),
-    }
-}
+use crate::keys::{catalog_at, catalog_if_any};
+use crate::reply::{self, Reply};
+use crate::workers::run_blocking;
 
 /// RECSYS.CREATE key DIM d [METRIC IP|COSINE|L2] [M m] [EF_CONSTRUCTION n] [EF_SEARCH n] [QUANT F32|Q8]
 pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
@@ -53,7 +26,7 @@ pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     while a.has_more() {
         match a.next_keyword()?.as_str() {
             "DIM" => {
-                params.dim = a.next_usize("DIM", 1, recsys_core::index::params::MAX_DIM)?;
+                params.dim = a.next_usize("DIM", 1, MAX_DIM)?;
                 dim_given = true;
             }
             "METRIC" => {
@@ -62,11 +35,7 @@ pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                     .ok_or_else(|| format!("unknown METRIC '{s}', expected IP, COSINE or L2"))?;
             }
             "M" => {
-                params.m = a.next_usize(
-                    "M",
-                    recsys_core::index::params::MIN_M,
-                    recsys_core::index::params::MAX_M,
-                )?
+                params.m = a.next_usize("M", MIN_M, MAX_M)?
             }
             "EF_CONSTRUCTION" => params.ef_construction = a.next_usize("EF_CONSTRUCTION", 1, MAX_EF)?,
             "EF_SEARCH" => params.ef_search = a.next_usize("EF_SEARCH", 1, MAX_EF)?,
@@ -76,22 +45,24 @@ pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                     .ok_or_else(|| format!("unknown QUANT '{s}', expected F32 or Q8"))?;
             }
             other => {
-                return Err(format!(
+                return Err(Error::invalid(format!(
                     "unknown option '{other}', expected DIM, METRIC, M, EF_CONSTRUCTION, EF_SEARCH or QUANT"
-                ))
+                )))
             }
         }
     }
     if !dim_given {
-        return Err("DIM is required: RECSYS.CREATE key DIM d [options]".into());
+        return Err(Error::invalid(
+            "DIM is required: RECSYS.CREATE key DIM d [options]",
+        ));
     }
     let catalog = Catalog::new(params)?;
     let k = ctx.open_key_writable(key);
     if !k.is_empty() {
-        return Err(format!("key '{key}' already exists"));
+        return Err(Error::invalid(format!("key '{key}' already exists")));
     }
     k.set_value(&CATALOG_TYPE, CatalogValue::new(catalog))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::internal(e.to_string()))?;
     ctx.replicate_verbatim();
     Ok(Reply::Ok)
 }
@@ -101,19 +72,19 @@ fn vector_arg(a: &mut Args, dim: usize) -> CmdResult<Vec<f32>> {
     match a.next_keyword()?.as_str() {
         "VALUES" => {
             if a.remaining() < dim {
-                return Err(format!(
+                return Err(Error::invalid(format!(
                     "VALUES needs {dim} numbers (the catalog's DIM), got {}",
                     a.remaining()
-                ));
+                )));
             }
             (0..dim)
-                .map(|_| parse_component(a.next_str("vector component")?))
+                .map(|_| Ok(parse_component(a.next_str("vector component")?)?))
                 .collect()
         }
-        "FP32" => from_fp32_blob(a.next_bytes("FP32 blob")?, dim),
-        other => Err(format!(
+        "FP32" => Ok(from_fp32_blob(a.next_bytes("FP32 blob")?, dim)?),
+        other => Err(Error::invalid(format!(
             "expected VALUES or FP32 before the vector, got '{other}'"
-        )),
+        ))),
     }
 }
 
@@ -134,8 +105,12 @@ pub fn item_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut attrs = None;
     while a.has_more() {
         match a.next_keyword()?.as_str() {
-            "ATTRS" => attrs = Some(normalize_attrs(a.next_str("ATTRS")?)?),
-            other => return Err(format!("unknown option '{other}', expected ATTRS")),
+            "ATTRS" => attrs = Some(Attrs::parse(a.next_str("ATTRS")?)?),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown option '{other}', expected ATTRS"
+                )))
+            }
         }
     }
     let created = catalog.write().set(id, &v, attrs)?;
@@ -184,7 +159,11 @@ pub fn item_get(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     while a.has_more() {
         match a.next_keyword()?.as_str() {
             "FP32" => blob = true,
-            other => return Err(format!("unknown option '{other}', expected FP32")),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown option '{other}', expected FP32"
+                )))
+            }
         }
     }
     let catalog = catalog_at(ctx, key)?;
@@ -246,40 +225,17 @@ fn search_opts(a: &mut Args) -> CmdResult<SearchOpts> {
             "EF" => o.ef = Some(a.next_usize("EF", 1, MAX_EF)?),
             "WITHSCORES" => o.with_scores = true,
             other => {
-                return Err(format!(
+                return Err(Error::invalid(format!(
                     "unknown option '{other}', expected EF or WITHSCORES"
-                ))
+                )))
             }
         }
     }
     Ok(o)
 }
 
-/// Ids best first; with scores a map id -> score (flat pairs under RESP2).
-pub fn scored_reply<'a>(hits: impl Iterator<Item = (&'a str, f32)>, with_scores: bool) -> Reply {
-    if with_scores {
-        Reply::Map(
-            hits.map(|(id, s)| (id.to_string(), Reply::Double(s as f64)))
-                .collect(),
-        )
-    } else {
-        Reply::Array(hits.map(|(id, _)| Reply::Text(id.to_string())).collect())
-    }
-}
-
 fn scored_hits<'a>(hits: &'a [Scored<'a>]) -> impl Iterator<Item = (&'a str, f32)> + 'a {
     hits.iter().map(|h| (h.id, h.score))
-}
-
-/// Runs `job` on a worker through a blocked client, or inline where Redis
-/// forbids blocking (MULTI, Lua, replicated stream).
-pub fn run_blocking(ctx: &Context, job: impl FnOnce() -> Reply + Send + 'static) -> Reply {
-    let flags = ctx.get_flags();
-    if flags.intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA) {
-        return job();
-    }
-    spawn(Blocked::new(ctx.ctx), job);
-    Reply::Blocked
 }
 
 /// RECSYS.SEARCH key K (VALUES ... | FP32 blob) [EF n] [WITHSCORES]
@@ -298,7 +254,7 @@ pub fn search(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let o = search_opts(&mut a)?;
     Ok(run_blocking(ctx, move || {
         let c = catalog.read();
-        scored_reply(scored_hits(&c.search(&v, k, o.ef)), o.with_scores)
+        reply::scored(scored_hits(&c.search(&v, k, o.ef)), o.with_scores)
     }))
 }
 
@@ -311,14 +267,16 @@ pub fn similar(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let o = search_opts(&mut a)?;
     let catalog = catalog_at(ctx, key)?;
     if !catalog.read().contains(&id) {
-        return Err(format!("item '{id}' does not exist in catalog '{key}'"));
+        return Err(Error::invalid(format!(
+            "item '{id}' does not exist in catalog '{key}'"
+        )));
     }
     Ok(run_blocking(ctx, move || {
         let c = catalog.read();
         match c.similar(&id, k, o.ef) {
-            Ok(hits) => scored_reply(scored_hits(&hits), o.with_scores),
+            Ok(hits) => reply::scored(scored_hits(&hits), o.with_scores),
             // Deleted between the check and the search.
-            Err(e) => Reply::error(e),
+            Err(e) => Reply::Error(e),
         }
     }))
 }

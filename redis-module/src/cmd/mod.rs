@@ -1,0 +1,10 @@
+//! Command handlers, one file per family. Each parses its arguments, calls
+//! the core, and returns a [`Reply`](crate::reply::Reply); none reaches
+//! storage except through `keys`, `plugin_store` and `datatype`.
+
+pub mod batch;
+pub mod catalog;
+pub mod model;
+pub mod plugin;
+pub mod recommend;
+mod request_args;

@@ -1,0 +1,198 @@
+//! RECSYS.RECOMMEND and RECSYS.EVENT: the user side of the product.
+//!
+//! User data lives in an ordinary Redis hash at `userkey` (fields and rules:
+//! `recsys_core::user`). RECOMMEND reads the hash on the main thread, then
+//! runs the pipeline on a worker. EVENT updates the hash and the item's
+//! popularity on the main thread and replicates itself with an explicit
+//! timestamp.
+
+use recsys_core::pipeline::explain::{Explain, Stage};
+use recsys_core::pipeline::recommend as run_pipeline;
+use recsys_core::pipeline::request::Request;
+use recsys_core::user::{
+    check_event_type, event_count_field, format_recent, parse_recent, push_recent, RECENT_FIELD,
+};
+use recsys_core::vector::from_fp32_blob;
+use recsys_core::Error;
+use redis_module::{Context, RedisString};
+
+use crate::args::{Args, CmdResult};
+use crate::cmd::request_args::{model_fields, pipeline_option};
+use crate::config;
+use crate::keys::{catalog_at, check_user_key, read_user};
+use crate::plugin_store;
+use crate::reply::{self, Reply};
+use crate::util::{now_ms, redis_string, replicate};
+use crate::workers::run_blocking;
+
+/// RECSYS.RECOMMEND catalog userkey [K k] [CANDIDATES n] [EF n] [VECTOR blob]
+/// [WHERE expr] [EXCLUDE_SEEN] [SOFTMAX temperature [SEED s]]
+/// [DIVERSITY attr max] [WITHSCORES] [EXPLAIN]
+pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let key = a.next_string("catalog key")?;
+    let user = a.next_string("user key")?;
+    let mut req = Request::new(10);
+    let mut vector_blob: Option<&[u8]> = None;
+    let (mut with_scores, mut explain) = (false, false);
+    while a.has_more() {
+        let kw = a.next_keyword()?;
+        if pipeline_option(&kw, &mut a, &mut req)? {
+            continue;
+        }
+        match kw.as_str() {
+            "VECTOR" => vector_blob = Some(a.next_bytes("VECTOR blob")?),
+            "WITHSCORES" => with_scores = true,
+            "EXPLAIN" => explain = true,
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown option '{other}', expected K, CANDIDATES, EF, VECTOR, WHERE, EXCLUDE_SEEN, RANK, FILTER, ORDER, FAILOPEN, SOFTMAX, DIVERSITY, WITHSCORES or EXPLAIN"
+                )))
+            }
+        }
+    }
+    let req = req.validate()?;
+    let catalog = catalog_at(ctx, key)?;
+    let (dim, fields) = {
+        let c = catalog.read();
+        (c.params().dim, model_fields(&c, &req)?)
+    };
+    let vector_arg = match vector_blob {
+        Some(b) => Some(from_fp32_blob(b, dim).map_err(|e| format!("VECTOR: {e}"))?),
+        None => None,
+    };
+    let mut input = read_user(ctx, user, dim, vector_arg.is_some(), &fields)?;
+    input.vector_arg = vector_arg;
+
+    Ok(run_blocking(ctx, move || {
+        let c = catalog.read();
+        match run_pipeline(&c, &input, &req, plugin_store::host()) {
+            Ok(r) => {
+                let items =
+                    reply::scored(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores);
+                if explain {
+                    Reply::Map(vec![
+                        ("items".into(), items),
+                        ("explain".into(), explain_reply(&r.explain)),
+                    ])
+                } else {
+                    items
+                }
+            }
+            Err(e) => Reply::Error(e),
+        }
+    }))
+}
+
+/// EXPLAIN's map: each stage's facts and microseconds.
+fn explain_reply(e: &Explain) -> Reply {
+    let n = |v: usize| Reply::Int(v as i64);
+    let us = |stage: Stage| Reply::Int(e.micros(stage) as i64);
+    Reply::Map(vec![
+        (
+            "user_vector".into(),
+            Reply::Text(e.source.map(|s| s.describe()).unwrap_or_default()),
+        ),
+        ("user_us".into(), us(Stage::UserVector)),
+        ("retrieved".into(), n(e.retrieved)),
+        ("retrieve_us".into(), us(Stage::Retrieve)),
+        ("filter_mode".into(), Reply::Text(e.filter_mode.into())),
+        ("filter_evaluated".into(), n(e.filter_evaluated)),
+        ("filter_rejected".into(), n(e.filter_rejected)),
+        (
+            "rank".into(),
+            Reply::Text(match &e.rank_model {
+                Some(m) => format!("model {m}"),
+                None => "retrieval score".into(),
+            }),
+        ),
+        ("ranked".into(), n(e.ranked)),
+        ("rank_us".into(), us(Stage::Rank)),
+        ("plugin_us".into(), us(Stage::Plugins)),
+        ("after_plugins".into(), n(e.after_plugins)),
+        (
+            "plugin_failures".into(),
+            Reply::Array(
+                e.plugin_failures
+                    .iter()
+                    .map(|f| Reply::Text(f.clone()))
+                    .collect(),
+            ),
+        ),
+        ("diversity_dropped".into(), n(e.diversity_dropped)),
+        ("order_us".into(), us(Stage::Order)),
+        ("returned".into(), n(e.returned)),
+    ])
+}
+
+/// RECSYS.EVENT catalog userkey item [TYPE t] [WEIGHT w] [TS ms]
+pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let key = a.next_string("catalog key")?;
+    let user = a.next_string("user key")?;
+    let item = a.next_str("item id")?;
+    let (mut kind, mut weight, mut ts) = ("event".to_string(), 1.0f64, None);
+    while a.has_more() {
+        match a.next_keyword()?.as_str() {
+            "TYPE" => {
+                let t = a.next_str("TYPE")?;
+                check_event_type(t)?;
+                kind = t.to_string();
+            }
+            "WEIGHT" => weight = a.next_float("WEIGHT", -1e6, 1e6)?,
+            "TS" => ts = Some(a.next_int("TS", 0, i64::MAX / 2)?),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown option '{other}', expected TYPE, WEIGHT or TS"
+                )))
+            }
+        }
+    }
+    let ts = ts.unwrap_or_else(now_ms);
+    let catalog = catalog_at(ctx, key)?;
+    let slot = catalog
+        .read()
+        .slot_of(item)
+        .ok_or_else(|| format!("item '{item}' does not exist in catalog '{key}'"))?;
+
+    let u = ctx.open_key_writable(user);
+    check_user_key(u.key_type(), user)?;
+    let field = |name: &str| u.hash_get(name).map_err(|e| Error::invalid(e.to_string()));
+    let mut recent = parse_recent(
+        field(RECENT_FIELD)?.as_ref().map(|s| s.as_slice()),
+        &user.to_string_lossy(),
+    )?;
+    push_recent(&mut recent, item, config::get().history);
+    let count_field = event_count_field(&kind);
+    let count = field(&count_field)?
+        .and_then(|v| v.to_string_lossy().parse::<i64>().ok())
+        .unwrap_or(0)
+        + 1;
+    u.hash_set(
+        RECENT_FIELD,
+        redis_string(ctx, format_recent(&recent).as_bytes()),
+    );
+    u.hash_set(
+        &count_field,
+        redis_string(ctx, count.to_string().as_bytes()),
+    );
+    drop(u);
+    catalog.read().record_popularity(slot, weight, ts);
+
+    // Replicate with the timestamp resolved here, so replicas and the AOF
+    // compute the same popularity.
+    let (w, t) = (weight.to_string(), ts.to_string());
+    let args: [&[u8]; 9] = [
+        key.as_slice(),
+        user.as_slice(),
+        item.as_bytes(),
+        b"TYPE",
+        kind.as_bytes(),
+        b"WEIGHT",
+        w.as_bytes(),
+        b"TS",
+        t.as_bytes(),
+    ];
+    replicate(ctx, "RECSYS.EVENT", &args);
+    Ok(Reply::Int(recent.len() as i64))
+}

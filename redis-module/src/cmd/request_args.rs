@@ -1,0 +1,80 @@
+//! The pipeline options RECSYS.RECOMMEND and RECSYS.BATCH share (K,
+//! CANDIDATES, WHERE, plugins, RANK, ...): parsed here into a core
+//! [`Request`] whose own `validate` holds the rules between options.
+
+use recsys_core::catalog::Catalog;
+use recsys_core::index::params::MAX_EF;
+use recsys_core::pipeline::filter::Filter;
+use recsys_core::pipeline::plugins::PluginStage;
+use recsys_core::pipeline::rank::rank_model;
+use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_K};
+use recsys_core::plugin::World;
+use recsys_core::Error;
+
+use crate::args::{Args, CmdResult};
+use crate::plugin_store;
+use crate::util::now_ms;
+
+/// Parses one pipeline option (`kw` already read). Returns false when `kw`
+/// is not a pipeline option.
+pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<bool> {
+    match kw {
+        "K" => req.k = a.next_usize("K", 1, MAX_K)?,
+        "CANDIDATES" => req.candidates = a.next_usize("CANDIDATES", 1, MAX_CANDIDATES)?,
+        "EF" => req.ef = Some(a.next_usize("EF", 1, MAX_EF)?),
+        "WHERE" => req.filter = Some(Filter::cached(a.next_str("WHERE expression")?)?),
+        "EXCLUDE_SEEN" => req.exclude_seen = true,
+        "SOFTMAX" => {
+            let t = a.next_float("SOFTMAX temperature", 1e-6, 1e6)?;
+            let mut seed = now_ms() as u64 ^ 0x5EED;
+            if a.peek_keyword().as_deref() == Some("SEED") {
+                a.next_keyword()?;
+                seed = a.next_int("SEED", 0, i64::MAX)? as u64;
+            }
+            req.ordering = Ordering::Softmax {
+                temperature: t as f32,
+                seed,
+            };
+        }
+        "SEED" => return Err(Error::invalid("SEED must follow SOFTMAX temperature")),
+        "FILTER" | "ORDER" => {
+            let plugin = plugin_store::get(a.next_str("plugin name")?)?;
+            let mut config = String::new();
+            if a.peek_keyword().as_deref() == Some("ARGS") {
+                a.next_keyword()?;
+                config = a.next_str("ARGS")?.to_string();
+            }
+            let world = if kw == "FILTER" {
+                World::Filter
+            } else {
+                World::Order
+            };
+            req.plugins.push((world, PluginStage { plugin, config }));
+        }
+        "ARGS" => return Err(Error::invalid("ARGS must follow FILTER name or ORDER name")),
+        "FAILOPEN" => req.fail_open = true,
+        "RANK" => req.rank = Some(a.next_str("RANK model name")?.to_string()),
+        "DIVERSITY" => {
+            let attr = a.next_str("DIVERSITY attribute")?.to_string();
+            let max = a.next_usize("DIVERSITY max", 1, MAX_K)?;
+            req.diversity = Some((attr, max));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The user hash fields a request's models read (its RANK model's and the
+/// catalog's QUERY model's); fails when the RANK model does not exist.
+pub fn model_fields(catalog: &Catalog, req: &Request) -> CmdResult<Vec<String>> {
+    let mut fields = Vec::new();
+    if let Some(name) = &req.rank {
+        fields.extend_from_slice(rank_model(catalog, name)?.user_fields());
+    }
+    if let Some(q) = catalog.models().query_model() {
+        fields.extend_from_slice(q.user_fields());
+    }
+    fields.sort();
+    fields.dedup();
+    Ok(fields)
+}

@@ -1,0 +1,110 @@
+//! Opening the keys commands work on: catalogs (the module type) and user
+//! hashes, with WRONGTYPE for keys of another type, and reading a user's
+//! hash into the pipeline's [`UserInput`].
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use recsys_core::catalog::Catalog;
+use recsys_core::pipeline::request::UserInput;
+use recsys_core::user::{parse_recent, EMB_FIELD, RECENT_FIELD};
+use recsys_core::vector::from_fp32_blob;
+use recsys_core::Error;
+use redis_module::key::RedisKey;
+use redis_module::{Context, KeyType, RedisString};
+
+use crate::args::CmdResult;
+use crate::datatype::{CatalogValue, CATALOG_TYPE};
+use crate::util::now_ms;
+
+/// A shared catalog.
+pub type SharedCatalog = Arc<RwLock<Catalog>>;
+
+fn wrong_type() -> Error {
+    Error::wrong_type("Operation against a key holding the wrong kind of value")
+}
+
+/// The catalog at `key`, if any; WRONGTYPE for a key of another type.
+pub fn catalog_if_any(ctx: &Context, key: &RedisString) -> CmdResult<Option<SharedCatalog>> {
+    let k = ctx.open_key(key);
+    match k.get_value::<CatalogValue>(&CATALOG_TYPE) {
+        Ok(v) => Ok(v.map(|v| v.0.clone())),
+        Err(_) => Err(wrong_type()),
+    }
+}
+
+/// The catalog at `key`; errors when missing or of another type.
+pub fn catalog_at(ctx: &Context, key: &RedisString) -> CmdResult<SharedCatalog> {
+    catalog_if_any(ctx, key)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "catalog '{key}' does not exist (create it with RECSYS.CREATE)"
+        ))
+    })
+}
+
+/// Whether the key at `key` still holds this very catalog (work finished
+/// off the main thread checks it before writing).
+pub fn holds_catalog(ctx: &Context, key: &RedisString, catalog: &SharedCatalog) -> bool {
+    let k = ctx.open_key(key);
+    matches!(
+        k.get_value::<CatalogValue>(&CATALOG_TYPE),
+        Ok(Some(v)) if Arc::ptr_eq(&v.0, catalog)
+    )
+}
+
+/// Refuses a user key that is not a hash (a missing key is a new user).
+pub fn check_user_key(key_type: KeyType, user: &RedisString) -> CmdResult<()> {
+    match key_type {
+        KeyType::Empty | KeyType::Hash => Ok(()),
+        _ => Err(Error::wrong_type(format!(
+            "user key '{user}' must be a hash (fields: emb, recent, ...)"
+        ))),
+    }
+}
+
+/// A field of an open hash, as bytes.
+pub fn hash_field(key: &RedisKey, field: &str) -> CmdResult<Option<RedisString>> {
+    key.hash_get(field)
+        .map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// The user's recent item ids (the `recent` field).
+pub fn read_recent(key: &RedisKey, user: &RedisString) -> CmdResult<Vec<String>> {
+    let raw = hash_field(key, RECENT_FIELD)?;
+    parse_recent(raw.as_ref().map(|s| s.as_slice()), &user.to_string_lossy())
+}
+
+/// Reads the user's hash (`emb` unless `vector_given`, `recent`, and the
+/// model feature `fields`) on the main thread or under the GIL.
+pub fn read_user(
+    ctx: &Context,
+    user: &RedisString,
+    dim: usize,
+    vector_given: bool,
+    fields: &[String],
+) -> CmdResult<UserInput> {
+    let u = ctx.open_key(user);
+    check_user_key(u.key_type(), user)?;
+    let mut input = UserInput {
+        now_ms: now_ms(),
+        user_id: user.to_string_lossy(),
+        ..UserInput::default()
+    };
+    if u.key_type() == KeyType::Hash {
+        if !vector_given {
+            if let Some(emb) = hash_field(&u, EMB_FIELD)? {
+                input.embedding = Some(
+                    from_fp32_blob(emb.as_slice(), dim)
+                        .map_err(|e| format!("field '{EMB_FIELD}' of user '{user}': {e}"))?,
+                );
+            }
+        }
+        input.recent = read_recent(&u, user)?;
+        for f in fields {
+            if let Some(v) = hash_field(&u, f)? {
+                input.features.insert(f.clone(), v.to_string_lossy());
+            }
+        }
+    }
+    Ok(input)
+}

@@ -1,0 +1,124 @@
+//! The byte format of a catalog (RDB payloads, COPY): the index snapshot,
+//! then the items (slot, id, ATTRS), then tagged sections (popularity,
+//! models). Decoding checks every record against the index and refuses
+//! anything inconsistent.
+
+use std::collections::HashMap;
+
+use super::popularity::Popularity;
+use super::Catalog;
+use crate::codec::{Reader, Writer};
+use crate::error::{Error, Result};
+use crate::features::columns::Columns;
+use crate::index::snapshot;
+use crate::rank::models::ModelSet;
+
+/// Section tag of the popularity block.
+const POPULARITY_TAG: u32 = 0x504F_5055; // "POPU"
+/// Section tag of the models block.
+const MODELS_TAG: u32 = 0x4D4F_444C; // "MODL"
+/// Bytes an item record takes at least: slot, and two blob lengths.
+const MIN_ITEM_BYTES: usize = 4 + 8 + 8;
+
+impl Catalog {
+    /// A deep copy (COPY): items and graph through the encoding, the models
+    /// shared (they are immutable; sharing skips recompiling them).
+    pub fn duplicate(&self) -> Result<Catalog> {
+        let mut copy = Catalog::decode(&self.encode_parts(false))?;
+        copy.models = self.models.clone();
+        Ok(copy)
+    }
+
+    /// Serializes the catalog (graph and models included).
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_parts(true)
+    }
+
+    fn encode_parts(&self, with_models: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.memory_bytes() + 64);
+        snapshot::encode(&self.index, &mut out);
+        let mut w = Writer(&mut out);
+        let live: Vec<u32> = (0..self.ids.len() as u32)
+            .filter(|&s| self.ids[s as usize].is_some())
+            .collect();
+        w.u64(live.len() as u64);
+        for s in live {
+            w.u32(s);
+            w.blob(self.ids[s as usize].as_deref().unwrap_or("").as_bytes());
+            w.blob(self.attrs[s as usize].as_deref().unwrap_or("").as_bytes());
+        }
+        w.u32(POPULARITY_TAG);
+        self.popularity.encode(&mut w, |s| self.index.is_live(s));
+        if with_models && !self.models.is_empty() {
+            w.u32(MODELS_TAG);
+            self.models.encode(&mut w);
+        }
+        out
+    }
+
+    /// Rebuilds a catalog from [`Catalog::encode`]'s bytes; any inconsistency
+    /// is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Catalog> {
+        Self::decode_parts(bytes).map_err(Error::invalid)
+    }
+
+    fn decode_parts(bytes: &[u8]) -> Result<Catalog, String> {
+        let mut r = Reader::new(bytes);
+        let index = snapshot::decode(&mut r)?;
+        let slots = index.slots();
+        let count = r.count(MIN_ITEM_BYTES)?;
+        if count != index.len() {
+            return Err("item count does not match the index".into());
+        }
+        let mut ids = vec![None; slots];
+        let mut attrs: Vec<Option<Box<str>>> = vec![None; slots];
+        let mut columns = Columns::default();
+        let mut by_id = HashMap::with_capacity(count);
+        for _ in 0..count {
+            let slot = r.u32()?;
+            if !index.is_live(slot) || ids[slot as usize].is_some() {
+                return Err("item record names a deleted or repeated slot".into());
+            }
+            let id = r.text("item id")?;
+            let a = r.text("ATTRS")?;
+            super::check_id(id).map_err(String::from)?;
+            let id: Box<str> = id.into();
+            if by_id.insert(id.clone(), slot).is_some() {
+                return Err(format!(
+                    "duplicate item id {:?}",
+                    id.escape_debug().to_string()
+                ));
+            }
+            ids[slot as usize] = Some(id);
+            if !a.is_empty() {
+                let parsed = crate::features::attrs::Attrs::parse(a)
+                    .map_err(|e| format!("item at slot {slot}: {e}"))?;
+                columns.set(slot, Some(parsed.object()));
+                attrs[slot as usize] = Some(parsed.into_json());
+            }
+        }
+        let mut popularity = Popularity::default();
+        popularity.grow(slots);
+        let mut models = ModelSet::default();
+        let mut restore_notes = Vec::new();
+        while r.remaining() > 0 {
+            match r.u32()? {
+                POPULARITY_TAG => popularity = Popularity::decode(&mut r, slots)?,
+                MODELS_TAG => {
+                    models = ModelSet::decode(&mut r, index.params().dim, &mut restore_notes)?;
+                }
+                _ => return Err("unknown section after the items".into()),
+            }
+        }
+        Ok(Catalog {
+            index,
+            ids,
+            attrs,
+            columns,
+            by_id,
+            popularity,
+            models,
+            restore_notes,
+        })
+    }
+}

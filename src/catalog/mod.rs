@@ -1,0 +1,310 @@
+//! A catalog: items with string ids, vectors and JSON attributes over one
+//! [`Hnsw`] index, their popularity and the catalog's models. This is the
+//! value behind one Redis key of the module type.
+//!
+//! - this file: the item store (ids, vectors, attributes, searches);
+//! - [`popularity`]: time-decayed popularity per item;
+//! - [`encoding`]: the catalog's byte format (RDB, COPY).
+//!
+//! Every mutating call validates all of its input before changing anything,
+//! so an error leaves the catalog exactly as it was.
+
+pub mod encoding;
+pub mod popularity;
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::features::attrs::Attrs;
+use crate::features::columns::Columns;
+use crate::index::{Hnsw, IndexParams, Metric};
+use crate::rank::models::ModelSet;
+use crate::vector::check_finite;
+use popularity::Popularity;
+
+/// Longest item id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored<'a> {
+    pub id: &'a str,
+    pub score: f32,
+}
+
+/// What `RECSYS.INFO` reports.
+#[derive(Debug, Clone)]
+pub struct CatalogInfo {
+    pub params: IndexParams,
+    pub items: usize,
+    pub deleted_pending: usize,
+    pub slots: usize,
+    pub memory_bytes: usize,
+    pub models: usize,
+}
+
+pub struct Catalog {
+    index: Hnsw,
+    /// Item id per slot; `None` for tombstoned slots.
+    ids: Vec<Option<Box<str>>>,
+    /// Compact JSON attributes per slot.
+    attrs: Vec<Option<Box<str>>>,
+    /// The same attributes as columns for filters and diversity.
+    columns: Columns,
+    by_id: HashMap<Box<str>, u32>,
+    /// Time-decayed popularity per slot.
+    popularity: Popularity,
+    /// Ranking and query models (RECSYS.MODEL.*).
+    models: ModelSet,
+    /// What decoding had to say (models that were dropped or cannot run).
+    restore_notes: Vec<String>,
+}
+
+/// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
+pub fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::invalid("item id must not be empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Error::invalid(format!(
+            "item id longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// An empty catalog; fails when `params` are out of range.
+    pub fn new(params: IndexParams) -> Result<Catalog> {
+        params.validate()?;
+        Ok(Catalog {
+            index: Hnsw::new(params),
+            ids: Vec::new(),
+            attrs: Vec::new(),
+            columns: Columns::default(),
+            by_id: HashMap::new(),
+            popularity: Popularity::default(),
+            models: ModelSet::default(),
+            restore_notes: Vec::new(),
+        })
+    }
+
+    pub fn models(&self) -> &ModelSet {
+        &self.models
+    }
+
+    pub fn models_mut(&mut self) -> &mut ModelSet {
+        &mut self.models
+    }
+
+    /// Notes from [`Catalog::decode`] (for the caller to log), emptied.
+    pub fn take_restore_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.restore_notes)
+    }
+
+    pub fn params(&self) -> &IndexParams {
+        self.index.params()
+    }
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    pub fn index(&self) -> &Hnsw {
+        &self.index
+    }
+
+    /// Checks a query or item vector against the catalog (length, finiteness,
+    /// non-zero for COSINE).
+    pub fn check_vector(&self, v: &[f32]) -> Result<()> {
+        let dim = self.params().dim;
+        if v.len() != dim {
+            return Err(Error::invalid(format!(
+                "vector has {} components, the catalog's DIM is {dim}",
+                v.len()
+            )));
+        }
+        check_finite(v)?;
+        if self.params().metric == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
+            return Err(Error::invalid(
+                "zero vector has no direction (COSINE metric)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces an item. Returns true when the id is new.
+    pub fn set(&mut self, id: &str, v: &[f32], attrs: Option<Attrs>) -> Result<bool> {
+        check_id(id)?;
+        self.check_vector(v)?;
+        let created = match self.by_id.get(id).copied() {
+            Some(old) => {
+                self.forget_slot(old);
+                false
+            }
+            None => true,
+        };
+        let prepared = self.index.prepare(v);
+        let slot = self.index.insert(&prepared) as usize;
+        if slot >= self.ids.len() {
+            self.ids.resize(slot + 1, None);
+            self.attrs.resize(slot + 1, None);
+            self.popularity.grow(slot + 1);
+        }
+        let key: Box<str> = id.into();
+        self.ids[slot] = Some(key.clone());
+        self.columns
+            .set(slot as u32, attrs.as_ref().map(Attrs::object));
+        self.attrs[slot] = attrs.map(Attrs::into_json);
+        self.popularity.clear(slot as u32);
+        self.by_id.insert(key, slot as u32);
+        Ok(created)
+    }
+
+    fn forget_slot(&mut self, slot: u32) {
+        self.index.remove(slot);
+        if let Some(id) = self.ids[slot as usize].take() {
+            self.by_id.remove(&id);
+        }
+        self.attrs[slot as usize] = None;
+        self.columns.clear(slot);
+        self.popularity.clear(slot);
+    }
+
+    /// Deletes an item; returns false when it did not exist.
+    pub fn remove(&mut self, id: &str) -> bool {
+        match self.by_id.get(id).copied() {
+            Some(slot) => {
+                self.forget_slot(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Stored vector (normalized for COSINE, dequantized for Q8) and attributes.
+    pub fn get(&self, id: &str) -> Option<(Vec<f32>, Option<&str>)> {
+        let slot = *self.by_id.get(id)?;
+        Some((
+            self.index.vector(slot),
+            self.attrs[slot as usize].as_deref(),
+        ))
+    }
+
+    pub fn slot_of(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn id_of(&self, slot: u32) -> Option<&str> {
+        self.ids.get(slot as usize)?.as_deref()
+    }
+
+    pub fn attrs_of(&self, slot: u32) -> Option<&str> {
+        self.attrs.get(slot as usize)?.as_deref()
+    }
+
+    /// Attribute columns (filters, diversity).
+    pub fn columns(&self) -> &Columns {
+        &self.columns
+    }
+
+    /// Adds `weight` to the item's popularity at time `ts_ms` (see
+    /// [`popularity`]). Takes `&self`: updates are atomic (one writer, the
+    /// Redis main thread, and many readers).
+    pub fn record_popularity(&self, slot: u32, weight: f64, ts_ms: i64) {
+        if self.index.is_live(slot) {
+            self.popularity.record(slot, weight, ts_ms);
+        }
+    }
+
+    /// Popularity of `slot` as it stands at time `now_ms`.
+    pub fn popularity_at(&self, slot: u32, now_ms: i64) -> f64 {
+        self.popularity.at(slot, now_ms)
+    }
+
+    /// Live slots by decreasing popularity (ties by slot), accepted by `accept`,
+    /// at most `n`. Each score is read once: events may change them while
+    /// this runs, and the sort must see one consistent value per slot.
+    pub fn most_popular(&self, n: usize, accept: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut slots: Vec<(u32, f64)> = (0..self.index.slots() as u32)
+            .filter(|&s| self.index.is_live(s) && accept(s))
+            .map(|s| (s, self.popularity.raw(s)))
+            .collect();
+        let by_pop = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if slots.len() > n && n > 0 {
+            slots.select_nth_unstable_by(n - 1, by_pop);
+            slots.truncate(n);
+        }
+        slots.sort_by(by_pop);
+        slots.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// The `k` items nearest to `v` (already checked), best first.
+    pub fn search(&self, v: &[f32], k: usize, ef: Option<usize>) -> Vec<Scored<'_>> {
+        let prepared = self.index.prepare(v);
+        let ef = ef.unwrap_or(self.params().ef_search);
+        self.to_scored(self.index.search(&prepared, k, ef, |_| true))
+    }
+
+    /// The `k` items nearest to item `id`, never `id` itself.
+    pub fn similar(&self, id: &str, k: usize, ef: Option<usize>) -> Result<Vec<Scored<'_>>> {
+        let slot = self
+            .slot_of(id)
+            .ok_or_else(|| Error::invalid(format!("item '{id}' does not exist in this catalog")))?;
+        let v = self.index.vector(slot);
+        let ef = ef.unwrap_or(self.params().ef_search);
+        Ok(self.to_scored(self.index.search(&v, k, ef, |s| s != slot)))
+    }
+
+    fn to_scored(&self, hits: Vec<crate::index::Hit>) -> Vec<Scored<'_>> {
+        hits.into_iter()
+            .filter_map(|h| {
+                Some(Scored {
+                    id: self.id_of(h.slot)?,
+                    score: h.score,
+                })
+            })
+            .collect()
+    }
+
+    pub fn info(&self) -> CatalogInfo {
+        CatalogInfo {
+            params: *self.params(),
+            items: self.len(),
+            deleted_pending: self.index.deleted_pending(),
+            slots: self.index.slots(),
+            memory_bytes: self.memory_bytes(),
+            models: self.models.len(),
+        }
+    }
+
+    /// Heap bytes held by the catalog (index, ids, attributes, id map).
+    pub fn memory_bytes(&self) -> usize {
+        let strings: usize = self
+            .ids
+            .iter()
+            .chain(self.attrs.iter())
+            .map(|s| s.as_ref().map_or(0, |s| s.len()))
+            .sum();
+        self.index.memory_bytes()
+            + (self.ids.capacity() + self.attrs.capacity()) * std::mem::size_of::<Option<Box<str>>>()
+            + self.columns.heap_bytes()
+            + self.popularity.heap_bytes()
+            + strings * 2 // ids are held twice: per slot and as map keys
+            + self.by_id.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
+            + self.models.memory_bytes()
+    }
+
+    /// Live items in slot order: (id, stored vector, attributes).
+    pub fn items(&self) -> impl Iterator<Item = (&str, Vec<f32>, Option<&str>)> + '_ {
+        (0..self.index.slots() as u32).filter_map(move |s| {
+            let id = self.id_of(s)?;
+            Some((id, self.index.vector(s), self.attrs_of(s)))
+        })
+    }
+}

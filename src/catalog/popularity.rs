@@ -1,0 +1,112 @@
+//! Time-decayed item popularity: the cold-start ranking and a signal for
+//! models. Scores live per slot as `f64` bits in atomics, so RECSYS.EVENT
+//! updates them under the catalog's read lock without waiting for searches.
+//!
+//! Scores are kept in units at an epoch (`epoch_ms`): an event at time `t`
+//! adds `weight * 2^((t - epoch) / half-life)`, and reading at `now` scales by
+//! `2^(-(now - epoch) / half-life)`. When the factor grows large the epoch
+//! moves forward and every score is rescaled, so values stay finite.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::codec::{Reader, Writer};
+
+/// Popularity halves every day without new events.
+pub const HALF_LIFE_MS: f64 = 86_400_000.0;
+/// Half-lives between the epoch and an event before the epoch moves.
+const MAX_EXPONENT: f64 = 512.0;
+
+#[derive(Debug, Default)]
+pub struct Popularity {
+    scores: Vec<AtomicU64>,
+    epoch_ms: AtomicI64,
+}
+
+impl Popularity {
+    /// Room for `slots` slots (new ones at zero).
+    pub fn grow(&mut self, slots: usize) {
+        if slots > self.scores.len() {
+            self.scores.resize_with(slots, || AtomicU64::new(0));
+        }
+    }
+
+    /// Resets a slot (a new or deleted item).
+    pub fn clear(&self, slot: u32) {
+        if let Some(p) = self.scores.get(slot as usize) {
+            p.store(0, Relaxed);
+        }
+    }
+
+    /// The stored score of `slot`, in units at the epoch.
+    pub fn raw(&self, slot: u32) -> f64 {
+        self.scores
+            .get(slot as usize)
+            .map_or(0.0, |p| f64::from_bits(p.load(Relaxed)))
+    }
+
+    /// Adds `weight` at time `ts_ms`; the result never goes below zero.
+    pub fn record(&self, slot: u32, weight: f64, ts_ms: i64) {
+        let Some(cell) = self.scores.get(slot as usize) else {
+            return;
+        };
+        if !weight.is_finite() {
+            return;
+        }
+        let _ = self.epoch_ms.compare_exchange(0, ts_ms, Relaxed, Relaxed);
+        let mut exponent = (ts_ms - self.epoch_ms.load(Relaxed)) as f64 / HALF_LIFE_MS;
+        if exponent > MAX_EXPONENT {
+            let shift = 2f64.powf(-exponent);
+            for p in &self.scores {
+                p.store((f64::from_bits(p.load(Relaxed)) * shift).to_bits(), Relaxed);
+            }
+            self.epoch_ms.store(ts_ms, Relaxed);
+            exponent = 0.0;
+        }
+        let updated = (self.raw(slot) + weight * 2f64.powf(exponent)).max(0.0);
+        cell.store(updated.to_bits(), Relaxed);
+    }
+
+    /// Popularity of `slot` as it stands at time `now_ms`.
+    pub fn at(&self, slot: u32, now_ms: i64) -> f64 {
+        let epoch = self.epoch_ms.load(Relaxed);
+        self.raw(slot) * 2f64.powf(-((now_ms - epoch) as f64) / HALF_LIFE_MS)
+    }
+
+    /// Writes the slots `live` accepts that have a score.
+    pub fn encode(&self, w: &mut Writer, live: impl Fn(u32) -> bool) {
+        let popular: Vec<u32> = (0..self.scores.len() as u32)
+            .filter(|&s| self.raw(s) > 0.0 && live(s))
+            .collect();
+        w.u64(self.epoch_ms.load(Relaxed) as u64);
+        w.u64(popular.len() as u64);
+        for s in popular {
+            w.u32(s);
+            w.f64(self.raw(s));
+        }
+    }
+
+    /// Reads what [`Popularity::encode`] wrote for a catalog of `slots` slots.
+    pub fn decode(r: &mut Reader, slots: usize) -> Result<Popularity, String> {
+        let epoch_ms = r.u64()? as i64;
+        let n = r.count(12)?;
+        if n > slots {
+            return Err("popularity section larger than the catalog".into());
+        }
+        let mut p = Popularity::default();
+        p.grow(slots);
+        p.epoch_ms.store(epoch_ms, Relaxed);
+        for _ in 0..n {
+            let s = r.u32()? as usize;
+            let v = r.f64()?;
+            if s >= slots || !v.is_finite() || v < 0.0 {
+                return Err("bad popularity record".into());
+            }
+            p.scores[s].store(v.to_bits(), Relaxed);
+        }
+        Ok(p)
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.scores.capacity() * 8
+    }
+}

@@ -1,0 +1,61 @@
+//! EXPLAIN: how long each stage of a request took and what it did. The
+//! driver times the stages ([`Explain::timed`]); stages record only the
+//! facts they alone know (counts, the filter mode, plugin failures).
+
+use std::time::Instant;
+
+use crate::pipeline::user_vector::VectorSource;
+
+/// The stages of the pipeline, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    UserVector = 0,
+    Retrieve = 1,
+    Rank = 2,
+    Plugins = 3,
+    Order = 4,
+}
+
+/// Counts and microseconds per stage.
+#[derive(Debug, Clone, Default)]
+pub struct Explain {
+    /// Wall-clock microseconds per [`Stage`].
+    pub stage_us: [u64; 5],
+    pub source: Option<VectorSource>,
+    pub retrieved: usize,
+    /// Filter evaluations during retrieval, and how many were rejected.
+    pub filter_evaluated: usize,
+    pub filter_rejected: usize,
+    pub filter_mode: &'static str,
+    /// The model that ranked, and how many candidates it scored.
+    pub rank_model: Option<String>,
+    pub ranked: usize,
+    /// Candidates left after the plugin stages, and failures skipped
+    /// (FAILOPEN).
+    pub after_plugins: usize,
+    pub plugin_failures: Vec<String>,
+    pub diversity_dropped: usize,
+    pub returned: usize,
+}
+
+impl Explain {
+    pub fn new() -> Explain {
+        Explain {
+            filter_mode: "none",
+            ..Explain::default()
+        }
+    }
+
+    /// Runs one stage and records its time.
+    pub fn timed<T>(&mut self, stage: Stage, run: impl FnOnce(&mut Explain) -> T) -> T {
+        let t = Instant::now();
+        let out = run(self);
+        self.stage_us[stage as usize] = t.elapsed().as_micros() as u64;
+        out
+    }
+
+    /// Microseconds the stage took.
+    pub fn micros(&self, stage: Stage) -> u64 {
+        self.stage_us[stage as usize]
+    }
+}

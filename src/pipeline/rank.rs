@@ -1,0 +1,49 @@
+//! Stage 3, ranking: the request's RANK model scores every candidate in one
+//! batched call (user features broadcast to every row), else the retrieval
+//! score stands; candidates leave sorted best first.
+
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::pipeline::explain::Explain;
+use crate::pipeline::request::{Request, UserInput};
+use crate::rank::{Model, Role};
+
+/// The model called `name`, which must have ROLE RANK.
+pub fn rank_model<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Arc<Model>> {
+    let model = catalog.models().get(name).ok_or_else(|| {
+        Error::invalid(format!(
+            "RANK: the catalog has no model named '{name}' (add it with RECSYS.MODEL.SET)"
+        ))
+    })?;
+    if model.spec.role != Role::Rank {
+        return Err(Error::invalid(format!(
+            "RANK: model '{name}' has ROLE {}, not RANK",
+            model.spec.role.name()
+        )));
+    }
+    Ok(model)
+}
+
+/// Scores `candidates` with the request's model (if any) and sorts them
+/// best first (ties by slot, so equal scores keep a stable order).
+pub fn rank(
+    catalog: &Catalog,
+    user: &UserInput,
+    req: &Request,
+    mut candidates: Vec<(u32, f32)>,
+    ex: &mut Explain,
+) -> Result<Vec<(u32, f32)>> {
+    if let Some(name) = &req.rank {
+        let model = rank_model(catalog, name)?;
+        let scores = model
+            .score(&user.features, catalog.columns(), &candidates)
+            .map_err(Error::invalid)?;
+        candidates.iter_mut().zip(scores).for_each(|(c, s)| c.1 = s);
+        ex.rank_model = Some(name.clone());
+        ex.ranked = candidates.len();
+    }
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(candidates)
+}

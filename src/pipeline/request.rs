@@ -1,0 +1,143 @@
+//! What a recommendation request asks for, and every rule that ties its
+//! options together ([`Request::validate`]), shared by RECSYS.RECOMMEND and
+//! RECSYS.BATCH so that neither carries its own copy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::pipeline::filter::Filter;
+use crate::pipeline::plugins::PluginStage;
+use crate::plugin::World;
+
+/// Most items a request returns (and most results of SEARCH / SIMILAR).
+pub const MAX_K: usize = 10_000;
+/// Most candidates retrieved.
+pub const MAX_CANDIDATES: usize = 100_000;
+/// Candidates retrieved unless the request says otherwise.
+pub const DEFAULT_CANDIDATES: usize = 200;
+
+/// How the final list is ordered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ordering {
+    /// Best score first.
+    TopK,
+    /// Sample without replacement with probability ∝ exp(score / temperature).
+    Softmax { temperature: f32, seed: u64 },
+}
+
+/// Everything a request asks for. Parsers fill it option by option, then
+/// call [`Request::validate`]; the pipeline runs validated requests.
+#[derive(Debug)]
+pub struct Request {
+    pub k: usize,
+    pub candidates: usize,
+    pub ef: Option<usize>,
+    pub filter: Option<Arc<Filter>>,
+    pub exclude_seen: bool,
+    pub ordering: Ordering,
+    /// At most `.1` items per value of attribute `.0`.
+    pub diversity: Option<(String, usize)>,
+    /// Plugins in the order named, each with the world the request wants
+    /// of it (FILTER: [`World::Filter`], ORDER: [`World::Order`]).
+    pub plugins: Vec<(World, PluginStage)>,
+    /// A failing plugin skips its stage (counted in EXPLAIN) instead of
+    /// failing the request.
+    pub fail_open: bool,
+    /// The catalog model (ROLE RANK) that scores the candidates.
+    pub rank: Option<String>,
+}
+
+impl Request {
+    pub fn new(k: usize) -> Request {
+        Request {
+            k,
+            candidates: DEFAULT_CANDIDATES,
+            ef: None,
+            filter: None,
+            exclude_seen: false,
+            ordering: Ordering::TopK,
+            diversity: None,
+            plugins: Vec::new(),
+            fail_open: false,
+            rank: None,
+        }
+    }
+
+    /// Checks the rules between options and settles what depends on
+    /// several of them: at least K candidates, plugins of the world their
+    /// slot needs, one ORDER plugin, ORDER and SOFTMAX not together.
+    pub fn validate(mut self) -> Result<Request> {
+        if self.k == 0 || self.k > MAX_K {
+            return Err(Error::invalid(format!(
+                "K must be between 1 and {MAX_K}, got {}",
+                self.k
+            )));
+        }
+        self.candidates = self.candidates.clamp(self.k, MAX_CANDIDATES.max(self.k));
+        for (want, stage) in &self.plugins {
+            if stage.plugin.world != *want {
+                let slot = match want {
+                    World::Filter => "FILTER",
+                    World::Order => "ORDER",
+                };
+                return Err(Error::invalid(format!(
+                    "plugin '{}' implements the {} world, {slot} needs a {} plugin",
+                    stage.plugin.name,
+                    stage.plugin.world.name(),
+                    want.name()
+                )));
+            }
+        }
+        if self.order_plugins().count() > 1 {
+            return Err(Error::invalid("only one ORDER plugin per request"));
+        }
+        if self.order_plugin().is_some() && matches!(self.ordering, Ordering::Softmax { .. }) {
+            return Err(Error::invalid(
+                "ORDER plugin and SOFTMAX cannot be combined: both decide the order",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The filter plugins, in the order named.
+    pub fn filter_plugins(&self) -> impl Iterator<Item = &PluginStage> {
+        self.plugins
+            .iter()
+            .filter(|(w, _)| *w == World::Filter)
+            .map(|(_, s)| s)
+    }
+
+    fn order_plugins(&self) -> impl Iterator<Item = &PluginStage> {
+        self.plugins
+            .iter()
+            .filter(|(w, _)| *w == World::Order)
+            .map(|(_, s)| s)
+    }
+
+    /// The order plugin, replacing the built-in ordering.
+    pub fn order_plugin(&self) -> Option<&PluginStage> {
+        self.order_plugins().next()
+    }
+
+    pub fn has_plugins(&self) -> bool {
+        !self.plugins.is_empty()
+    }
+}
+
+/// What the caller read about the user (from the request and the user's hash).
+#[derive(Debug, Default, Clone)]
+pub struct UserInput {
+    /// The VECTOR argument (already decoded).
+    pub vector_arg: Option<Vec<f32>>,
+    /// The user's stored embedding (already decoded).
+    pub embedding: Option<Vec<f32>>,
+    /// Recently interacted item ids, newest first.
+    pub recent: Vec<String>,
+    /// The user key (passed to plugins).
+    pub user_id: String,
+    /// Current time in milliseconds (for popularity decay).
+    pub now_ms: i64,
+    /// User hash fields the models read (by field name).
+    pub features: HashMap<String, String>,
+}

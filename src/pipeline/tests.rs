@@ -1,0 +1,178 @@
+//! Unit tests of the whole pipeline on generated catalogs.
+
+mod behaviour {
+    use std::collections::HashMap;
+
+    use crate::catalog::Catalog;
+    use crate::features::attrs::Attrs;
+    use crate::index::IndexParams;
+    use crate::pipeline::filter::Filter;
+    use crate::pipeline::recommend;
+    use crate::pipeline::request::{Ordering, Request, UserInput};
+    use crate::pipeline::user_vector::VectorSource;
+    use crate::synth::clustered;
+
+    fn catalog(n: usize) -> Catalog {
+        let mut c = Catalog::new(IndexParams::new(16)).unwrap();
+        for (i, v) in clustered(n, 16, 10, 0.4, 1).iter().enumerate() {
+            let attrs = format!(r#"{{"genre":"g{}","rare":{}}}"#, i % 5, i % 100 == 0);
+            c.set(&format!("i{i}"), v, Some(Attrs::parse(&attrs).unwrap()))
+                .unwrap();
+        }
+        c
+    }
+
+    fn user(v: Vec<f32>) -> UserInput {
+        UserInput {
+            vector_arg: Some(v),
+            ..UserInput::default()
+        }
+    }
+
+    #[test]
+    fn selective_filter_still_fills_k() {
+        let c = catalog(3000);
+        let mut req = Request::new(20);
+        req.filter = Some(Filter::compile("rare").unwrap().into());
+        let u = user(c.index().vector(5));
+        let r = recommend(&c, &u, &req, None).unwrap();
+        assert_eq!(r.items.len(), 20, "30 rare items exist");
+        assert!(r
+            .items
+            .iter()
+            .all(|(id, _)| id[1..].parse::<usize>().unwrap() % 100 == 0));
+        assert!(r.explain.filter_mode.starts_with("in-graph"));
+    }
+
+    #[test]
+    fn exclude_seen_softmax_and_diversity() {
+        let c = catalog(2000);
+        let v = c.index().vector(1);
+        let mut u = user(v);
+        let plain = recommend(&c, &u, &Request::new(10), None).unwrap();
+        u.recent = plain
+            .items
+            .iter()
+            .take(5)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut req = Request::new(10);
+        req.exclude_seen = true;
+        let r = recommend(&c, &u, &req, None).unwrap();
+        assert!(r.items.iter().all(|(id, _)| !u.recent.contains(id)));
+
+        let mut req = Request::new(10);
+        req.ordering = Ordering::Softmax {
+            temperature: 0.05,
+            seed: 7,
+        };
+        let a = recommend(&c, &u, &req, None).unwrap().items;
+        let b = recommend(&c, &u, &req, None).unwrap().items;
+        assert_eq!(a, b, "same seed, same answer");
+        req.ordering = Ordering::Softmax {
+            temperature: 0.05,
+            seed: 8,
+        };
+        assert_ne!(a, recommend(&c, &u, &req, None).unwrap().items);
+
+        let mut req = Request::new(10);
+        req.diversity = Some(("genre".into(), 2));
+        let r = recommend(&c, &u, &req, None).unwrap();
+        let mut counts = HashMap::new();
+        for (id, _) in &r.items {
+            let slot = c.slot_of(id).unwrap();
+            *counts
+                .entry(c.columns().column("genre").unwrap().id(slot))
+                .or_insert(0) += 1;
+        }
+        assert!(counts.values().all(|&n| n <= 2), "{counts:?}");
+        assert_eq!(r.items.len(), 10);
+    }
+
+    #[test]
+    fn session_and_cold_start() {
+        let c = catalog(500);
+        let u = UserInput {
+            recent: vec!["i3".into(), "i4".into(), "nope".into()],
+            ..UserInput::default()
+        };
+        let r = recommend(&c, &u, &Request::new(5), None).unwrap();
+        assert_eq!(r.explain.source, Some(VectorSource::Session(2)));
+        let cold = UserInput {
+            now_ms: 1_000,
+            ..UserInput::default()
+        };
+        for (i, w) in [(7u32, 5.0), (9, 1.0), (11, 3.0)] {
+            c.record_popularity(i, w, 1_000);
+        }
+        let r = recommend(&c, &cold, &Request::new(3), None).unwrap();
+        assert_eq!(r.explain.source, Some(VectorSource::Popular));
+        let ids: Vec<&str> = r.items.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, vec!["i7", "i11", "i9"]);
+    }
+}
+
+mod speed {
+    use std::time::Instant;
+
+    use crate::catalog::Catalog;
+    use crate::features::attrs::Attrs;
+    use crate::index::IndexParams;
+    use crate::pipeline::explain::Stage;
+    use crate::pipeline::filter::Filter;
+    use crate::pipeline::recommend;
+    use crate::pipeline::request::{Request, UserInput};
+    use crate::synth::clustered_lowrank;
+
+    #[test]
+    #[ignore]
+    fn print_filter_costs() {
+        let mut c = Catalog::new(IndexParams {
+            ef_search: 64,
+            ..IndexParams::new(64)
+        })
+        .unwrap();
+        for (i, v) in clustered_lowrank(100_000, 64, 100, 8, 1).iter().enumerate() {
+            let attrs = format!(r#"{{"genre":"g{}","rare":{}}}"#, i % 20, i % 100 == 0);
+            c.set(&format!("i{i}"), v, Some(Attrs::parse(&attrs).unwrap()))
+                .unwrap();
+        }
+        let users = clustered_lowrank(50, 64, 100, 8, 2);
+        for w in [
+            None,
+            Some("true"),
+            Some(r#"genre != "g3""#),
+            Some(r#"genre == "g3""#),
+            Some("rare"),
+            Some(r#"genre == "nope""#),
+        ] {
+            let mut req = Request::new(10);
+            req.filter = w.map(|w| Filter::compile(w).unwrap().into());
+            let t = Instant::now();
+            let mut evals = 0;
+            let mut retrieve = 0;
+            let mut mode = "";
+            for u in &users {
+                let r = recommend(
+                    &c,
+                    &UserInput {
+                        vector_arg: Some(u.clone()),
+                        ..UserInput::default()
+                    },
+                    &req,
+                    None,
+                )
+                .unwrap();
+                evals += r.explain.filter_evaluated;
+                retrieve += r.explain.micros(Stage::Retrieve);
+                mode = r.explain.filter_mode;
+            }
+            eprintln!(
+                "{w:?}: {} us/request, retrieve {} us, {} evals/request, {mode}",
+                t.elapsed().as_micros() / 50,
+                retrieve / 50,
+                evals / 50
+            );
+        }
+    }
+}
