@@ -10,7 +10,7 @@
 //!   [`features`]: attribute columns and value conversions; [`user`]: the
 //!   user hash's fields and rules;
 //! - the floor: [`codec`] (bytes), [`rng`] (the one generator), [`error`],
-//!   [`vector`]; [`synth`] generates data for tests, demos and benchmarks.
+//!   [`names`], [`vector`]; [`synth`] generates data for tests, demos and benchmarks.
 //!
 //! The Redis module (`redis-module/`) translates commands to calls on these
 //! types; nothing here names a Redis type, so it is unit-testable with `cargo test`.
@@ -20,6 +20,7 @@ pub mod codec;
 pub mod error;
 pub mod features;
 pub mod index;
+pub mod names;
 pub mod pipeline;
 pub mod plugin;
 pub mod rank;

@@ -12,16 +12,16 @@ use crate::error::{Error, Result};
 pub const EMB_FIELD: &str = "emb";
 /// Hash field with the recent item ids (JSON array, newest first).
 pub const RECENT_FIELD: &str = "recent";
-/// Longest event TYPE name.
-pub const MAX_EVENT_TYPE_LEN: usize = 64;
 
-/// Parses the `recent` field (`None`: the user has none yet).
-pub fn parse_recent(raw: Option<&[u8]>, user: &str) -> Result<Vec<String>> {
+/// Parses the `recent` field (`None`: the user has none yet); `user` names
+/// the user in the error (called only then).
+pub fn parse_recent(raw: Option<&[u8]>, user: impl FnOnce() -> String) -> Result<Vec<String>> {
     match raw {
         None => Ok(Vec::new()),
         Some(bytes) => serde_json::from_slice(bytes).map_err(|_| {
             Error::invalid(format!(
-                "field '{RECENT_FIELD}' of user '{user}' must be a JSON array of item ids"
+                "field '{RECENT_FIELD}' of user '{}' must be a JSON array of item ids",
+                user()
             ))
         }),
     }
@@ -37,22 +37,13 @@ pub fn push_recent(recent: &mut Vec<String>, item: &str, history: usize) {
 
 /// The `recent` field's text.
 pub fn format_recent(recent: &[String]) -> String {
-    serde_json::Value::from(recent.to_vec()).to_string()
+    // Serializing a list of strings cannot fail.
+    serde_json::to_string(recent).unwrap_or_default()
 }
 
-/// Checks an event TYPE: 1..64 letters, digits, '_' or '-'.
+/// Checks an event TYPE (a name: 1..64 letters, digits, '_' or '-').
 pub fn check_event_type(t: &str) -> Result<()> {
-    let ok = !t.is_empty()
-        && t.len() <= MAX_EVENT_TYPE_LEN
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "TYPE must be 1..{MAX_EVENT_TYPE_LEN} letters, digits, '_' or '-', got '{t}'"
-        )))
-    }
+    crate::names::check_name("TYPE", t)
 }
 
 /// The hash field counting events of type `kind`.
@@ -66,14 +57,14 @@ mod tests {
 
     #[test]
     fn recent_moves_to_front_and_is_bounded() {
-        let mut r = parse_recent(Some(br#"["a","b","c"]"#), "u").unwrap();
+        let mut r = parse_recent(Some(br#"["a","b","c"]"#), || "u".into()).unwrap();
         push_recent(&mut r, "c", 3);
         assert_eq!(r, ["c", "a", "b"]);
         push_recent(&mut r, "d", 3);
         assert_eq!(r, ["d", "c", "a"]);
         assert_eq!(format_recent(&r), r#"["d","c","a"]"#);
-        assert!(parse_recent(Some(b"{"), "u").is_err());
-        assert!(parse_recent(None, "u").unwrap().is_empty());
+        assert!(parse_recent(Some(b"{"), || "u".into()).is_err());
+        assert!(parse_recent(None, || "u".into()).unwrap().is_empty());
         assert!(check_event_type("view").is_ok());
         assert!(check_event_type("a b").is_err());
     }

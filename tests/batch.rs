@@ -169,6 +169,7 @@ fn batch_results_reach_replicas() {
         .arg(-1)
         .query(&mut c)
         .unwrap();
+    assert_eq!(master.len(), 3, "the master wrote the list: {master:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got: Vec<String> = redis::cmd("LRANGE")

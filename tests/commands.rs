@@ -392,5 +392,23 @@ fn searches_inside_multi_and_lua_run_inline() {
         .arg("cat")
         .query(&mut c)
         .unwrap();
-    assert!(r.is_empty());
+    assert!(r.is_empty(), "the only item is never its own neighbour");
+    // Inline in Lua on a real catalog: the same answers as from a client.
+    cmd(&mut c, "RECSYS.ITEM.SET cat b VALUES 0.9 0.1").unwrap();
+    cmd(&mut c, "RECSYS.ITEM.SET cat d VALUES 0 1").unwrap();
+    cmd(&mut c, "RECSYS.ITEM.SET cat e VALUES 0.5 0.5").unwrap();
+    let lua: Vec<String> = redis::cmd("EVAL")
+        .arg("return redis.call('RECSYS.SIMILAR', KEYS[1], 'a', 3)")
+        .arg(1)
+        .arg("cat")
+        .query(&mut c)
+        .unwrap();
+    let direct: Vec<String> = redis::cmd("RECSYS.SIMILAR")
+        .arg("cat")
+        .arg("a")
+        .arg(3)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(lua, vec!["b", "e", "d"]);
+    assert_eq!(lua, direct);
 }

@@ -184,11 +184,9 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
     };
     assert_eq!(models.len(), 2);
     let info = cmd(&mut c, "RECSYS.MODEL.INFO cat native").unwrap();
-    assert_eq!(
-        text(field(&info, "device")),
-        "cpu",
-        "no GPU on this machine"
-    );
+    // "cpu" here; on a machine with a GPU (GPU auto) the DLRM runs there.
+    let device = text(field(&info, "device"));
+    assert!(device == "cpu" || device.starts_with("gpu ("), "{device}");
     assert_eq!(text(field(&info, "kind")), "DLRM");
     assert_eq!(text(field(&info, "schema")), schema);
     let info = cmd(&mut c, "RECSYS.MODEL.INFO cat onnx").unwrap();
@@ -625,15 +623,19 @@ fn without_onnx_runtime_onnx_is_refused_and_the_rest_works() {
 
 #[test]
 fn gpu_on_without_cuda_fails_the_load_and_auto_falls_back() {
-    let e = match recsys_cli::server::RedisServer::start(&["GPU", "on"], &[]) {
-        Ok(_) => panic!("GPU on must fail without CUDA"),
-        Err(e) => e.to_string(),
-    };
-    assert!(e.contains("GPU on, but no usable GPU"), "{e}");
-    let s = server_with(&["GPU", "auto"], &[]);
-    assert!(std::fs::read_to_string(s.dir.path().join("redis.log"))
-        .unwrap()
-        .contains("DLRM models run on the CPU"));
+    match recsys_cli::server::RedisServer::start(&["GPU", "on"], &[]) {
+        Ok(_) => eprintln!(
+            "note: GPU on loaded: this machine has a GPU, so the no-GPU failure path is not exercised here"
+        ),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("GPU on, but no usable GPU"), "{e}");
+            let s = server_with(&["GPU", "auto"], &[]);
+            assert!(std::fs::read_to_string(s.dir.path().join("redis.log"))
+                .unwrap()
+                .contains("DLRM models run on the CPU"));
+        }
+    }
     let e = match recsys_cli::server::RedisServer::start(&["GPU", "maybe"], &[]) {
         Ok(_) => panic!("bad GPU value must fail"),
         Err(e) => e.to_string(),

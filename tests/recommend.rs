@@ -304,6 +304,59 @@ fn resp3_explain_is_a_map_with_stages() {
     }
 }
 
+/// EXPLAIN's `filter_mode` for a WHERE (VECTOR given, no history).
+fn filter_mode(c: &mut Connection, vector: &[f32], where_: &str) -> (String, usize) {
+    let v: Value = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("nobody")
+        .arg("K")
+        .arg(5)
+        .arg("VECTOR")
+        .arg(to_fp32_blob(vector))
+        .arg("WHERE")
+        .arg(where_)
+        .arg("EXPLAIN")
+        .query(c)
+        .unwrap();
+    let Value::Array(top) = v else {
+        panic!("RESP2 map as array: {v:?}")
+    };
+    let Value::Array(items) = &top[1] else {
+        panic!()
+    };
+    let Value::Array(ex) = &top[3] else { panic!() };
+    let field = |name: &str| {
+        let i = ex
+            .iter()
+            .position(|k| redis::from_redis_value::<String>(k).ok().as_deref() == Some(name))
+            .unwrap();
+        ex[i + 1].clone()
+    };
+    (
+        redis::from_redis_value(&field("filter_mode")).unwrap(),
+        items.len(),
+    )
+}
+
+#[test]
+fn explain_says_how_filters_ran() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    // A permissive filter stays in the graph walk...
+    let (mode, n) = filter_mode(&mut c, &vs[0], "year > 1960");
+    assert_eq!((mode.as_str(), n), ("in-graph", 5));
+    // ...one that matches a few items scattered over the catalog gives up
+    // on the walk and scans them, still filling K.
+    let (mode, n) = filter_mode(&mut c, &vs[0], "rare && year == 1950");
+    assert_eq!(
+        (mode.as_str(), n),
+        ("in-graph, then scan (selective filter)", 5)
+    );
+    let (mode, _) = filter_mode(&mut c, &vs[0], "true");
+    assert_eq!(mode, "in-graph");
+}
+
 #[test]
 fn events_persist_and_replicate() {
     let s = server();

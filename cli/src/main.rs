@@ -21,18 +21,24 @@ enum Cmd {
     /// Benchmarks (figures for docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Random and half-valid arguments at every command (and mutated DUMP payloads at RESTORE) against a real server; fails on a death, an internal error, a hang or an unloadable dataset.
+    Fuzz(recsys_cli::fuzz::Fuzz),
     /// Writes the DLRM weight fixtures (tests/fixtures; ONNX versions come from scripts/make_onnx_fixtures.py).
     Fixtures(recsys_cli::fixtures::Fixtures),
 }
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Every benchmark, written as docs/benchmarks.md with the machine, commit and date.
+    All(recsys_cli::bench::all::AllBench),
     /// HNSW build and query speed vs hnswlib on the same vectors.
     Index(recsys_cli::bench::index::IndexBench),
     /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
     Redis(recsys_cli::bench::redis::RedisBench),
     /// RECOMMEND and EVENT through redis-server, next to GET, with the EXPLAIN split.
     Recommend(recsys_cli::bench::recommend::RecommendBench),
+    /// WHERE filters in the core pipeline: in-graph walk vs scan.
+    Filters(recsys_cli::bench::filters::FilterBench),
     /// Plugin call cost, and RECOMMEND with plugins vs without through Redis.
     Plugins(recsys_cli::bench::plugins::PluginBench),
     /// Ranking: the reference DLRM native vs ONNX Runtime (and GPU), batch sizes, RECOMMEND ... RANK through Redis.
@@ -43,6 +49,9 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo(d) => recsys_cli::demo::run(&d),
         Cmd::Fixtures(f) => recsys_cli::fixtures::run(&f),
+        Cmd::Fuzz(f) => recsys_cli::fuzz::main(&f),
+        Cmd::Bench(BenchCmd::All(b)) => recsys_cli::bench::all::run(&b),
+        Cmd::Bench(BenchCmd::Filters(b)) => recsys_cli::bench::filters::run(&b),
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),

@@ -70,6 +70,7 @@ commands! {
     cmd_info => c::info,
     cmd_recommend => r::recommend,
     cmd_event => r::event,
+    cmd_popularity_set => r::popularity_set,
     cmd_batch => b::batch,
     cmd_plugin_load => p::load,
     cmd_plugin_list => p::list,
@@ -196,28 +197,30 @@ const SPECS: &[Spec] = &[
         complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering" },
     Spec { name: "RECSYS.EVENT", func: cmd_event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Read, KeyUse::Update],
         summary: "Records an interaction: the user's recent items and the item's popularity", complexity: "O(HISTORY)" },
+    Spec { name: "RECSYS.POPULARITY.SET", func: cmd_popularity_set, flags: "write deny-oom", arity: -6, keys: &[KeyUse::Insert],
+        summary: "Sets items' popularity (scores in units at an epoch); AOF rewrite writes popularity back with it", complexity: "O(N) for N items" },
     Spec { name: "RECSYS.BATCH", func: cmd_batch, flags: "write deny-oom", arity: -8, keys: &[KeyUse::Read],
         summary: "Starts a background job writing recommendations for every user hash matching a pattern into lists",
         complexity: "O(users x RECOMMEND), in the background" },
     Spec { name: "RECSYS.BATCH.STATUS", func: cmd_batch_status, flags: "readonly fast", arity: -1, keys: &[],
         summary: "Progress and errors of batch jobs", complexity: "O(1)" },
-    Spec { name: "RECSYS.PLUGIN.LOAD", func: cmd_plugin_load, flags: "write deny-oom", arity: -3, keys: &[],
+    Spec { name: "RECSYS.PLUGIN.LOAD", func: cmd_plugin_load, flags: "write admin deny-oom", arity: -3, keys: &[],
         summary: "Loads (or with REPLACE swaps) a WebAssembly plugin component; compiles on a worker thread",
         complexity: "O(component size)" },
     Spec { name: "RECSYS.PLUGIN.LIST", func: cmd_plugin_list, flags: "readonly fast", arity: 1, keys: &[],
         summary: "Lists the loaded plugins", complexity: "O(plugins)" },
     Spec { name: "RECSYS.PLUGIN.INFO", func: cmd_plugin_info, flags: "readonly fast", arity: 2, keys: &[],
         summary: "A plugin's world, sha256, size, calls, errors, traps and latency", complexity: "O(1)" },
-    Spec { name: "RECSYS.PLUGIN.DEL", func: cmd_plugin_del, flags: "write fast", arity: 2, keys: &[],
+    Spec { name: "RECSYS.PLUGIN.DEL", func: cmd_plugin_del, flags: "write admin fast", arity: 2, keys: &[],
         summary: "Removes a plugin (calls in flight finish)", complexity: "O(1)" },
-    Spec { name: "RECSYS.MODEL.SET", func: cmd_model_set, flags: "write deny-oom", arity: -7, keys: &[KeyUse::Insert],
+    Spec { name: "RECSYS.MODEL.SET", func: cmd_model_set, flags: "write admin deny-oom", arity: -7, keys: &[KeyUse::Insert],
         summary: "Adds or atomically replaces a ranking (ROLE RANK) or query (ROLE QUERY) model of a catalog: ONNX or native DLRM weights, with a feature SCHEMA; builds on a worker thread",
         complexity: "O(model size)" },
     Spec { name: "RECSYS.MODEL.LIST", func: cmd_model_list, flags: "readonly fast", arity: 2, keys: &[KeyUse::Read],
         summary: "Lists a catalog's models", complexity: "O(models)" },
     Spec { name: "RECSYS.MODEL.INFO", func: cmd_model_info, flags: "readonly fast", arity: 3, keys: &[KeyUse::Read],
         summary: "A model's kind, role, device, schema, sha256, calls, errors and mean latency", complexity: "O(1)" },
-    Spec { name: "RECSYS.MODEL.DEL", func: cmd_model_del, flags: "write fast", arity: 3, keys: &[KeyUse::Delete],
+    Spec { name: "RECSYS.MODEL.DEL", func: cmd_model_del, flags: "write admin fast", arity: 3, keys: &[KeyUse::Delete],
         summary: "Removes a model from a catalog (requests in flight finish with it)", complexity: "O(1)" },
 ];
 
@@ -227,6 +230,40 @@ const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommand
     sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
     sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
 };
+
+/// ACL categories of a command, from its flags: @read or @write, @fast or
+/// @slow, and @admin @dangerous for the commands that install or remove
+/// code (plugins, models).
+fn acl_categories(flags: &str) -> String {
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let mut cats = vec![if has("write") { "write" } else { "read" }];
+    cats.push(if has("fast") { "fast" } else { "slow" });
+    if has("admin") {
+        cats.extend(["admin", "dangerous"]);
+    }
+    cats.join(" ")
+}
+
+/// Sets the ACL categories where the server lets modules do so (Redis
+/// 7.2+; on 7.0 docs/operations.md gives the ACL rules to write instead).
+///
+/// # Safety
+/// `cmd` must be a command handle from `RedisModule_GetCommand`.
+unsafe fn set_acl_categories(cmd: *mut raw::RedisModuleCommand, flags: &str) -> Result<(), String> {
+    // SAFETY: the API table is set at init.
+    let Some(set) = (unsafe { raw::RedisModule_SetCommandACLCategories }) else {
+        return Ok(());
+    };
+    let cats = CString::new(acl_categories(flags)).map_err(|e| e.to_string())?;
+    // SAFETY: live command handle and string.
+    if unsafe { set(cmd, cats.as_ptr()) } != raw::REDISMODULE_OK as c_int {
+        return Err(format!(
+            "cannot set ACL categories '{}'",
+            acl_categories(flags)
+        ));
+    }
+    Ok(())
+}
 
 /// Registers every command with its key spec and docs.
 pub fn register(ctx: &Context) -> Result<(), String> {
@@ -255,6 +292,7 @@ pub fn register(ctx: &Context) -> Result<(), String> {
             if cmd.is_null() {
                 return Err(format!("cannot find {} after registering it", s.name));
             }
+            set_acl_categories(cmd, s.flags).map_err(|e| format!("{}: {e}", s.name))?;
             let specs = s
                 .keys
                 .iter()

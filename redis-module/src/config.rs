@@ -24,15 +24,18 @@ pub struct Config {
 
 static CONFIG: OnceCell<Config> = OnceCell::new();
 
-/// The loaded configuration (defaults before load, e.g. in unit tests).
-pub fn get() -> Config {
-    CONFIG.get().cloned().unwrap_or_else(defaults)
+/// Recent items kept per user (read on every EVENT: no clone of the config).
+pub fn history() -> usize {
+    CONFIG.get().map_or(DEFAULT_HISTORY, |c| c.history)
 }
+
+/// Default of HISTORY.
+const DEFAULT_HISTORY: usize = 50;
 
 fn defaults() -> Config {
     Config {
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        history: 50,
+        history: DEFAULT_HISTORY,
         plugin_limits: recsys_core::plugin::Limits::default(),
         ort_lib: None,
         gpu: recsys_core::rank::GpuMode::Auto,

@@ -8,6 +8,7 @@
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -167,12 +168,41 @@ unsafe fn emit(aof: *mut raw::RedisModuleIO, cmd: &str, args: &[&[u8]]) {
     // SAFETY: one (pointer, length) pair per "b" in the format.
     unsafe {
         match args.len() {
+            3 => emit_with!(emit, aof, n, f, args; 0 1 2),
             4 => emit_with!(emit, aof, n, f, args; 0 1 2 3),
+            5 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4),
             6 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5),
             8 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7),
             13 => emit_with!(emit, aof, n, f, args; 0 1 2 3 4 5 6 7 8 9 10 11 12),
             n => log_warning(&format!("recsys: no AOF emitter for {n} arguments")),
         }
+    }
+}
+
+/// Whether this process already wrote the plugins into the AOF. A rewrite
+/// runs in a forked child, so this starts false in every rewrite.
+static PLUGINS_WRITTEN: AtomicBool = AtomicBool::new(false);
+
+/// Plugins are server-wide (RDB aux data), and an AOF without an RDB
+/// preamble has no aux data: the first catalog rewritten also writes every
+/// plugin as PLUGIN.LOAD ... REPLACE. (With no catalog at all, such an AOF
+/// has no plugins either; docs/reliability.md says so.)
+///
+/// # Safety
+/// `aof` must be the live handle Redis passed to `aof_rewrite`.
+unsafe fn emit_plugins_once(aof: *mut raw::RedisModuleIO) {
+    if PLUGINS_WRITTEN.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    for p in crate::plugin_store::all() {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            emit(
+                aof,
+                "RECSYS.PLUGIN.LOAD",
+                &[p.name.as_bytes(), &p.bytes, b"REPLACE"],
+            )
+        };
     }
 }
 
@@ -217,6 +247,7 @@ unsafe extern "C" fn aof_rewrite(
             p.quant.name().as_bytes(),
         ];
         // SAFETY (all emits): `aof` is the handle of this callback.
+        unsafe { emit_plugins_once(aof) };
         unsafe { emit(aof, "RECSYS.CREATE", &create) };
         for model in catalog.models().iter() {
             let args = model.spec.command_args(key);
@@ -241,6 +272,20 @@ unsafe extern "C" fn aof_rewrite(
                     )
                 },
             }
+        }
+        let (epoch, records) = catalog.popularity_records();
+        let epoch = epoch.to_string();
+        for (id, score) in records {
+            // `{:?}` is the shortest text that parses back to the same f64.
+            let score = format!("{score:?}");
+            let args: [&[u8]; 5] = [
+                key,
+                b"EPOCH",
+                epoch.as_bytes(),
+                id.as_bytes(),
+                score.as_bytes(),
+            ];
+            unsafe { emit(aof, "RECSYS.POPULARITY.SET", &args) };
         }
     })
 }

@@ -71,7 +71,9 @@ pub fn hash_field(key: &RedisKey, field: &str) -> CmdResult<Option<RedisString>>
 /// The user's recent item ids (the `recent` field).
 pub fn read_recent(key: &RedisKey, user: &RedisString) -> CmdResult<Vec<String>> {
     let raw = hash_field(key, RECENT_FIELD)?;
-    parse_recent(raw.as_ref().map(|s| s.as_slice()), &user.to_string_lossy())
+    parse_recent(raw.as_ref().map(|s| s.as_slice()), || {
+        user.to_string_lossy()
+    })
 }
 
 /// Reads the user's hash (`emb` unless `vector_given`, `recent`, and the

@@ -8,9 +8,10 @@
 //! - [`keys`] (catalogs and user hashes), [`plugin_store`] (loaded plugins
 //!   and their RDB aux data), [`datatype`] (the catalog type: RDB, AOF,
 //!   memory, copy, free);
-//! - [`workers`] (the threading model), [`reply`], [`args`], [`config`],
-//!   [`util`].
+//! - [`workers`] (the threading model), [`acl`] (checks for keys a command
+//!   does not name), [`reply`], [`args`], [`config`], [`util`].
 
+mod acl;
 mod args;
 mod cmd;
 mod command_table;

@@ -146,7 +146,7 @@ pub unsafe extern "C" fn aux_load(
         };
         let mut reg = HashMap::new();
         for (name, bytes) in loaded {
-            if let Err(e) = crate::util::check_name("plugin", &name) {
+            if let Err(e) = recsys_core::names::check_name("plugin name", &name) {
                 log_warning(&format!("recsys: plugin from the RDB refused: {e}"));
                 continue;
             }

@@ -5,7 +5,6 @@
 use std::any::Any;
 use std::ffi::CString;
 
-use recsys_core::{Error, Result};
 use redis_module::{raw, Context, RedisString};
 
 /// The text of a caught panic payload.
@@ -45,21 +44,6 @@ pub fn select_db(ctx: &Context, db: i32) {
         if let Some(f) = raw::RedisModule_SelectDb {
             f(ctx.ctx, db);
         }
-    }
-}
-
-/// Checks a plugin or model name: 1..64 letters, digits, '_' or '-'.
-pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "{what} name must be 1..64 letters, digits, '_' or '-', got '{name}'"
-        )))
     }
 }
 

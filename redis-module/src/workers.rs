@@ -44,6 +44,10 @@ use crate::util::panic_message;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Stack of worker (and batch) threads: room for the filter language's
+/// recursive parser and evaluator on the largest expressions accepted.
+pub const WORKER_STACK: usize = 16 << 20;
+
 static POOL: OnceCell<Sender<Job>> = OnceCell::new();
 static REAPER: OnceCell<Sender<Box<dyn Send>>> = OnceCell::new();
 
@@ -58,6 +62,7 @@ pub fn start(n: usize) -> Result<(), String> {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("recsys-worker-{i}"))
+                .stack_size(WORKER_STACK)
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
                         job();

@@ -227,6 +227,27 @@ impl Catalog {
         self.popularity.at(slot, now_ms)
     }
 
+    /// Sets an item's popularity: `score` in units at `epoch_ms` (what
+    /// [`Catalog::popularity_records`] gives). Fails for an unknown id.
+    pub fn set_popularity(&self, id: &str, epoch_ms: i64, score: f64) -> Result<()> {
+        let slot = self
+            .slot_of(id)
+            .ok_or_else(|| Error::invalid(format!("item '{id}' does not exist in this catalog")))?;
+        self.popularity.set(slot, epoch_ms, score)
+    }
+
+    /// The popularity epoch and every live item's non-zero score in units at
+    /// it (AOF rewrite writes these back with RECSYS.POPULARITY.SET).
+    pub fn popularity_records(&self) -> (i64, Vec<(&str, f64)>) {
+        let records = (0..self.index.slots() as u32)
+            .filter_map(|s| {
+                let p = self.popularity.raw(s);
+                (p > 0.0).then_some((self.id_of(s)?, p))
+            })
+            .collect();
+        (self.popularity.epoch_ms(), records)
+    }
+
     /// Live slots by decreasing popularity (ties by slot), accepted by `accept`,
     /// at most `n`. Each score is read once: events may change them while
     /// this runs, and the sort must see one consistent value per slot.

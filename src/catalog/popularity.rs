@@ -10,9 +10,28 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::codec::{Reader, Writer};
+use crate::error::{Error, Result};
 
 /// Popularity halves every day without new events.
 pub const HALF_LIFE_MS: f64 = 86_400_000.0;
+/// Latest event time accepted at all (ms since the epoch, ~year 6400).
+pub const MAX_EVENT_MS: i64 = 1 << 47;
+/// How far ahead of the server's clock an event may be stamped.
+pub const MAX_FUTURE_MS: i64 = 86_400_000;
+/// Largest |WEIGHT| of one event.
+pub const MAX_WEIGHT: f64 = 1e6;
+
+/// Checks an event's time against the server clock `now_ms`: an event far
+/// in the future would move the epoch there and make every score decay to
+/// zero, so it is refused.
+pub fn check_event_time(ts_ms: i64, now_ms: i64) -> Result<()> {
+    if ts_ms > now_ms.saturating_add(MAX_FUTURE_MS) {
+        return Err(Error::invalid(format!(
+            "TS {ts_ms} is more than a day ahead of the server clock ({now_ms} ms)"
+        )));
+    }
+    Ok(())
+}
 /// Half-lives between the epoch and an event before the epoch moves.
 const MAX_EXPONENT: f64 = 512.0;
 
@@ -53,7 +72,7 @@ impl Popularity {
             return;
         }
         let _ = self.epoch_ms.compare_exchange(0, ts_ms, Relaxed, Relaxed);
-        let mut exponent = (ts_ms - self.epoch_ms.load(Relaxed)) as f64 / HALF_LIFE_MS;
+        let mut exponent = ts_ms.saturating_sub(self.epoch_ms.load(Relaxed)) as f64 / HALF_LIFE_MS;
         if exponent > MAX_EXPONENT {
             let shift = 2f64.powf(-exponent);
             for p in &self.scores {
@@ -62,14 +81,46 @@ impl Popularity {
             self.epoch_ms.store(ts_ms, Relaxed);
             exponent = 0.0;
         }
-        let updated = (self.raw(slot) + weight * 2f64.powf(exponent)).max(0.0);
+        let updated = (self.raw(slot) + weight * 2f64.powf(exponent)).clamp(0.0, f64::MAX);
         cell.store(updated.to_bits(), Relaxed);
     }
 
-    /// Popularity of `slot` as it stands at time `now_ms`.
+    /// The epoch scores are kept in units at.
+    pub fn epoch_ms(&self) -> i64 {
+        self.epoch_ms.load(Relaxed)
+    }
+
+    /// Sets `slot`'s score to `score` in units at `epoch_ms` (the form
+    /// [`Popularity::raw`] and [`Popularity::epoch_ms`] give), converted
+    /// to this catalog's epoch; a catalog without events adopts `epoch_ms`.
+    pub fn set(&self, slot: u32, epoch_ms: i64, score: f64) -> Result<()> {
+        if !score.is_finite() || score < 0.0 {
+            return Err(Error::invalid(format!(
+                "popularity must be a finite number >= 0, got {score}"
+            )));
+        }
+        let Some(cell) = self.scores.get(slot as usize) else {
+            return Ok(());
+        };
+        let _ = self
+            .epoch_ms
+            .compare_exchange(0, epoch_ms, Relaxed, Relaxed);
+        let shift = epoch_ms.saturating_sub(self.epoch_ms.load(Relaxed)) as f64 / HALF_LIFE_MS;
+        let converted = (score * 2f64.powf(shift)).clamp(0.0, f64::MAX);
+        cell.store(converted.to_bits(), Relaxed);
+        Ok(())
+    }
+
+    /// Popularity of `slot` as it stands at time `now_ms` (always finite).
     pub fn at(&self, slot: u32, now_ms: i64) -> f64 {
         let epoch = self.epoch_ms.load(Relaxed);
-        self.raw(slot) * 2f64.powf(-((now_ms - epoch) as f64) / HALF_LIFE_MS)
+        let factor = 2f64.powf(-(now_ms.saturating_sub(epoch) as f64) / HALF_LIFE_MS);
+        let p = self.raw(slot) * factor;
+        if p.is_finite() {
+            p
+        } else {
+            f64::MAX
+        }
     }
 
     /// Writes the slots `live` accepts that have a score.
@@ -108,5 +159,31 @@ impl Popularity {
 
     pub fn heap_bytes(&self) -> usize {
         self.scores.capacity() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_decay_stay_finite_and_far_future_is_refused() {
+        let mut p = Popularity::default();
+        p.grow(3);
+        p.record(0, 4.0, 1_000);
+        p.record(1, 1.0, 1_000 + HALF_LIFE_MS as i64);
+        assert!((p.at(0, 1_000 + HALF_LIFE_MS as i64) - 2.0).abs() < 1e-9);
+        assert!((p.at(1, 1_000 + HALF_LIFE_MS as i64) - 1.0).abs() < 1e-9);
+        // Events long after the epoch move it instead of overflowing.
+        p.record(2, MAX_WEIGHT, MAX_EVENT_MS);
+        p.record(2, MAX_WEIGHT, MAX_EVENT_MS);
+        assert!((0..3).all(|s| p.at(s, MAX_EVENT_MS).is_finite() && p.raw(s).is_finite()));
+        assert!(p.at(2, MAX_EVENT_MS) > 0.0);
+        assert!(
+            p.at(2, 0).is_finite(),
+            "reading long before the epoch stays finite"
+        );
+        assert!(check_event_time(5_000, 1_000).is_ok());
+        assert!(check_event_time(1_000 + MAX_FUTURE_MS + 1, 1_000).is_err());
     }
 }

@@ -113,8 +113,17 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     let mut upper = Vec::with_capacity(slots);
     for &l in &levels {
         let u: Vec<u32> = r.array(l as usize * (1 + p.m))?;
-        for block in u.chunks_exact(1 + p.m) {
+        for (layer, block) in (1..).zip(u.chunks_exact(1 + p.m)) {
             check_block(block, p.m)?;
+            // A link on layer L must name a node that lives on layer L.
+            if block[1..1 + block[0] as usize]
+                .iter()
+                .any(|&id| (levels[id as usize] as usize) < layer)
+            {
+                return Err(format!(
+                    "a layer-{layer} link names a node below that layer"
+                ));
+            }
         }
         upper.push(u);
     }
@@ -129,6 +138,15 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
         }
     } else if entry as usize >= slots || levels[entry as usize] as usize != max_level {
         return Err("entry point is not a top-level node".into());
+    }
+    if levels.iter().any(|&l| l as usize > max_level) {
+        return Err("a node is above the top level".into());
+    }
+    let mut in_free = vec![false; slots];
+    for &f in &free {
+        if f == entry || std::mem::replace(&mut in_free[f as usize], true) {
+            return Err("free list repeats a slot or names the entry point".into());
+        }
     }
     h.store.nodes = nodes;
     h.upper = upper;

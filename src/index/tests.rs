@@ -164,6 +164,42 @@ fn corrupt_or_truncated_snapshots_fail_cleanly() {
 }
 
 #[test]
+fn structurally_inconsistent_snapshots_are_refused() {
+    let data = clustered(400, 16, 5, 0.6, 12);
+    let h = build(IndexParams::new(16), &data);
+    let (upper_node, ground_node) = {
+        let up = (0..h.slots() as u32)
+            .find(|&s| h.levels[s as usize] >= 1 && h.upper[s as usize][0] > 0)
+            .expect("a node with upper-layer links");
+        let ground = (0..h.slots() as u32)
+            .find(|&s| h.levels[s as usize] == 0)
+            .expect("a layer-0 node");
+        (up, ground)
+    };
+    let encoded = |h: &Hnsw| {
+        let mut bytes = Vec::new();
+        encode(h, &mut bytes);
+        bytes
+    };
+    // An upper-layer link to a node that has no such layer.
+    let mut bad = build(IndexParams::new(16), &data);
+    bad.upper[upper_node as usize][1] = ground_node;
+    let e = decode(&mut Reader::new(&encoded(&bad)))
+        .err()
+        .expect("refused");
+    assert!(e.contains("names a node below that layer"), "{e}");
+    // A free list naming a slot twice.
+    let mut bad = build(IndexParams::new(16), &data);
+    bad.remove(ground_node);
+    bad.free.push(ground_node);
+    let e = decode(&mut Reader::new(&encoded(&bad)))
+        .err()
+        .expect("refused");
+    assert!(e.contains("free list"), "{e}");
+    assert!(decode(&mut Reader::new(&encoded(&h))).is_ok());
+}
+
+#[test]
 #[ignore]
 fn print_recall_curve() {
     let data = clustered(3000, 32, 20, 0.6, 1);

@@ -5,15 +5,34 @@
 //! An item matches only when the expression evaluates to `true`. A missing
 //! attribute or a type mismatch makes the expression fail for that item, which
 //! counts as "no match" — never as an error of the whole request.
+//!
+//! Expressions are untrusted input with a budget: at most [`MAX_WHERE_LEN`]
+//! bytes, brackets nested at most [`MAX_NESTING`] deep, an expression tree at
+//! most [`MAX_DEPTH`] deep, no comprehension (`all`, `exists`, `map`, ...)
+//! inside another, and at most [`EVAL_BUDGET`] of evaluation per request
+//! ([`FilterEval::exhausted`]). The compiled-filter cache is bounded in bytes.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use cel::common::ast::{EntryExpr, Expr};
 use cel::common::value::CowVal;
 use cel::context::VariableResolver;
-use cel::{Context, Env, Program, Value};
+use cel::{Context, Env, IdedExpr, Program, Value};
 use once_cell::sync::Lazy;
 
+use crate::error::{Error, Result};
 use crate::features::columns::{Column, Columns};
+
+/// Longest WHERE expression accepted, in bytes.
+pub const MAX_WHERE_LEN: usize = 4096;
+/// Deepest nesting of brackets in the source.
+pub const MAX_NESTING: usize = 32;
+/// Deepest expression tree after parsing.
+pub const MAX_DEPTH: usize = 64;
+/// Evaluation time one request may spend in WHERE.
+pub const EVAL_BUDGET: Duration = Duration::from_millis(100);
 
 static ENV: Lazy<Arc<Env>> = Lazy::new(|| Arc::new(Env::stdlib()));
 
@@ -46,20 +65,112 @@ impl VariableResolver for ItemResolver<'_> {
     }
 }
 
-impl Filter {
-    /// Compiles `source`; the error names the position of the problem.
-    pub fn compile(source: &str) -> Result<Filter, String> {
-        if source.trim().is_empty() {
-            return Err("WHERE expression is empty".into());
+/// Checks the raw text before the parser sees it: its length, and how deep
+/// brackets nest (the parser recurses on them).
+fn check_source(source: &str) -> Result<()> {
+    if source.trim().is_empty() {
+        return Err(Error::invalid("WHERE expression is empty"));
+    }
+    if source.len() > MAX_WHERE_LEN {
+        return Err(Error::invalid(format!(
+            "WHERE expression is {} bytes, the limit is {MAX_WHERE_LEN}",
+            source.len()
+        )));
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut quote, mut escaped) = (None, false);
+    for c in source.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
         }
+    }
+    if deepest > MAX_NESTING {
+        return Err(Error::invalid(format!(
+            "WHERE expression nests brackets {deepest} deep, the limit is {MAX_NESTING}"
+        )));
+    }
+    Ok(())
+}
+
+/// What a parsed expression costs to walk: its depth, and the deepest
+/// nesting of comprehensions.
+fn shape(e: &IdedExpr) -> (usize, usize) {
+    let children: Vec<&IdedExpr> = match &e.expr {
+        Expr::Call(c) => c.target.iter().map(|t| &**t).chain(&c.args).collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => entries(&m.entries),
+        Expr::Struct(s) => entries(&s.entries),
+        Expr::Select(s) => vec![&*s.operand],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    };
+    let (depth, loops) = children
+        .into_iter()
+        .map(shape)
+        .fold((0, 0), |(d, l), (cd, cl)| (d.max(cd), l.max(cl)));
+    let own = matches!(e.expr, Expr::Comprehension(_)) as usize;
+    (depth + 1, loops + own)
+}
+
+fn entries(list: &[cel::common::ast::IdedEntryExpr]) -> Vec<&IdedExpr> {
+    list.iter()
+        .flat_map(|e| match &e.expr {
+            EntryExpr::StructField(f) => vec![&f.value],
+            EntryExpr::MapEntry(m) => vec![&m.key, &m.value],
+        })
+        .collect()
+}
+
+impl Filter {
+    /// Compiles `source`; the error names the position of the problem, or
+    /// the limit it breaks.
+    pub fn compile(source: &str) -> Result<Filter> {
+        check_source(source)?;
         let program = ENV.compile(source).map_err(|e| {
             let detail: Vec<String> = e
                 .errors
                 .iter()
                 .map(|pe| format!("at line {} column {}: {}", pe.pos.0, pe.pos.1 + 1, pe.msg))
                 .collect();
-            format!("WHERE expression does not parse: {}", detail.join("; "))
+            Error::invalid(format!(
+                "WHERE expression does not parse: {}",
+                detail.join("; ")
+            ))
         })?;
+        let (depth, loops) = shape(program.expression());
+        if depth > MAX_DEPTH {
+            return Err(Error::invalid(format!(
+                "WHERE expression is {depth} levels deep, the limit is {MAX_DEPTH}"
+            )));
+        }
+        if loops > 1 {
+            return Err(Error::invalid(
+                "WHERE expression nests a comprehension (all, exists, exists_one, map, filter) inside another: one level is allowed",
+            ));
+        }
         let mut variables: Vec<String> = program
             .references()
             .variables()
@@ -95,27 +206,47 @@ impl Filter {
     }
 }
 
-/// Compiled filters by source text, shared by requests: Redis clients send the
-/// same few WHERE expressions over and over, and compiling takes microseconds
-/// of the server's main thread.
-static CACHE: once_cell::sync::Lazy<
-    std::sync::Mutex<std::collections::HashMap<String, Arc<Filter>>>,
-> = once_cell::sync::Lazy::new(Default::default);
-/// Most expressions kept in the cache (it is emptied when full).
-const CACHE_CAP: usize = 512;
+/// Compiled filters by source text, shared by requests: Redis clients send
+/// the same few WHERE expressions over and over.
+struct Cache {
+    filters: std::collections::HashMap<String, Arc<Filter>>,
+    /// Estimated heap held by the cached filters.
+    bytes: usize,
+}
+
+static CACHE: Lazy<parking_lot::Mutex<Cache>> = Lazy::new(|| {
+    parking_lot::Mutex::new(Cache {
+        filters: Default::default(),
+        bytes: 0,
+    })
+});
+/// Heap the cache may hold (it is emptied when a new filter would pass it).
+const CACHE_BYTES: usize = 8 << 20;
+
+/// Estimated heap of a compiled filter: the parsed tree is a few hundred
+/// bytes per node, about one node per three source bytes, plus the source.
+fn estimated_bytes(source: &str) -> usize {
+    1024 + source.len() * 128
+}
 
 impl Filter {
     /// [`Filter::compile`] through a process-wide cache.
-    pub fn cached(source: &str) -> Result<Arc<Filter>, String> {
-        if let Some(f) = CACHE.lock().ok().and_then(|c| c.get(source).cloned()) {
+    pub fn cached(source: &str) -> Result<Arc<Filter>> {
+        if let Some(f) = CACHE.lock().filters.get(source).cloned() {
             return Ok(f);
         }
         let f = Arc::new(Filter::compile(source)?);
-        if let Ok(mut c) = CACHE.lock() {
-            if c.len() >= CACHE_CAP {
-                c.clear();
-            }
-            c.insert(source.to_string(), Arc::clone(&f));
+        let cost = estimated_bytes(source);
+        let mut c = CACHE.lock();
+        if c.bytes + cost > CACHE_BYTES {
+            c.filters.clear();
+            c.bytes = 0;
+        }
+        if c.filters
+            .insert(source.to_string(), Arc::clone(&f))
+            .is_none()
+        {
+            c.bytes += cost;
         }
         Ok(f)
     }
@@ -135,6 +266,9 @@ pub struct FilterEval<'f> {
     single: std::cell::RefCell<Vec<i8>>,
     /// Several variables: answer by the tuple of value ids.
     multi: std::cell::RefCell<std::collections::HashMap<Vec<u32>, bool>>,
+    /// Past this instant no expression is evaluated ([`FilterEval::exhausted`]).
+    deadline: Instant,
+    exhausted: Cell<bool>,
 }
 
 impl<'f> FilterEval<'f> {
@@ -144,10 +278,22 @@ impl<'f> FilterEval<'f> {
             columns: filter.variables.iter().map(|v| columns.column(v)).collect(),
             single: Default::default(),
             multi: Default::default(),
+            deadline: Instant::now() + EVAL_BUDGET,
+            exhausted: Cell::new(false),
         }
     }
 
+    /// Whether evaluation ran out of its budget ([`EVAL_BUDGET`]); from then
+    /// on nothing more matches, and the request must fail.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted.get()
+    }
+
     fn eval(&self, ids: &[u32]) -> bool {
+        if self.exhausted.get() || Instant::now() > self.deadline {
+            self.exhausted.set(true);
+            return false;
+        }
         let values: Vec<Option<&Value>> = self
             .columns
             .iter()
@@ -256,8 +402,23 @@ mod tests {
 
     #[test]
     fn parse_errors_say_where() {
-        let e = Filter::compile("year >= ").unwrap_err();
+        let e = Filter::compile("year >= ").unwrap_err().message;
         assert!(e.contains("column"), "{e}");
         assert!(Filter::compile("  ").is_err());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let err = |s: &str| Filter::compile(s).unwrap_err().message;
+        assert!(err(&"a == 1 || ".repeat(500)).contains("limit is 4096"));
+        let deep = format!("{}true{}", "(".repeat(40), ")".repeat(40));
+        assert!(err(&deep).contains("nests brackets 40 deep"));
+        // Brackets inside strings do not count.
+        assert!(Filter::compile(&format!("genre == \"{}\"", "(".repeat(40))).is_ok());
+        let nested = "[1,2,3].all(a, [1,2,3].exists(b, a == b))";
+        assert!(err(nested).contains("inside another"), "{}", err(nested));
+        assert!(Filter::compile(r#"tags.exists(t, t == "x") && [1,2].all(y, y > 0)"#).is_ok());
+        let chain = format!("{} > 0", vec!["year"; 100].join(" + "));
+        assert!(err(&chain).contains("levels deep"), "{}", err(&chain));
     }
 }

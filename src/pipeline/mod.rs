@@ -48,7 +48,7 @@ pub fn recommend(
     ex.source = Some(source);
     let candidates = ex.timed(Stage::Retrieve, |ex| {
         retrieve::retrieve(catalog, user, req, vector.as_deref(), ex)
-    });
+    })?;
     let ranked = ex.timed(Stage::Rank, |ex| {
         rank::rank(catalog, user, req, candidates, ex)
     })?;

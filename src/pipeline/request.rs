@@ -33,6 +33,11 @@ pub struct Request {
     pub k: usize,
     pub candidates: usize,
     pub ef: Option<usize>,
+    /// WHERE as given; compiled where the request runs (a worker, not
+    /// Redis's main thread), through the process-wide cache.
+    pub where_text: Option<String>,
+    /// The compiled WHERE, when the caller compiled it up front
+    /// ([`Request::compile_filter`]).
     pub filter: Option<Arc<Filter>>,
     pub exclude_seen: bool,
     pub ordering: Ordering,
@@ -54,6 +59,7 @@ impl Request {
             k,
             candidates: DEFAULT_CANDIDATES,
             ef: None,
+            where_text: None,
             filter: None,
             exclude_seen: false,
             ordering: Ordering::TopK,
@@ -98,6 +104,21 @@ impl Request {
             ));
         }
         Ok(self)
+    }
+
+    /// Compiles WHERE now (for callers that run the request many times).
+    pub fn compile_filter(&mut self) -> Result<()> {
+        self.filter = self.compiled_filter()?;
+        Ok(())
+    }
+
+    /// The compiled WHERE, if any.
+    pub fn compiled_filter(&self) -> Result<Option<Arc<Filter>>> {
+        match (&self.filter, &self.where_text) {
+            (Some(f), _) => Ok(Some(Arc::clone(f))),
+            (None, Some(text)) => Filter::cached(text).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The filter plugins, in the order named.

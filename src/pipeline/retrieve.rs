@@ -12,9 +12,10 @@ use std::cell::Cell;
 use std::collections::HashSet;
 
 use crate::catalog::Catalog;
+use crate::error::{Error, Result};
 use crate::index::Metric;
 use crate::pipeline::explain::Explain;
-use crate::pipeline::filter::FilterEval;
+use crate::pipeline::filter::{Filter, FilterEval, EVAL_BUDGET};
 use crate::pipeline::request::{Request, UserInput};
 
 /// Decides which items may be candidates (the seen set and WHERE), counting
@@ -27,7 +28,12 @@ struct Admission<'a> {
 }
 
 impl<'a> Admission<'a> {
-    fn new(catalog: &'a Catalog, user: &UserInput, req: &'a Request) -> Self {
+    fn new(
+        catalog: &'a Catalog,
+        user: &UserInput,
+        req: &Request,
+        filter: Option<&'a Filter>,
+    ) -> Self {
         let seen = if req.exclude_seen {
             user.recent
                 .iter()
@@ -38,10 +44,7 @@ impl<'a> Admission<'a> {
         };
         Admission {
             seen,
-            filter: req
-                .filter
-                .as_ref()
-                .map(|f| FilterEval::new(f, catalog.columns())),
+            filter: filter.map(|f| FilterEval::new(f, catalog.columns())),
             evaluated: Cell::new(0),
             rejected: Cell::new(0),
         }
@@ -49,7 +52,12 @@ impl<'a> Admission<'a> {
 
     /// Whether anything is filtered at all.
     fn is_active(&self, req: &Request) -> bool {
-        req.filter.is_some() || req.exclude_seen
+        self.filter.is_some() || req.exclude_seen
+    }
+
+    /// Whether WHERE ran out of its evaluation budget.
+    fn exhausted(&self) -> bool {
+        self.filter.as_ref().is_some_and(FilterEval::exhausted)
     }
 
     fn accepts(&self, slot: u32) -> bool {
@@ -75,8 +83,9 @@ pub fn retrieve(
     req: &Request,
     vector: Option<&[f32]>,
     ex: &mut Explain,
-) -> Vec<(u32, f32)> {
-    let admission = Admission::new(catalog, user, req);
+) -> Result<Vec<(u32, f32)>> {
+    let filter = req.compiled_filter()?;
+    let admission = Admission::new(catalog, user, req, filter.as_deref());
     let filtered = admission.is_active(req);
     let accept = |slot: u32| admission.accepts(slot);
     let mut scanned = false;
@@ -117,5 +126,11 @@ pub fn retrieve(
         (true, false, _) => "scan",
     };
     ex.retrieved = scored.len();
-    scored
+    if admission.exhausted() {
+        return Err(Error::invalid(format!(
+            "WHERE expression used up its evaluation budget ({} ms per request): simplify it",
+            EVAL_BUDGET.as_millis()
+        )));
+    }
+    Ok(scored)
 }

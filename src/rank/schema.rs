@@ -439,9 +439,7 @@ impl Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
     use crate::features::attrs::Attrs;
-    use crate::index::IndexParams;
 
     fn toks(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_string).collect()
@@ -474,19 +472,12 @@ mod tests {
 
     #[test]
     fn assembles_broadcast_batch() {
-        let mut c = Catalog::new(IndexParams::new(2)).unwrap();
-        c.set(
-            "a",
-            &[1.0, 0.0],
-            Some(Attrs::parse(r#"{"genre":"b","price":2.5,"year":1999}"#).unwrap()),
-        )
-        .unwrap();
-        c.set(
-            "b",
-            &[0.0, 1.0],
-            Some(Attrs::parse(r#"{"genre":"zzz"}"#).unwrap()),
-        )
-        .unwrap();
+        // Item "a" in slot 0, item "b" in slot 1.
+        let mut columns = Columns::default();
+        let a = Attrs::parse(r#"{"genre":"b","price":2.5,"year":1999}"#).unwrap();
+        let b = Attrs::parse(r#"{"genre":"zzz"}"#).unwrap();
+        columns.set(0, Some(a.object()));
+        columns.set(1, Some(b.object()));
         let s = Schema::parse(&toks(
             "DENSE user.age DEFAULT 30 DENSE item.price DEFAULT -1 DENSE score SPARSE item.genre 8 VOCAB a,b,c DEFAULT 7 SPARSE item.year 3000 SPARSE user.country 100 HASH",
         ))
@@ -494,8 +485,7 @@ mod tests {
         let user: HashMap<String, String> = [("age".to_string(), "41".to_string())]
             .into_iter()
             .collect();
-        let (a, b) = (c.slot_of("a").unwrap(), c.slot_of("b").unwrap());
-        let batch = s.assemble(&user, c.columns(), &[(a, 0.5), (b, 0.25)]);
+        let batch = s.assemble(&user, &columns, &[(0, 0.5), (1, 0.25)]);
         let one = s.assemble_user(&user);
         assert_eq!(one.dense, vec![41.0, -1.0, 0.0]);
         assert_eq!(one.sparse, vec![7, 0, s.sparse[2].id_of(None)]);

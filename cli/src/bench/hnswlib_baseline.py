@@ -1,5 +1,9 @@
 """hnswlib baseline for `recsys bench index`: same vectors, same parameters,
-one thread. Reads raw float32 files written by the Rust side, prints JSON."""
+one thread. Reads raw float32 files written by the Rust side, builds the
+index, prints {"build_per_s": ...} as one JSON line, then answers each line
+"<ef>" on stdin with one timed pass over all queries:
+{"ef": ..., "qps": ..., "recall": ...}. The Rust side interleaves these
+passes with its own, so both see the same machine noise."""
 import json, sys, time
 import numpy as np
 import hnswlib
@@ -17,14 +21,12 @@ index.set_num_threads(1)
 t = time.perf_counter()
 index.add_items(data, np.arange(len(data)), num_threads=1)
 build_s = time.perf_counter() - t
-out = {"build_per_s": len(data) / build_s, "points": []}
-for ef in d["efs"]:
+print(json.dumps({"build_per_s": len(data) / build_s}), flush=True)
+for line in sys.stdin:
+    ef = int(line)
     index.set_ef(ef)
-    rates = []
-    for _ in range(d["repeats"]):
-        t = time.perf_counter()
-        labels, _ = index.knn_query(queries, k=k, num_threads=1)
-        rates.append(len(queries) / (time.perf_counter() - t))
+    t = time.perf_counter()
+    labels, _ = index.knn_query(queries, k=k, num_threads=1)
+    qps = len(queries) / (time.perf_counter() - t)
     hits = sum(len(set(labels[i]) & set(truth[i][:k])) for i in range(len(queries)))
-    out["points"].append({"ef": ef, "qps": float(np.median(rates)), "recall": hits / (k * len(queries))})
-print(json.dumps(out))
+    print(json.dumps({"ef": ef, "qps": qps, "recall": hits / (k * len(queries))}), flush=True)

@@ -1,9 +1,13 @@
 //! `recsys bench index`: our HNSW against hnswlib (PyPI) on the same clustered
 //! vectors, same M / efConstruction, one thread, recall measured against brute
-//! force. hnswlib is installed into a private virtualenv the first time.
+//! force, on low-rank and isotropic data. Timed passes of both sides
+//! alternate, so machine noise hits both alike; min / median / max of the
+//! passes are reported. hnswlib is installed into a private virtualenv the
+//! first time.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -17,7 +21,9 @@ pub struct IndexBench {
     pub n: usize,
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
-    #[arg(long, default_value_t = 1_000)]
+    /// Queries per timed pass (10,000 resolves a 5% difference on this
+    /// machine's noise; fewer makes passes of a few milliseconds).
+    #[arg(long, default_value_t = 10_000)]
     pub queries: usize,
     #[arg(long, default_value_t = 16)]
     pub m: usize,
@@ -30,13 +36,18 @@ pub struct IndexBench {
         default_value = "10,12,14,16,20,24,28,32,40,48,64,96,128"
     )]
     pub efs: Vec<usize>,
-    /// Timed repetitions per ef (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    /// Timed passes per ef and side, interleaved (recsys, hnswlib, recsys, ...);
+    /// min / median / max are reported.
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
     /// Number of clusters in the synthetic data.
     #[arg(long, default_value_t = 100)]
     pub clusters: usize,
-    /// Intrinsic dimension of the spread around cluster centres (0: isotropic, hard).
+    /// Data sets: `lowrank` (clusters spread in a `--latent`-dimensional
+    /// subspace, like real embeddings) and/or `isotropic` (hard).
+    #[arg(long, value_delimiter = ',', default_value = "lowrank,isotropic")]
+    pub datasets: Vec<String>,
+    /// Intrinsic dimension of the low-rank data set.
     #[arg(long, default_value_t = 8)]
     pub latent: usize,
     /// Skip the hnswlib side.
@@ -49,13 +60,34 @@ pub struct IndexBench {
 
 const K: usize = 10;
 
+/// One ef value's timed passes of one side.
 struct Point {
     ef: usize,
-    qps: f64,
+    /// q/s of each pass.
+    rates: Vec<f64>,
     recall: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+impl Point {
+    fn median(&self) -> f64 {
+        median(self.rates.clone())
+    }
+    fn min(&self) -> f64 {
+        self.rates.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.rates.iter().copied().fold(0.0, f64::max)
+    }
+    /// "median (min-max)".
+    fn spread(&self) -> String {
+        format!("{:.0} ({:.0}-{:.0})", self.median(), self.min(), self.max())
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -107,21 +139,32 @@ pub fn ensure_venv(venv: &Path, packages: &[&str]) -> Result<PathBuf> {
 }
 
 pub fn run(b: &IndexBench) -> Result<()> {
-    println!(
-        "# index bench: {} clustered unit vectors x {}-d ({} clusters, latent dim {}), {} queries, M={}, efConstruction={}, k={K}, one thread",
-        b.n, b.dim, b.clusters, b.latent, b.queries, b.m, b.ef_construction
-    );
-    let (data, queries) = if b.latent == 0 {
-        (
-            clustered(b.n, b.dim, b.clusters, 0.5, 42),
-            clustered(b.queries, b.dim, b.clusters, 0.5, 4242),
-        )
-    } else {
-        (
+    for dataset in &b.datasets {
+        run_dataset(b, dataset)?;
+    }
+    Ok(())
+}
+
+fn run_dataset(b: &IndexBench, dataset: &str) -> Result<()> {
+    let (data, queries) = match dataset {
+        "lowrank" => (
             clustered_lowrank(b.n, b.dim, b.clusters, b.latent, 42),
             clustered_lowrank(b.queries, b.dim, b.clusters, b.latent, 4242),
-        )
+        ),
+        "isotropic" => (
+            clustered(b.n, b.dim, b.clusters, 0.5, 42),
+            clustered(b.queries, b.dim, b.clusters, 0.5, 4242),
+        ),
+        other => bail!("unknown data set '{other}', expected lowrank or isotropic"),
     };
+    let shape = match dataset {
+        "lowrank" => format!("latent dim {}", b.latent),
+        _ => "isotropic spread 0.5".into(),
+    };
+    println!(
+        "\n### {dataset}: {} clustered unit vectors x {}-d ({} clusters, {shape}), {} queries per pass, {} interleaved passes per ef and side, M={}, efConstruction={}, k={K}, one thread\n",
+        b.n, b.dim, b.clusters, b.queries, b.repeats, b.m, b.ef_construction
+    );
     let params = IndexParams {
         metric: Metric::Cosine,
         m: b.m,
@@ -137,158 +180,206 @@ pub fn run(b: &IndexBench) -> Result<()> {
         index.insert(&p);
     }
     let build_per_s = b.n as f64 / t.elapsed().as_secs_f64();
-    println!("recsys  build: {build_per_s:>9.0} inserts/s");
 
     let prepared: Vec<Vec<f32>> = queries.iter().map(|q| index.prepare(q)).collect();
     let truth: Vec<Vec<u32>> = prepared
         .iter()
         .map(|q| index.brute_force(q, K).iter().map(|h| h.slot).collect())
         .collect();
-
-    let mut ours = Vec::new();
-    for &ef in &b.efs {
-        let mut rates = Vec::new();
-        let mut found = 0;
-        for _ in 0..b.repeats.max(1) {
-            found = 0;
-            let t = Instant::now();
-            for (q, tr) in prepared.iter().zip(&truth) {
-                let hits = index.search(q, K, ef, |_| true);
-                found += hits.iter().filter(|h| tr.contains(&h.slot)).count();
-            }
-            rates.push(prepared.len() as f64 / t.elapsed().as_secs_f64());
-        }
-        ours.push(Point {
-            ef,
-            qps: median(rates),
-            recall: found as f64 / (K * prepared.len()) as f64,
-        });
-    }
-
-    let baseline = if b.no_baseline {
+    let mut baseline = if b.no_baseline {
         None
     } else {
-        Some(run_hnswlib(b, &data, &queries, &truth)?)
+        Some(Hnswlib::start(b, &data, &queries, &truth)?)
     };
 
-    println!(
-        "\n| ef | recsys q/s | recsys recall@10 | hnswlib q/s | hnswlib recall@10 | q/s ratio |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (i, p) in ours.iter().enumerate() {
-        match &baseline {
-            Some((_, base)) => {
-                let h = &base[i];
-                println!(
-                    "| {} | {:.0} | {:.4} | {:.0} | {:.4} | {:.2}x |",
-                    p.ef,
-                    p.qps,
-                    p.recall,
-                    h.qps,
-                    h.recall,
-                    p.qps / h.qps
-                );
+    let curve = || -> Vec<Point> {
+        b.efs
+            .iter()
+            .map(|&ef| Point {
+                ef,
+                rates: Vec::new(),
+                recall: 0.0,
+            })
+            .collect()
+    };
+    let (mut ours, mut theirs) = (curve(), curve());
+    for _ in 0..b.repeats.max(1) {
+        for (p, h) in ours.iter_mut().zip(theirs.iter_mut()) {
+            let mut found = 0;
+            let t = Instant::now();
+            for (q, tr) in prepared.iter().zip(&truth) {
+                let hits = index.search(q, K, p.ef, |_| true);
+                found += hits.iter().filter(|h| tr.contains(&h.slot)).count();
             }
-            None => println!("| {} | {:.0} | {:.4} | - | - | - |", p.ef, p.qps, p.recall),
+            p.rates
+                .push(prepared.len() as f64 / t.elapsed().as_secs_f64());
+            p.recall = found as f64 / (K * prepared.len()) as f64;
+            if let Some(base) = baseline.as_mut() {
+                let (qps, recall) = base.pass(h.ef)?;
+                h.rates.push(qps);
+                h.recall = recall;
+            }
         }
     }
-    if let Some((hb, base)) = &baseline {
+
+    match &baseline {
+        Some(base) => println!(
+            "build (one each): recsys {build_per_s:.0} inserts/s, hnswlib {:.0} inserts/s, ratio {:.2}x\n",
+            base.build_per_s,
+            build_per_s / base.build_per_s
+        ),
+        None => println!("build: recsys {build_per_s:.0} inserts/s\n"),
+    }
+    println!("q/s as median (min-max) of the passes; ratio of medians\n");
+    println!(
+        "| ef | recsys q/s | recsys recall@10 | hnswlib q/s | hnswlib recall@10 | q/s ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (p, h) in ours.iter().zip(&theirs) {
+        if baseline.is_some() {
+            println!(
+                "| {} | {} | {:.4} | {} | {:.4} | {:.2}x |",
+                p.ef,
+                p.spread(),
+                p.recall,
+                h.spread(),
+                h.recall,
+                p.median() / h.median()
+            );
+        } else {
+            println!(
+                "| {} | {} | {:.4} | - | - | - |",
+                p.ef,
+                p.spread(),
+                p.recall
+            );
+        }
+    }
+    if baseline.is_some() {
         println!(
-            "\nbuild: recsys {build_per_s:.0} inserts/s, hnswlib {hb:.0} inserts/s, ratio {:.2}x",
-            build_per_s / hb
+            "\nat equal recall: recsys q/s (median) at each hnswlib point's recall, interpolated"
         );
-        println!(
-            "\nat equal recall: recsys q/s at each hnswlib point's recall, interpolated linearly"
-        );
-        println!("between the two recsys ef values around it (recall rises with ef):\n");
+        println!("linearly between the two recsys ef values around it (recall rises with ef):\n");
         println!("| hnswlib ef | recall@10 | hnswlib q/s | recsys q/s at that recall | ratio |");
         println!("|---:|---:|---:|---:|---:|");
         let mut ratios = Vec::new();
-        for h in base {
+        for h in &theirs {
             if let Some(q) = qps_at_recall(&ours, h.recall) {
-                ratios.push(q / h.qps);
+                ratios.push(q / h.median());
                 println!(
                     "| {} | {:.4} | {:.0} | {:.0} | {:.2}x |",
                     h.ef,
                     h.recall,
-                    h.qps,
+                    h.median(),
                     q,
-                    q / h.qps
+                    q / h.median()
                 );
             }
         }
         if !ratios.is_empty() {
-            println!("\nmedian q/s ratio at equal recall: {:.2}x", median(ratios));
+            println!(
+                "\nmedian q/s ratio at equal recall ({dataset}): {:.2}x",
+                median(ratios)
+            );
         }
     }
     Ok(())
 }
 
-/// Our q/s at `recall`, interpolated on the (recall, q/s) curve; `None` when
-/// no ef reaches that recall.
+/// Our median q/s at `recall`, interpolated on the (recall, q/s) curve;
+/// `None` when no ef reaches that recall.
 fn qps_at_recall(curve: &[Point], recall: f64) -> Option<f64> {
     let hi = curve.iter().position(|p| p.recall >= recall)?;
     if hi == 0 {
-        return Some(curve[0].qps);
+        return Some(curve[0].median());
     }
     let (a, b) = (&curve[hi - 1], &curve[hi]);
     if b.recall <= a.recall {
-        return Some(b.qps);
+        return Some(b.median());
     }
     let t = (recall - a.recall) / (b.recall - a.recall);
-    Some(a.qps + t * (b.qps - a.qps))
+    Some(a.median() + t * (b.median() - a.median()))
 }
 
-fn run_hnswlib(
-    b: &IndexBench,
-    data: &[Vec<f32>],
-    queries: &[Vec<f32>],
-    truth: &[Vec<u32>],
-) -> Result<(f64, Vec<Point>)> {
-    let python = ensure_venv(&b.venv, &["numpy", "hnswlib"])?;
-    let dir = tempfile::tempdir()?;
-    write_f32(&dir.path().join("data.f32"), data)?;
-    write_f32(&dir.path().join("queries.f32"), queries)?;
-    let t: Vec<u8> = truth
-        .iter()
-        .flatten()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    std::fs::write(dir.path().join("truth.u32"), t)?;
-    let spec = serde_json::json!({
-        "dim": b.dim, "space": "cosine", "k": K, "m": b.m, "ef_construction": b.ef_construction,
-        "efs": b.efs, "repeats": b.repeats.max(1),
-        "data": dir.path().join("data.f32"), "queries": dir.path().join("queries.f32"),
-        "truth": dir.path().join("truth.u32"),
-    });
-    std::fs::write(dir.path().join("spec.json"), spec.to_string())?;
-    let script = dir.path().join("baseline.py");
-    std::fs::write(&script, include_str!("hnswlib_baseline.py"))?;
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(dir.path().join("spec.json"))
-        .output()
-        .context("running the hnswlib baseline")?;
-    if !out.status.success() {
-        bail!(
-            "hnswlib baseline failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// hnswlib in a Python process that keeps its index and runs one timed
+/// pass per request, so passes interleave with ours.
+struct Hnswlib {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+    build_per_s: f64,
+    /// Holds the vector files until the process is done.
+    _dir: tempfile::TempDir,
+}
+
+impl Hnswlib {
+    fn start(
+        b: &IndexBench,
+        data: &[Vec<f32>],
+        queries: &[Vec<f32>],
+        truth: &[Vec<u32>],
+    ) -> Result<Hnswlib> {
+        let python = ensure_venv(&b.venv, &["numpy", "hnswlib"])?;
+        let dir = tempfile::tempdir()?;
+        write_f32(&dir.path().join("data.f32"), data)?;
+        write_f32(&dir.path().join("queries.f32"), queries)?;
+        let t: Vec<u8> = truth
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        std::fs::write(dir.path().join("truth.u32"), t)?;
+        let spec = serde_json::json!({
+            "dim": b.dim, "space": "cosine", "k": K, "m": b.m, "ef_construction": b.ef_construction,
+            "data": dir.path().join("data.f32"), "queries": dir.path().join("queries.f32"),
+            "truth": dir.path().join("truth.u32"),
+        });
+        std::fs::write(dir.path().join("spec.json"), spec.to_string())?;
+        let script = dir.path().join("baseline.py");
+        std::fs::write(&script, include_str!("hnswlib_baseline.py"))?;
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .arg(dir.path().join("spec.json"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the hnswlib baseline")?;
+        let input = child.stdin.take().context("baseline stdin")?;
+        let output = BufReader::new(child.stdout.take().context("baseline stdout")?);
+        let mut base = Hnswlib {
+            child,
+            input,
+            output,
+            build_per_s: 0.0,
+            _dir: dir,
+        };
+        base.build_per_s = base.read()?["build_per_s"].as_f64().unwrap_or(0.0);
+        Ok(base)
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let build = v["build_per_s"].as_f64().unwrap_or(0.0);
-    println!("hnswlib build: {build:>9.0} inserts/s");
-    let points = v["points"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| Point {
-                    ef: p["ef"].as_u64().unwrap_or(0) as usize,
-                    qps: p["qps"].as_f64().unwrap_or(0.0),
-                    recall: p["recall"].as_f64().unwrap_or(0.0),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((build, points))
+
+    fn read(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.output.read_line(&mut line)? == 0 {
+            bail!("the hnswlib baseline exited (see its error above)");
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// One timed pass at `ef`: (q/s, recall@10).
+    fn pass(&mut self, ef: usize) -> Result<(f64, f64)> {
+        writeln!(self.input, "{ef}")?;
+        self.input.flush()?;
+        let v = self.read()?;
+        Ok((
+            v["qps"].as_f64().unwrap_or(0.0),
+            v["recall"].as_f64().unwrap_or(0.0),
+        ))
+    }
+}
+
+impl Drop for Hnswlib {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,6 +1,9 @@
 //! Benchmarks behind `recsys bench ...`; every figure in docs/benchmarks.md
-//! comes from one of these commands.
+//! comes from one of these commands, and `recsys bench all` runs them all
+//! and writes the document.
 
+pub mod all;
+pub mod filters;
 pub mod index;
 pub mod plugins;
 pub mod rank;

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use recsys::plugin::{Host, Limits, PluginInput};
 
 use super::recommend::{load_shop, recommend_args, RecommendBench};
-use super::redis::{median_rate, redis_benchmark};
+use super::redis::{interleaved, print_table, Case};
 use crate::server::RedisServer;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct PluginBench {
     pub clients: usize,
     #[arg(long, default_value_t = 30_000)]
     pub requests: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
 }
 
@@ -128,29 +128,26 @@ pub fn run(b: &PluginBench) -> Result<()> {
         .map(|s| s.to_string()),
     );
     println!(
-        "\n# RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, median of {}",
+        "\n# RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, {} interleaved runs",
         b.items, b.users, b.clients, b.repeats
     );
-    println!("| request | req/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|");
-    let mut rates = Vec::new();
-    for (name, args) in [
-        ("without plugins", &base),
-        ("FILTER exclude-attr + ORDER boost-sponsored", &with),
-    ] {
-        let runs = (0..b.repeats.max(1))
-            .map(|_| redis_benchmark(server.port, b.clients, b.requests, args))
-            .collect::<Result<Vec<_>>>()?;
-        let r = median_rate(runs);
-        println!(
-            "| {name} | {:.0} | {:.3} | {:.3} |",
-            r.rps, r.p50_ms, r.p99_ms
-        );
-        rates.push(r.rps);
-    }
+    let cases = [
+        Case {
+            name: "without plugins",
+            clients: b.clients,
+            args: &base,
+        },
+        Case {
+            name: "FILTER exclude-attr + ORDER boost-sponsored",
+            clients: b.clients,
+            args: &with,
+        },
+    ];
+    let runs = interleaved(server.port, b.repeats, b.requests, &cases, |_, _| Ok(()))?;
+    print_table(&cases, &runs);
     println!(
-        "\nthroughput with plugins / without: {:.2}",
-        rates[1] / rates[0]
+        "\nthroughput with plugins / without (medians): {:.2}",
+        runs[1].median().rps / runs[0].median().rps
     );
     let info: redis::Value = redis::cmd("RECSYS.PLUGIN.INFO")
         .arg("nostock")

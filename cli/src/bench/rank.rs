@@ -13,8 +13,9 @@ use recsys::rank::schema::Batch;
 use recsys::rank::{gpu, onnx, GpuMode, Kind, Model, ModelSpec, Role};
 use recsys::rng::SplitMix;
 
+use super::index::median;
 use super::recommend::{load_shop, recommend_args, RecommendBench};
-use super::redis::{median_rate, redis_benchmark};
+use super::redis::{interleaved, print_table, Case};
 use crate::server::{find_onnxruntime, RedisServer};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -39,7 +40,7 @@ pub struct RankBench {
     pub clients: usize,
     #[arg(long, default_value_t = 30_000)]
     pub requests: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
     /// Where the DLRM runs: auto uses a GPU when CUDA is found.
     #[arg(long, default_value = "auto")]
@@ -79,11 +80,6 @@ fn random_batch(rows: usize, seed: u64) -> Batch {
         dense: (0..rows * 8).map(|_| rng.normal() as f32).collect(),
         sparse: (0..rows * 8).map(|_| rng.below(100) as i64).collect(),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn p99(mut v: Vec<f64>) -> f64 {
@@ -266,32 +262,25 @@ fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
     }
     let base = recommend_args(b.users, &[]);
     println!(
-        "\n## RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, median of {}, module GPU {}",
+        "\n## RECOMMEND through Redis: {} items x 64-d, {} users, K=10 CANDIDATES 200, {} clients, {} interleaved runs, module GPU {}",
         b.items, b.users, b.clients, b.repeats, b.gpu
     );
-    println!("| request | req/s | p50 ms | p99 ms | vs no model |");
-    println!("|---|---:|---:|---:|---:|");
-    let mut first = None;
     let mut variants = vec![("no RANK (retrieval score)".to_string(), base.clone())];
     for (name, _, _) in &models {
         let mut with = base.clone();
         with.extend(["RANK".to_string(), name.to_string()]);
         variants.push((format!("RANK {name}"), with));
     }
-    for (label, args) in &variants {
-        let runs = (0..b.repeats.max(1))
-            .map(|_| redis_benchmark(server.port, b.clients, b.requests, args))
-            .collect::<Result<Vec<_>>>()?;
-        let r = median_rate(runs);
-        let base_rps = *first.get_or_insert(r.rps);
-        println!(
-            "| {label} | {:.0} | {:.3} | {:.3} | {:.2} |",
-            r.rps,
-            r.p50_ms,
-            r.p99_ms,
-            r.rps / base_rps
-        );
-    }
+    let cases: Vec<Case> = variants
+        .iter()
+        .map(|(label, args)| Case {
+            name: label,
+            clients: b.clients,
+            args,
+        })
+        .collect();
+    let runs = interleaved(server.port, b.repeats, b.requests, &cases, |_, _| Ok(()))?;
+    print_table(&cases, &runs);
     for (name, _, _) in &models {
         let info: Vec<redis::Value> = redis::cmd("RECSYS.MODEL.INFO")
             .arg("bench")

@@ -10,7 +10,7 @@ use recsys::synth::clustered_lowrank;
 use recsys::vector::to_fp32_blob;
 use redis::Value;
 
-use super::redis::{median_rate, redis_benchmark, Rate};
+use super::redis::{interleaved, print_table, Case};
 use crate::server::RedisServer;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -28,7 +28,8 @@ pub struct RecommendBench {
     pub clients: usize,
     #[arg(long, default_value_t = 50_000)]
     pub requests: usize,
-    #[arg(long, default_value_t = 3)]
+    /// Runs per command, interleaved (median, min and max are reported).
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
     /// Module WORKERS argument (default: number of cores).
     #[arg(long)]
@@ -77,55 +78,53 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             .map(|s| s.to_string()),
     );
 
-    let mut rows: Vec<(&str, usize, Rate)> = Vec::new();
-    let mut cpu_rows: Vec<String> = Vec::new();
-    for (name, args, clients) in [
-        ("GET", &get, b.clients),
-        (
-            "RECSYS.RECOMMEND K=10 CANDIDATES 200 WHERE EXCLUDE_SEEN",
-            &recommend,
-            b.clients,
-        ),
-        (
-            "same RECOMMEND at 16 clients (the seed article's concurrency)",
-            &recommend,
-            16,
-        ),
-        ("RECSYS.EVENT (pipeline 32, 1 client)", &event, 1),
-    ] {
-        let before = cpu(&mut c)?;
-        let runs = (0..b.repeats.max(1))
-            .map(|_| redis_benchmark(server.port, clients, b.requests, args))
-            .collect::<Result<Vec<_>>>()?;
-        let after = cpu(&mut c)?;
-        let n = (b.requests * b.repeats.max(1)) as f64;
-        cpu_rows.push(format!(
-            "| {name} | {:.1} | {:.1} |",
-            (after.0 - before.0) * 1e6 / n,
-            ((after.1 - before.1) - (after.0 - before.0)) * 1e6 / n
-        ));
-        rows.push((name, clients, median_rate(runs)));
-    }
-    let get_rps = rows[0].2.rps;
-    println!(
-        "\n| command | clients | req/s (median of {}) | p50 ms | p99 ms | vs GET |",
-        b.repeats
-    );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (name, clients, r) in &rows {
-        println!(
-            "| {name} | {clients} | {:.0} | {:.3} | {:.3} | {:.2} |",
-            r.rps,
-            r.p50_ms,
-            r.p99_ms,
-            r.rps / get_rps
-        );
-    }
+    let cases = [
+        Case {
+            name: "GET",
+            clients: b.clients,
+            args: &get,
+        },
+        Case {
+            name: "RECSYS.RECOMMEND K=10 CANDIDATES 200 WHERE EXCLUDE_SEEN",
+            clients: b.clients,
+            args: &recommend,
+        },
+        Case {
+            name: "same RECOMMEND at 16 clients (the seed article's concurrency)",
+            clients: 16,
+            args: &recommend,
+        },
+        Case {
+            name: "RECSYS.EVENT (pipeline 32, 1 client)",
+            clients: 1,
+            args: &event,
+        },
+    ];
+    // CPU seconds (main thread, all threads) spent by each case's runs.
+    let mut spent = vec![(0.0, 0.0); cases.len()];
+    let mut start = (0.0, 0.0);
+    let runs = interleaved(server.port, b.repeats, b.requests, &cases, |i, after| {
+        let now = cpu(&mut c)?;
+        if after {
+            spent[i].0 += now.0 - start.0;
+            spent[i].1 += now.1 - start.1;
+        } else {
+            start = now;
+        }
+        Ok(())
+    })?;
+    print_table(&cases, &runs);
     println!("\nCPU per request inside redis-server (INFO cpu deltas over the runs above):");
     println!("| command | main thread us/request | other threads (workers) us/request |");
     println!("|---|---:|---:|");
-    for r in &cpu_rows {
-        println!("{r}");
+    let n = (b.requests * b.repeats.max(1)) as f64;
+    for (case, (main, all)) in cases.iter().zip(&spent) {
+        println!(
+            "| {} | {:.1} | {:.1} |",
+            case.name,
+            main * 1e6 / n,
+            (all - main) * 1e6 / n
+        );
     }
     explain_split(&mut c, b)
 }

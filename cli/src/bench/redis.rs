@@ -22,8 +22,8 @@ pub struct RedisBench {
     /// Requests per redis-benchmark run.
     #[arg(long, default_value_t = 100_000)]
     pub requests: usize,
-    /// Runs per command (medians are reported).
-    #[arg(long, default_value_t = 3)]
+    /// Runs per command, interleaved (median, min and max are reported).
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
     /// Module WORKERS argument (default: number of cores).
     #[arg(long)]
@@ -91,10 +91,79 @@ pub fn redis_benchmark(
     })
 }
 
-/// Median by rps of several runs.
-pub fn median_rate(mut runs: Vec<Rate>) -> Rate {
-    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    runs[runs.len() / 2]
+/// Several redis-benchmark runs of one command.
+#[derive(Debug, Clone, Default)]
+pub struct Runs(pub Vec<Rate>);
+
+impl Runs {
+    /// The run with the median req/s (its latencies come with it).
+    pub fn median(&self) -> Rate {
+        let mut runs = self.0.clone();
+        runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        runs.get(runs.len() / 2).copied().unwrap_or(Rate {
+            rps: f64::NAN,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+        })
+    }
+
+    /// "median (min-max)" req/s.
+    pub fn spread(&self) -> String {
+        let rps = self.0.iter().map(|r| r.rps);
+        let (min, max) = rps.fold((f64::INFINITY, 0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
+        format!("{:.0} ({min:.0}-{max:.0})", self.median().rps)
+    }
+}
+
+/// One redis-benchmark case: clients and arguments.
+pub struct Case<'a> {
+    pub name: &'a str,
+    pub clients: usize,
+    pub args: &'a [String],
+}
+
+/// Prints the cases as a table: req/s median (min-max), the median run's
+/// latencies, and each median relative to the first case's.
+pub fn print_table(cases: &[Case], runs: &[Runs]) {
+    let base = runs.first().map_or(f64::NAN, |r| r.median().rps);
+    let base_name = cases.first().map_or("", |c| c.name);
+    println!("\n| command | clients | req/s median (min-max) | p50 ms | p99 ms | vs {base_name} |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (case, r) in cases.iter().zip(runs) {
+        let m = r.median();
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.2} |",
+            case.name,
+            case.clients,
+            r.spread(),
+            m.p50_ms,
+            m.p99_ms,
+            m.rps / base
+        );
+    }
+}
+
+/// Runs every case once per round for `rounds` rounds (case 1, case 2, ...,
+/// case 1, ...), so machine noise falls on all cases alike. `around` is
+/// called before (`false`) and after (`true`) each run with the case's index.
+pub fn interleaved(
+    port: u16,
+    rounds: usize,
+    requests: usize,
+    cases: &[Case],
+    mut around: impl FnMut(usize, bool) -> Result<()>,
+) -> Result<Vec<Runs>> {
+    let mut runs = vec![Runs::default(); cases.len()];
+    for _ in 0..rounds.max(1) {
+        for (i, case) in cases.iter().enumerate() {
+            around(i, false)?;
+            runs[i]
+                .0
+                .push(redis_benchmark(port, case.clients, requests, case.args)?);
+            around(i, true)?;
+        }
+    }
+    Ok(runs)
 }
 
 pub fn run(b: &RedisBench) -> Result<()> {
@@ -204,28 +273,24 @@ fn throughput(b: &RedisBench, server: &RedisServer, c: &mut redis::Connection) -
     similar_args.extend(similar);
     let get = vec!["-t".to_string(), "get".to_string()];
 
-    let mut rows = Vec::new();
-    for (name, args) in [
-        ("GET", &get),
-        ("RECSYS.SEARCH K=10", &search),
-        ("RECSYS.SIMILAR K=10 (random item)", &similar_args),
-    ] {
-        let runs = (0..b.repeats.max(1))
-            .map(|_| redis_benchmark(server.port, b.clients, b.requests, args))
-            .collect::<Result<Vec<_>>>()?;
-        rows.push((name, median_rate(runs)));
-    }
-    let get_rps = rows[0].1.rps;
-    println!("\n| command | req/s (median) | p50 ms | p99 ms | vs GET |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, r) in &rows {
-        println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {:.2} |",
-            r.rps,
-            r.p50_ms,
-            r.p99_ms,
-            r.rps / get_rps
-        );
-    }
+    let cases = [
+        Case {
+            name: "GET",
+            clients: b.clients,
+            args: &get,
+        },
+        Case {
+            name: "RECSYS.SEARCH K=10",
+            clients: b.clients,
+            args: &search,
+        },
+        Case {
+            name: "RECSYS.SIMILAR K=10 (random item)",
+            clients: b.clients,
+            args: &similar_args,
+        },
+    ];
+    let runs = interleaved(server.port, b.repeats, b.requests, &cases, |_, _| Ok(()))?;
+    print_table(&cases, &runs);
     Ok(())
 }

@@ -5,9 +5,10 @@
 //!
 //! The job holds the GIL only in short slices: one SCAN page (and reading its
 //! users' hashes), then, after computing outside the GIL, writing that page's
-//! lists. Each user's list is replaced with DEL + RPUSH (+ PEXPIRE) inside one
-//! GIL hold, so clients see the old list or the new one, never a mix; the
-//! writes are replicated.
+//! lists. Each user's list is built under a scratch key in the same slot and
+//! renamed over the old one inside one GIL hold, so clients see the old list
+//! or the new one, never a mix, and a failed write (OOM) keeps the old list;
+//! the writes are replicated.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,9 +18,11 @@ use recsys_core::pipeline::recommend as run_pipeline;
 use recsys_core::pipeline::request::{Request, UserInput};
 use recsys_core::Error;
 use redis_module::{
-    CallOptionsBuilder, CallResult, Context, RedisString, RedisValue, ThreadSafeContext,
+    CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString, RedisValue,
+    ThreadSafeContext,
 };
 
+use crate::acl::{Caller, KeyAccess};
 use crate::args::{Args, CmdResult};
 use crate::cmd::request_args::{model_fields, pipeline_option};
 use crate::keys::{catalog_at, read_user, SharedCatalog};
@@ -40,6 +43,9 @@ struct Status {
     users: u64,
     written: u64,
     errors: u64,
+    /// Keys skipped because the caller's ACL user may not read (user
+    /// hashes) or write (lists) them; their names are not reported.
+    denied: u64,
     last_error: Option<String>,
     started_ms: i64,
     finished_ms: Option<i64>,
@@ -69,6 +75,9 @@ struct Job {
     prefix: Vec<u8>,
     ttl_ms: Option<i64>,
     req: Request,
+    /// The ACL user that started the batch: every key read or written is
+    /// checked against it.
+    caller: Caller,
 }
 
 /// RECSYS.BATCH catalog MATCH pattern K k INTO prefix [TTL s] [pipeline options]
@@ -97,10 +106,23 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     }
     let pattern = pattern.ok_or_else(|| Error::invalid("MATCH pattern is required"))?;
     let prefix = prefix.ok_or_else(|| Error::invalid("INTO prefix is required"))?;
+    if prefix.is_empty() {
+        return Err(Error::invalid(
+            "INTO prefix must not be empty: the lists would replace the user hashes",
+        ));
+    }
+    let caller = Caller::of(ctx)?;
+    if !caller.may_run(ctx, &[b"SCAN", b"0", b"MATCH", &pattern])? {
+        return Err(Error::no_permission(
+            "this user has no permissions to run the 'scan' command that RECSYS.BATCH uses",
+        ));
+    }
     if !k_given {
         return Err(Error::invalid("K is required"));
     }
-    let req = req.validate()?;
+    let mut req = req.validate()?;
+    // Once, here: a bad WHERE fails the command, not every user.
+    req.compile_filter()?;
     let catalog = catalog_at(ctx, key)?;
     let (dim, fields) = {
         let c = catalog.read();
@@ -134,9 +156,11 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         prefix,
         ttl_ms,
         req,
+        caller,
     };
     std::thread::Builder::new()
         .name(format!("recsys-batch-{id}"))
+        .stack_size(crate::workers::WORKER_STACK)
         .spawn(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job)));
             let (state, err) = match outcome {
@@ -169,9 +193,12 @@ fn as_bytes(v: &RedisValue) -> Option<Vec<u8>> {
 
 fn run(job: &Job) -> Result<(), String> {
     let tsc = ThreadSafeContext::new();
-    let replicate = CallOptionsBuilder::new().replicate().build();
+    // Writes respect maxmemory like a client's would, and replicate.
+    let replicate = CallOptionsBuilder::new().replicate().verify_oom().build();
     let mut cursor = b"0".to_vec();
     loop {
+        // Users skipped unread, and lists not written, for lack of ACL rights.
+        let (mut read_denied, mut write_denied) = (0u64, 0u64);
         // 1. One SCAN page and its users' hashes, under the GIL.
         let (next, users) = {
             let ctx = tsc.lock();
@@ -202,15 +229,17 @@ fn run(job: &Job) -> Result<(), String> {
                 Some(RedisValue::Array(keys)) => keys.iter().filter_map(as_bytes).collect(),
                 _ => Vec::new(),
             };
-            let users: Vec<(Vec<u8>, Result<UserInput, String>)> = keys
-                .into_iter()
-                .map(|k| {
-                    let name = redis_string(&ctx, &k);
-                    let input =
-                        read_user(&ctx, &name, job.dim, false, &job.fields).map_err(String::from);
-                    (k, input)
-                })
-                .collect();
+            let mut users: Vec<(Vec<u8>, Result<UserInput, String>)> = Vec::new();
+            for k in keys {
+                if !job.caller.may(&ctx, &k, KeyAccess::Read)? {
+                    read_denied += 1;
+                    continue;
+                }
+                let name = redis_string(&ctx, &k);
+                let input =
+                    read_user(&ctx, &name, job.dim, false, &job.fields).map_err(String::from);
+                users.push((k, input));
+            }
             (next, users)
         };
         // 2. The pipeline, outside the GIL.
@@ -245,24 +274,24 @@ fn run(job: &Job) -> Result<(), String> {
                 };
                 let mut dest = job.prefix.clone();
                 dest.extend_from_slice(user);
-                let _: CallResult = ctx.call_ext("DEL", &replicate, &[&dest[..]][..]);
-                if !ids.is_empty() {
-                    let mut args: Vec<&[u8]> = vec![&dest];
-                    args.extend(ids.iter().map(|s| s.as_bytes()));
-                    let _: CallResult = ctx.call_ext("RPUSH", &replicate, &args[..]);
-                    if let Some(ms) = job.ttl_ms {
-                        let ms = ms.to_string();
-                        let _: CallResult =
-                            ctx.call_ext("PEXPIRE", &replicate, &[&dest[..], ms.as_bytes()][..]);
+                if !job.caller.may(&ctx, &dest, KeyAccess::Write)? {
+                    write_denied += 1;
+                    continue;
+                }
+                match write_list(&ctx, &replicate, &dest, ids, job.ttl_ms) {
+                    Ok(()) => written += 1,
+                    Err(e) => {
+                        errors += 1;
+                        last_error = Some(format!("{}: {e}", String::from_utf8_lossy(&dest)));
                     }
                 }
-                written += 1;
             }
         }
         update(job.id, |s| {
-            s.users += results.len() as u64;
+            s.users += results.len() as u64 + read_denied;
             s.written += written;
             s.errors += errors;
+            s.denied += read_denied + write_denied;
             if last_error.is_some() {
                 s.last_error = last_error;
             }
@@ -274,6 +303,74 @@ fn run(job: &Job) -> Result<(), String> {
     }
 }
 
+/// A scratch key in the same cluster slot as `key`: `key` keeps its hash
+/// tag, or becomes one.
+fn scratch_key(key: &[u8]) -> Vec<u8> {
+    let tagged = key.iter().position(|&b| b == b'{').is_some_and(|open| {
+        key[open + 1..]
+            .iter()
+            .position(|&b| b == b'}')
+            .is_some_and(|len| len > 0)
+    });
+    let mut out = Vec::with_capacity(key.len() + 16);
+    if tagged {
+        out.extend_from_slice(key);
+    } else {
+        out.push(b'{');
+        out.extend_from_slice(key);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b":recsys-batch-tmp");
+    out
+}
+
+/// Replaces the list at `dest` with `ids`, replicated: the new list is built
+/// under a scratch key and renamed over `dest`, so a write that fails (OOM
+/// under maxmemory) leaves the old list as it was. The first failure is the
+/// error.
+fn write_list(
+    ctx: &Context,
+    replicate: &CallOptions,
+    dest: &[u8],
+    ids: &[String],
+    ttl_ms: Option<i64>,
+) -> Result<(), String> {
+    // A NULL reply (the server refused to run the command, e.g. OOM) comes
+    // back as `Unknown`: a failure like an error reply.
+    let check = |what: &str, r: CallResult| match r {
+        Ok(CallReply::Unknown) => Err(format!(
+            "{what}: refused by the server (OOM under maxmemory, or not allowed)"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{what}: {e}")),
+    };
+    if ids.is_empty() {
+        return check("DEL", ctx.call_ext("DEL", replicate, &[dest][..]));
+    }
+    let tmp = scratch_key(dest);
+    let mut args: Vec<&[u8]> = vec![&tmp];
+    args.extend(ids.iter().map(|s| s.as_bytes()));
+    let pushed = check("RPUSH", ctx.call_ext("RPUSH", replicate, &args[..]));
+    let expiry = match (&pushed, ttl_ms) {
+        (Ok(()), Some(ms)) => {
+            let ms = ms.to_string();
+            check(
+                "PEXPIRE",
+                ctx.call_ext("PEXPIRE", replicate, &[&tmp[..], ms.as_bytes()][..]),
+            )
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = pushed.and(expiry) {
+        let _: CallResult = ctx.call_ext("DEL", replicate, &[&tmp[..]][..]);
+        return Err(e);
+    }
+    check(
+        "RENAME",
+        ctx.call_ext("RENAME", replicate, &[&tmp[..], dest][..]),
+    )
+}
+
 fn status_reply(id: u64, s: &Status) -> Reply {
     Reply::Map(vec![
         ("id".into(), Reply::Int(id as i64)),
@@ -283,6 +380,7 @@ fn status_reply(id: u64, s: &Status) -> Reply {
         ("users".into(), Reply::Int(s.users as i64)),
         ("written".into(), Reply::Int(s.written as i64)),
         ("errors".into(), Reply::Int(s.errors as i64)),
+        ("denied".into(), Reply::Int(s.denied as i64)),
         (
             "last_error".into(),
             s.last_error.clone().map_or(Reply::Null, Reply::Text),

@@ -16,8 +16,9 @@ use redis_module::{Context, RedisString, ThreadSafeContext};
 use crate::args::{Args, CmdResult};
 use crate::keys::{catalog_at, holds_catalog, SharedCatalog};
 use crate::reply::Reply;
-use crate::util::{check_name, redis_string, replicate, select_db, selected_db};
+use crate::util::{redis_string, replicate, select_db, selected_db};
 use crate::workers::{can_block, spawn, Blocked};
+use recsys_core::names::check_name;
 
 /// SCHEMA takes the rest of the arguments; each may hold several
 /// whitespace-separated tokens (`SCHEMA "DENSE user.age SPARSE item.genre 10"`).
@@ -38,7 +39,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("catalog key")?;
     let name = a.next_str("model name")?.to_string();
-    check_name("model", &name)?;
+    check_name("model name", &name)?;
     let kind_text = a.next_str("model kind")?;
     let kind = Kind::parse(kind_text)
         .ok_or_else(|| format!("unknown model kind '{kind_text}', expected ONNX or DLRM"))?;

@@ -14,14 +14,14 @@ use redis_module::{Context, RedisString};
 use crate::args::{Args, CmdResult};
 use crate::plugin_store;
 use crate::reply::Reply;
-use crate::util::check_name;
 use crate::workers::run_blocking;
+use recsys_core::names::check_name;
 
 /// RECSYS.PLUGIN.LOAD name wasm-bytes [REPLACE]
 pub fn load(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let name = a.next_str("plugin name")?.to_string();
-    check_name("plugin", &name)?;
+    check_name("plugin name", &name)?;
     let bytes = a.next_bytes("component bytes")?.to_vec();
     let mut replace = false;
     while a.has_more() {

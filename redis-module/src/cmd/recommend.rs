@@ -6,6 +6,7 @@
 //! popularity on the main thread and replicates itself with an explicit
 //! timestamp.
 
+use recsys_core::catalog::popularity::{check_event_time, MAX_EVENT_MS, MAX_WEIGHT};
 use recsys_core::pipeline::explain::{Explain, Stage};
 use recsys_core::pipeline::recommend as run_pipeline;
 use recsys_core::pipeline::request::Request;
@@ -14,7 +15,7 @@ use recsys_core::user::{
 };
 use recsys_core::vector::from_fp32_blob;
 use recsys_core::Error;
-use redis_module::{Context, RedisString};
+use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::args::{Args, CmdResult};
 use crate::cmd::request_args::{model_fields, pipeline_option};
@@ -139,8 +140,8 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 check_event_type(t)?;
                 kind = t.to_string();
             }
-            "WEIGHT" => weight = a.next_float("WEIGHT", -1e6, 1e6)?,
-            "TS" => ts = Some(a.next_int("TS", 0, i64::MAX / 2)?),
+            "WEIGHT" => weight = a.next_float("WEIGHT", -MAX_WEIGHT, MAX_WEIGHT)?,
+            "TS" => ts = Some(a.next_int("TS", 0, MAX_EVENT_MS)?),
             other => {
                 return Err(Error::invalid(format!(
                     "unknown option '{other}', expected TYPE, WEIGHT or TS"
@@ -148,7 +149,15 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             }
         }
     }
-    let ts = ts.unwrap_or_else(now_ms);
+    let now = now_ms();
+    let ts = ts.unwrap_or(now);
+    // The master checks the clock; replicas and AOF replay apply what it accepted.
+    if !ctx
+        .get_flags()
+        .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
+    {
+        check_event_time(ts, now)?;
+    }
     let catalog = catalog_at(ctx, key)?;
     let slot = catalog
         .read()
@@ -158,11 +167,10 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let u = ctx.open_key_writable(user);
     check_user_key(u.key_type(), user)?;
     let field = |name: &str| u.hash_get(name).map_err(|e| Error::invalid(e.to_string()));
-    let mut recent = parse_recent(
-        field(RECENT_FIELD)?.as_ref().map(|s| s.as_slice()),
-        &user.to_string_lossy(),
-    )?;
-    push_recent(&mut recent, item, config::get().history);
+    let mut recent = parse_recent(field(RECENT_FIELD)?.as_ref().map(|s| s.as_slice()), || {
+        user.to_string_lossy()
+    })?;
+    push_recent(&mut recent, item, config::history());
     let count_field = event_count_field(&kind);
     let count = field(&count_field)?
         .and_then(|v| v.to_string_lossy().parse::<i64>().ok())
@@ -195,4 +203,42 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     ];
     replicate(ctx, "RECSYS.EVENT", &args);
     Ok(Reply::Int(recent.len() as i64))
+}
+
+/// RECSYS.POPULARITY.SET catalog EPOCH ms id score [id score ...]: sets items'
+/// popularity, each score in units at epoch `ms` (a score of s at epoch e is
+/// worth s * 2^(-(t - e) / 1 day) at time t). AOF rewrite writes popularity
+/// back with it; it also imports popularity computed elsewhere. All pairs are
+/// checked before any is applied.
+pub fn popularity_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let key = a.next_string("catalog key")?;
+    if a.next_keyword()? != "EPOCH" {
+        return Err(Error::invalid(
+            "expected EPOCH ms after the catalog key: RECSYS.POPULARITY.SET catalog EPOCH ms id score [id score ...]",
+        ));
+    }
+    let epoch = a.next_int("EPOCH", 0, MAX_EVENT_MS)?;
+    if a.remaining() == 0 || !a.remaining().is_multiple_of(2) {
+        return Err(Error::invalid("expected pairs of: id score"));
+    }
+    let catalog = catalog_at(ctx, key)?;
+    let c = catalog.read();
+    let mut pairs = Vec::with_capacity(a.remaining() / 2);
+    while a.has_more() {
+        let id = a.next_str("item id")?;
+        let score = a.next_float("popularity score", 0.0, f64::MAX)?;
+        if !c.contains(id) {
+            return Err(Error::invalid(format!(
+                "item '{id}' does not exist in catalog '{key}'"
+            )));
+        }
+        pairs.push((id, score));
+    }
+    for (id, score) in &pairs {
+        c.set_popularity(id, epoch, *score)?;
+    }
+    drop(c);
+    ctx.replicate_verbatim();
+    Ok(Reply::Int(pairs.len() as i64))
 }

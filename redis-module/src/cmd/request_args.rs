@@ -4,7 +4,6 @@
 
 use recsys_core::catalog::Catalog;
 use recsys_core::index::params::MAX_EF;
-use recsys_core::pipeline::filter::Filter;
 use recsys_core::pipeline::plugins::PluginStage;
 use recsys_core::pipeline::rank::rank_model;
 use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_K};
@@ -22,7 +21,7 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
         "K" => req.k = a.next_usize("K", 1, MAX_K)?,
         "CANDIDATES" => req.candidates = a.next_usize("CANDIDATES", 1, MAX_CANDIDATES)?,
         "EF" => req.ef = Some(a.next_usize("EF", 1, MAX_EF)?),
-        "WHERE" => req.filter = Some(Filter::cached(a.next_str("WHERE expression")?)?),
+        "WHERE" => req.where_text = Some(a.next_str("WHERE expression")?.to_string()),
         "EXCLUDE_SEEN" => req.exclude_seen = true,
         "SOFTMAX" => {
             let t = a.next_float("SOFTMAX temperature", 1e-6, 1e6)?;

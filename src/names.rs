@@ -1,0 +1,22 @@
+//! Names users give things (plugins, models, event types): 1..64 ASCII
+//! letters, digits, '_' or '-', so they are safe in keys, logs and replies.
+
+use crate::error::{Error, Result};
+
+/// Longest name accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a name; `what` says what it names in the error ("plugin name").
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} must be 1..{MAX_NAME_LEN} letters, digits, '_' or '-', got '{name}'"
+        )))
+    }
+}
