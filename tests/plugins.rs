@@ -205,8 +205,12 @@ fn hostile_plugins_never_hurt_the_server() {
     load(&mut c, "bad", "hostile").unwrap();
     for (behaviour, want) in [
         ("loop", "deadline exceeded"),
-        ("oom", "plugin trapped"),
-        ("stack", "plugin trapped"),
+        // Out of memory: the memory cap (PLUGIN_MEMORY_MB) refuses to grow
+        // linear memory, long before the deadline.
+        ("oom", "forcing trap when growing memory to 16908288 bytes"),
+        // Out of stack: the guest's shadow stack runs off the bottom of its
+        // memory, a trap, not the deadline.
+        ("stack", "out of bounds memory access"),
         ("trap", "plugin trapped"),
         ("range", "out of range"),
         ("dup", "returned twice"),
@@ -217,6 +221,9 @@ fn hostile_plugins_never_hurt_the_server() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(want), "{behaviour}: {e}");
+        if behaviour == "oom" || behaviour == "stack" {
+            assert!(!e.contains("deadline"), "a cap, not the clock: {e}");
+        }
         assert_eq!(
             cmd(&mut c, "PING").unwrap(),
             Value::SimpleString("PONG".into())
@@ -260,6 +267,42 @@ fn limits_are_module_arguments() {
     let mut c = s.connection().unwrap();
     let e = load(&mut c, "big", "exclude-attr").unwrap_err().to_string();
     assert!(e.contains("the limit is 10240"), "{e}");
+
+    // PLUGIN_TIMEOUT_MS: a call is cut after that much CPU time, so an
+    // endless loop under a 300 ms limit takes at least that long.
+    let s = server_with(&["PLUGIN_TIMEOUT_MS", "300"], &[]);
+    let mut c = s.connection().unwrap();
+    catalog(&mut c);
+    load(&mut c, "bad", "hostile").unwrap();
+    let t = std::time::Instant::now();
+    let e = rec(&mut c, &["K", "5", "FILTER", "bad", "ARGS", "loop"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("deadline exceeded"), "{e}");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(290),
+        "cut after {:?}, before the 300 ms limit",
+        t.elapsed()
+    );
+
+    // PLUGIN_MEMORY_MB: 4 MiB fits the default 16 MiB, not a 2 MiB cap.
+    assert_eq!(
+        rec(&mut c, &["K", "2", "FILTER", "bad", "ARGS", "alloc:4"]).unwrap(),
+        vec!["i0", "i1"]
+    );
+    let s = server_with(&["PLUGIN_MEMORY_MB", "2"], &[]);
+    let mut c = s.connection().unwrap();
+    catalog(&mut c);
+    load(&mut c, "bad", "hostile").unwrap();
+    let e = rec(&mut c, &["K", "2", "FILTER", "bad", "ARGS", "alloc:4"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("plugin trapped"), "{e}");
+    assert!(
+        !e.contains("deadline"),
+        "the memory cap, not the clock: {e}"
+    );
+    assert_eq!(rec(&mut c, &["K", "2"]).unwrap(), vec!["i0", "i1"]);
 }
 
 #[test]

@@ -411,6 +411,22 @@ fn where_expressions_have_a_size_shape_and_time_budget() {
     assert_eq!(recommend(&mut c, "u < 3").unwrap().len(), 3);
 }
 
+/// Runs a batch and waits for it: (written, denied) from its status.
+fn batch_outcome(c: &mut redis::Connection, pattern: &str, into: &str) -> (String, String) {
+    let id: i64 = redis::cmd("RECSYS.BATCH")
+        .arg("tenantA:cat")
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("K")
+        .arg(2)
+        .arg("INTO")
+        .arg(into)
+        .query(c)
+        .unwrap();
+    let st = wait_batch(c, id);
+    (st["written"].clone(), st["denied"].clone())
+}
+
 #[test]
 fn batch_reads_and_writes_only_keys_the_caller_may() {
     let s = server();
@@ -434,40 +450,14 @@ fn batch_reads_and_writes_only_keys_the_caller_may() {
         .unwrap()
         .get_connection()
         .unwrap();
+    let pair = |w: &str, d: &str| (w.to_string(), d.to_string());
     // Another tenant's users: scanned but not read, no list written.
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("tenantA:cat")
-        .arg("MATCH")
-        .arg("secret:*")
-        .arg("K")
-        .arg(2)
-        .arg("INTO")
-        .arg("tenantA:out:")
-        .query(&mut t)
-        .unwrap();
-    let st = wait_batch(&mut t, id);
     assert_eq!(
-        (st["written"].as_str(), st["denied"].as_str()),
-        ("0", "5"),
-        "{st:?}"
+        batch_outcome(&mut t, "secret:*", "tenantA:out:"),
+        pair("0", "5")
     );
     // Lists outside the user's keys are not written either.
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("tenantA:cat")
-        .arg("MATCH")
-        .arg("tenantA:u*")
-        .arg("K")
-        .arg(2)
-        .arg("INTO")
-        .arg("x:")
-        .query(&mut t)
-        .unwrap();
-    let st = wait_batch(&mut t, id);
-    assert_eq!(
-        (st["written"].as_str(), st["denied"].as_str()),
-        ("0", "5"),
-        "{st:?}"
-    );
+    assert_eq!(batch_outcome(&mut t, "tenantA:u*", "x:"), pair("0", "5"));
     let leaked: Vec<String> = redis::cmd("KEYS").arg("x:*").query(&mut admin).unwrap();
     assert!(leaked.is_empty(), "{leaked:?}");
     // An empty prefix would overwrite the hashes themselves.
@@ -486,21 +476,9 @@ fn batch_reads_and_writes_only_keys_the_caller_may() {
     );
     assert!(e.contains("INTO prefix must not be empty"), "{e}");
     // What the user may touch works.
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("tenantA:cat")
-        .arg("MATCH")
-        .arg("tenantA:u*")
-        .arg("K")
-        .arg(2)
-        .arg("INTO")
-        .arg("tenantA:out:")
-        .query(&mut t)
-        .unwrap();
-    let st = wait_batch(&mut t, id);
     assert_eq!(
-        (st["written"].as_str(), st["denied"].as_str()),
-        ("5", "0"),
-        "{st:?}"
+        batch_outcome(&mut t, "tenantA:u*", "tenantA:out:"),
+        pair("5", "0")
     );
 }
 

@@ -94,7 +94,7 @@ impl Report {
 const DIM: usize = 8;
 const CATALOGS: [&str; 3] = ["fz:c1", "fz:c2", "fz:new"];
 const USERS: [&str; 3] = ["fz:u1", "fz:u2", "fz:str"];
-const COMMANDS: [&str; 20] = [
+const COMMANDS: [&str; 21] = [
     "RECSYS.CREATE",
     "RECSYS.ITEM.SET",
     "RECSYS.ITEM.MSET",
@@ -105,6 +105,7 @@ const COMMANDS: [&str; 20] = [
     "RECSYS.INFO",
     "RECSYS.RECOMMEND",
     "RECSYS.EVENT",
+    "RECSYS.POPULARITY.SET",
     "RECSYS.BATCH",
     "RECSYS.BATCH.STATUS",
     "RECSYS.PLUGIN.LOAD",
@@ -353,6 +354,13 @@ impl Gen {
                 }
                 if self.chance(0.2) {
                     a.extend([b("TS"), self.nasty()]);
+                }
+            }
+            "RECSYS.POPULARITY.SET" => {
+                a.extend([cat(), b("EPOCH"), self.nasty()]);
+                for _ in 0..1 + self.below(3) {
+                    a.push(format!("item:{}", self.below(300)).into());
+                    a.push(format!("{:.3}", self.rng.normal().abs() * 10.0).into());
                 }
             }
             "RECSYS.BATCH" => {
@@ -644,9 +652,10 @@ pub fn run(f: &Fuzz) -> Result<Report> {
     }
     let mut report = Report::default();
     let deadline = Instant::now() + Duration::from_secs(f.seconds);
+    let mut rounds = 0u64;
     while Instant::now() < deadline {
-        report.iterations += 1;
-        let n = report.iterations;
+        rounds += 1;
+        let n = rounds;
         if n % 40 == 0 {
             restore_mutated(&mut t, &mut gen, &mut report);
         }
@@ -667,6 +676,7 @@ pub fn run(f: &Fuzz) -> Result<Report> {
         {
             continue;
         }
+        report.iterations += 1;
         *report.by_command.entry(cmd.to_string()).or_default() += 1;
         let mut args = gen.plausible(cmd);
         if gen.chance(0.7) {

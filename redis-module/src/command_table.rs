@@ -31,9 +31,12 @@ fn dispatch(
     argc: c_int,
     handler: Handler,
 ) -> c_int {
-    let context = Context::new(ctx);
-    let args = redis_module::decode_args(ctx, argv, argc);
-    let reply = match catch_unwind(AssertUnwindSafe(|| handler(&context, &args))) {
+    let run = || {
+        let context = Context::new(ctx);
+        let args = redis_module::decode_args(ctx, argv, argc);
+        handler(&context, &args)
+    };
+    let reply = match catch_unwind(AssertUnwindSafe(run)) {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => Reply::Error(e),
         Err(p) => {
@@ -41,7 +44,8 @@ fn dispatch(
             Reply::internal(panic_message(&p))
         }
     };
-    reply.write(ctx);
+    // SAFETY: `ctx` is the live context Redis passed to this command.
+    unsafe { reply.write(ctx) };
     raw::REDISMODULE_OK as c_int
 }
 
@@ -292,7 +296,11 @@ pub fn register(ctx: &Context) -> Result<(), String> {
             if cmd.is_null() {
                 return Err(format!("cannot find {} after registering it", s.name));
             }
-            set_acl_categories(cmd, s.flags).map_err(|e| format!("{}: {e}", s.name))?;
+            // A server that refuses the categories still serves the command
+            // (ACL rules by name keep working): log it, do not fail the load.
+            if let Err(e) = set_acl_categories(cmd, s.flags) {
+                crate::util::log_warning(&format!("recsys: {}: {e}", s.name));
+            }
             let specs = s
                 .keys
                 .iter()

@@ -60,8 +60,12 @@ impl Reply {
     }
 
     /// Writes the reply on `ctx`.
-    pub fn write(&self, ctx: *mut raw::RedisModuleCtx) {
-        // SAFETY: `ctx` is a live context handed to us by Redis for this call.
+    ///
+    /// # Safety
+    /// `ctx` must be the live context Redis handed to the command (or to the
+    /// blocked client's reply callback), on the main thread.
+    pub unsafe fn write(&self, ctx: *mut raw::RedisModuleCtx) {
+        // SAFETY: guaranteed by the caller.
         unsafe {
             match self {
                 Reply::Ok => {

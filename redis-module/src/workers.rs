@@ -40,7 +40,7 @@ use once_cell::sync::OnceCell;
 use redis_module::{raw, Context, ContextFlags};
 
 use crate::reply::Reply;
-use crate::util::panic_message;
+use crate::util::{log_warning, panic_message};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -106,9 +106,13 @@ pub struct Blocked(*mut raw::RedisModuleBlockedClient);
 unsafe impl Send for Blocked {}
 
 impl Blocked {
-    /// Blocks the client of `ctx` (main thread only).
-    pub fn new(ctx: *mut raw::RedisModuleCtx) -> Blocked {
-        // SAFETY: called on the main thread with the command's context.
+    /// Blocks the client of `ctx`.
+    ///
+    /// # Safety
+    /// `ctx` must be the live context of the command running on the main
+    /// thread, in a context that may block (see [`can_block`]).
+    pub unsafe fn new(ctx: *mut raw::RedisModuleCtx) -> Blocked {
+        // SAFETY: guaranteed by the caller.
         let bc = unsafe {
             raw::RedisModule_BlockClient.unwrap()(
                 ctx,
@@ -144,19 +148,32 @@ extern "C" fn reply_callback(
     _argv: *mut *mut raw::RedisModuleString,
     _argc: c_int,
 ) -> c_int {
-    // SAFETY: called by Redis on the main thread with the privdata we passed.
-    let data =
-        unsafe { raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) } as *const Reply;
-    if let Some(reply) = unsafe { data.as_ref() } {
-        reply.write(ctx);
+    let written = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: called by Redis on the main thread with the privdata we
+        // passed: a Box<Reply> from `finish`/`drop`, alive until `free_reply`.
+        unsafe {
+            let data = raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *const Reply;
+            if let Some(reply) = data.as_ref() {
+                reply.write(ctx);
+            }
+        }
+    }));
+    if let Err(p) = written {
+        log_warning(&format!(
+            "recsys: writing a reply failed: {}",
+            panic_message(&p)
+        ));
     }
     raw::REDISMODULE_OK as c_int
 }
 
 extern "C" fn free_reply(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     if !data.is_null() {
-        // SAFETY: `data` is the Box<Reply> leaked in `finish`/`drop`.
-        drop(unsafe { Box::from_raw(data as *mut Reply) });
+        // Dropping a reply tree cannot panic; the guard keeps it that way.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `data` is the Box<Reply> leaked in `finish`/`drop`.
+            drop(unsafe { Box::from_raw(data as *mut Reply) });
+        }));
     }
 }
 
@@ -191,6 +208,7 @@ pub fn run_blocking(ctx: &Context, job: impl FnOnce() -> Reply + Send + 'static)
     if !can_block(ctx) {
         return job();
     }
-    spawn(Blocked::new(ctx.ctx), job);
+    // SAFETY: the command's live context, and blocking is allowed here.
+    spawn(unsafe { Blocked::new(ctx.ctx) }, job);
     Reply::Blocked
 }

@@ -401,22 +401,8 @@ impl Schema {
     /// The one-row batch of a user alone (a QUERY model's input): user
     /// features from the hash, every other source at its default.
     pub fn assemble_user(&self, user: &HashMap<String, String>) -> Batch {
-        let dense = self
-            .dense
-            .iter()
-            .map(|f| match f.source {
-                Source::User(_) => f.user_value(user),
-                _ => f.default,
-            })
-            .collect();
-        let sparse = self
-            .sparse
-            .iter()
-            .map(|f| match f.source {
-                Source::User(_) => f.user_value(user),
-                _ => f.default,
-            })
-            .collect();
+        let dense = self.dense.iter().map(|f| f.user_value(user)).collect();
+        let sparse = self.sparse.iter().map(|f| f.user_value(user)).collect();
         Batch {
             rows: 1,
             dense,

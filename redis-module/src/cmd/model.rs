@@ -87,7 +87,8 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         return install(ctx, &key_bytes, &catalog, model).map(|_| Reply::Ok);
     }
     let db = selected_db(ctx);
-    spawn(Blocked::new(ctx.ctx), move || {
+    // SAFETY: the command's live context, and `can_block` said yes.
+    spawn(unsafe { Blocked::new(ctx.ctx) }, move || {
         let model = match Model::build(spec, dim) {
             Ok(m) => m,
             Err(e) => return Reply::error(format!("model refused: {e}")),

@@ -1,6 +1,8 @@
 //! A deliberately hostile filter plugin for the sandbox tests. The config
 //! picks the misbehaviour: loop, oom, stack, trap, range, dup, huge, error,
-//! or anything else to behave (keep everything).
+//! `alloc:<MiB>` (hold that much memory, then keep everything: fine under
+//! the memory cap, a trap above it), or anything else to behave (keep
+//! everything).
 
 wit_bindgen::generate!({ world: "filter", path: "../../../wit" });
 
@@ -26,9 +28,12 @@ impl Guest for Plugin {
                 }
             }
             "oom" => {
+                // Reserve without touching: growing memory is cheap, so the
+                // memory cap stops this long before the time limit does.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![7u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(1 << 20));
+                    std::hint::black_box(&hoard);
                 }
             }
             "stack" => {
@@ -43,6 +48,12 @@ impl Guest for Plugin {
             "dup" => Ok(vec![0, 0]),
             "huge" => Ok((0..300_000).collect()),
             "error" => Err("refusing on purpose".into()),
+            alloc if alloc.starts_with("alloc:") => {
+                let mib: usize = alloc[6..].parse().map_err(|_| "alloc:<MiB>".to_string())?;
+                let held: Vec<Vec<u8>> = (0..mib).map(|i| vec![i as u8; 1 << 20]).collect();
+                std::hint::black_box(&held);
+                Ok((0..n).collect())
+            }
             _ => {
                 println!("behaving: keeping {n} candidates");
                 Ok((0..n).collect())
