@@ -656,10 +656,10 @@ pub fn run(f: &Fuzz) -> Result<Report> {
     while Instant::now() < deadline {
         rounds += 1;
         let n = rounds;
-        if n % 40 == 0 {
+        if n.is_multiple_of(40) {
             restore_mutated(&mut t, &mut gen, &mut report);
         }
-        if n % 1500 == 0 {
+        if n.is_multiple_of(1500) {
             report.reloads += 1;
             if let Some(Err(e)) = t.send(&[b"DEBUG".to_vec(), b"RELOAD".to_vec()]) {
                 report.reload_failures.push(e.to_string());
