@@ -78,20 +78,26 @@ fn check_source(source: &str) -> Result<()> {
         )));
     }
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut quote, mut escaped) = (None, false);
+    // The open quote, whether the string is raw (r"..": no escapes), and
+    // whether the previous character was a backslash.
+    let (mut quote, mut raw, mut escaped) = (None, false, false);
+    let mut previous = ' ';
     for c in source.chars() {
         match quote {
             Some(q) => {
                 if escaped {
                     escaped = false;
-                } else if c == '\\' {
+                } else if c == '\\' && !raw {
                     escaped = true;
                 } else if c == q {
                     quote = None;
                 }
             }
             None => match c {
-                '"' | '\'' => quote = Some(c),
+                '"' | '\'' => {
+                    quote = Some(c);
+                    raw = matches!(previous, 'r' | 'R');
+                }
                 '(' | '[' | '{' => {
                     depth += 1;
                     deepest = deepest.max(depth);
@@ -100,6 +106,7 @@ fn check_source(source: &str) -> Result<()> {
                 _ => {}
             },
         }
+        previous = c;
     }
     if deepest > MAX_NESTING {
         return Err(Error::invalid(format!(
@@ -413,8 +420,18 @@ mod tests {
         assert!(err(&"a == 1 || ".repeat(500)).contains("limit is 4096"));
         let deep = format!("{}true{}", "(".repeat(40), ")".repeat(40));
         assert!(err(&deep).contains("nests brackets 40 deep"));
-        // Brackets inside strings do not count.
+        // Brackets inside strings do not count; a raw string has no escapes.
         assert!(Filter::compile(&format!("genre == \"{}\"", "(".repeat(40))).is_ok());
+        let after_raw = format!(
+            r#"genre == r"\" || {}true{}"#,
+            "(".repeat(40),
+            ")".repeat(40)
+        );
+        assert!(
+            err(&after_raw).contains("nests brackets 40 deep"),
+            "{}",
+            err(&after_raw)
+        );
         let nested = "[1,2,3].all(a, [1,2,3].exists(b, a == b))";
         assert!(err(nested).contains("inside another"), "{}", err(nested));
         assert!(Filter::compile(r#"tags.exists(t, t == "x") && [1,2].all(y, y > 0)"#).is_ok());
