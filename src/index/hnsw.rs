@@ -302,7 +302,12 @@ impl Hnsw {
             }
             self.store.read_into(c.id as usize, scratch);
             let cq = Query::new(scratch);
-            if kept.iter().all(|k| self.store.distance(&cq, k.id) > c.d) {
+            // hnswlib's rule: drop `c` only when a kept neighbour is strictly
+            // closer to it than the new node is. With `>=` a tie keeps it:
+            // duplicates (an item re-added next to its own tombstone, two
+            // items with one vector) would otherwise prune every other
+            // candidate and leave the pair linked only to each other.
+            if kept.iter().all(|k| self.store.distance(&cq, k.id) >= c.d) {
                 kept.push(c);
             }
         }
