@@ -164,6 +164,29 @@ fn corrupt_or_truncated_snapshots_fail_cleanly() {
 }
 
 #[test]
+fn duplicate_vectors_do_not_cut_off_parts_of_the_graph() {
+    // Items re-added with the vectors they had (churn) and items sharing a
+    // vector: every search must still fill K.
+    let data = clustered(3000, 32, 10, 0.6, 13);
+    let mut h = build(small_params(Metric::Cosine, Quant::F32), &data);
+    for v in data.iter().take(1500) {
+        let p = h.prepare(v);
+        h.insert(&p);
+    }
+    for s in (0..1500).step_by(3) {
+        h.remove(s);
+    }
+    for v in data.iter().take(1500).step_by(3) {
+        let p = h.prepare(v);
+        h.insert(&p);
+    }
+    for q in clustered(300, 32, 10, 0.6, 14) {
+        let q = h.prepare(&q);
+        assert_eq!(h.search(&q, 10, 40, |_| true).len(), 10);
+    }
+}
+
+#[test]
 fn structurally_inconsistent_snapshots_are_refused() {
     let data = clustered(400, 16, 5, 0.6, 12);
     let h = build(IndexParams::new(16), &data);
