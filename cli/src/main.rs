@@ -33,6 +33,8 @@ enum BenchCmd {
     All(recsys_cli::bench::all::AllBench),
     /// HNSW build and query speed vs hnswlib on the same vectors.
     Index(recsys_cli::bench::index::IndexBench),
+    /// Index quality under churn: rounds of deleting and re-adding items.
+    Churn(recsys_cli::bench::churn::ChurnBench),
     /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
     Redis(recsys_cli::bench::redis::RedisBench),
     /// RECOMMEND and EVENT through redis-server, next to GET, with the EXPLAIN split.
@@ -53,6 +55,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::All(b)) => recsys_cli::bench::all::run(&b),
         Cmd::Bench(BenchCmd::Filters(b)) => recsys_cli::bench::filters::run(&b),
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
+        Cmd::Bench(BenchCmd::Churn(b)) => recsys_cli::bench::churn::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
         Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),

@@ -15,7 +15,7 @@ pub struct AllBench {
     /// Where the document is written.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
-    /// Run only these sections (by name: index, redis, restart, recommend,
+    /// Run only these sections (by name: index, churn, redis, restart, recommend,
     /// filters, plugins, rank); the document then holds only them.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -36,6 +36,12 @@ const SECTIONS: &[Section] = &[
         title: "HNSW index vs hnswlib (one thread)",
         about: "The project's HNSW against hnswlib 0.8 (PyPI, compiled by pip on this machine, so with `-march=native`) on the same vectors: 100,000 clustered 64-d unit vectors, M=16, efConstruction=200, k=10, COSINE, one thread, recall against exact brute force. Two data sets: `lowrank` (100 clusters spread in an 8-d latent subspace, the low intrinsic dimension of real embeddings) and `isotropic` (the same clusters with full-rank noise, harder). Each timed pass runs 10,000 queries; passes of the two libraries alternate (5 each per ef), so machine noise falls on both; q/s is the median (min-max) of the passes.",
         args: &["bench", "index"],
+    },
+    Section {
+        name: "churn",
+        title: "Index quality under churn (one thread)",
+        about: "20,000 clustered 64-d unit vectors (50 clusters), IP, M=16, efConstruction=200, ef=100; three rounds of deleting a random 30% of the items and adding them back, through `Catalog::remove`/`Catalog::set` (the calls RECSYS.ITEM.DEL and RECSYS.ITEM.SET make; a re-added item takes a tombstoned slot). After each round, recall@10 of 1,000 queries against exact search over the live items, and how many searches returned fewer than 10 items; last, a fresh build of the same items for comparison. writes/s counts deletes and inserts together.",
+        args: &["bench", "churn"],
     },
     Section {
         name: "redis",
@@ -148,7 +154,7 @@ fn provenance() -> String {
 pub fn run(b: &AllBench) -> Result<()> {
     for name in &b.only {
         if !SECTIONS.iter().any(|s| s.name == name) {
-            bail!("unknown section '{name}', expected one of index, redis, restart, recommend, filters, plugins, rank");
+            bail!("unknown section '{name}', expected one of index, churn, redis, restart, recommend, filters, plugins, rank");
         }
     }
     let exe = std::env::current_exe()?;
