@@ -277,3 +277,59 @@ fn churn_keeps_recall_of_a_fresh_build() {
         assert_eq!(h.search(&q, 10, 32, |_| true).len(), 10);
     }
 }
+
+/// Every search path this CPU has (AVX-512, AVX2, portable) walks the same
+/// graph to the same answers: the AVX2 path is exercised on an AVX-512
+/// machine too, by switching the flags that pick the path.
+#[test]
+fn every_kernel_path_gives_the_same_answers() {
+    use super::distance::portable_kernels;
+    for metric in [Metric::Ip, Metric::Cosine, Metric::L2] {
+        let data = clustered(3000, 32, 10, 0.5, 21);
+        let mut h = build(small_params(metric, Quant::F32), &data);
+        let queries: Vec<Vec<f32>> = clustered(100, 32, 10, 0.5, 22)
+            .iter()
+            .map(|q| h.prepare(q))
+            .collect();
+        let answers = |h: &Hnsw| -> Vec<Vec<Hit>> {
+            queries
+                .iter()
+                .map(|q| h.search(q, 10, 64, |_| true))
+                .collect()
+        };
+        let native = h.store.kernels;
+        let reference = {
+            h.store.kernels = portable_kernels();
+            answers(&h)
+        };
+        let mut paths = vec![("portable", portable_kernels())];
+        if native.avx2 {
+            paths.push((
+                "avx2",
+                super::distance::Kernels {
+                    avx512: false,
+                    ..native
+                },
+            ));
+        }
+        if native.avx512 {
+            paths.push(("avx512", native));
+        }
+        for (name, kernels) in paths {
+            h.store.kernels = kernels;
+            let got = answers(&h);
+            let mut same = 0;
+            for (a, b) in got.iter().zip(&reference) {
+                same += usize::from(a.iter().map(|x| x.slot).eq(b.iter().map(|x| x.slot)));
+                for (x, y) in a.iter().zip(b) {
+                    if x.slot == y.slot {
+                        assert!((x.score - y.score).abs() < 1e-4, "{metric:?} {name}");
+                    }
+                }
+            }
+            // Sums in another order may swap two near-equal neighbours.
+            assert!(same >= 97, "{metric:?} {name}: {same}/100 answers agree");
+        }
+        eprintln!("{metric:?}: kernels {:?}", native);
+    }
+}

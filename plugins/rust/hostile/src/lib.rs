@@ -1,7 +1,9 @@
 //! A deliberately hostile filter plugin for the sandbox tests. The config
 //! picks the misbehaviour: loop, oom, stack, trap, range, dup, huge, error,
 //! `alloc:<MiB>` (hold that much memory, then keep everything: fine under
-//! the memory cap, a trap above it), or anything else to behave (keep
+//! the memory cap, a trap above it), `deep:<n>` (recurse n calls deep in wasm
+//! frames only, no shadow stack: fine under PLUGIN_STACK_KB, a trap above
+//! it), or anything else to behave (keep
 //! everything).
 
 wit_bindgen::generate!({ world: "filter", path: "../../../wit" });
@@ -15,6 +17,18 @@ fn recurse(depth: u64, buf: &mut [u8; 256]) -> u64 {
     let mut local = [0u8; 256];
     local[0] = buf[0];
     recurse(depth + 1, &mut local) + local[1] as u64
+}
+
+/// Recursion whose frames live on the engine's stack (wasm locals only, no
+/// address taken, so nothing goes to the shadow stack in linear memory); the
+/// multiply keeps LLVM from turning it into a loop.
+#[inline(never)]
+fn deep(n: u64) -> u64 {
+    if n == 0 {
+        1
+    } else {
+        deep(n - 1).wrapping_mul(3).wrapping_add(n)
+    }
 }
 
 impl Guest for Plugin {
@@ -52,6 +66,11 @@ impl Guest for Plugin {
                 let mib: usize = alloc[6..].parse().map_err(|_| "alloc:<MiB>".to_string())?;
                 let held: Vec<Vec<u8>> = (0..mib).map(|i| vec![i as u8; 1 << 20]).collect();
                 std::hint::black_box(&held);
+                Ok((0..n).collect())
+            }
+            arg if arg.starts_with("deep:") => {
+                let depth: u64 = arg[5..].parse().map_err(|_| "deep:<n>".to_string())?;
+                std::hint::black_box(deep(std::hint::black_box(depth)));
                 Ok((0..n).collect())
             }
             _ => {
