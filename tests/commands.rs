@@ -412,3 +412,178 @@ fn searches_inside_multi_and_lua_run_inline() {
     assert_eq!(lua, vec!["b", "e", "d"]);
     assert_eq!(lua, direct);
 }
+
+fn recommend_cold(c: &mut redis::Connection, k: usize, opts: &[&str]) -> Vec<String> {
+    redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("nobody")
+        .arg("K")
+        .arg(k)
+        .arg(opts)
+        .query(c)
+        .unwrap()
+}
+
+#[test]
+fn setattrs_changes_attributes_only() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = vectors(300, 8, 91);
+    load_catalog(&mut c, "cat", &vs, "");
+    cmd(
+        &mut c,
+        r#"RECSYS.ITEM.SETATTRS cat item:5 {"stock":"in","price":10}"#,
+    )
+    .unwrap();
+    for _ in 0..3 {
+        cmd(&mut c, "RECSYS.EVENT cat u:1 item:5").unwrap();
+    }
+    let similar_before: Vec<String> = redis::cmd("RECSYS.SIMILAR")
+        .arg("cat")
+        .arg("item:5")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    let slots_before = info_field(&mut c, "cat", "slots");
+    assert_eq!(recommend_cold(&mut c, 1, &[]), vec!["item:5"]);
+    assert_eq!(
+        recommend_cold(&mut c, 1, &["WHERE", r#"stock == "in""#]),
+        vec!["item:5"]
+    );
+
+    cmd(
+        &mut c,
+        r#"RECSYS.ITEM.SETATTRS cat item:5 {"stock":"out","price":12}"#,
+    )
+    .unwrap();
+    let got: Vec<Value> = redis::cmd("RECSYS.ITEM.GET")
+        .arg("cat")
+        .arg("item:5")
+        .arg("FP32")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        got[1],
+        Value::BulkString(to_fp32_blob(&vs[5])),
+        "vector kept"
+    );
+    assert_eq!(
+        got[3],
+        Value::BulkString(br#"{"price":12,"stock":"out"}"#.to_vec())
+    );
+    let similar_after: Vec<String> = redis::cmd("RECSYS.SIMILAR")
+        .arg("cat")
+        .arg("item:5")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(similar_before, similar_after, "graph links kept");
+    assert_eq!(
+        info_field(&mut c, "cat", "slots"),
+        slots_before,
+        "no re-insert"
+    );
+    assert_eq!(
+        recommend_cold(&mut c, 1, &[]),
+        vec!["item:5"],
+        "popularity kept"
+    );
+    assert!(
+        recommend_cold(&mut c, 5, &["WHERE", r#"stock == "in""#]).is_empty(),
+        "filters see the new value"
+    );
+    // `{}` removes the attributes.
+    cmd(&mut c, "RECSYS.ITEM.SETATTRS cat item:5 {}").unwrap();
+    let got: Vec<Value> = redis::cmd("RECSYS.ITEM.GET")
+        .arg("cat")
+        .arg("item:5")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got[3], Value::Nil);
+    // ITEM.SET, by contrast, replaces the item: popularity starts over.
+    cmd(&mut c, "RECSYS.EVENT cat u:1 item:6").unwrap();
+    let v: Vec<String> = vs[5].iter().map(|x| x.to_string()).collect();
+    cmd(
+        &mut c,
+        &format!("RECSYS.ITEM.SET cat item:5 VALUES {}", v.join(" ")),
+    )
+    .unwrap();
+    assert_eq!(recommend_cold(&mut c, 1, &[]), vec!["item:6"]);
+
+    for (line, want) in [
+        ("RECSYS.ITEM.SETATTRS cat nope {}", "does not exist"),
+        ("RECSYS.ITEM.SETATTRS cat item:1 [1]", "ATTRS"),
+        ("RECSYS.ITEM.SETATTRS cat item:1 {", "not valid JSON"),
+        (
+            "RECSYS.ITEM.SETATTRS cat item:1 {} extra",
+            "wrong number of arguments",
+        ),
+        ("RECSYS.ITEM.SETATTRS missing item:1 {}", "does not exist"),
+    ] {
+        let e = err_line(&mut c, line);
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    cmd(&mut c, "SET plain x").unwrap();
+    assert!(err_line(&mut c, "RECSYS.ITEM.SETATTRS plain item:1 {}").starts_with("WRONGTYPE"));
+}
+
+#[test]
+fn mset_withattrs_stores_attributes_all_or_nothing() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    cmd(&mut c, "RECSYS.CREATE cat DIM 2").unwrap();
+    let n: i64 = redis::cmd("RECSYS.ITEM.MSET")
+        .arg("cat")
+        .arg("WITHATTRS")
+        .arg("a")
+        .arg(to_fp32_blob(&[1.0, 0.0]))
+        .arg(r#"{"genre":"x"}"#)
+        .arg("b")
+        .arg(to_fp32_blob(&[0.0, 1.0]))
+        .arg("{}")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 2);
+    let got: Vec<Value> = redis::cmd("RECSYS.ITEM.GET")
+        .arg("cat")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got[3], Value::BulkString(br#"{"genre":"x"}"#.to_vec()));
+    let ids: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("u")
+        .arg("VECTOR")
+        .arg(to_fp32_blob(&[0.0, 1.0]))
+        .arg("K")
+        .arg(2)
+        .arg("WHERE")
+        .arg(r#"genre == "x""#)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ids, vec!["a"]);
+    // One bad object fails the whole call, naming the item; nothing is written.
+    let e = redis::cmd("RECSYS.ITEM.MSET")
+        .arg("cat")
+        .arg("WITHATTRS")
+        .arg("c")
+        .arg(to_fp32_blob(&[1.0, 1.0]))
+        .arg("{}")
+        .arg("d")
+        .arg(to_fp32_blob(&[1.0, 1.0]))
+        .arg("{oops")
+        .query::<i64>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("item 'd'") && e.contains("JSON"), "{e}");
+    assert_eq!(info_field(&mut c, "cat", "items"), 2);
+    let e = redis::cmd("RECSYS.ITEM.MSET")
+        .arg("cat")
+        .arg("WITHATTRS")
+        .arg("c")
+        .arg(to_fp32_blob(&[1.0, 1.0]))
+        .query::<i64>(&mut c)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("triples"), "{e}");
+}

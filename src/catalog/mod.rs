@@ -162,6 +162,17 @@ impl Catalog {
         Ok(created)
     }
 
+    /// Replaces an item's attributes (`None` clears them) without touching
+    /// its vector, its place in the graph or its popularity.
+    pub fn set_attrs(&mut self, id: &str, attrs: Option<Attrs>) -> Result<()> {
+        let slot = self
+            .slot_of(id)
+            .ok_or_else(|| Error::invalid(format!("item '{id}' does not exist in this catalog")))?;
+        self.columns.set(slot, attrs.as_ref().map(Attrs::object));
+        self.attrs[slot as usize] = attrs.map(Attrs::into_json);
+        Ok(())
+    }
+
     fn forget_slot(&mut self, slot: u32) {
         self.index.remove(slot);
         if let Some(id) = self.ids[slot as usize].take() {

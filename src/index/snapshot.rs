@@ -139,8 +139,14 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     } else if entry as usize >= slots || levels[entry as usize] as usize != max_level {
         return Err("entry point is not a top-level node".into());
     }
-    if levels.iter().any(|&l| l as usize > max_level) {
-        return Err("a node is above the top level".into());
+    // Tombstones may sit above it: a deleted entry point hands the top over
+    // to the highest live node, and its slot waits in the free list.
+    if levels
+        .iter()
+        .zip(&deleted)
+        .any(|(&l, &d)| !d && l as usize > max_level)
+    {
+        return Err("a live node is above the top level".into());
     }
     let mut in_free = vec![false; slots];
     for &f in &free {

@@ -266,6 +266,37 @@ fn churn_keeps_recall_of_a_fresh_build() {
         }
         assert!(h.slots() <= data.len() + 3, "slots were not reused");
     }
+    // The entry point goes too: the top passes to a lower live node, and the
+    // graph still round-trips through a snapshot (tombstones above the new
+    // top level are legal) to the same answers.
+    let old_top = h.max_level;
+    let mut removed = Vec::new();
+    while h.max_level == old_top {
+        removed.push(h.entry);
+        assert!(h.remove(h.entry));
+        assert!(h.is_live(h.entry));
+    }
+    let mut bytes = Vec::new();
+    encode(&h, &mut bytes);
+    let back = decode(&mut Reader::new(&bytes)).expect("snapshot after an entry handover");
+    for q in &queries {
+        let q = h.prepare(q);
+        let a: Vec<u32> = h
+            .search(&q, 10, 32, |_| true)
+            .iter()
+            .map(|x| x.slot)
+            .collect();
+        let b: Vec<u32> = back
+            .search(&q, 10, 32, |_| true)
+            .iter()
+            .map(|x| x.slot)
+            .collect();
+        assert_eq!(a, b);
+    }
+    for slot in removed {
+        let p = h.prepare(&data[vector_of[slot as usize]]);
+        h.insert(&p);
+    }
     let churned = recall(&h, &queries, 10, 32);
     let fresh = recall(&build(params, &data), &queries, 10, 32);
     assert!(

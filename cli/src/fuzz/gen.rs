@@ -8,10 +8,11 @@ use recsys::vector::to_fp32_blob;
 pub const DIM: usize = 8;
 pub const CATALOGS: [&str; 3] = ["fz:c1", "fz:c2", "fz:new"];
 pub const USERS: [&str; 3] = ["fz:u1", "fz:u2", "fz:str"];
-pub const COMMANDS: [&str; 21] = [
+pub const COMMANDS: [&str; 22] = [
     "RECSYS.CREATE",
     "RECSYS.ITEM.SET",
     "RECSYS.ITEM.MSET",
+    "RECSYS.ITEM.SETATTRS",
     "RECSYS.ITEM.GET",
     "RECSYS.ITEM.DEL",
     "RECSYS.SEARCH",
@@ -195,10 +196,24 @@ impl Gen {
             }
             "RECSYS.ITEM.MSET" => {
                 a.push(cat());
+                let with_attrs = self.chance(0.5);
+                if with_attrs {
+                    a.push(b("WITHATTRS"));
+                }
                 for _ in 0..1 + self.below(5) {
                     a.push(format!("item:{}", self.below(300)).into());
                     a.push(self.vector_blob(DIM));
+                    if with_attrs {
+                        a.push(self.attrs());
+                    }
                 }
+            }
+            "RECSYS.ITEM.SETATTRS" => {
+                a.extend([
+                    cat(),
+                    format!("item:{}", self.below(300)).into(),
+                    self.attrs(),
+                ]);
             }
             "RECSYS.ITEM.GET" | "RECSYS.ITEM.DEL" => {
                 a.extend([cat(), format!("item:{}", self.below(300)).into()]);

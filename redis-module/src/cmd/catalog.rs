@@ -118,16 +118,25 @@ pub fn item_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     Ok(Reply::Int(created as i64))
 }
 
-/// RECSYS.ITEM.MSET key id blob [id blob ...]: all items are checked before any
-/// is written.
+/// RECSYS.ITEM.MSET key [WITHATTRS] id blob [json] [id blob [json] ...]: all
+/// items are checked before any is written.
 pub fn item_mset(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("key")?;
-    if a.remaining() == 0 || !a.remaining().is_multiple_of(2) {
-        return Err("expected pairs of: id FP32-blob".into());
+    let with_attrs = a.peek_keyword().as_deref() == Some("WITHATTRS");
+    if with_attrs {
+        a.next_keyword()?;
+    }
+    let per_item = if with_attrs { 3 } else { 2 };
+    if a.remaining() == 0 || !a.remaining().is_multiple_of(per_item) {
+        return Err(Error::invalid(if with_attrs {
+            "expected triples of: id FP32-blob ATTRS-json (a json of {} for none)"
+        } else {
+            "expected pairs of: id FP32-blob (WITHATTRS before them for id blob json triples)"
+        }));
     }
     let catalog = catalog_at(ctx, key)?;
-    let mut items = Vec::with_capacity(a.remaining() / 2);
+    let mut items = Vec::with_capacity(a.remaining() / per_item);
     {
         let c = catalog.read();
         let dim = c.params().dim;
@@ -137,17 +146,37 @@ pub fn item_mset(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 .map_err(|e| format!("item '{id}': {e}"))?;
             c.check_vector(&v)
                 .map_err(|e| format!("item '{id}': {e}"))?;
-            items.push((id, v));
+            let attrs = if with_attrs {
+                Some(Attrs::parse(a.next_str("ATTRS")?).map_err(|e| format!("item '{id}': {e}"))?)
+            } else {
+                None
+            };
+            items.push((id, v, attrs));
         }
     }
     let mut created = 0;
     let mut c = catalog.write();
-    for (id, v) in items {
-        created += c.set(id, &v, None)? as i64;
+    for (id, v, attrs) in items {
+        created += c.set(id, &v, attrs)? as i64;
     }
     drop(c);
     ctx.replicate_verbatim();
     Ok(Reply::Int(created))
+}
+
+/// RECSYS.ITEM.SETATTRS key id json: replaces the attributes only (`{}`
+/// clears them); the vector, graph links and popularity stay.
+pub fn item_setattrs(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let key = a.next_string("key")?;
+    let id = id_arg(&mut a)?;
+    let attrs = Attrs::parse(a.next_str("ATTRS")?)?;
+    let attrs = (!attrs.object().is_empty()).then_some(attrs);
+    // Arity 4 (checked by Redis) leaves no further arguments.
+    let catalog = catalog_at(ctx, key)?;
+    catalog.write().set_attrs(id, attrs)?;
+    ctx.replicate_verbatim();
+    Ok(Reply::Ok)
 }
 
 /// RECSYS.ITEM.GET key id [FP32]
