@@ -510,3 +510,56 @@ fn bad_input_gets_clear_errors() {
         Value::SimpleString("PONG".into())
     );
 }
+
+#[test]
+fn session_blends_the_user_vector_with_recent_events() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    // An item unrelated to the user's long-term taste (orthogonal-ish).
+    let far = (0..N)
+        .min_by(|&a, &b| {
+            dot(&vs[a], &vs[0])
+                .abs()
+                .total_cmp(&dot(&vs[b], &vs[0]).abs())
+        })
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("u:s")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[0]))
+        .query(&mut c)
+        .unwrap();
+    cmd(&mut c, &format!("RECSYS.EVENT cat u:s i{far}")).unwrap();
+    let far_id = format!("i{far}");
+    let plain = rec(&mut c, "u:s", &["K", "10"]);
+    assert!(!plain.contains(&far_id));
+    let blended = rec(&mut c, "u:s", &["K", "10", "SESSION", "1", "3"]);
+    assert!(blended.contains(&far_id), "{blended:?}");
+    assert_eq!(rec(&mut c, "u:s", &["K", "10", "SESSION", "5", "0"]), plain);
+    let v: Value = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("u:s")
+        .arg("SESSION")
+        .arg(1)
+        .arg(3)
+        .arg("EXPLAIN")
+        .query(&mut c)
+        .unwrap();
+    let text = format!("{v:?}");
+    assert!(
+        text.contains(r#""session_items"'), int(1)"#),
+        "EXPLAIN shows the blend: {text}"
+    );
+    for (opts, want) in [
+        ("SESSION 0 1", "SESSION items"),
+        ("SESSION 1001 1", "SESSION items"),
+        ("SESSION 1 -1", "SESSION weight"),
+        ("SESSION 1 nan", "SESSION weight"),
+        ("SESSION 1", "SESSION weight"),
+    ] {
+        let e = err_line(&mut c, &format!("RECSYS.RECOMMEND cat u:s {opts}"));
+        assert!(e.contains(want), "{opts}: {e}");
+    }
+}

@@ -22,6 +22,8 @@ pub struct Explain {
     /// Wall-clock microseconds per [`Stage`].
     pub stage_us: [u64; 5],
     pub source: Option<VectorSource>,
+    /// Recent items blended into the user vector by SESSION (0: none).
+    pub session_items: usize,
     pub retrieved: usize,
     /// Filter evaluations during retrieval, and how many were rejected.
     pub filter_evaluated: usize,

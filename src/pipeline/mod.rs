@@ -42,10 +42,12 @@ pub fn recommend(
     host: Option<&Host>,
 ) -> Result<Recommendation> {
     let mut ex = Explain::new();
-    let (vector, source) = ex.timed(Stage::UserVector, |_| {
-        user_vector::user_vector(catalog, user)
+    let user_vector = ex.timed(Stage::UserVector, |_| {
+        user_vector::user_vector(catalog, user, req.session)
     })?;
-    ex.source = Some(source);
+    ex.source = Some(user_vector.source);
+    ex.session_items = user_vector.session_items;
+    let vector = user_vector.vector;
     let candidates = ex.timed(Stage::Retrieve, |ex| {
         retrieve::retrieve(catalog, user, req, vector.as_deref(), ex)
     })?;

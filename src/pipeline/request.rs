@@ -16,6 +16,17 @@ pub const MAX_K: usize = 10_000;
 pub const MAX_CANDIDATES: usize = 100_000;
 /// Candidates retrieved unless the request says otherwise.
 pub const DEFAULT_CANDIDATES: usize = 200;
+/// Most recent items a SESSION blend may average.
+pub const MAX_SESSION_ITEMS: usize = 1000;
+
+/// `SESSION n weight`: the user vector becomes the normalized long-term
+/// vector plus `weight` times the normalized mean of the user's `n` most
+/// recent items (long-term taste and the current session together).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Session {
+    pub items: usize,
+    pub weight: f32,
+}
 
 /// How the final list is ordered.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +62,8 @@ pub struct Request {
     pub fail_open: bool,
     /// The catalog model (ROLE RANK) that scores the candidates.
     pub rank: Option<String>,
+    /// Blend the user vector with the current session.
+    pub session: Option<Session>,
 }
 
 impl Request {
@@ -67,6 +80,7 @@ impl Request {
             plugins: Vec::new(),
             fail_open: false,
             rank: None,
+            session: None,
         }
     }
 

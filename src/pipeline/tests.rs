@@ -8,7 +8,7 @@ mod behaviour {
     use crate::index::IndexParams;
     use crate::pipeline::filter::Filter;
     use crate::pipeline::recommend;
-    use crate::pipeline::request::{Ordering, Request, UserInput};
+    use crate::pipeline::request::{Ordering, Request, Session, UserInput};
     use crate::pipeline::user_vector::VectorSource;
     use crate::synth::clustered;
 
@@ -87,6 +87,65 @@ mod behaviour {
         }
         assert!(counts.values().all(|&n| n <= 2), "{counts:?}");
         assert_eq!(r.items.len(), 10);
+    }
+
+    /// SESSION n weight: the long-term vector plus the weighted mean of the
+    /// n most recent items, both normalized.
+    #[test]
+    fn session_blends_long_term_taste_with_recent_items() {
+        let c = catalog(2000);
+        let far = (0..2000)
+            .map(|i| format!("i{i}"))
+            .min_by(|a, b| {
+                let d = |id: &String| {
+                    let v = c.index().vector(c.slot_of(id).unwrap());
+                    v.iter()
+                        .zip(c.index().vector(0))
+                        .map(|(x, y)| x * y)
+                        .sum::<f32>()
+                };
+                // Unrelated (orthogonal), not opposite: a blend of opposites
+                // points nowhere.
+                d(a).abs().total_cmp(&d(b).abs())
+            })
+            .unwrap();
+        let mut u = UserInput {
+            embedding: Some(c.index().vector(0)),
+            // Newest first: `far` is the session, the rest is older.
+            recent: vec![far.clone(), "i1".into(), "i2".into()],
+            ..UserInput::default()
+        };
+        let plain = recommend(&c, &u, &Request::new(10), None).unwrap();
+        assert_eq!(plain.explain.session_items, 0);
+        let mut req = Request::new(10);
+        req.session = Some(Session {
+            items: 1,
+            weight: 3.0,
+        });
+        let blended = recommend(&c, &u, &req, None).unwrap();
+        assert_eq!(blended.explain.source, Some(VectorSource::Embedding));
+        assert_eq!(blended.explain.session_items, 1);
+        assert_ne!(plain.items, blended.items, "the session moves the answer");
+        assert!(blended.items.iter().any(|(id, _)| *id == far));
+        assert!(!plain.items.iter().any(|(id, _)| *id == far));
+        // Weight 0 is the long-term vector alone.
+        req.session = Some(Session {
+            items: 1,
+            weight: 0.0,
+        });
+        let ids = |r: &crate::pipeline::Recommendation| -> Vec<String> {
+            r.items.iter().map(|(id, _)| id.clone()).collect()
+        };
+        assert_eq!(ids(&recommend(&c, &u, &req, None).unwrap()), ids(&plain));
+        // No long-term vector: the mean of the n most recent items alone.
+        u.embedding = None;
+        req.session = Some(Session {
+            items: 1,
+            weight: 1.0,
+        });
+        let r = recommend(&c, &u, &req, None).unwrap();
+        assert_eq!(r.explain.source, Some(VectorSource::Session(1)));
+        assert_eq!(r.items[0].0, far);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::pipeline::request::UserInput;
+use crate::pipeline::request::{Session, UserInput};
 
 /// Where the user vector came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,21 +32,77 @@ impl VectorSource {
     }
 }
 
-/// The query vector, prepared for the catalog's index (normalized for
-/// COSINE), and where it came from; `None` means cold start.
+/// Stage 1's result: the query vector prepared for the catalog's index
+/// (normalized for COSINE; `None` means cold start), where it came from, and
+/// how many recent items a SESSION blend averaged (0: no blend).
+pub struct UserVector {
+    pub vector: Option<Vec<f32>>,
+    pub source: VectorSource,
+    pub session_items: usize,
+}
+
+/// Computes the user vector (see the module doc); with `session`, a base
+/// vector is blended with the mean of the user's most recent items.
 pub fn user_vector(
     catalog: &Catalog,
     user: &UserInput,
-) -> Result<(Option<Vec<f32>>, VectorSource)> {
-    let prepared = |v: &[f32], what: &str| -> Result<Option<Vec<f32>>> {
+    session: Option<Session>,
+) -> Result<UserVector> {
+    let (base, source) = match base_vector(catalog, user)? {
+        Some(found) => found,
+        None => {
+            // No long-term vector: the session mean alone, or cold start.
+            let limit = session.map_or(usize::MAX, |s| s.items);
+            return Ok(match recent_mean(catalog, user, limit) {
+                Some((mean, n)) => UserVector {
+                    vector: Some(catalog.index().prepare(&mean)),
+                    source: VectorSource::Session(n),
+                    session_items: 0,
+                },
+                None => UserVector {
+                    vector: None,
+                    source: VectorSource::Popular,
+                    session_items: 0,
+                },
+            });
+        }
+    };
+    let blend = session.and_then(|s| Some((s, recent_mean(catalog, user, s.items)?)));
+    let (v, session_items) = match blend {
+        Some((s, (mean, n))) => {
+            let mut v = unit(&base);
+            for (x, m) in v.iter_mut().zip(unit(&mean)) {
+                *x += s.weight * m;
+            }
+            (v, n)
+        }
+        None => (base, 0),
+    };
+    catalog
+        .check_vector(&v)
+        .map_err(|e| e.context("user vector with SESSION"))?;
+    Ok(UserVector {
+        vector: Some(catalog.index().prepare(&v)),
+        source,
+        session_items,
+    })
+}
+
+/// The long-term vector (checked, not prepared): VECTOR, `emb`, or the
+/// QUERY model; `None` when there is none.
+fn base_vector(catalog: &Catalog, user: &UserInput) -> Result<Option<(Vec<f32>, VectorSource)>> {
+    let checked = |v: &[f32], what: &str| -> Result<Vec<f32>> {
         catalog.check_vector(v).map_err(|e| e.context(what))?;
-        Ok(Some(catalog.index().prepare(v)))
+        Ok(v.to_vec())
     };
     if let Some(v) = &user.vector_arg {
-        return Ok((prepared(v, "VECTOR")?, VectorSource::Argument));
+        return Ok(Some((checked(v, "VECTOR")?, VectorSource::Argument)));
     }
     if let Some(v) = &user.embedding {
-        return Ok((prepared(v, "user field emb")?, VectorSource::Embedding));
+        return Ok(Some((
+            checked(v, "user field emb")?,
+            VectorSource::Embedding,
+        )));
     }
     // The query model needs something to go on: a user with none of its
     // fields falls through to the session mean or cold start.
@@ -58,22 +114,41 @@ pub fn user_vector(
     if let Some(model) = query_model {
         let v = model.query(&user.features).map_err(Error::invalid)?;
         let what = format!("query model '{}'", model.spec.name);
-        return Ok((prepared(&v, &what)?, VectorSource::QueryModel));
+        return Ok(Some((checked(&v, &what)?, VectorSource::QueryModel)));
     }
+    Ok(None)
+}
+
+/// Mean of the stored vectors of the user's `limit` most recent items that
+/// are in the catalog, and how many there were; `None` when none are or the
+/// mean is zero.
+fn recent_mean(catalog: &Catalog, user: &UserInput, limit: usize) -> Option<(Vec<f32>, usize)> {
     let mut sum = vec![0f32; catalog.params().dim];
     let mut n = 0;
-    for slot in user.recent.iter().filter_map(|id| catalog.slot_of(id)) {
+    for slot in user
+        .recent
+        .iter()
+        .filter_map(|id| catalog.slot_of(id))
+        .take(limit)
+    {
         for (s, x) in sum.iter_mut().zip(catalog.index().vector(slot)) {
             *s += x;
         }
         n += 1;
     }
-    if n > 0 && sum.iter().any(|&x| x != 0.0) {
-        sum.iter_mut().for_each(|x| *x /= n as f32);
-        return Ok((
-            Some(catalog.index().prepare(&sum)),
-            VectorSource::Session(n),
-        ));
+    if n == 0 || sum.iter().all(|&x| x == 0.0) {
+        return None;
     }
-    Ok((None, VectorSource::Popular))
+    sum.iter_mut().for_each(|x| *x /= n as f32);
+    Some((sum, n))
+}
+
+/// `v` scaled to unit length (unchanged when zero).
+fn unit(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
+    }
 }

@@ -94,6 +94,7 @@ fn explain_reply(e: &Explain) -> Reply {
             "user_vector".into(),
             Reply::Text(e.source.map(|s| s.describe()).unwrap_or_default()),
         ),
+        ("session_items".into(), n(e.session_items)),
         ("user_us".into(), us(Stage::UserVector)),
         ("retrieved".into(), n(e.retrieved)),
         ("retrieve_us".into(), us(Stage::Retrieve)),
