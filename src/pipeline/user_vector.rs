@@ -1,7 +1,8 @@
 //! Stage 1, the user vector: the request's VECTOR, else the user's `emb`,
 //! else the catalog's QUERY model over the user's hash fields, else the mean
 //! of the vectors of the user's recent items (the session), else none: cold
-//! start from popular items.
+//! start from popular items. With SESSION, the first three are blended with
+//! the mean of the user's most recent items.
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
