@@ -10,12 +10,6 @@ use recsys::vector::to_fp32_blob;
 use redis::{Connection, Value};
 use std::time::{Duration, Instant};
 
-fn wasm(name: &str) -> Vec<u8> {
-    let p =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plugins/dist/{name}.wasm"));
-    std::fs::read(&p).unwrap_or_else(|_| panic!("{} missing: run plugins/build.sh", p.display()))
-}
-
 fn pairs(v: Vec<String>) -> Vec<(String, f64)> {
     v.chunks(2)
         .map(|p| (p[0].clone(), p[1].parse().unwrap()))

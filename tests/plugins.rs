@@ -7,12 +7,6 @@ use common::*;
 use recsys::vector::to_fp32_blob;
 use redis::{Connection, Value};
 
-fn wasm(name: &str) -> Vec<u8> {
-    let p =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plugins/dist/{name}.wasm"));
-    std::fs::read(&p).unwrap_or_else(|_| panic!("{} missing: run plugins/build.sh", p.display()))
-}
-
 fn load(c: &mut Connection, name: &str, file: &str) -> redis::RedisResult<Value> {
     redis::cmd("RECSYS.PLUGIN.LOAD")
         .arg(name)

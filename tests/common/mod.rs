@@ -102,6 +102,13 @@ pub fn info_field(c: &mut Connection, key: &str, field: &str) -> i64 {
     panic!("no field {field} in RECSYS.INFO");
 }
 
+/// A plugin component built by plugins/build.sh.
+pub fn wasm(name: &str) -> Vec<u8> {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plugins/dist/{name}.wasm"));
+    std::fs::read(&p).unwrap_or_else(|_| panic!("{} missing: run plugins/build.sh", p.display()))
+}
+
 /// A file of tests/fixtures (generated ranking models).
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
