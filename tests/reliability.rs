@@ -562,13 +562,9 @@ fn aof_rewrite_without_rdb_preamble_keeps_popularity_and_plugins() {
             cmd(&mut c, &format!("RECSYS.EVENT cat u {item}")).unwrap();
         }
     }
-    let wasm = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/exclude-attr.wasm"),
-    )
-    .unwrap();
     redis::cmd("RECSYS.PLUGIN.LOAD")
         .arg("nostock")
-        .arg(wasm)
+        .arg(wasm("exclude-attr"))
         .query::<redis::Value>(&mut c)
         .unwrap();
     let cold = |c: &mut redis::Connection| -> Vec<String> {
