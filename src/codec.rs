@@ -93,6 +93,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// FNV-1a 64 of `bytes` (offset basis 0xcbf29ce484222325, prime
+/// 0x100000001b3): a stable hash any language can compute, for hashed
+/// feature values and the users' seen sets.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

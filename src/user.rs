@@ -4,7 +4,13 @@
 //! - `emb`: the user's vector as an FP32 blob (written by anyone, e.g. HSET);
 //! - `recent`: JSON array of the most recent item ids, newest first
 //!   (written by RECSYS.EVENT, bounded by the HISTORY setting);
+//! - `seen`: every item the user interacted with, as a set of 64-bit
+//!   hashes of the item ids ([`SeenSet`], 8 bytes per item; RECSYS.EVENT
+//!   adds to it, loaders may write it), read by EXCLUDE_SEEN;
 //! - `events:<type>`: number of events of each type (RECSYS.EVENT).
+//!
+//! Also the session blend's settings ([`Session`]), which a request or a
+//! catalog default carries.
 
 use crate::error::{Error, Result};
 
@@ -12,6 +18,125 @@ use crate::error::{Error, Result};
 pub const EMB_FIELD: &str = "emb";
 /// Hash field with the recent item ids (JSON array, newest first).
 pub const RECENT_FIELD: &str = "recent";
+
+/// Hash field with the set of seen items ([`SeenSet`]'s bytes).
+pub const SEEN_FIELD: &str = "seen";
+/// Most items a user's `seen` set holds (800 KB); RECSYS.EVENT stops
+/// adding beyond it (the `recent` list still moves).
+pub const MAX_SEEN_ITEMS: usize = 100_000;
+/// Most recent items a SESSION blend may average.
+pub const MAX_SESSION_ITEMS: usize = 1000;
+
+/// `SESSION n weight`: the user vector becomes the normalized long-term
+/// vector plus `weight` times the normalized mean of the user's `n` most
+/// recent items (long-term taste and the current session together).
+/// `items == 0` turns the blend off (a request overriding a catalog default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Session {
+    pub items: usize,
+    pub weight: f32,
+}
+
+impl Session {
+    /// Checks the ranges: items 0..=[`MAX_SESSION_ITEMS`], weight 0..=1000.
+    pub fn new(items: usize, weight: f32) -> Result<Session> {
+        if items > MAX_SESSION_ITEMS {
+            return Err(Error::invalid(format!(
+                "SESSION items must be between 0 and {MAX_SESSION_ITEMS}, got {items}"
+            )));
+        }
+        if !(0.0..=1000.0).contains(&weight) {
+            return Err(Error::invalid(format!(
+                "SESSION weight must be between 0 and 1000, got {weight}"
+            )));
+        }
+        Ok(Session { items, weight })
+    }
+
+    /// Whether the blend does anything.
+    pub fn is_on(&self) -> bool {
+        self.items > 0
+    }
+}
+
+/// The 64-bit hash of an item id stored in `seen`: FNV-1a 64 over the id's
+/// UTF-8 bytes (offset basis 0xcbf29ce484222325, prime 0x100000001b3), so
+/// any language can write the field. Two ids of one catalog collide with
+/// probability about n^2 / 2^65 (1e-10 for 100,000 items).
+pub fn seen_hash(id: &str) -> u64 {
+    crate::codec::fnv1a64(id.as_bytes())
+}
+
+/// Every item a user interacted with: the sorted, distinct [`seen_hash`]es
+/// of their ids. Stored as little-endian u64s, 8 bytes per item; any order
+/// and repeats are accepted when read (then sorted).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SeenSet(Vec<u64>);
+
+impl SeenSet {
+    /// Parses the `seen` field (`None`: empty); `user` names the user in the
+    /// error (called only then).
+    pub fn parse(raw: Option<&[u8]>, user: impl FnOnce() -> String) -> Result<SeenSet> {
+        let Some(bytes) = raw else {
+            return Ok(SeenSet::default());
+        };
+        if !bytes.len().is_multiple_of(8) {
+            return Err(Error::invalid(format!(
+                "field '{SEEN_FIELD}' of user '{}' must be 8-byte item hashes, got {} bytes",
+                user(),
+                bytes.len()
+            )));
+        }
+        let mut hashes: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        if !hashes.is_sorted_by(|a, b| a < b) {
+            hashes.sort_unstable();
+            hashes.dedup();
+        }
+        Ok(SeenSet(hashes))
+    }
+
+    /// A set of these item ids.
+    pub fn from_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> SeenSet {
+        let mut hashes: Vec<u64> = ids.into_iter().map(seen_hash).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        SeenSet(hashes)
+    }
+
+    /// Adds `id`; false when it was there or the set is full
+    /// ([`MAX_SEEN_ITEMS`]).
+    pub fn insert(&mut self, id: &str) -> bool {
+        let h = seen_hash(id);
+        match self.0.binary_search(&h) {
+            Ok(_) => false,
+            Err(_) if self.0.len() >= MAX_SEEN_ITEMS => false,
+            Err(at) => {
+                self.0.insert(at, h);
+                true
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.binary_search(&seen_hash(id)).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The field's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|h| h.to_le_bytes()).collect()
+    }
+}
 
 /// Parses the `recent` field (`None`: the user has none yet); `user` names
 /// the user in the error (called only then).
@@ -65,6 +190,27 @@ mod tests {
         assert_eq!(format_recent(&r), r#"["d","c","a"]"#);
         assert!(parse_recent(Some(b"{"), || "u".into()).is_err());
         assert!(parse_recent(None, || "u".into()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn seen_set_round_trips_and_accepts_any_order() {
+        // FNV-1a 64 reference values.
+        assert_eq!(seen_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(seen_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        let mut s = SeenSet::default();
+        assert!(s.insert("b") && s.insert("a") && !s.insert("a"));
+        assert!(s.contains("a") && s.contains("b") && !s.contains("c"));
+        let back = SeenSet::parse(Some(&s.to_bytes()), || "u".into()).unwrap();
+        assert_eq!(back, s);
+        // Written out of order with a repeat by some other tool.
+        let mut raw = seen_hash("b").to_le_bytes().to_vec();
+        raw.extend(seen_hash("a").to_le_bytes());
+        raw.extend(seen_hash("b").to_le_bytes());
+        assert_eq!(SeenSet::parse(Some(&raw), || "u".into()).unwrap(), s);
+        let e = SeenSet::parse(Some(&raw[..9]), || "u".into()).unwrap_err();
+        assert!(e.to_string().contains("8-byte"), "{e}");
+        assert!(Session::new(1001, 1.0).is_err() && Session::new(1, -1.0).is_err());
+        assert!(!Session::new(0, 0.0).unwrap().is_on());
         assert!(check_event_type("view").is_ok());
         assert!(check_event_type("a b").is_err());
     }

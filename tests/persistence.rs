@@ -17,7 +17,19 @@ fn fill(c: &mut Connection) -> Vec<Vec<f32>> {
         .query(c)
         .unwrap();
     assert_eq!(removed, 2);
+    assert_eq!(session_default(c), "off");
+    cmd(c, "RECSYS.ALTER cat SESSION 5 0.5").unwrap();
     vs
+}
+
+/// The catalog's default SESSION blend as INFO shows it.
+fn session_default(c: &mut Connection) -> String {
+    let info: Vec<Value> = redis::cmd("RECSYS.INFO").arg("cat").query(c).unwrap();
+    let at = info
+        .iter()
+        .position(|v| redis::from_redis_value::<String>(v).ok().as_deref() == Some("session"))
+        .expect("INFO has session");
+    redis::from_redis_value(&info[at + 1]).unwrap()
 }
 
 /// Answers to a fixed set of queries, to compare before and after.
@@ -41,6 +53,7 @@ fn check_same(c: &mut Connection, vs: &[Vec<f32>], before: &[Vec<String>]) {
         r#"{"k":"v"}"#
     );
     assert_eq!(cmd(c, "RECSYS.ITEM.GET cat item:3").unwrap(), Value::Nil);
+    assert_eq!(session_default(c), "5 0.5");
 }
 
 #[test]
@@ -119,6 +132,7 @@ fn aof_restart(preamble: &str) {
     let p: Vec<Value> = redis::cmd("RECSYS.INFO").arg("cat").query(&mut c).unwrap();
     assert!(format!("{p:?}").contains("COSINE"));
     assert_eq!(info_field(&mut c, "cat", "m"), 12);
+    assert_eq!(session_default(&mut c), "5 0.5");
 }
 
 #[test]

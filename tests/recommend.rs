@@ -213,6 +213,118 @@ fn exclude_seen_never_returns_seen_items() {
 }
 
 #[test]
+fn exclude_seen_covers_the_full_history() {
+    use recsys::user::SeenSet;
+    let s = server_with(&["HISTORY", "20"], &[]);
+    let mut c = s.connection().unwrap();
+    let (n, dim, seen_n) = (12_000, 16, 10_000);
+    let vs = vectors(n, dim, 77);
+    load_catalog(&mut c, "big", &vs, "METRIC IP");
+    let user = &vs[0];
+    // The user has seen the 10,000 items they like most (by exact score),
+    // written by a loader in shuffled order; the rest are the candidates.
+    let dot = |v: &[f32]| v.iter().zip(user).map(|(a, b)| a * b).sum::<f32>();
+    let mut by_score: Vec<usize> = (0..n).collect();
+    by_score.sort_by(|&a, &b| dot(&vs[b]).total_cmp(&dot(&vs[a])));
+    let ids: Vec<String> = (0..n).map(|i| format!("item:{i}")).collect();
+    let mut seen: Vec<&str> = by_score[..seen_n]
+        .iter()
+        .map(|&i| ids[i].as_str())
+        .collect();
+    seen.reverse();
+    let _: () = redis::cmd("HSET")
+        .arg("u")
+        .arg("emb")
+        .arg(to_fp32_blob(user))
+        .arg("seen")
+        .arg(SeenSet::from_ids(seen.iter().copied()).to_bytes())
+        .query(&mut c)
+        .unwrap();
+    let recommend = |c: &mut Connection, opts: &[&str]| -> Vec<String> {
+        redis::cmd("RECSYS.RECOMMEND")
+            .arg("big")
+            .arg("u")
+            .arg(opts)
+            .query(c)
+            .unwrap()
+    };
+    let plain = recommend(&mut c, &["K", "50"]);
+    assert!(
+        plain.iter().all(|id| seen.contains(&id.as_str())),
+        "the test can fail"
+    );
+    let got = recommend(&mut c, &["K", "50", "EXCLUDE_SEEN"]);
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|id| !seen.contains(&id.as_str())), "{got:?}");
+    let unseen_best: Vec<&String> = by_score[seen_n..seen_n + 50]
+        .iter()
+        .map(|&i| &ids[i])
+        .collect();
+    let hits = got.iter().filter(|id| unseen_best.contains(id)).count();
+    assert!(
+        hits >= 45,
+        "EXCLUDE_SEEN finds the best unseen items: {hits}/50"
+    );
+    // EVENT adds to the set (8 bytes per item) beyond HISTORY.
+    let len = |c: &mut Connection| -> usize {
+        redis::cmd("HSTRLEN").arg("u").arg("seen").query(c).unwrap()
+    };
+    assert_eq!(len(&mut c), 8 * seen_n);
+    let first = got[0].clone();
+    cmd(&mut c, &format!("RECSYS.EVENT big u {first}")).unwrap();
+    cmd(&mut c, &format!("RECSYS.EVENT big u {first}")).unwrap();
+    assert_eq!(len(&mut c), 8 * (seen_n + 1));
+    let again = recommend(&mut c, &["K", "50", "EXCLUDE_SEEN"]);
+    assert!(!again.contains(&first) && again.len() == 50);
+    // A user with only events: every one of 30 events is excluded, not
+    // only the 20 `recent` keeps.
+    let _: () = redis::cmd("HSET")
+        .arg("v")
+        .arg("emb")
+        .arg(to_fp32_blob(user))
+        .query(&mut c)
+        .unwrap();
+    let top30 = recommend(&mut c, &["K", "30"]);
+    for id in top30.iter().rev() {
+        cmd(&mut c, &format!("RECSYS.EVENT big v {id}")).unwrap();
+    }
+    let after: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+        .arg("big")
+        .arg("v")
+        .arg("K")
+        .arg(30)
+        .arg("EXCLUDE_SEEN")
+        .query(&mut c)
+        .unwrap();
+    assert!(after.iter().all(|id| !top30.contains(id)), "{after:?}");
+    // A malformed field is refused with its name; EVENT writes nothing then.
+    let _: () = redis::cmd("HSET")
+        .arg("w")
+        .arg("seen")
+        .arg("1234567")
+        .query(&mut c)
+        .unwrap();
+    let e = err_line(&mut c, "RECSYS.RECOMMEND big w EXCLUDE_SEEN");
+    assert!(
+        e.contains("field 'seen' of user 'w'") && e.contains("8-byte"),
+        "{e}"
+    );
+    assert!(err_line(&mut c, "RECSYS.EVENT big w item:1").contains("8-byte"));
+    assert_eq!(cmd(&mut c, "HLEN w").unwrap(), Value::Int(1));
+    // Without EXCLUDE_SEEN the field is not read.
+    assert_eq!(recommend_len(&mut c, "w"), 10);
+}
+
+fn recommend_len(c: &mut Connection, user: &str) -> usize {
+    let v: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+        .arg("big")
+        .arg(user)
+        .query(c)
+        .unwrap();
+    v.len()
+}
+
+#[test]
 fn softmax_is_reproducible_and_diversity_caps() {
     let s = server();
     let mut c = s.connection().unwrap();
@@ -552,8 +664,31 @@ fn session_blends_the_user_vector_with_recent_events() {
         text.contains(r#""session_items"'), int(1)"#),
         "EXPLAIN shows the blend: {text}"
     );
+    // The catalog's default: requests without SESSION blend, SESSION 0 0
+    // turns it off, and it survives a reload.
+    cmd(&mut c, "RECSYS.ALTER cat SESSION 1 3").unwrap();
+    assert_eq!(rec(&mut c, "u:s", &["K", "10"]), blended);
+    assert_eq!(rec(&mut c, "u:s", &["K", "10", "SESSION", "0", "0"]), plain);
+    cmd(&mut c, "DEBUG RELOAD").unwrap();
+    assert_eq!(rec(&mut c, "u:s", &["K", "10"]), blended);
+    cmd(&mut c, "RECSYS.ALTER cat SESSION 0 0").unwrap();
+    assert_eq!(rec(&mut c, "u:s", &["K", "10"]), plain);
+    cmd(&mut c, "RECSYS.CREATE cat2 DIM 4 SESSION 10 0.5").unwrap();
+    let info = format!("{:?}", cmd(&mut c, "RECSYS.INFO cat2").unwrap());
+    assert!(info.contains("10 0.5"), "{info}");
+    for (line, want) in [
+        ("RECSYS.ALTER cat", "nothing to change"),
+        ("RECSYS.ALTER cat SESSION 2", "SESSION weight"),
+        ("RECSYS.ALTER cat FOO 1", "unknown option 'FOO'"),
+        ("RECSYS.ALTER nope SESSION 1 1", "does not exist"),
+        ("RECSYS.CREATE cat3 DIM 4 SESSION 1001 1", "SESSION items"),
+    ] {
+        let e = err_line(&mut c, line);
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    assert_eq!(cmd(&mut c, "EXISTS cat3").unwrap(), Value::Int(0));
     for (opts, want) in [
-        ("SESSION 0 1", "SESSION items"),
+        ("SESSION -1 1", "SESSION items"),
         ("SESSION 1001 1", "SESSION items"),
         ("SESSION 1 -1", "SESSION weight"),
         ("SESSION 1 nan", "SESSION weight"),

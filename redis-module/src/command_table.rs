@@ -73,6 +73,7 @@ commands! {
     cmd_search => c::search,
     cmd_similar => c::similar,
     cmd_info => c::info,
+    cmd_alter => c::alter,
     cmd_recommend => r::recommend,
     cmd_event => r::event,
     cmd_popularity_set => r::popularity_set,
@@ -160,6 +161,15 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Update],
         summary: "Replaces an item's attributes, keeping its vector, graph links and popularity",
         complexity: "O(size of the attributes)",
+    },
+    Spec {
+        name: "RECSYS.ALTER",
+        func: cmd_alter,
+        flags: "write deny-oom fast",
+        arity: -2,
+        keys: &[KeyUse::Update],
+        summary: "Changes a catalog's settings (the default SESSION blend)",
+        complexity: "O(1)",
     },
     Spec {
         name: "RECSYS.ITEM.GET",

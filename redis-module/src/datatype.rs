@@ -249,6 +249,11 @@ unsafe extern "C" fn aof_rewrite(
         // SAFETY (all emits): `aof` is the handle of this callback.
         unsafe { emit_plugins_once(aof) };
         unsafe { emit(aof, "RECSYS.CREATE", &create) };
+        if let Some(session) = catalog.session_default() {
+            let (items, weight) = (session.items.to_string(), session.weight.to_string());
+            let alter: [&[u8]; 4] = [key, b"SESSION", items.as_bytes(), weight.as_bytes()];
+            unsafe { emit(aof, "RECSYS.ALTER", &alter) };
+        }
         for model in catalog.models().iter() {
             let args = model.spec.command_args(key);
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use recsys_core::catalog::Catalog;
 use recsys_core::pipeline::request::UserInput;
-use recsys_core::user::{parse_recent, EMB_FIELD, RECENT_FIELD};
+use recsys_core::user::{parse_recent, SeenSet, EMB_FIELD, RECENT_FIELD, SEEN_FIELD};
 use recsys_core::vector::from_fp32_blob;
 use recsys_core::Error;
 use redis_module::key::RedisKey;
@@ -76,15 +76,30 @@ pub fn read_recent(key: &RedisKey, user: &RedisString) -> CmdResult<Vec<String>>
     })
 }
 
-/// Reads the user's hash (`emb` unless `vector_given`, `recent`, and the
-/// model feature `fields`) on the main thread or under the GIL.
-pub fn read_user(
-    ctx: &Context,
-    user: &RedisString,
-    dim: usize,
-    vector_given: bool,
-    fields: &[String],
-) -> CmdResult<UserInput> {
+/// What a request reads of a user's hash.
+pub struct UserFields<'a> {
+    pub dim: usize,
+    /// The request brought its own vector: `emb` is not read.
+    pub vector_given: bool,
+    /// EXCLUDE_SEEN: the `seen` set is read.
+    pub seen: bool,
+    /// The feature fields the request's models read.
+    pub features: &'a [String],
+}
+
+/// The user's seen set (the `seen` field).
+pub fn read_seen(key: &RedisKey, user: &RedisString) -> CmdResult<SeenSet> {
+    let raw = hash_field(key, SEEN_FIELD)?;
+    SeenSet::parse(raw.as_ref().map(|s| s.as_slice()), || {
+        user.to_string_lossy()
+    })
+}
+
+/// What a request reads (`emb` unless the vector is given, `recent`,
+/// `seen` for EXCLUDE_SEEN, and the models' feature fields) on the main
+/// thread or under the GIL.
+pub fn read_user(ctx: &Context, user: &RedisString, what: &UserFields) -> CmdResult<UserInput> {
+    let dim = what.dim;
     let u = ctx.open_key(user);
     check_user_key(u.key_type(), user)?;
     let mut input = UserInput {
@@ -93,7 +108,7 @@ pub fn read_user(
         ..UserInput::default()
     };
     if u.key_type() == KeyType::Hash {
-        if !vector_given {
+        if !what.vector_given {
             if let Some(emb) = hash_field(&u, EMB_FIELD)? {
                 input.embedding = Some(
                     from_fp32_blob(emb.as_slice(), dim)
@@ -102,7 +117,10 @@ pub fn read_user(
             }
         }
         input.recent = read_recent(&u, user)?;
-        for f in fields {
+        if what.seen {
+            input.seen = read_seen(&u, user)?;
+        }
+        for f in what.features {
             if let Some(v) = hash_field(&u, f)? {
                 input.features.insert(f.clone(), v.to_string_lossy());
             }

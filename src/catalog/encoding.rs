@@ -12,11 +12,14 @@ use crate::error::{Error, Result};
 use crate::features::columns::Columns;
 use crate::index::snapshot;
 use crate::rank::models::ModelSet;
+use crate::user::Session;
 
 /// Section tag of the popularity block.
 const POPULARITY_TAG: u32 = 0x504F_5055; // "POPU"
 /// Section tag of the models block.
 const MODELS_TAG: u32 = 0x4D4F_444C; // "MODL"
+/// Section tag of the default SESSION blend.
+const SESSION_TAG: u32 = 0x5345_5353; // "SESS"
 /// Bytes an item record takes at least: slot, and two blob lengths.
 const MIN_ITEM_BYTES: usize = 4 + 8 + 8;
 
@@ -49,6 +52,11 @@ impl Catalog {
         }
         w.u32(POPULARITY_TAG);
         self.popularity.encode(&mut w, |s| self.index.is_live(s));
+        if let Some(session) = self.session_default {
+            w.u32(SESSION_TAG);
+            w.u64(session.items as u64);
+            w.u32(session.weight.to_bits());
+        }
         if with_models && !self.models.is_empty() {
             w.u32(MODELS_TAG);
             self.models.encode(&mut w);
@@ -101,8 +109,15 @@ impl Catalog {
         popularity.grow(slots);
         let mut models = ModelSet::default();
         let mut restore_notes = Vec::new();
+        let mut session_default = None;
         while r.remaining() > 0 {
             match r.u32()? {
+                SESSION_TAG => {
+                    let items = usize::try_from(r.u64()?).unwrap_or(usize::MAX);
+                    let weight = f32::from_bits(r.u32()?);
+                    let s = Session::new(items, weight).map_err(String::from)?;
+                    session_default = Some(s).filter(Session::is_on);
+                }
                 POPULARITY_TAG => popularity = Popularity::decode(&mut r, slots)?,
                 MODELS_TAG => {
                     models = ModelSet::decode(&mut r, index.params().dim, &mut restore_notes)?;
@@ -119,6 +134,7 @@ impl Catalog {
             popularity,
             models,
             restore_notes,
+            session_default,
         })
     }
 }

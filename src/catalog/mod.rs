@@ -19,6 +19,7 @@ use crate::features::attrs::Attrs;
 use crate::features::columns::Columns;
 use crate::index::{Hnsw, IndexParams, Metric};
 use crate::rank::models::ModelSet;
+use crate::user::Session;
 use crate::vector::check_finite;
 use popularity::Popularity;
 
@@ -41,6 +42,7 @@ pub struct CatalogInfo {
     pub slots: usize,
     pub memory_bytes: usize,
     pub models: usize,
+    pub session_default: Option<Session>,
 }
 
 pub struct Catalog {
@@ -58,6 +60,8 @@ pub struct Catalog {
     models: ModelSet,
     /// What decoding had to say (models that were dropped or cannot run).
     restore_notes: Vec<String>,
+    /// The SESSION blend requests get unless they say otherwise.
+    session_default: Option<Session>,
 }
 
 /// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
@@ -86,7 +90,18 @@ impl Catalog {
             popularity: Popularity::default(),
             models: ModelSet::default(),
             restore_notes: Vec::new(),
+            session_default: None,
         })
+    }
+
+    /// The SESSION blend requests get unless they say otherwise.
+    pub fn session_default(&self) -> Option<Session> {
+        self.session_default
+    }
+
+    /// Sets (or with `None` or 0 items clears) the default SESSION blend.
+    pub fn set_session_default(&mut self, session: Option<Session>) {
+        self.session_default = session.filter(Session::is_on);
     }
 
     pub fn models(&self) -> &ModelSet {
@@ -312,6 +327,7 @@ impl Catalog {
             slots: self.index.slots(),
             memory_bytes: self.memory_bytes(),
             models: self.models.len(),
+            session_default: self.session_default,
         }
     }
 

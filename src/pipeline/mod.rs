@@ -25,7 +25,7 @@ use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::plugin::Host;
 use explain::{Explain, Stage};
-use request::{Request, UserInput};
+use request::{Request, Session, UserInput};
 
 /// The recommended items (id, score) best first, and how they came about.
 #[derive(Debug, Clone)]
@@ -43,7 +43,8 @@ pub fn recommend(
 ) -> Result<Recommendation> {
     let mut ex = Explain::new();
     let user_vector = ex.timed(Stage::UserVector, |_| {
-        user_vector::user_vector(catalog, user, req.session)
+        let session = req.session.or(catalog.session_default());
+        user_vector::user_vector(catalog, user, session.filter(Session::is_on))
     })?;
     ex.source = Some(user_vector.source);
     ex.session_items = user_vector.session_items;

@@ -16,17 +16,7 @@ pub const MAX_K: usize = 10_000;
 pub const MAX_CANDIDATES: usize = 100_000;
 /// Candidates retrieved unless the request says otherwise.
 pub const DEFAULT_CANDIDATES: usize = 200;
-/// Most recent items a SESSION blend may average.
-pub const MAX_SESSION_ITEMS: usize = 1000;
-
-/// `SESSION n weight`: the user vector becomes the normalized long-term
-/// vector plus `weight` times the normalized mean of the user's `n` most
-/// recent items (long-term taste and the current session together).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Session {
-    pub items: usize,
-    pub weight: f32,
-}
+pub use crate::user::{Session, MAX_SESSION_ITEMS};
 
 /// How the final list is ordered.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +52,8 @@ pub struct Request {
     pub fail_open: bool,
     /// The catalog model (ROLE RANK) that scores the candidates.
     pub rank: Option<String>,
-    /// Blend the user vector with the current session.
+    /// Blend the user vector with the current session (`None`: the
+    /// catalog's default; a session of 0 items: no blend).
     pub session: Option<Session>,
 }
 
@@ -169,6 +160,8 @@ pub struct UserInput {
     pub embedding: Option<Vec<f32>>,
     /// Recently interacted item ids, newest first.
     pub recent: Vec<String>,
+    /// Every item interacted with (read only for EXCLUDE_SEEN).
+    pub seen: crate::user::SeenSet,
     /// The user key (passed to plugins).
     pub user_id: String,
     /// Current time in milliseconds (for popularity decay).

@@ -17,11 +17,15 @@ use crate::index::Metric;
 use crate::pipeline::explain::Explain;
 use crate::pipeline::filter::{Filter, FilterEval, EVAL_BUDGET};
 use crate::pipeline::request::{Request, UserInput};
+use crate::user::SeenSet;
 
-/// Decides which items may be candidates (the seen set and WHERE), counting
-/// what it evaluated and rejected for EXPLAIN.
+/// Decides which items may be candidates (the seen items and WHERE),
+/// counting what it evaluated and rejected for EXPLAIN.
 struct Admission<'a> {
-    seen: HashSet<u32>,
+    /// With EXCLUDE_SEEN: the slots of the user's `recent` ids, and their
+    /// full `seen` set (checked by hashing a candidate's id).
+    exclude: Option<(HashSet<u32>, &'a SeenSet)>,
+    catalog: &'a Catalog,
     filter: Option<FilterEval<'a>>,
     evaluated: Cell<usize>,
     rejected: Cell<usize>,
@@ -30,20 +34,21 @@ struct Admission<'a> {
 impl<'a> Admission<'a> {
     fn new(
         catalog: &'a Catalog,
-        user: &UserInput,
+        user: &'a UserInput,
         req: &Request,
         filter: Option<&'a Filter>,
     ) -> Self {
-        let seen = if req.exclude_seen {
-            user.recent
+        let exclude = req.exclude_seen.then(|| {
+            let recent = user
+                .recent
                 .iter()
                 .filter_map(|id| catalog.slot_of(id))
-                .collect()
-        } else {
-            HashSet::new()
-        };
+                .collect();
+            (recent, &user.seen)
+        });
         Admission {
-            seen,
+            exclude,
+            catalog,
             filter: filter.map(|f| FilterEval::new(f, catalog.columns())),
             evaluated: Cell::new(0),
             rejected: Cell::new(0),
@@ -60,8 +65,16 @@ impl<'a> Admission<'a> {
         self.filter.as_ref().is_some_and(FilterEval::exhausted)
     }
 
+    fn is_seen(&self, slot: u32) -> bool {
+        self.exclude.as_ref().is_some_and(|(recent, seen)| {
+            recent.contains(&slot)
+                || (!seen.is_empty()
+                    && self.catalog.id_of(slot).is_some_and(|id| seen.contains(id)))
+        })
+    }
+
     fn accepts(&self, slot: u32) -> bool {
-        let ok = !self.seen.contains(&slot)
+        let ok = !self.is_seen(slot)
             && match &self.filter {
                 Some(f) => {
                     self.evaluated.set(self.evaluated.get() + 1);

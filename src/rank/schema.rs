@@ -106,7 +106,7 @@ impl SparseFeature {
                 .filter(|&i| i >= 0 && (i as u64) < self.cardinality)
                 .unwrap_or(self.default),
             Mapping::Vocab(_) => self.vocab_index.get(t).copied().unwrap_or(self.default),
-            Mapping::Hash => (fnv1a(t.as_bytes()) % self.cardinality) as i64,
+            Mapping::Hash => (crate::codec::fnv1a64(t.as_bytes()) % self.cardinality) as i64,
         }
     }
 }
@@ -134,15 +134,6 @@ impl SparseFeature {
             _ => self.default,
         }
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// The declared inputs of a model.

@@ -8,8 +8,9 @@ use recsys::vector::to_fp32_blob;
 pub const DIM: usize = 8;
 pub const CATALOGS: [&str; 3] = ["fz:c1", "fz:c2", "fz:new"];
 pub const USERS: [&str; 3] = ["fz:u1", "fz:u2", "fz:str"];
-pub const COMMANDS: [&str; 22] = [
+pub const COMMANDS: [&str; 23] = [
     "RECSYS.CREATE",
+    "RECSYS.ALTER",
     "RECSYS.ITEM.SET",
     "RECSYS.ITEM.MSET",
     "RECSYS.ITEM.SETATTRS",
@@ -208,6 +209,14 @@ impl Gen {
                     }
                 }
             }
+            "RECSYS.ALTER" => {
+                a.extend([
+                    cat(),
+                    b("SESSION"),
+                    self.below(12).to_string().into(),
+                    self.nasty(),
+                ]);
+            }
             "RECSYS.ITEM.SETATTRS" => {
                 a.extend([
                     cat(),
@@ -239,8 +248,15 @@ impl Gen {
             "RECSYS.RECOMMEND" => {
                 a.extend([cat(), self.pick(&USERS).into()]);
                 a.extend([b("K"), (1 + self.below(20)).to_string().into()]);
-                let options: [OptionGen; 9] = [
+                let options: [OptionGen; 10] = [
                     |g| vec![b"WHERE".to_vec(), g.where_expr()],
+                    |g| {
+                        vec![
+                            b"SESSION".to_vec(),
+                            g.below(12).to_string().into(),
+                            g.nasty(),
+                        ]
+                    },
                     |_| vec![b"EXCLUDE_SEEN".to_vec()],
                     |g| {
                         vec![

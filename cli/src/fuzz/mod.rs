@@ -201,6 +201,12 @@ impl Target {
             .arg("recent")
             .arg(r#"["item:1","item:2"]"#)
             .query::<()>(c)?;
+        // A seen set of an odd length (refused by EXCLUDE_SEEN and EVENT).
+        redis::cmd("HSET")
+            .arg("fz:u2")
+            .arg("seen")
+            .arg(&b"1234567"[..])
+            .query::<()>(c)?;
         redis::cmd("SET").arg("fz:str").arg("x").query::<()>(c)?;
         Ok(())
     }

@@ -25,7 +25,7 @@ use redis_module::{
 use crate::acl::{Caller, KeyAccess};
 use crate::args::{Args, CmdResult};
 use crate::cmd::request_args::{model_fields, pipeline_option};
-use crate::keys::{catalog_at, read_user, SharedCatalog};
+use crate::keys::{catalog_at, read_user, SharedCatalog, UserFields};
 use crate::plugin_store;
 use crate::reply::Reply;
 use crate::util::{now_ms, panic_message, redis_string, select_db, selected_db};
@@ -236,8 +236,13 @@ fn run(job: &Job) -> Result<(), String> {
                     continue;
                 }
                 let name = redis_string(&ctx, &k);
-                let input =
-                    read_user(&ctx, &name, job.dim, false, &job.fields).map_err(String::from);
+                let what = UserFields {
+                    dim: job.dim,
+                    vector_given: false,
+                    seen: job.req.exclude_seen,
+                    features: &job.fields,
+                };
+                let input = read_user(&ctx, &name, &what).map_err(String::from);
                 users.push((k, input));
             }
             (next, users)

@@ -12,17 +12,20 @@ use recsys_core::Error;
 use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
+use crate::cmd::request_args::session_arg;
 use crate::datatype::{CatalogValue, CATALOG_TYPE};
 use crate::keys::{catalog_at, catalog_if_any};
 use crate::reply::{self, Reply};
 use crate::workers::run_blocking;
 
 /// RECSYS.CREATE key DIM d [METRIC IP|COSINE|L2] [M m] [EF_CONSTRUCTION n] [EF_SEARCH n] [QUANT F32|Q8]
+/// [SESSION items weight]
 pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("key")?;
     let mut params = IndexParams::new(0);
     let mut dim_given = false;
+    let mut session = None;
     while a.has_more() {
         match a.next_keyword()?.as_str() {
             "DIM" => {
@@ -44,9 +47,10 @@ pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 params.quant = Quant::parse(s)
                     .ok_or_else(|| format!("unknown QUANT '{s}', expected F32 or Q8"))?;
             }
+            "SESSION" => session = Some(session_arg(&mut a)?),
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected DIM, METRIC, M, EF_CONSTRUCTION, EF_SEARCH or QUANT"
+                    "unknown option '{other}', expected DIM, METRIC, M, EF_CONSTRUCTION, EF_SEARCH, QUANT or SESSION"
                 )))
             }
         }
@@ -56,13 +60,41 @@ pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "DIM is required: RECSYS.CREATE key DIM d [options]",
         ));
     }
-    let catalog = Catalog::new(params)?;
+    let mut catalog = Catalog::new(params)?;
+    catalog.set_session_default(session);
     let k = ctx.open_key_writable(key);
     if !k.is_empty() {
         return Err(Error::invalid(format!("key '{key}' already exists")));
     }
     k.set_value(&CATALOG_TYPE, CatalogValue::new(catalog))
         .map_err(|e| Error::internal(e.to_string()))?;
+    ctx.replicate_verbatim();
+    Ok(Reply::Ok)
+}
+
+/// RECSYS.ALTER key SESSION items weight: changes the catalog's default
+/// SESSION blend (0 items: none); requests may still override it.
+pub fn alter(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    let mut a = Args::new(argv);
+    let key = a.next_string("key")?;
+    let mut session = None;
+    while a.has_more() {
+        match a.next_keyword()?.as_str() {
+            "SESSION" => session = Some(session_arg(&mut a)?),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown option '{other}', expected SESSION items weight"
+                )))
+            }
+        }
+    }
+    let Some(session) = session else {
+        return Err(Error::invalid(
+            "nothing to change: RECSYS.ALTER key SESSION items weight",
+        ));
+    };
+    let catalog = catalog_at(ctx, key)?;
+    catalog.write().set_session_default(Some(session));
     ctx.replicate_verbatim();
     Ok(Reply::Ok)
 }
@@ -338,6 +370,13 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         ("slots".into(), Reply::Int(i.slots as i64)),
         ("memory_bytes".into(), Reply::Int(i.memory_bytes as i64)),
         ("models".into(), Reply::Int(i.models as i64)),
+        (
+            "session".into(),
+            Reply::Text(match i.session_default {
+                Some(s) => format!("{} {}", s.items, s.weight),
+                None => "off".into(),
+            }),
+        ),
         (
             "distance_kernels".into(),
             Reply::Text(recsys_core::index::distance::kernel_name().into()),

@@ -11,7 +11,8 @@ use recsys_core::pipeline::explain::{Explain, Stage};
 use recsys_core::pipeline::recommend as run_pipeline;
 use recsys_core::pipeline::request::Request;
 use recsys_core::user::{
-    check_event_type, event_count_field, format_recent, parse_recent, push_recent, RECENT_FIELD,
+    check_event_type, event_count_field, format_recent, parse_recent, push_recent, SeenSet,
+    RECENT_FIELD, SEEN_FIELD,
 };
 use recsys_core::vector::from_fp32_blob;
 use recsys_core::Error;
@@ -20,7 +21,7 @@ use redis_module::{Context, ContextFlags, RedisString};
 use crate::args::{Args, CmdResult};
 use crate::cmd::request_args::{model_fields, pipeline_option};
 use crate::config;
-use crate::keys::{catalog_at, check_user_key, read_user};
+use crate::keys::{catalog_at, check_user_key, read_user, UserFields};
 use crate::plugin_store;
 use crate::reply::{self, Reply};
 use crate::util::{now_ms, redis_string, replicate};
@@ -62,7 +63,13 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         Some(b) => Some(from_fp32_blob(b, dim).map_err(|e| format!("VECTOR: {e}"))?),
         None => None,
     };
-    let mut input = read_user(ctx, user, dim, vector_arg.is_some(), &fields)?;
+    let what = UserFields {
+        dim,
+        vector_given: vector_arg.is_some(),
+        seen: req.exclude_seen,
+        features: &fields,
+    };
+    let mut input = read_user(ctx, user, &what)?;
     input.vector_arg = vector_arg;
 
     Ok(run_blocking(ctx, move || {
@@ -172,6 +179,10 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         user.to_string_lossy()
     })?;
     push_recent(&mut recent, item, config::history());
+    let mut seen = SeenSet::parse(field(SEEN_FIELD)?.as_ref().map(|s| s.as_slice()), || {
+        user.to_string_lossy()
+    })?;
+    let seen_grew = seen.insert(item);
     let count_field = event_count_field(&kind);
     let count = field(&count_field)?
         .and_then(|v| v.to_string_lossy().parse::<i64>().ok())
@@ -181,6 +192,9 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         RECENT_FIELD,
         redis_string(ctx, format_recent(&recent).as_bytes()),
     );
+    if seen_grew {
+        u.hash_set(SEEN_FIELD, redis_string(ctx, &seen.to_bytes()));
+    }
     u.hash_set(
         &count_field,
         redis_string(ctx, count.to_string().as_bytes()),
