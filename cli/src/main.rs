@@ -16,6 +16,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Reads interactions (MovieLens, CSV) or generates a shop, into one dataset file.
+    Import(recsys_cli::verbs::import::Import),
+    /// Trains ALS item and user embeddings on a dataset.
+    Train(recsys_cli::verbs::train::Train),
+    /// Loads a trained dataset into Redis: catalog (vectors, attributes, popularity) and user hashes.
+    Load(recsys_cli::verbs::load::Load),
+    /// Measures recall@10 and NDCG@10 through Redis (RECSYS.RECOMMEND) next to popularity and in-process ALS.
+    Eval(recsys_cli::verbs::eval::Eval),
     /// A guided tour on generated data (starts its own redis-server unless --redis is given).
     Demo(recsys_cli::demo::Demo),
     /// Benchmarks (figures for docs/benchmarks.md).
@@ -50,6 +58,10 @@ enum BenchCmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo(d) => recsys_cli::demo::run(&d),
+        Cmd::Import(a) => recsys_cli::verbs::import::run(&a),
+        Cmd::Train(a) => recsys_cli::verbs::train::run(&a),
+        Cmd::Load(a) => recsys_cli::verbs::load::run(&a),
+        Cmd::Eval(a) => recsys_cli::verbs::eval::run(&a),
         Cmd::Fixtures(f) => recsys_cli::fixtures::run(&f),
         Cmd::Fuzz(f) => recsys_cli::fuzz::main(&f),
         Cmd::Bench(BenchCmd::All(b)) => recsys_cli::bench::all::run(&b),

@@ -1,0 +1,166 @@
+//! The quality protocol: positives are interactions weighing at least the
+//! dataset's `positive_min`; each user's latest positive is held out; users
+//! with at least 2 positives are evaluated; every item not among the user's
+//! training positives is a candidate; recall@K (= hit rate, one held-out
+//! item) and NDCG@K. Scored in-process here (popularity, ALS, ALS with the
+//! session blend); `recsys eval` scores the same users through Redis.
+
+use serde::Serialize;
+
+use crate::data::Split;
+use crate::train::als::{dot, Factors};
+
+/// Recall@K and NDCG@K over the evaluated users.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Metrics {
+    pub users: usize,
+    pub recall: f64,
+    pub ndcg: f64,
+}
+
+/// Accumulates hits.
+#[derive(Debug, Default)]
+pub struct Scorer {
+    users: usize,
+    hits: f64,
+    gain: f64,
+}
+
+impl Scorer {
+    /// Adds one user's list (best first) against the held-out item.
+    pub fn add(&mut self, list: &[u32], held_out: u32) {
+        self.users += 1;
+        if let Some(rank) = list.iter().position(|&i| i == held_out) {
+            self.hits += 1.0;
+            self.gain += 1.0 / ((rank + 2) as f64).log2();
+        }
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let n = self.users.max(1) as f64;
+        Metrics {
+            users: self.users,
+            recall: self.hits / n,
+            ndcg: self.gain / n,
+        }
+    }
+}
+
+/// The session blend: normalized user vector plus `weight` x the
+/// normalized mean of the last `items` training positives (as RECOMMEND's
+/// SESSION computes it).
+#[derive(Debug, Clone, Copy)]
+pub struct Blend {
+    pub items: usize,
+    pub weight: f32,
+}
+
+fn unit(v: &mut [f32]) {
+    let n = dot(v, v).sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// The query vector of user `u`.
+pub fn query(f: &Factors, split: &Split, u: usize, blend: Option<Blend>) -> Vec<f32> {
+    let mut q = f.user(u).to_vec();
+    let Some(b) = blend.filter(|b| b.items > 0) else {
+        return q;
+    };
+    let recent: Vec<u32> = split.train[u].iter().rev().take(b.items).copied().collect();
+    if recent.is_empty() {
+        return q;
+    }
+    let mut mean = vec![0f32; f.k];
+    for &i in &recent {
+        for (m, x) in mean.iter_mut().zip(f.item(i as usize)) {
+            *m += x;
+        }
+    }
+    unit(&mut q);
+    unit(&mut mean);
+    for (x, m) in q.iter_mut().zip(&mean) {
+        *x += b.weight * m;
+    }
+    q
+}
+
+/// The top `k` items by dot product with `q`, skipping `seen`.
+pub fn top_k(f: &Factors, q: &[f32], seen: &[u32], k: usize) -> Vec<u32> {
+    let n = f.items.len() / f.k;
+    let mut excluded = vec![false; n];
+    for &i in seen {
+        excluded[i as usize] = true;
+    }
+    let mut scored: Vec<(f32, u32)> = (0..n)
+        .filter(|&i| !excluded[i])
+        .map(|i| (dot(q, f.item(i)), i as u32))
+        .collect();
+    let k = k.min(scored.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.truncate(k);
+    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Items by number of training positives, most first.
+pub fn popularity_order(split: &Split, n_items: usize) -> Vec<u32> {
+    let mut counts = vec![0usize; n_items];
+    for items in &split.train {
+        for &i in items {
+            counts[i as usize] += 1;
+        }
+    }
+    let mut order: Vec<u32> = (0..n_items as u32).collect();
+    order.sort_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));
+    order
+}
+
+/// The popularity baseline at `k`.
+pub fn popularity(split: &Split, n_items: usize, k: usize) -> Metrics {
+    let order = popularity_order(split, n_items);
+    let mut s = Scorer::default();
+    for (u, held) in split.evaluated() {
+        let seen: std::collections::HashSet<u32> = split.train[u].iter().copied().collect();
+        let list: Vec<u32> = order
+            .iter()
+            .filter(|i| !seen.contains(i))
+            .take(k)
+            .copied()
+            .collect();
+        s.add(&list, held);
+    }
+    s.metrics()
+}
+
+/// ALS (optionally blended) scored exactly, in-process, at `k`.
+pub fn embeddings(f: &Factors, split: &Split, blend: Option<Blend>, k: usize) -> Metrics {
+    let mut s = Scorer::default();
+    for (u, held) in split.evaluated() {
+        let q = query(f, split, u, blend);
+        s.add(&top_k(f, &q, &split.train[u], k), held);
+    }
+    s.metrics()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scorer_counts_rank_discounted_hits() {
+        let mut s = Scorer::default();
+        s.add(&[5, 7, 9], 5); // rank 0: gain 1
+        s.add(&[5, 7, 9], 9); // rank 2: gain 1/log2(4) = 0.5
+        s.add(&[5, 7, 9], 1); // miss
+        s.add(&[], 1);
+        let m = s.metrics();
+        assert_eq!(m.users, 4);
+        assert!((m.recall - 0.5).abs() < 1e-12);
+        assert!((m.ndcg - 1.5 / 4.0).abs() < 1e-12);
+    }
+}

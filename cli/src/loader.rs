@@ -1,0 +1,252 @@
+//! Puts a dataset's trained artifacts into Redis, pipelined: the catalog
+//! (item vectors and ATTRS through RECSYS.ITEM.MSET WITHATTRS, popularity
+//! from the training positives, the default SESSION blend) and one hash per
+//! user (`emb`, `recent`, `seen` and the user's features). Key names come
+//! from one [`Keys`] so `load`, `eval`, `batch` and the demo agree.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use recsys::catalog::Catalog;
+use recsys::index::{IndexParams, Metric};
+use recsys::user::{SeenSet, Session};
+use recsys::vector::to_fp32_blob;
+use redis::{Connection, Value};
+
+use crate::data::{Dataset, Split};
+use crate::train::Embeddings;
+
+/// Items per RECSYS.ITEM.MSET.
+const ITEMS_PER_MSET: usize = 256;
+/// Commands in flight per pipeline round trip.
+const PIPELINE: usize = 8;
+/// Users per pipeline round trip.
+const USERS_PER_PIPE: usize = 500;
+/// Recent items written per user (the module's default HISTORY).
+const RECENT: usize = 50;
+
+/// The key names of one loaded dataset.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub prefix: String,
+}
+
+impl Keys {
+    pub fn catalog(&self) -> String {
+        format!("{}:items", self.prefix)
+    }
+    pub fn user(&self, id: &str) -> String {
+        format!("{}:user:{id}", self.prefix)
+    }
+    /// BATCH's MATCH pattern for every user.
+    pub fn user_pattern(&self) -> String {
+        format!("{}:user:*", self.prefix)
+    }
+}
+
+/// How the catalog is built.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogSettings {
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    pub session: Session,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        CatalogSettings {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 100,
+            // Chosen with the ALS defaults on MovieLens 100K.
+            session: Session {
+                items: 3,
+                weight: 1.0,
+            },
+        }
+    }
+}
+
+/// What a load did, with the rates to compare.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub items: usize,
+    pub users: usize,
+    pub catalog_seconds: f64,
+    pub users_seconds: f64,
+}
+
+impl LoadReport {
+    pub fn items_per_second(&self) -> f64 {
+        self.items as f64 / self.catalog_seconds.max(1e-9)
+    }
+}
+
+/// Checks every reply of a pipeline; the first error fails the load.
+fn check_replies(replies: &[Value], what: &str) -> Result<()> {
+    for r in replies {
+        if let Value::ServerError(e) = r {
+            bail!("{what}: {}", e.details().unwrap_or("error"));
+        }
+    }
+    Ok(())
+}
+
+/// Sends `cmds` in one round trip and checks the replies.
+fn send(con: &mut Connection, cmds: &[redis::Cmd], what: &str) -> Result<()> {
+    let mut pipe = redis::pipe();
+    for c in cmds {
+        pipe.add_command(c.clone());
+    }
+    let replies: Vec<Value> = pipe.query(con).with_context(|| what.to_string())?;
+    check_replies(&replies, what)
+}
+
+/// Loads the catalog and the users; `replace` deletes an existing catalog
+/// first (else it is an error). `progress(done, total)` follows the items
+/// then the users.
+pub fn load(
+    con: &mut Connection,
+    ds: &Dataset,
+    emb: &Embeddings,
+    keys: &Keys,
+    settings: &CatalogSettings,
+    replace: bool,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<LoadReport> {
+    emb.check_matches(ds)?;
+    let f = &emb.factors;
+    let split = Split::new(ds, emb.hold_out);
+    let cat = keys.catalog();
+    let exists: bool = redis::cmd("EXISTS").arg(&cat).query(con)?;
+    if exists && !replace {
+        bail!("key '{cat}' exists (pass --replace to load over it)");
+    }
+    let started = Instant::now();
+    if exists {
+        redis::cmd("DEL").arg(&cat).query::<()>(con)?;
+    }
+    redis::cmd("RECSYS.CREATE")
+        .arg(&cat)
+        .arg("DIM")
+        .arg(f.k)
+        .arg("METRIC")
+        .arg("IP")
+        .arg("M")
+        .arg(settings.m)
+        .arg("EF_CONSTRUCTION")
+        .arg(settings.ef_construction)
+        .arg("EF_SEARCH")
+        .arg(settings.ef_search)
+        .arg("SESSION")
+        .arg(settings.session.items)
+        .arg(settings.session.weight)
+        .query::<()>(con)
+        .context("RECSYS.CREATE")?;
+    let mut batch = Vec::with_capacity(PIPELINE);
+    let chunks: Vec<std::ops::Range<usize>> = (0..ds.items.len())
+        .step_by(ITEMS_PER_MSET)
+        .map(|s| s..(s + ITEMS_PER_MSET).min(ds.items.len()))
+        .collect();
+    for (n, range) in chunks.iter().enumerate() {
+        let mut c = redis::cmd("RECSYS.ITEM.MSET");
+        c.arg(&cat).arg("WITHATTRS");
+        for i in range.clone() {
+            let item = &ds.items[i];
+            c.arg(&item.id)
+                .arg(to_fp32_blob(f.item(i)))
+                .arg(&item.attrs);
+        }
+        batch.push(c);
+        if batch.len() == PIPELINE || n + 1 == chunks.len() {
+            send(con, &batch, "RECSYS.ITEM.MSET")?;
+            batch.clear();
+            progress("items", range.end, ds.items.len());
+        }
+    }
+    // Popularity: training positives per item, at one epoch (cold start).
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for items in &split.train {
+        for &i in items {
+            *counts.entry(i).or_default() += 1;
+        }
+    }
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut pairs: Vec<(u32, usize)> = counts.into_iter().collect();
+    pairs.sort_unstable();
+    for chunk in pairs.chunks(1000) {
+        let mut c = redis::cmd("RECSYS.POPULARITY.SET");
+        c.arg(&cat).arg("EPOCH").arg(epoch);
+        for &(i, n) in chunk {
+            c.arg(&ds.items[i as usize].id).arg(n);
+        }
+        send(con, &[c], "RECSYS.POPULARITY.SET")?;
+    }
+    let catalog_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(USERS_PER_PIPE);
+    for (u, id) in ds.users.iter().enumerate() {
+        let train = &split.train[u];
+        let recent: Vec<&str> = train
+            .iter()
+            .rev()
+            .take(RECENT)
+            .map(|&i| ds.items[i as usize].id.as_str())
+            .collect();
+        let seen = SeenSet::from_ids(train.iter().map(|&i| ds.items[i as usize].id.as_str()));
+        let key = keys.user(id);
+        let mut del = redis::cmd("DEL");
+        del.arg(&key);
+        let mut c = redis::cmd("HSET");
+        c.arg(&key)
+            .arg("emb")
+            .arg(to_fp32_blob(f.user(u)))
+            .arg("recent")
+            .arg(serde_json::to_string(&recent)?)
+            .arg("seen")
+            .arg(seen.to_bytes());
+        for (name, value) in &ds.user_features[u] {
+            c.arg(name).arg(value);
+        }
+        batch.push(del);
+        batch.push(c);
+        if batch.len() >= 2 * USERS_PER_PIPE || u + 1 == ds.users.len() {
+            send(con, &batch, "HSET of the user hashes")?;
+            batch.clear();
+            progress("users", u + 1, ds.users.len());
+        }
+    }
+    Ok(LoadReport {
+        items: ds.items.len(),
+        users: ds.users.len(),
+        catalog_seconds,
+        users_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Builds the same catalog in this process (no Redis) and returns items per
+/// second: the bound a load through Redis is compared with.
+pub fn in_process_build_rate(
+    ds: &Dataset,
+    emb: &Embeddings,
+    settings: &CatalogSettings,
+) -> Result<f64> {
+    let f = &emb.factors;
+    let mut params = IndexParams::new(f.k);
+    params.metric = Metric::Ip;
+    params.m = settings.m;
+    params.ef_construction = settings.ef_construction;
+    params.ef_search = settings.ef_search;
+    let mut c = Catalog::new(params)?;
+    let started = Instant::now();
+    for (i, item) in ds.items.iter().enumerate() {
+        let attrs = recsys::features::attrs::Attrs::parse(&item.attrs)?;
+        c.set(&item.id, f.item(i), Some(attrs))?;
+    }
+    Ok(ds.items.len() as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}

@@ -1,0 +1,75 @@
+//! `recsys load`: the catalog, users and popularity into a Redis server with
+//! the module, pipelined, with the rate against an in-process build.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::data::Dataset;
+use crate::loader::{self, CatalogSettings, Keys};
+use crate::train::Embeddings;
+
+#[derive(Args)]
+pub struct Load {
+    /// The dataset file (recsys import).
+    pub data: PathBuf,
+    /// The model directory (recsys train).
+    #[arg(long, default_value = "model")]
+    pub model: PathBuf,
+    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
+    pub redis: String,
+    /// Key prefix: the catalog is PREFIX:items, users PREFIX:user:<id>.
+    #[arg(long, default_value = "rs")]
+    pub prefix: String,
+    /// Delete an existing catalog of that name first.
+    #[arg(long)]
+    pub replace: bool,
+    /// Also build the catalog in this process and print the ratio of rates.
+    #[arg(long)]
+    pub compare: bool,
+}
+
+pub fn run(a: &Load) -> Result<()> {
+    let ds = Dataset::load(&a.data)?;
+    let emb = Embeddings::load(&a.model)?;
+    let mut con = redis::Client::open(a.redis.as_str())?
+        .get_connection()
+        .with_context(|| format!("connecting to {}", a.redis))?;
+    let keys = Keys {
+        prefix: a.prefix.clone(),
+    };
+    let settings = CatalogSettings::default();
+    let bar = super::bar((ds.items.len() + ds.users.len()) as u64, "loading");
+    let report = loader::load(
+        &mut con,
+        &ds,
+        &emb,
+        &keys,
+        &settings,
+        a.replace,
+        |what, done, _| {
+            bar.set_message(what.to_string());
+            let offset = if what == "users" { ds.items.len() } else { 0 };
+            bar.set_position((offset + done) as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "catalog {}: {} items in {:.2} s ({:.0} items/s); {} user hashes in {:.2} s",
+        keys.catalog(),
+        report.items,
+        report.catalog_seconds,
+        report.items_per_second(),
+        report.users,
+        report.users_seconds
+    );
+    if a.compare {
+        let local = loader::in_process_build_rate(&ds, &emb, &settings)?;
+        println!(
+            "in-process build: {local:.0} items/s; through Redis: {:.1}% of it",
+            100.0 * report.items_per_second() / local
+        );
+    }
+    Ok(())
+}
