@@ -1,310 +1,353 @@
-//! `recsys demo`: a guided tour on generated data. Starts its own redis-server
-//! with the module unless `--redis URL` is given, loads a small catalog of
-//! "movies" with attributes, and shows searches, similar items and INFO.
+//! `recsys demo`: from interactions to recommendations in one command. On a
+//! generated shop (or MovieLens 100K with `--movielens DIR`) it trains ALS,
+//! starts its own redis-server with the module (unless `--redis URL`),
+//! loads the catalog and users, measures quality through Redis next to
+//! popularity, shows a few users' recommendations with titles and per-stage
+//! timings, a WHERE filter, a WebAssembly plugin and cold start, then leaves
+//! the server running for redis-cli (`--once` stops it).
 
-use anyhow::Result;
-use recsys::rank::dlrm::{Dlrm, DlrmShape};
-use recsys::rng::SplitMix;
-use recsys::synth::clustered_lowrank;
-use recsys::vector::to_fp32_blob;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
 use redis::Value;
 
+use crate::data::generate::{shop, Shape};
+use crate::data::{import, Dataset, Split};
+use crate::loader::{self, CatalogSettings, Keys};
 use crate::server::RedisServer;
+use crate::train::als::AlsParams;
+use crate::verbs::eval::evaluate;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Demo {
     /// Use this Redis (with the module loaded) instead of starting one.
     #[arg(long)]
     pub redis: Option<String>,
-    /// Items to generate.
-    #[arg(long, default_value_t = 5_000)]
+    /// Run on MovieLens 100K (or MovieLens CSV) from this directory instead of a generated shop.
+    #[arg(long)]
+    pub movielens: Option<PathBuf>,
+    /// Users of the generated shop.
+    #[arg(long, default_value_t = Shape::default().users)]
+    pub users: usize,
+    /// Items of the generated shop.
+    #[arg(long, default_value_t = Shape::default().items)]
     pub items: usize,
+    /// Stop the server at the end instead of leaving it for redis-cli.
+    #[arg(long)]
+    pub once: bool,
+    /// Compiled example plugins.
+    #[arg(long, default_value = "plugins/dist")]
+    pub plugins: PathBuf,
 }
 
-const GENRES: [&str; 8] = [
-    "drama",
-    "comedy",
-    "action",
-    "horror",
-    "romance",
-    "scifi",
-    "documentary",
-    "animation",
-];
-
-fn show(title: &str, cmd: &str, v: &Value) {
-    let pairs = cmd.contains("WITHSCORES") || cmd.contains("INFO") || cmd.contains("EXPLAIN");
-    println!("\n> {cmd}\n  # {title}");
-    match v {
-        Value::Array(items) if !pairs => {
-            println!("  {}", items.iter().map(fmt).collect::<Vec<_>>().join("  "));
-        }
-        Value::Array(items) => {
-            for pair in items.chunks(2) {
-                let text: Vec<String> = pair.iter().map(fmt).collect();
-                println!("  {}", text.join("  "));
-            }
-        }
-        other => println!("  {}", fmt(other)),
-    }
-}
-
+/// A reply as text lines, indented.
 fn fmt(v: &Value) -> String {
     match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).to_string(),
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
         Value::SimpleString(s) => s.clone(),
         Value::Int(i) => i.to_string(),
-        Value::Double(d) => format!("{d:.4}"),
+        Value::Double(d) => format!("{d}"),
+        Value::Okay => "OK".into(),
         Value::Nil => "(nil)".into(),
-        Value::Array(a) => format!("[{}]", a.iter().map(fmt).collect::<Vec<_>>().join(", ")),
+        Value::Array(a) => a.iter().map(fmt).collect::<Vec<_>>().join(" "),
+        Value::Map(m) => m
+            .iter()
+            .map(|(k, v)| format!("{}={}", fmt(k), fmt(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
         other => format!("{other:?}"),
     }
 }
 
-/// A ranking model: a small DLRM (generated weights, as a team would export
-/// from training) over user and item features, then RECOMMEND ... RANK.
-fn rank_step(c: &mut redis::Connection) -> Result<()> {
-    let shape = DlrmShape {
-        dense: 2,
-        cardinalities: vec![GENRES.len(), 16],
-        dim: 8,
-        bottom: vec![16, 8],
-        top: vec![16, 1],
-    };
-    let weights = Dlrm::generate(&shape, 1);
-    let schema = format!(
-        "DENSE user.age DEFAULT 30 DENSE score SPARSE item.genre {} VOCAB {} SPARSE user.country 16 HASH",
-        GENRES.len(),
-        GENRES.join(",")
-    );
-    let v: Value = redis::cmd("RECSYS.MODEL.SET")
-        .arg("demo:movies")
-        .arg("ctr")
-        .arg("DLRM")
-        .arg(weights)
-        .arg("SCHEMA")
-        .arg(&schema)
-        .query(c)?;
-    show(
-        "a click-through model (native DLRM, safetensors weights) with its feature schema",
-        &format!("RECSYS.MODEL.SET demo:movies ctr DLRM <safetensors> SCHEMA {schema}"),
-        &v,
-    );
-    let _: i64 = redis::cmd("HSET")
-        .arg("demo:user:1")
-        .arg("age")
-        .arg(41)
-        .arg("country")
-        .arg("fr")
-        .query(c)?;
-    println!("\n> HSET demo:user:1 age 41 country fr");
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+/// What the demo needs to print items: titles and a short attribute line.
+struct Titles<'a> {
+    by_id: HashMap<&'a str, usize>,
+    ds: &'a Dataset,
+    /// The attribute shown beside each title ("category", "genre").
+    facet: &'static str,
+}
+
+impl Titles<'_> {
+    fn line(&self, id: &str) -> String {
+        match self.by_id.get(id) {
+            Some(&i) => {
+                let item = &self.ds.items[i];
+                let attrs: serde_json::Value =
+                    serde_json::from_str(&item.attrs).unwrap_or_default();
+                let facet = attrs
+                    .get(self.facet)
+                    .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+                    .unwrap_or_default();
+                let price = attrs
+                    .get("price")
+                    .and_then(|p| p.as_f64())
+                    .map(|p| format!(" ${p:.2}"))
+                    .unwrap_or_default();
+                format!("{:<42} {facet}{price}", item.title)
+            }
+            None => id.to_string(),
+        }
+    }
+}
+
+/// A RECOMMEND with WITHSCORES and EXPLAIN: the (id, score) list and the
+/// explain map.
+fn recommend(
+    c: &mut redis::Connection,
+    keys: &Keys,
+    user: &str,
+    opts: &[&str],
+) -> Result<(Vec<(String, f64)>, HashMap<String, String>)> {
     let v: Value = redis::cmd("RECSYS.RECOMMEND")
-        .arg("demo:movies")
-        .arg("demo:user:1")
-        .arg("K")
-        .arg(5)
-        .arg("CANDIDATES")
-        .arg(100)
-        .arg("RANK")
-        .arg("ctr")
+        .arg(keys.catalog())
+        .arg(keys.user(user))
+        .arg(opts)
         .arg("WITHSCORES")
+        .arg("EXPLAIN")
         .query(c)?;
-    show(
-        "100 candidates scored by the model in one batch; best predicted click first",
-        "RECSYS.RECOMMEND demo:movies demo:user:1 K 5 CANDIDATES 100 RANK ctr WITHSCORES",
-        &v,
+    let pairs = |v: &Value| -> Vec<(Value, Value)> {
+        match v {
+            Value::Map(m) => m.clone(),
+            Value::Array(a) => a
+                .chunks_exact(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let top = pairs(&v);
+    let mut items = Vec::new();
+    let mut explain = HashMap::new();
+    for (k, val) in top {
+        match fmt(&k).as_str() {
+            "items" => {
+                for (id, s) in pairs(&val) {
+                    items.push((fmt(&id), fmt(&s).parse().unwrap_or(0.0)));
+                }
+            }
+            "explain" => {
+                for (name, x) in pairs(&val) {
+                    explain.insert(fmt(&name), fmt(&x));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((items, explain))
+}
+
+fn print_recommendations(
+    titles: &Titles,
+    items: &[(String, f64)],
+    explain: &HashMap<String, String>,
+) {
+    for (n, (id, score)) in items.iter().enumerate() {
+        println!("   {:>2}. {}  ({score:.3})", n + 1, titles.line(id));
+    }
+    let g = |k: &str| explain.get(k).cloned().unwrap_or_default();
+    println!(
+        "   stages: user vector {} µs ({}, {} session items), retrieve+filter {} µs ({} candidates), rank {} µs, plugins {} µs, order {} µs",
+        g("user_us"),
+        g("user_vector"),
+        g("session_items"),
+        g("retrieve_us"),
+        g("retrieved"),
+        g("rank_us"),
+        g("plugin_us"),
+        g("order_us")
     );
-    Ok(())
 }
 
 pub fn run(d: &Demo) -> Result<()> {
+    let started = Instant::now();
+    step("1. Data");
+    let (ds, facet, where_expr) = match &d.movielens {
+        Some(dir) => (
+            import::movielens(dir)?,
+            "genre",
+            "year >= 1990 && genre != \"Drama\"",
+        ),
+        None => (
+            shop(Shape {
+                users: d.users,
+                items: d.items,
+                ..Shape::default()
+            }),
+            "category",
+            "in_stock && price < 50",
+        ),
+    };
+    println!("{}\n{}", ds.source, ds.summary());
+
+    step("2. Train ALS embeddings (each user's latest positive held out, to measure quality)");
+    let t = Instant::now();
+    let emb = crate::train::train(&ds, true, &AlsParams::default(), |_| {});
+    println!(
+        "{} factors, {} iterations in {:.2} s",
+        emb.params.factors,
+        emb.params.iterations,
+        t.elapsed().as_secs_f64()
+    );
+
+    step("3. Load into Redis");
     let _server;
-    let url = match &d.redis {
-        Some(u) => u.clone(),
+    let (url, port) = match &d.redis {
+        Some(u) => (u.clone(), None),
         None => {
-            let s = RedisServer::start(&[], &[])?;
+            let s = RedisServer::start(&[], &[])
+                .context("starting redis-server with the module (scripts/demo.sh builds and installs everything)")?;
             println!(
-                "started redis-server with the recsys module on port {} ({})",
+                "started redis-server on port {} with {}",
                 s.port,
                 s.module.display()
             );
-            let u = s.url();
+            let u = (s.url(), Some(s.port));
             _server = s;
             u
         }
     };
-    let mut c = redis::Client::open(url)?.get_connection()?;
-    let dim = 32;
-    let _: Value = redis::cmd("DEL").arg("demo:movies").query(&mut c)?;
-    let _: () = redis::cmd("RECSYS.CREATE")
-        .arg("demo:movies")
-        .arg("DIM")
-        .arg(dim)
-        .arg("METRIC")
-        .arg("COSINE")
-        .query(&mut c)?;
-    println!("> RECSYS.CREATE demo:movies DIM {dim} METRIC COSINE");
-    // Clusters stand for genres: movie i belongs to the cluster nearest its vector.
-    let vectors = clustered_lowrank(d.items, dim, GENRES.len(), 8, 1);
-    let mut rng = SplitMix::new(3);
-    let mut pipe = redis::pipe();
-    for (i, v) in vectors.iter().enumerate() {
-        let genre = GENRES[i % GENRES.len()];
-        let attrs = format!(
-            r#"{{"genre":"{genre}","year":{},"in_stock":{}}}"#,
-            1970 + rng.below(55),
-            rng.uniform() < 0.9
-        );
-        pipe.cmd("RECSYS.ITEM.SET")
-            .arg("demo:movies")
-            .arg(format!("movie:{i}"))
-            .arg("FP32")
-            .arg(to_fp32_blob(v))
-            .arg("ATTRS")
-            .arg(attrs)
-            .ignore();
-    }
-    let t = std::time::Instant::now();
-    pipe.query::<()>(&mut c)?;
+    let mut c = redis::Client::open(url.as_str())?.get_connection()?;
+    let keys = Keys {
+        prefix: "demo".into(),
+    };
+    let settings = CatalogSettings::default();
+    let report = loader::load(&mut c, &ds, &emb, &keys, &settings, true, |_, _, _| {})?;
     println!(
-        "> RECSYS.ITEM.SET demo:movies movie:<i> FP32 <blob> ATTRS {{...}}   x {} ({:.2} s)",
-        d.items,
-        t.elapsed().as_secs_f64()
+        "{}: {} items (vectors + attributes) in {:.2} s ({:.0} items/s), {} user hashes (emb, recent, seen, features) in {:.2} s",
+        keys.catalog(),
+        report.items,
+        report.catalog_seconds,
+        report.items_per_second(),
+        report.users,
+        report.users_seconds
     );
 
-    let user = &vectors[42];
-    let v: Value = redis::cmd("RECSYS.SEARCH")
-        .arg("demo:movies")
-        .arg(5)
-        .arg("FP32")
-        .arg(to_fp32_blob(user))
-        .arg("WITHSCORES")
-        .query(&mut c)?;
-    show(
-        "top 5 movies for a user vector (cosine similarity)",
-        "RECSYS.SEARCH demo:movies 5 FP32 <user vector> WITHSCORES",
-        &v,
-    );
-    let v: Value = redis::cmd("RECSYS.SIMILAR")
-        .arg("demo:movies")
-        .arg("movie:7")
-        .arg(5)
-        .arg("WITHSCORES")
-        .query(&mut c)?;
-    show(
-        "movies like movie:7, never itself",
-        "RECSYS.SIMILAR demo:movies movie:7 5 WITHSCORES",
-        &v,
-    );
-    let v: Value = redis::cmd("RECSYS.ITEM.GET")
-        .arg("demo:movies")
-        .arg("movie:7")
-        .query(&mut c)?;
-    if let Value::Array(a) = &v {
-        println!(
-            "\n> RECSYS.ITEM.GET demo:movies movie:7\n  # vector (first 4 of {dim}) and attributes"
-        );
-        if let Some(Value::Array(vec)) = a.get(1) {
-            println!(
-                "  vector  [{} ...]",
-                vec.iter().take(4).map(fmt).collect::<Vec<_>>().join(", ")
-            );
+    step("4. Quality, served through RECSYS.RECOMMEND (recall@10 / NDCG@10 of the held-out item)");
+    evaluate(&mut c, &ds, &emb, &keys, &[])?.print();
+
+    step("5. Recommendations for a few users");
+    let titles = Titles {
+        by_id: ds
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.id.as_str(), i))
+            .collect(),
+        ds: &ds,
+        facet,
+    };
+    let split = Split::new(&ds, true);
+    let active: Vec<usize> = (0..ds.users.len())
+        .filter(|&u| split.train[u].len() >= 5)
+        .step_by(97)
+        .take(3)
+        .collect();
+    for &u in &active {
+        let id = &ds.users[u];
+        println!("\n user {id}: last items");
+        for &i in split.train[u].iter().rev().take(3) {
+            println!("      {}", titles.line(&ds.items[i as usize].id));
         }
-        println!("  attrs   {}", a.get(3).map(fmt).unwrap_or_default());
-    }
-    // Recommendations: a user with a few events, then the pipeline.
-    for movie in ["movie:11", "movie:19", "movie:27"] {
-        let _: Value = redis::cmd("RECSYS.EVENT")
-            .arg("demo:movies")
-            .arg("demo:user:1")
-            .arg(movie)
-            .arg("TYPE")
-            .arg("view")
-            .query(&mut c)?;
-    }
-    println!(
-        "\n> RECSYS.EVENT demo:movies demo:user:1 movie:11 TYPE view   (and movie:19, movie:27)"
-    );
-    let v: Value = redis::cmd("HGET")
-        .arg("demo:user:1")
-        .arg("recent")
-        .query(&mut c)?;
-    show(
-        "the user's recent items live in an ordinary hash",
-        "HGET demo:user:1 recent",
-        &v,
-    );
-    let v: Value = redis::cmd("RECSYS.RECOMMEND")
-        .arg("demo:movies")
-        .arg("demo:user:1")
-        .arg("K")
-        .arg(5)
-        .arg("WHERE")
-        .arg("in_stock && year >= 1990")
-        .arg("EXCLUDE_SEEN")
-        .arg("DIVERSITY")
-        .arg("genre")
-        .arg(2)
-        .arg("WITHSCORES")
-        .query(&mut c)?;
-    show(
-        "5 in-stock movies from 1990 on, like the ones watched, not seen yet, at most 2 per genre",
-        "RECSYS.RECOMMEND demo:movies demo:user:1 K 5 WHERE 'in_stock && year >= 1990' EXCLUDE_SEEN DIVERSITY genre 2 WITHSCORES",
-        &v,
-    );
-    let v: Value = redis::cmd("RECSYS.RECOMMEND")
-        .arg("demo:movies")
-        .arg("demo:user:new")
-        .arg("K")
-        .arg(3)
-        .query(&mut c)?;
-    show(
-        "a new user gets the most popular movies (cold start)",
-        "RECSYS.RECOMMEND demo:movies demo:user:new K 3",
-        &v,
-    );
-    rank_step(&mut c)?;
-    let v: Value = redis::cmd("RECSYS.RECOMMEND")
-        .arg("demo:movies")
-        .arg("demo:user:1")
-        .arg("K")
-        .arg(3)
-        .arg("RANK")
-        .arg("ctr")
-        .arg("EXPLAIN")
-        .query(&mut c)?;
-    if let Value::Array(a) = &v {
-        show(
-            "what each stage did",
-            "RECSYS.RECOMMEND demo:movies demo:user:1 K 3 RANK ctr EXPLAIN",
-            a.get(3).unwrap_or(&Value::Nil),
+        println!(
+            " > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN WITHSCORES EXPLAIN",
+            keys.catalog(),
+            keys.user(id)
         );
+        let (items, explain) = recommend(&mut c, &keys, id, &["K", "5", "EXCLUDE_SEEN"])?;
+        print_recommendations(&titles, &items, &explain);
+    }
+    let first = &ds.users[active.first().copied().unwrap_or(0)];
+
+    step("6. Business rules: a WHERE filter and diversity");
+    println!(
+        " > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN WHERE '{where_expr}' DIVERSITY {facet} 2",
+        keys.catalog(),
+        keys.user(first)
+    );
+    let (items, explain) = recommend(
+        &mut c,
+        &keys,
+        first,
+        &[
+            "K",
+            "5",
+            "EXCLUDE_SEEN",
+            "WHERE",
+            where_expr,
+            "DIVERSITY",
+            facet,
+            "2",
+        ],
+    )?;
+    print_recommendations(&titles, &items, &explain);
+
+    step("7. A WebAssembly plugin (sandboxed, loaded at run time)");
+    let plugin = d.plugins.join("max-per-category.wasm");
+    match std::fs::read(&plugin) {
+        Ok(bytes) => {
+            redis::cmd("RECSYS.PLUGIN.LOAD")
+                .arg("one-per-facet")
+                .arg(bytes)
+                .arg("REPLACE")
+                .query::<()>(&mut c)?;
+            let args = format!("{facet}:1");
+            println!(
+                " > RECSYS.PLUGIN.LOAD one-per-facet <max-per-category.wasm>\n > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN CANDIDATES 300 FILTER one-per-facet ARGS {args}",
+                keys.catalog(),
+                keys.user(first)
+            );
+            let (items, explain) = recommend(
+                &mut c,
+                &keys,
+                first,
+                &[
+                    "K",
+                    "5",
+                    "EXCLUDE_SEEN",
+                    "CANDIDATES",
+                    "300",
+                    "FILTER",
+                    "one-per-facet",
+                    "ARGS",
+                    &args,
+                ],
+            )?;
+            print_recommendations(&titles, &items, &explain);
+        }
+        Err(_) => println!(
+            " (skipped: {} not built; plugins/build.sh builds the example plugins)",
+            plugin.display()
+        ),
     }
 
-    let v: Value = redis::cmd("RECSYS.ITEM.DEL")
-        .arg("demo:movies")
-        .arg("movie:8")
-        .query(&mut c)?;
-    show(
-        "deleted items are never returned",
-        "RECSYS.ITEM.DEL demo:movies movie:8",
-        &v,
-    );
-    let v: Value = redis::cmd("RECSYS.INFO").arg("demo:movies").query(&mut c)?;
-    show("catalog facts", "RECSYS.INFO demo:movies", &v);
-    let e = redis::cmd("RECSYS.SEARCH")
-        .arg("demo:movies")
-        .arg(5)
-        .arg("VALUES")
-        .arg(1)
-        .arg(2)
-        .query::<Value>(&mut c);
+    step("8. Cold start: a user the catalog has never seen gets popular items");
     println!(
-        "\n> RECSYS.SEARCH demo:movies 5 VALUES 1 2\n  # bad input gets a clear error\n  {}",
-        e.err().map(|e| e.to_string()).unwrap_or_default()
+        " > RECSYS.RECOMMEND {} {} K 5 WITHSCORES",
+        keys.catalog(),
+        keys.user("new")
     );
-    println!(
-        "\nTry it yourself: redis-cli -u <url> RECSYS.SIMILAR demo:movies movie:1 10 WITHSCORES"
-    );
+    let (items, explain) = recommend(&mut c, &keys, "new", &["K", "5"])?;
+    print_recommendations(&titles, &items, &explain);
+
+    println!("\nDone in {:.1} s.", started.elapsed().as_secs_f64());
+    if let Some(port) = port {
+        if d.once {
+            return Ok(());
+        }
+        println!(
+            "\nThe server keeps running. Try:\n  redis-cli -p {port} RECSYS.INFO {cat}\n  redis-cli -p {port} RECSYS.RECOMMEND {cat} {user} K 5 EXCLUDE_SEEN WITHSCORES\n  redis-cli -p {port} HGETALL {user}\nPress Enter (or Ctrl-C) to stop it.",
+            cat = keys.catalog(),
+            user = keys.user(first)
+        );
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+    }
     Ok(())
 }

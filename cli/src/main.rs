@@ -41,6 +41,8 @@ enum BenchCmd {
     All(recsys_cli::bench::all::AllBench),
     /// HNSW build and query speed vs hnswlib on the same vectors.
     Index(recsys_cli::bench::index::IndexBench),
+    /// ALS training speed per iteration next to implicit (PyPI) on ~10M generated interactions.
+    Als(recsys_cli::bench::als::AlsBench),
     /// Index quality under churn: rounds of deleting and re-adding items.
     Churn(recsys_cli::bench::churn::ChurnBench),
     /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
@@ -68,6 +70,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Filters(b)) => recsys_cli::bench::filters::run(&b),
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
         Cmd::Bench(BenchCmd::Churn(b)) => recsys_cli::bench::churn::run(&b),
+        Cmd::Bench(BenchCmd::Als(b)) => recsys_cli::bench::als::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
         Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),

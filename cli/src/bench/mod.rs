@@ -3,6 +3,7 @@
 //! and writes the document.
 
 pub mod all;
+pub mod als;
 pub mod churn;
 pub mod filters;
 pub mod index;

@@ -1,0 +1,100 @@
+//! The `recsys` tool end to end on generated data (a fresh machine has no
+//! MovieLens): generate -> train -> load into a real redis-server -> eval
+//! through RECSYS.RECOMMEND, against the planted structure.
+
+mod common;
+use common::*;
+use recsys_cli::data::generate::{shop, Shape};
+use recsys_cli::data::Split;
+use recsys_cli::loader::{self, CatalogSettings, Keys};
+use recsys_cli::train::als::AlsParams;
+use recsys_cli::verbs::eval::evaluate;
+use redis::Value;
+
+fn small_shop() -> recsys_cli::data::Dataset {
+    shop(Shape {
+        users: 500,
+        items: 800,
+        per_user: 25,
+        seed: 3,
+    })
+}
+
+#[test]
+fn train_load_eval_round_trip_beats_popularity_through_redis() {
+    let ds = small_shop();
+    let emb = recsys_cli::train::train(&ds, true, &AlsParams::default(), |_| {});
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let keys = Keys { prefix: "t".into() };
+    let settings = CatalogSettings::default();
+    let report = loader::load(&mut c, &ds, &emb, &keys, &settings, false, |_, _, _| {}).unwrap();
+    assert_eq!((report.items, report.users), (800, 500));
+    assert_eq!(info_field(&mut c, "t:items", "items"), 800);
+    // The user hash holds what the pipeline reads.
+    let fields: Vec<String> = redis::cmd("HKEYS").arg("t:user:u0").query(&mut c).unwrap();
+    for f in ["emb", "recent", "seen", "age", "gender", "occupation"] {
+        assert!(fields.contains(&f.to_string()), "{fields:?}");
+    }
+    let r = evaluate(&mut c, &ds, &emb, &keys, &[]).unwrap();
+    let pop = r.row("popularity").unwrap().recall;
+    let served = r.rows.last().unwrap().metrics;
+    let exact = r.rows[2].metrics;
+    assert!(
+        served.recall > 1.5 * pop && served.ndcg > 1.5 * r.row("popularity").unwrap().ndcg,
+        "planted structure: served {served:?} vs popularity {pop}"
+    );
+    assert!(
+        (served.recall - exact.recall).abs() < 0.02,
+        "through Redis {served:?} ~ exact {exact:?}"
+    );
+    // EXCLUDE_SEEN held: no training positive of any user comes back.
+    let split = Split::new(&ds, true);
+    for u in (0..ds.users.len()).step_by(25) {
+        let got: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+            .arg("t:items")
+            .arg(keys.user(&ds.users[u]))
+            .arg("K")
+            .arg(20)
+            .arg("EXCLUDE_SEEN")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(got.len(), 20);
+        for &i in &split.train[u] {
+            assert!(!got.contains(&ds.items[i as usize].id));
+        }
+    }
+    // Loading again needs --replace; with it the catalog is rebuilt.
+    let e = loader::load(&mut c, &ds, &emb, &keys, &settings, false, |_, _, _| {}).unwrap_err();
+    assert!(format!("{e:#}").contains("exists"), "{e:#}");
+    loader::load(&mut c, &ds, &emb, &keys, &settings, true, |_, _, _| {}).unwrap();
+    assert_eq!(info_field(&mut c, "t:items", "items"), 800);
+    // Artifacts of another dataset, or without the held-out split, are refused.
+    let other = shop(Shape {
+        seed: 4,
+        ..Shape::default()
+    });
+    let e = loader::load(&mut c, &other, &emb, &keys, &settings, true, |_, _, _| {}).unwrap_err();
+    assert!(format!("{e:#}").contains("not on this dataset"), "{e:#}");
+    let full = recsys_cli::train::train(&ds, false, &AlsParams::default(), |_| {});
+    let e = evaluate(&mut c, &ds, &full, &keys, &[]).unwrap_err();
+    assert!(format!("{e:#}").contains("--holdout"), "{e:#}");
+    assert_eq!(
+        cmd(&mut c, "PING").unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let ds = small_shop();
+    let p = AlsParams {
+        iterations: 3,
+        ..AlsParams::default()
+    };
+    let a = recsys_cli::train::train(&ds, true, &p, |_| {});
+    let b = recsys_cli::train::train(&ds, true, &p, |_| {});
+    assert_eq!(a, b);
+    let c = recsys_cli::train::train(&ds, true, &AlsParams { seed: 9, ..p }, |_| {});
+    assert_ne!(a.factors, c.factors);
+}
