@@ -64,6 +64,28 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
             assert!(!got.contains(&ds.items[i as usize].id));
         }
     }
+    // A batch over every loaded user, followed to the end.
+    let id: i64 = redis::cmd("RECSYS.BATCH")
+        .arg("t:items")
+        .arg("MATCH")
+        .arg(keys.user_pattern())
+        .arg("K")
+        .arg(5)
+        .arg("INTO")
+        .arg("recs:")
+        .arg("EXCLUDE_SEEN")
+        .query(&mut c)
+        .unwrap();
+    let status = recsys_cli::verbs::batch::follow(&mut c, id, Some(500)).unwrap();
+    assert_eq!(status["state"], "done");
+    assert_eq!(status["written"], "500");
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg("recs:t:user:u0")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(list.len(), 5);
     // Loading again needs --replace; with it the catalog is rebuilt.
     let e = loader::load(&mut c, &ds, &emb, &keys, &settings, false, |_, _, _| {}).unwrap_err();
     assert!(format!("{e:#}").contains("exists"), "{e:#}");
@@ -97,4 +119,74 @@ fn training_is_deterministic_for_a_seed() {
     assert_eq!(a, b);
     let c = recsys_cli::train::train(&ds, true, &AlsParams { seed: 9, ..p }, |_| {});
     assert_ne!(a.factors, c.factors);
+}
+
+/// `target/release/recsys` (or debug), next to this test's executable.
+fn recsys_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("recsys");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (scripts/setup.sh)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn the_documented_walkthrough_runs() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tool.md")).unwrap();
+    let block = doc
+        .split("<!-- walkthrough -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /walkthrough -->").next())
+        .expect("docs/tool.md has the walkthrough block");
+    let lines: Vec<&str> = block.lines().filter(|l| l.starts_with("recsys ")).collect();
+    assert_eq!(lines.len(), 5, "{block}");
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = recsys_binary();
+    for line in &lines {
+        let line = line.replace("127.0.0.1:6379", &format!("127.0.0.1:{}", s.port));
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = std::process::Command::new(&bin)
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("eval.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let served = rows.last().unwrap()["recall"].as_f64().unwrap();
+    let popularity = rows[0]["recall"].as_f64().unwrap();
+    assert!(served > popularity, "{report}");
+    let mut c = s.connection().unwrap();
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg("recs:shop:user:u7")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(list.len(), 10);
+    // A bad file names itself and the line, and exits non-zero.
+    std::fs::write(dir.path().join("bad.csv"), "user,item\nu1,i1\nu2\n").unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["import", "csv", "bad.csv", "-o", "x.rsd"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bad.csv line 3"),
+        "{err}"
+    );
 }

@@ -97,6 +97,9 @@ impl Titles<'_> {
     }
 }
 
+/// Item ids with scores, best first.
+type Scored = Vec<(String, f64)>;
+
 /// A RECOMMEND with WITHSCORES and EXPLAIN: the (id, score) list and the
 /// explain map.
 fn recommend(
@@ -104,7 +107,7 @@ fn recommend(
     keys: &Keys,
     user: &str,
     opts: &[&str],
-) -> Result<(Vec<(String, f64)>, HashMap<String, String>)> {
+) -> Result<(Scored, HashMap<String, String>)> {
     let v: Value = redis::cmd("RECSYS.RECOMMEND")
         .arg(keys.catalog())
         .arg(keys.user(user))

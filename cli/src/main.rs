@@ -24,6 +24,8 @@ enum Cmd {
     Load(recsys_cli::verbs::load::Load),
     /// Measures recall@10 and NDCG@10 through Redis (RECSYS.RECOMMEND) next to popularity and in-process ALS.
     Eval(recsys_cli::verbs::eval::Eval),
+    /// Writes every loaded user's recommendations into lists (RECSYS.BATCH), with a progress bar.
+    Batch(recsys_cli::verbs::batch::Batch),
     /// A guided tour on generated data (starts its own redis-server unless --redis is given).
     Demo(recsys_cli::demo::Demo),
     /// Benchmarks (figures for docs/benchmarks.md).
@@ -43,6 +45,8 @@ enum BenchCmd {
     Index(recsys_cli::bench::index::IndexBench),
     /// ALS training speed per iteration next to implicit (PyPI) on ~10M generated interactions.
     Als(recsys_cli::bench::als::AlsBench),
+    /// The tool on MovieLens 100K: import, train, load, and recall/NDCG through Redis.
+    Quality(recsys_cli::bench::quality::QualityBench),
     /// Index quality under churn: rounds of deleting and re-adding items.
     Churn(recsys_cli::bench::churn::ChurnBench),
     /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
@@ -64,6 +68,7 @@ fn main() -> Result<()> {
         Cmd::Train(a) => recsys_cli::verbs::train::run(&a),
         Cmd::Load(a) => recsys_cli::verbs::load::run(&a),
         Cmd::Eval(a) => recsys_cli::verbs::eval::run(&a),
+        Cmd::Batch(a) => recsys_cli::verbs::batch::run(&a),
         Cmd::Fixtures(f) => recsys_cli::fixtures::run(&f),
         Cmd::Fuzz(f) => recsys_cli::fuzz::main(&f),
         Cmd::Bench(BenchCmd::All(b)) => recsys_cli::bench::all::run(&b),
@@ -71,6 +76,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Index(b)) => recsys_cli::bench::index::run(&b),
         Cmd::Bench(BenchCmd::Churn(b)) => recsys_cli::bench::churn::run(&b),
         Cmd::Bench(BenchCmd::Als(b)) => recsys_cli::bench::als::run(&b),
+        Cmd::Bench(BenchCmd::Quality(b)) => recsys_cli::bench::quality::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
         Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),

@@ -8,6 +8,7 @@ pub mod churn;
 pub mod filters;
 pub mod index;
 pub mod plugins;
+pub mod quality;
 pub mod rank;
 pub mod recommend;
 pub mod redis;
