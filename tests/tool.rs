@@ -23,7 +23,12 @@ fn small_shop() -> recsys_cli::data::Dataset {
 #[test]
 fn train_load_eval_round_trip_beats_popularity_through_redis() {
     let ds = small_shop();
-    let emb = recsys_cli::train::train(&ds, true, &AlsParams::default(), |_| {});
+    let mut emb = recsys_cli::train::train(&ds, true, &AlsParams::default(), |_| {});
+    let session = recsys::user::Session {
+        items: 3,
+        weight: 1.0,
+    };
+    recsys_cli::train::add_ranker(&ds, &mut emb, session, &Default::default()).unwrap();
     let s = server();
     let mut c = s.connection().unwrap();
     let keys = Keys { prefix: "t".into() };
@@ -38,8 +43,19 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
     }
     let r = evaluate(&mut c, &ds, &emb, &keys, &[]).unwrap();
     let pop = r.row("popularity").unwrap().recall;
-    let served = r.rows.last().unwrap().metrics;
+    let served = r
+        .rows
+        .iter()
+        .find(|r| r.how.contains("catalog default SESSION"))
+        .unwrap()
+        .metrics;
     let exact = r.rows[2].metrics;
+    // The trained ranker was loaded and serves (its quality: docs/benchmarks.md).
+    let ranked = r.rows.last().unwrap();
+    assert!(
+        ranked.name.contains("ranker") && ranked.metrics.recall > pop,
+        "{ranked:?}"
+    );
     assert!(
         served.recall > 1.5 * pop && served.ndcg > 1.5 * r.row("popularity").unwrap().ndcg,
         "planted structure: served {served:?} vs popularity {pop}"

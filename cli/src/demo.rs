@@ -3,7 +3,8 @@
 //! starts its own redis-server with the module (unless `--redis URL`),
 //! loads the catalog and users, measures quality through Redis next to
 //! popularity, shows a few users' recommendations with titles and per-stage
-//! timings, a WHERE filter, a WebAssembly plugin and cold start, then leaves
+//! timings, a WHERE filter, a WebAssembly plugin, the trained DLRM ranker
+//! and cold start, then leaves
 //! the server running for redis-cli (`--once` stops it).
 
 use std::collections::HashMap;
@@ -16,9 +17,10 @@ use redis::Value;
 
 use crate::data::generate::{shop, Shape};
 use crate::data::{import, Dataset, Split};
-use crate::loader::{self, CatalogSettings, Keys};
+use crate::loader::{self, CatalogSettings, Keys, RANKER};
 use crate::server::RedisServer;
 use crate::train::als::AlsParams;
+use crate::train::ranker::{RankerParams, CANDIDATES};
 use crate::verbs::eval::evaluate;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -191,12 +193,27 @@ pub fn run(d: &Demo) -> Result<()> {
 
     step("2. Train ALS embeddings (each user's latest positive held out, to measure quality)");
     let t = Instant::now();
-    let emb = crate::train::train(&ds, true, &AlsParams::default(), |_| {});
+    let mut emb = crate::train::train(&ds, true, &AlsParams::default(), |_| {});
     println!(
         "{} factors, {} iterations in {:.2} s",
         emb.params.factors,
         emb.params.iterations,
         t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let settings = CatalogSettings::default();
+    let ranker =
+        crate::train::add_ranker(&ds, &mut emb, settings.session, &RankerParams::default())?;
+    println!(
+        "a DLRM ranker (candle) on {} rows in {:.2} s, over: {}",
+        ranker.examples,
+        t.elapsed().as_secs_f64(),
+        ranker
+            .schema
+            .split_whitespace()
+            .filter(|t| t.starts_with("user.") || t.starts_with("item.") || *t == "score")
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     step("3. Load into Redis");
@@ -220,7 +237,6 @@ pub fn run(d: &Demo) -> Result<()> {
     let keys = Keys {
         prefix: "demo".into(),
     };
-    let settings = CatalogSettings::default();
     let report = loader::load(&mut c, &ds, &emb, &keys, &settings, true, |_, _, _| {})?;
     println!(
         "{}: {} items (vectors + attributes) in {:.2} s ({:.0} items/s), {} user hashes (emb, recent, seen, features) in {:.2} s",
@@ -330,7 +346,32 @@ pub fn run(d: &Demo) -> Result<()> {
         ),
     }
 
-    step("8. Cold start: a user the catalog has never seen gets popular items");
+    step("8. The trained ranker re-scores the candidates (RECSYS.MODEL.SET ... DLRM, loaded by recsys load)");
+    println!(
+        " > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN CANDIDATES {CANDIDATES} RANK {RANKER}",
+        keys.catalog(),
+        keys.user(first)
+    );
+    let (items, explain) = recommend(
+        &mut c,
+        &keys,
+        first,
+        &[
+            "K",
+            "5",
+            "EXCLUDE_SEEN",
+            "CANDIDATES",
+            &CANDIDATES.to_string(),
+            "RANK",
+            RANKER,
+        ],
+    )?;
+    print_recommendations(&titles, &items, &explain);
+    println!(
+        "   (scores are the ranker's predicted probability; docs/benchmarks.md has its quality)"
+    );
+
+    step("9. Cold start: a user the catalog has never seen gets popular items");
     println!(
         " > RECSYS.RECOMMEND {} {} K 5 WITHSCORES",
         keys.catalog(),

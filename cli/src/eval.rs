@@ -8,6 +8,8 @@
 use serde::Serialize;
 
 use crate::data::Split;
+use recsys::user::Session;
+
 use crate::train::als::{dot, Factors};
 
 /// Recall@K and NDCG@K over the evaluated users.
@@ -46,15 +48,6 @@ impl Scorer {
     }
 }
 
-/// The session blend: normalized user vector plus `weight` x the
-/// normalized mean of the last `items` training positives (as RECOMMEND's
-/// SESSION computes it).
-#[derive(Debug, Clone, Copy)]
-pub struct Blend {
-    pub items: usize,
-    pub weight: f32,
-}
-
 fn unit(v: &mut [f32]) {
     let n = dot(v, v).sqrt();
     if n > 0.0 {
@@ -62,18 +55,17 @@ fn unit(v: &mut [f32]) {
     }
 }
 
-/// The query vector of user `u`.
-pub fn query(f: &Factors, split: &Split, u: usize, blend: Option<Blend>) -> Vec<f32> {
+/// The query vector RECOMMEND computes for user `u` whose interactions are
+/// `history` (oldest first): the user vector, or with a session blend on,
+/// the normalized user vector plus `weight` x the normalized mean of the
+/// last `items` of the history.
+pub fn query_for(f: &Factors, u: usize, history: &[u32], session: Session) -> Vec<f32> {
     let mut q = f.user(u).to_vec();
-    let Some(b) = blend.filter(|b| b.items > 0) else {
-        return q;
-    };
-    let recent: Vec<u32> = split.train[u].iter().rev().take(b.items).copied().collect();
-    if recent.is_empty() {
+    if !session.is_on() || history.is_empty() {
         return q;
     }
     let mut mean = vec![0f32; f.k];
-    for &i in &recent {
+    for &i in history.iter().rev().take(session.items) {
         for (m, x) in mean.iter_mut().zip(f.item(i as usize)) {
             *m += x;
         }
@@ -81,30 +73,32 @@ pub fn query(f: &Factors, split: &Split, u: usize, blend: Option<Blend>) -> Vec<
     unit(&mut q);
     unit(&mut mean);
     for (x, m) in q.iter_mut().zip(&mean) {
-        *x += b.weight * m;
+        *x += session.weight * m;
     }
     q
 }
 
-/// The top `k` items by dot product with `q`, skipping `seen`.
-pub fn top_k(f: &Factors, q: &[f32], seen: &[u32], k: usize) -> Vec<u32> {
+/// The top `k` items (item, score) by dot product with `q`, skipping
+/// `seen`; ties by item number.
+pub fn top_k_scored(f: &Factors, q: &[f32], seen: &[u32], k: usize) -> Vec<(u32, f32)> {
     let n = f.items.len() / f.k;
     let mut excluded = vec![false; n];
     for &i in seen {
         excluded[i as usize] = true;
     }
-    let mut scored: Vec<(f32, u32)> = (0..n)
+    let mut scored: Vec<(u32, f32)> = (0..n)
         .filter(|&i| !excluded[i])
-        .map(|i| (dot(q, f.item(i)), i as u32))
+        .map(|i| (i as u32, dot(q, f.item(i))))
         .collect();
     let k = k.min(scored.len());
     if k == 0 {
         return Vec::new();
     }
-    scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let best_first = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    scored.select_nth_unstable_by(k - 1, best_first);
     scored.truncate(k);
-    scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.into_iter().map(|(_, i)| i).collect()
+    scored.sort_unstable_by(best_first);
+    scored
 }
 
 /// Items by number of training positives, most first.
@@ -137,12 +131,17 @@ pub fn popularity(split: &Split, n_items: usize, k: usize) -> Metrics {
     s.metrics()
 }
 
-/// ALS (optionally blended) scored exactly, in-process, at `k`.
-pub fn embeddings(f: &Factors, split: &Split, blend: Option<Blend>, k: usize) -> Metrics {
+/// ALS (with the session blend, or `Session` of 0 items for none) scored
+/// exactly, in-process, at `k`.
+pub fn embeddings(f: &Factors, split: &Split, session: Session, k: usize) -> Metrics {
     let mut s = Scorer::default();
     for (u, held) in split.evaluated() {
-        let q = query(f, split, u, blend);
-        s.add(&top_k(f, &q, &split.train[u], k), held);
+        let q = query_for(f, u, &split.train[u], session);
+        let list: Vec<u32> = top_k_scored(f, &q, &split.train[u], k)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        s.add(&list, held);
     }
     s.metrics()
 }

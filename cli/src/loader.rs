@@ -1,7 +1,8 @@
 //! Puts a dataset's trained artifacts into Redis, pipelined: the catalog
 //! (item vectors and ATTRS through RECSYS.ITEM.MSET WITHATTRS, popularity
 //! from the training positives, the default SESSION blend) and one hash per
-//! user (`emb`, `recent`, `seen` and the user's features). Key names come
+//! user (`emb`, `recent`, `seen` and the user's features), and the ranker
+//! when one was trained (RECSYS.MODEL.SET). Key names come
 //! from one [`Keys`] so `load`, `eval`, `batch` and the demo agree.
 
 use std::collections::HashMap;
@@ -17,6 +18,8 @@ use redis::{Connection, Value};
 use crate::data::{Dataset, Split};
 use crate::train::Embeddings;
 
+/// The ranker's model name in the catalog (RECOMMEND ... RANK ranker).
+pub const RANKER: &str = "ranker";
 /// Items per RECSYS.ITEM.MSET.
 const ITEMS_PER_MSET: usize = 256;
 /// Commands in flight per pipeline round trip.
@@ -185,6 +188,17 @@ pub fn load(
             c.arg(&ds.items[i as usize].id).arg(n);
         }
         send(con, &[c], "RECSYS.POPULARITY.SET")?;
+    }
+    if let Some(r) = &emb.ranker {
+        redis::cmd("RECSYS.MODEL.SET")
+            .arg(&cat)
+            .arg(RANKER)
+            .arg("DLRM")
+            .arg(&r.weights)
+            .arg("SCHEMA")
+            .arg(&r.schema)
+            .query::<()>(con)
+            .context("RECSYS.MODEL.SET of the ranker")?;
     }
     let catalog_seconds = started.elapsed().as_secs_f64();
 

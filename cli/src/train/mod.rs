@@ -1,8 +1,10 @@
 //! `recsys train`: item and user embeddings by implicit ALS ([`als`]) on a
-//! dataset's training positives, saved with their settings in a model
-//! directory (`als.bin`) that `recsys load` and `recsys eval` read.
+//! dataset's training positives and a DLRM ranker over them ([`ranker`]),
+//! saved in a model directory (`als.bin`, `ranker.safetensors`,
+//! `ranker.schema`) that `recsys load` and `recsys eval` read.
 
 pub mod als;
+pub mod ranker;
 
 use std::path::Path;
 
@@ -24,7 +26,20 @@ pub struct Embeddings {
     pub hold_out: bool,
     pub params: AlsParams,
     pub factors: Factors,
+    /// The ranker, when one was trained (its own files).
+    #[serde(skip)]
+    pub ranker: Option<SavedRanker>,
 }
+
+/// A ranker as RECSYS.MODEL.SET takes it: SCHEMA tokens and DLRM weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedRanker {
+    pub schema: String,
+    pub weights: Vec<u8>,
+}
+
+const RANKER_WEIGHTS: &str = "ranker.safetensors";
+const RANKER_SCHEMA: &str = "ranker.schema";
 
 impl Embeddings {
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -35,7 +50,16 @@ impl Embeddings {
             bincode::config::standard(),
         )?);
         let path = dir.join("als.bin");
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        // A ranker of an earlier training must not outlive these embeddings.
+        for f in [RANKER_WEIGHTS, RANKER_SCHEMA] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        if let Some(r) = &self.ranker {
+            std::fs::write(dir.join(RANKER_WEIGHTS), &r.weights)?;
+            std::fs::write(dir.join(RANKER_SCHEMA), &r.schema)?;
+        }
+        Ok(())
     }
 
     pub fn load(dir: &Path) -> Result<Embeddings> {
@@ -45,9 +69,17 @@ impl Embeddings {
         let Some(body) = bytes.strip_prefix(MAGIC) else {
             bail!("{} is not written by recsys train", path.display());
         };
-        let (e, _): (Embeddings, usize) =
+        let (mut e, _): (Embeddings, usize) =
             bincode::serde::decode_from_slice(body, bincode::config::standard())
                 .with_context(|| format!("{}: corrupt", path.display()))?;
+        if dir.join(RANKER_WEIGHTS).exists() {
+            let schema = dir.join(RANKER_SCHEMA);
+            e.ranker = Some(SavedRanker {
+                weights: std::fs::read(dir.join(RANKER_WEIGHTS))?,
+                schema: std::fs::read_to_string(&schema)
+                    .with_context(|| format!("reading {}", schema.display()))?,
+            });
+        }
         let k = e.factors.k;
         if k == 0 || e.factors.users.len() % k != 0 || e.factors.items.len() % k != 0 {
             bail!("{}: factor sizes do not match", path.display());
@@ -81,6 +113,23 @@ pub fn positives_matrix(split: &Split) -> Csr {
     Csr::from_rows(&rows)
 }
 
+/// Trains the ranker for embeddings `emb` of `ds` (same split) and keeps it
+/// with them.
+pub fn add_ranker(
+    ds: &Dataset,
+    emb: &mut Embeddings,
+    session: recsys::user::Session,
+    p: &ranker::RankerParams,
+) -> Result<ranker::Ranker> {
+    let split = Split::new(ds, emb.hold_out);
+    let r = ranker::train(ds, &split, &emb.params, session, p)?;
+    emb.ranker = Some(SavedRanker {
+        schema: r.schema.clone(),
+        weights: r.weights.clone(),
+    });
+    Ok(r)
+}
+
 /// Trains on `ds` (without the held-out positives when `hold_out`).
 pub fn train(
     ds: &Dataset,
@@ -96,5 +145,6 @@ pub fn train(
         hold_out,
         params: *params,
         factors,
+        ranker: None,
     }
 }

@@ -11,8 +11,11 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::data::{Dataset, Split};
-use crate::eval::{self, Blend, Metrics, Scorer};
-use crate::loader::Keys;
+use recsys::user::Session;
+
+use crate::eval::{self, Metrics, Scorer};
+use crate::loader::{Keys, RANKER};
+use crate::train::ranker::CANDIDATES;
 use crate::train::Embeddings;
 
 #[derive(Args)]
@@ -150,12 +153,9 @@ pub fn evaluate(
                 .and_then(|v| redis::from_redis_value::<String>(v).ok())
         })
         .unwrap_or_else(|| "off".into());
-    let blend = session.split_once(' ').and_then(|(n, w)| {
-        Some(Blend {
-            items: n.parse().ok()?,
-            weight: w.parse().ok()?,
-        })
-    });
+    let blend = session
+        .split_once(' ')
+        .and_then(|(n, w)| Session::new(n.parse().ok()?, w.parse().ok()?).ok());
     let mut rows = vec![Row {
         name: "popularity".into(),
         how: "in-process, training positives counted".into(),
@@ -164,13 +164,13 @@ pub fn evaluate(
     rows.push(Row {
         name: "ALS".into(),
         how: "in-process, exact".into(),
-        metrics: eval::embeddings(&emb.factors, &split, None, k),
+        metrics: eval::embeddings(&emb.factors, &split, Session::new(0, 0.0)?, k),
     });
     if let Some(b) = blend {
         rows.push(Row {
             name: format!("ALS + SESSION {session}"),
             how: "in-process, exact".into(),
-            metrics: eval::embeddings(&emb.factors, &split, Some(b), k),
+            metrics: eval::embeddings(&emb.factors, &split, b, k),
         });
     }
     let mut plain = extra.to_vec();
@@ -187,6 +187,16 @@ pub fn evaluate(
         how: "RECSYS.RECOMMEND ... EXCLUDE_SEEN (catalog default SESSION)".into(),
         metrics: m,
     });
+    if emb.ranker.is_some() {
+        let mut ranked = extra.to_vec();
+        ranked.extend(["CANDIDATES", &CANDIDATES.to_string(), "RANK", RANKER].map(str::to_string));
+        let (m, _) = served(con, ds, &split, keys, k, &ranked)?;
+        rows.push(Row {
+            name: format!("ALS + SESSION {session} + DLRM ranker"),
+            how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN CANDIDATES {CANDIDATES} RANK {RANKER}"),
+            metrics: m,
+        });
+    }
     Ok(Report {
         dataset: ds.source.clone(),
         k,

@@ -8,8 +8,11 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::data::{Dataset, Split};
-use crate::eval::{self, Blend};
+use recsys::user::Session;
+
+use crate::eval;
 use crate::train::als::AlsParams;
+use crate::train::ranker::RankerParams;
 
 #[derive(Args)]
 pub struct Train {
@@ -38,6 +41,16 @@ pub struct Train {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Skip the DLRM ranker.
+    #[arg(long)]
+    no_ranker: bool,
+    /// Ranker training epochs.
+    #[arg(long, default_value_t = RankerParams::default().epochs)]
+    ranker_epochs: usize,
+    /// The ranker's features in RECSYS.MODEL.SET's SCHEMA syntax (default:
+    /// the score, every categorical user feature and item attribute).
+    #[arg(long)]
+    ranker_schema: Option<String>,
     /// SESSION blend reported with --holdout: recent items and weight.
     #[arg(long, num_args = 2, value_names = ["ITEMS", "WEIGHT"], default_values = ["3", "1"])]
     session: Vec<f32>,
@@ -62,7 +75,7 @@ pub fn run(a: &Train) -> Result<()> {
     };
     let started = Instant::now();
     let bar = super::bar(params.iterations as u64, "ALS");
-    let emb = crate::train::train(&ds, a.holdout, &params, |i| bar.set_position(i as u64));
+    let mut emb = crate::train::train(&ds, a.holdout, &params, |i| bar.set_position(i as u64));
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -71,17 +84,32 @@ pub fn run(a: &Train) -> Result<()> {
         params.iterations,
         secs / params.iterations.max(1) as f64
     );
+    let blend = Session::new(a.session[0] as usize, a.session[1])?;
+    if !a.no_ranker {
+        let started = Instant::now();
+        let rp = RankerParams {
+            epochs: a.ranker_epochs,
+            seed: a.seed,
+            schema: a.ranker_schema.clone(),
+            ..RankerParams::default()
+        };
+        let r = crate::train::add_ranker(&ds, &mut emb, blend, &rp)?;
+        println!(
+            "ranker: DLRM on {} rows ({} epochs, final loss {:.4}) in {:.2} s; SCHEMA {}",
+            r.examples,
+            rp.epochs,
+            r.final_loss,
+            started.elapsed().as_secs_f64(),
+            r.schema
+        );
+    }
     emb.save(&a.out)?;
     println!("wrote {}", a.out.join("als.bin").display());
     if a.holdout {
         let split = Split::new(&ds, true);
-        let blend = Blend {
-            items: a.session[0] as usize,
-            weight: a.session[1],
-        };
         let pop = eval::popularity(&split, ds.items.len(), 10);
-        let plain = eval::embeddings(&emb.factors, &split, None, 10);
-        let blended = eval::embeddings(&emb.factors, &split, Some(blend), 10);
+        let plain = eval::embeddings(&emb.factors, &split, Session::new(0, 0.0)?, 10);
+        let blended = eval::embeddings(&emb.factors, &split, blend, 10);
         println!("in-process, {} users: recall@10 / NDCG@10", pop.users);
         println!("  popularity         {:.4} / {:.4}", pop.recall, pop.ndcg);
         println!(
