@@ -170,6 +170,36 @@ fn print_recommendations(
     );
 }
 
+/// Prints `> RECSYS.RECOMMEND catalog user opts...`, runs it with
+/// WITHSCORES and EXPLAIN, and prints the items and stage timings.
+fn show(
+    c: &mut redis::Connection,
+    keys: &Keys,
+    titles: &Titles,
+    user: &str,
+    opts: &[&str],
+) -> Result<()> {
+    let shown: Vec<String> = opts
+        .iter()
+        .map(|o| {
+            if o.contains(' ') {
+                format!("'{o}'")
+            } else {
+                o.to_string()
+            }
+        })
+        .collect();
+    println!(
+        " > RECSYS.RECOMMEND {} {} {} WITHSCORES EXPLAIN",
+        keys.catalog(),
+        keys.user(user),
+        shown.join(" ")
+    );
+    let (items, explain) = recommend(c, keys, user, opts)?;
+    print_recommendations(titles, &items, &explain);
+    Ok(())
+}
+
 pub fn run(d: &Demo) -> Result<()> {
     let started = Instant::now();
     step("1. Data");
@@ -274,25 +304,15 @@ pub fn run(d: &Demo) -> Result<()> {
         for &i in split.train[u].iter().rev().take(3) {
             println!("      {}", titles.line(&ds.items[i as usize].id));
         }
-        println!(
-            " > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN WITHSCORES EXPLAIN",
-            keys.catalog(),
-            keys.user(id)
-        );
-        let (items, explain) = recommend(&mut c, &keys, id, &["K", "5", "EXCLUDE_SEEN"])?;
-        print_recommendations(&titles, &items, &explain);
+        show(&mut c, &keys, &titles, id, &["K", "5", "EXCLUDE_SEEN"])?;
     }
     let first = &ds.users[active.first().copied().unwrap_or(0)];
 
     step("6. Business rules: a WHERE filter and diversity");
-    println!(
-        " > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN WHERE '{where_expr}' DIVERSITY {facet} 2",
-        keys.catalog(),
-        keys.user(first)
-    );
-    let (items, explain) = recommend(
+    show(
         &mut c,
         &keys,
+        &titles,
         first,
         &[
             "K",
@@ -305,7 +325,6 @@ pub fn run(d: &Demo) -> Result<()> {
             "2",
         ],
     )?;
-    print_recommendations(&titles, &items, &explain);
 
     step("7. A WebAssembly plugin (sandboxed, loaded at run time)");
     let plugin = d.plugins.join("max-per-category.wasm");
@@ -317,14 +336,11 @@ pub fn run(d: &Demo) -> Result<()> {
                 .arg("REPLACE")
                 .query::<()>(&mut c)?;
             let args = format!("{facet}:1");
-            println!(
-                " > RECSYS.PLUGIN.LOAD one-per-facet <max-per-category.wasm>\n > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN CANDIDATES 300 FILTER one-per-facet ARGS {args}",
-                keys.catalog(),
-                keys.user(first)
-            );
-            let (items, explain) = recommend(
+            println!(" > RECSYS.PLUGIN.LOAD one-per-facet <max-per-category.wasm> REPLACE");
+            show(
                 &mut c,
                 &keys,
+                &titles,
                 first,
                 &[
                     "K",
@@ -338,7 +354,6 @@ pub fn run(d: &Demo) -> Result<()> {
                     &args,
                 ],
             )?;
-            print_recommendations(&titles, &items, &explain);
         }
         Err(_) => println!(
             " (skipped: {} not built; plugins/build.sh builds the example plugins)",
@@ -347,14 +362,10 @@ pub fn run(d: &Demo) -> Result<()> {
     }
 
     step("8. The trained ranker re-scores the candidates (RECSYS.MODEL.SET ... DLRM, loaded by recsys load)");
-    println!(
-        " > RECSYS.RECOMMEND {} {} K 5 EXCLUDE_SEEN CANDIDATES {CANDIDATES} RANK {RANKER}",
-        keys.catalog(),
-        keys.user(first)
-    );
-    let (items, explain) = recommend(
+    show(
         &mut c,
         &keys,
+        &titles,
         first,
         &[
             "K",
@@ -366,19 +377,12 @@ pub fn run(d: &Demo) -> Result<()> {
             RANKER,
         ],
     )?;
-    print_recommendations(&titles, &items, &explain);
     println!(
         "   (scores are the ranker's predicted probability; docs/benchmarks.md has its quality)"
     );
 
     step("9. Cold start: a user the catalog has never seen gets popular items");
-    println!(
-        " > RECSYS.RECOMMEND {} {} K 5 WITHSCORES",
-        keys.catalog(),
-        keys.user("new")
-    );
-    let (items, explain) = recommend(&mut c, &keys, "new", &["K", "5"])?;
-    print_recommendations(&titles, &items, &explain);
+    show(&mut c, &keys, &titles, "new", &["K", "5"])?;
 
     println!("\nDone in {:.1} s.", started.elapsed().as_secs_f64());
     if let Some(port) = port {

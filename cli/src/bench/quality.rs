@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::bench::index::median;
 use crate::data::import;
 use crate::loader::{self, CatalogSettings, Keys};
 use crate::server::RedisServer;
-use crate::bench::index::median;
 use crate::train::als::AlsParams;
 use crate::train::ranker::RankerParams;
 use crate::verbs::eval::evaluate;
@@ -40,7 +40,8 @@ pub fn run(b: &QualityBench) -> Result<()> {
     let t = Instant::now();
     let mut emb = crate::train::train(&ds, true, &params, |_| {});
     let als_s = t.elapsed().as_secs_f64();
-    let ranker = crate::train::add_ranker(&ds, &mut emb, settings.session, &RankerParams::default())?;
+    let ranker =
+        crate::train::add_ranker(&ds, &mut emb, settings.session, &RankerParams::default())?;
     let train_s = t.elapsed().as_secs_f64();
     let server = RedisServer::start(&[], &[])?;
     let mut con = server.connection()?;

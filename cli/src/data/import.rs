@@ -44,6 +44,34 @@ fn read_latin1(path: &Path) -> Result<String> {
     })
 }
 
+/// The non-blank lines of a `sep`-separated file (MovieLens 100K), as
+/// (line number, fields); a line with fewer than `min_fields` (or, with
+/// `exact`, other than `min_fields`) fields is an error naming `layout`.
+fn separated(
+    path: &Path,
+    sep: char,
+    min_fields: usize,
+    exact: bool,
+    layout: &str,
+) -> Result<Vec<(usize, Vec<String>)>> {
+    let mut out = Vec::new();
+    for (n, line) in read_latin1(path)?.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<String> = line.split(sep).map(str::to_string).collect();
+        if f.len() < min_fields || (exact && f.len() != min_fields) {
+            return Err(at(
+                path,
+                n + 1,
+                format!("expected {layout}, got {} fields", f.len()),
+            ));
+        }
+        out.push((n + 1, f));
+    }
+    Ok(out)
+}
+
 /// The year in a MovieLens title, "Toy Story (1995)" -> 1995.
 fn title_year(title: &str) -> Option<i64> {
     let t = title.trim_end();
@@ -88,38 +116,19 @@ fn movielens_100k(dir: &Path) -> Result<Dataset> {
     let genre_file = dir.join("u.genre");
     let mut genre_names: BTreeMap<usize, String> = BTreeMap::new();
     if genre_file.exists() {
-        for (n, line) in read_latin1(&genre_file)?.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let (name, idx) = line
-                .split_once('|')
-                .ok_or_else(|| at(&genre_file, n + 1, "expected name|number"))?;
-            let idx = idx
+        for (line, f) in separated(&genre_file, '|', 2, true, "name|number")? {
+            let idx = f[1]
                 .trim()
                 .parse()
-                .map_err(|_| at(&genre_file, n + 1, format!("bad genre number '{idx}'")))?;
-            genre_names.insert(idx, name.to_string());
+                .map_err(|_| at(&genre_file, line, format!("bad genre number '{}'", f[1])))?;
+            genre_names.insert(idx, f[0].clone());
         }
     }
     let item_file = dir.join("u.item");
     let mut items = Ids::default();
     let mut item_rows = Vec::new();
-    for (n, line) in read_latin1(&item_file)?.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split('|').collect();
-        if f.len() < 6 {
-            return Err(at(
-                &item_file,
-                n + 1,
-                format!(
-                    "expected id|title|date|video date|url|genre flags..., got {} fields",
-                    f.len()
-                ),
-            ));
-        }
+    let layout = "id|title|date|video date|url|genre flags...";
+    for (line, f) in separated(&item_file, '|', 6, false, layout)? {
         let genres: Vec<String> = f[5..]
             .iter()
             .enumerate()
@@ -131,72 +140,46 @@ fn movielens_100k(dir: &Path) -> Result<Dataset> {
                     .unwrap_or_else(|| format!("genre{g}"))
             })
             .collect();
-        if items.by_name.contains_key(f[0]) {
-            return Err(at(&item_file, n + 1, format!("item {} repeated", f[0])));
+        if items.by_name.contains_key(&f[0]) {
+            return Err(at(&item_file, line, format!("item {} repeated", f[0])));
         }
-        items.number(f[0]);
+        items.number(&f[0]);
         item_rows.push(Item {
-            id: f[0].to_string(),
-            title: f[1].to_string(),
-            attrs: movie_attrs(f[1], &genres),
+            id: f[0].clone(),
+            title: f[1].clone(),
+            attrs: movie_attrs(&f[1], &genres),
         });
     }
     let user_file = dir.join("u.user");
     let mut users = Ids::default();
     let mut features = Vec::new();
     if user_file.exists() {
-        for (n, line) in read_latin1(&user_file)?.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let f: Vec<&str> = line.split('|').collect();
-            if f.len() != 5 {
-                return Err(at(
-                    &user_file,
-                    n + 1,
-                    format!(
-                        "expected id|age|gender|occupation|zip, got {} fields",
-                        f.len()
-                    ),
-                ));
-            }
+        let layout = "id|age|gender|occupation|zip";
+        for (line, f) in separated(&user_file, '|', 5, true, layout)? {
             if f[1].parse::<u32>().is_err() {
                 return Err(at(
                     &user_file,
-                    n + 1,
+                    line,
                     format!("age '{}' is not a number", f[1]),
                 ));
             }
-            users.number(f[0]);
+            users.number(&f[0]);
             features.push(BTreeMap::from([
-                ("age".to_string(), f[1].to_string()),
-                ("gender".to_string(), f[2].to_string()),
-                ("occupation".to_string(), f[3].to_string()),
+                ("age".to_string(), f[1].clone()),
+                ("gender".to_string(), f[2].clone()),
+                ("occupation".to_string(), f[3].clone()),
             ]));
         }
     }
     let data_file = dir.join("u.data");
     let mut interactions = Vec::new();
-    for (n, line) in read_latin1(&data_file)?.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != 4 {
-            return Err(at(
-                &data_file,
-                n + 1,
-                format!(
-                    "expected user<TAB>item<TAB>rating<TAB>timestamp, got {} fields",
-                    f.len()
-                ),
-            ));
-        }
+    let layout = "user<TAB>item<TAB>rating<TAB>timestamp";
+    for (line, f) in separated(&data_file, '\t', 4, true, layout)? {
         let item = *items
             .by_name
-            .get(f[1])
-            .ok_or_else(|| at(&data_file, n + 1, format!("item {} is not in u.item", f[1])))?;
-        let user = users.number(f[0]);
+            .get(&f[1])
+            .ok_or_else(|| at(&data_file, line, format!("item {} is not in u.item", f[1])))?;
+        let user = users.number(&f[0]);
         let weight: f32 = f[2]
             .parse()
             .ok()
@@ -204,14 +187,14 @@ fn movielens_100k(dir: &Path) -> Result<Dataset> {
             .ok_or_else(|| {
                 at(
                     &data_file,
-                    n + 1,
+                    line,
                     format!("rating '{}' is not a number", f[2]),
                 )
             })?;
         let ts: i64 = f[3].parse().map_err(|_| {
             at(
                 &data_file,
-                n + 1,
+                line,
                 format!("timestamp '{}' is not an integer", f[3]),
             )
         })?;

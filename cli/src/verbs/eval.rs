@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
+use super::Served;
 use crate::data::{Dataset, Split};
 use recsys::user::Session;
 
@@ -20,15 +21,8 @@ use crate::train::Embeddings;
 
 #[derive(Args)]
 pub struct Eval {
-    /// The dataset file (recsys import).
-    pub data: PathBuf,
-    /// The model directory (recsys train --holdout).
-    #[arg(long, default_value = "model")]
-    pub model: PathBuf,
-    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
-    pub redis: String,
-    #[arg(long, default_value = "rs")]
-    pub prefix: String,
+    #[command(flatten)]
+    pub target: Served,
     /// Extra RECOMMEND options for the served row (e.g. "CANDIDATES 400").
     #[arg(long, default_value = "")]
     pub options: String,
@@ -206,14 +200,8 @@ pub fn evaluate(
 }
 
 pub fn run(a: &Eval) -> Result<()> {
-    let ds = Dataset::load(&a.data)?;
-    let emb = Embeddings::load(&a.model)?;
-    let mut con = redis::Client::open(a.redis.as_str())?
-        .get_connection()
-        .with_context(|| format!("connecting to {}", a.redis))?;
-    let keys = Keys {
-        prefix: a.prefix.clone(),
-    };
+    let (ds, emb, mut con) = a.target.open()?;
+    let keys = a.target.keys();
     let extra: Vec<String> = a.options.split_whitespace().map(str::to_string).collect();
     let report = evaluate(&mut con, &ds, &emb, &keys, &extra)?;
     report.print();

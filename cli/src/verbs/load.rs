@@ -1,27 +1,16 @@
 //! `recsys load`: the catalog, users and popularity into a Redis server with
 //! the module, pipelined, with the rate against an in-process build.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
-use crate::data::Dataset;
-use crate::loader::{self, CatalogSettings, Keys};
-use crate::train::Embeddings;
+use super::Served;
+use crate::loader::{self, CatalogSettings};
 
 #[derive(Args)]
 pub struct Load {
-    /// The dataset file (recsys import).
-    pub data: PathBuf,
-    /// The model directory (recsys train).
-    #[arg(long, default_value = "model")]
-    pub model: PathBuf,
-    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
-    pub redis: String,
-    /// Key prefix: the catalog is PREFIX:items, users PREFIX:user:<id>.
-    #[arg(long, default_value = "rs")]
-    pub prefix: String,
+    #[command(flatten)]
+    pub target: Served,
     /// Delete an existing catalog of that name first.
     #[arg(long)]
     pub replace: bool,
@@ -31,14 +20,8 @@ pub struct Load {
 }
 
 pub fn run(a: &Load) -> Result<()> {
-    let ds = Dataset::load(&a.data)?;
-    let emb = Embeddings::load(&a.model)?;
-    let mut con = redis::Client::open(a.redis.as_str())?
-        .get_connection()
-        .with_context(|| format!("connecting to {}", a.redis))?;
-    let keys = Keys {
-        prefix: a.prefix.clone(),
-    };
+    let (ds, emb, mut con) = a.target.open()?;
+    let keys = a.target.keys();
     let settings = CatalogSettings::default();
     let bar = super::bar((ds.items.len() + ds.users.len()) as u64, "loading");
     let report = loader::load(
