@@ -268,15 +268,7 @@ pub fn run(d: &Demo) -> Result<()> {
         prefix: "demo".into(),
     };
     let report = loader::load(&mut c, &ds, &emb, &keys, &settings, true, |_, _, _| {})?;
-    println!(
-        "{}: {} items (vectors + attributes) in {:.2} s ({:.0} items/s), {} user hashes (emb, recent, seen, features) in {:.2} s",
-        keys.catalog(),
-        report.items,
-        report.catalog_seconds,
-        report.items_per_second(),
-        report.users,
-        report.users_seconds
-    );
+    println!("{}", report.summary(&keys.catalog()));
 
     step("4. Quality, served through RECSYS.RECOMMEND (recall@10 / NDCG@10 of the held-out item)");
     evaluate(&mut c, &ds, &emb, &keys, &[])?.print();

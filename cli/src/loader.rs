@@ -89,6 +89,19 @@ impl LoadReport {
     pub fn items_per_second(&self) -> f64 {
         self.items as f64 / self.items_seconds.max(1e-9)
     }
+
+    /// One line for people: what was loaded, how long it took.
+    pub fn summary(&self, catalog: &str) -> String {
+        format!(
+            "{catalog}: {} items (vectors + attributes) in {:.2} s, {:.0} items/s inserted; catalog with popularity and models {:.2} s; {} user hashes (emb, recent, seen, features) in {:.2} s",
+            self.items,
+            self.items_seconds,
+            self.items_per_second(),
+            self.catalog_seconds,
+            self.users,
+            self.users_seconds
+        )
+    }
 }
 
 /// Checks every reply of a pipeline; the first error fails the load.

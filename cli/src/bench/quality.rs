@@ -72,14 +72,7 @@ pub fn run(b: &QualityBench) -> Result<()> {
         settings.session.items,
         settings.session.weight
     );
-    println!("| method | how | recall@10 | NDCG@10 |");
-    println!("|---|---|---:|---:|");
-    for r in &report.rows {
-        println!(
-            "| {} | {} | {:.4} | {:.4} |",
-            r.name, r.how, r.metrics.recall, r.metrics.ndcg
-        );
-    }
+    report.print_table();
     println!(
         "\n{} users evaluated. import {import_s:.2} s; train {train_s:.2} s (ALS {als_s:.2} s, then the ranker on {} rows; all cores); load: items {served_rate:.0}/s through Redis (RECSYS.ITEM.MSET) vs {local:.0}/s built in-process ({:.0}%, medians of {ROUNDS} interleaved rounds), {} user hashes in {:.2} s; served {:.0} µs per RECOMMEND (pipelined)",
         report.rows[0].metrics.users,

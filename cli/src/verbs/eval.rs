@@ -58,13 +58,8 @@ impl Report {
             .map(|r| &r.metrics)
     }
 
-    pub fn print(&self) {
-        println!(
-            "{} — recall@{k} / NDCG@{k}, {} users",
-            self.dataset,
-            self.rows[0].metrics.users,
-            k = self.k
-        );
+    /// The rows as a Markdown table.
+    pub fn print_table(&self) {
         println!("| method | how | recall@{} | NDCG@{} |", self.k, self.k);
         println!("|---|---|---:|---:|");
         for r in &self.rows {
@@ -73,6 +68,16 @@ impl Report {
                 r.name, r.how, r.metrics.recall, r.metrics.ndcg
             );
         }
+    }
+
+    pub fn print(&self) {
+        println!(
+            "{} — recall@{k} / NDCG@{k}, {} users",
+            self.dataset,
+            self.rows[0].metrics.users,
+            k = self.k
+        );
+        self.print_table();
         println!(
             "served: {:.0} µs per RECOMMEND (pipelined)",
             self.served_us_per_user

@@ -38,15 +38,7 @@ pub fn run(a: &Load) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    println!(
-        "catalog {}: {} items in {:.2} s ({:.0} items/s); {} user hashes in {:.2} s",
-        keys.catalog(),
-        report.items,
-        report.catalog_seconds,
-        report.items_per_second(),
-        report.users,
-        report.users_seconds
-    );
+    println!("{}", report.summary(&keys.catalog()));
     if a.compare {
         let local = loader::in_process_build_rate(&ds, &emb, &settings)?;
         println!(
