@@ -297,7 +297,7 @@ impl Drop for Plain {
 fn plain_server() -> Plain {
     let port = free_port().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("redis-server")
+    let mut child = Command::new(recsys_cli::server::server_binary())
         .args([
             "--port",
             &port.to_string(),

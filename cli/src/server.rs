@@ -60,6 +60,16 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The redis-server to run: `RECSYS_REDIS_SERVER` (the tests run a second
+/// time against Redis 7.4 this way, see scripts/redis74.sh), else the one
+/// on the PATH.
+pub fn server_binary() -> String {
+    std::env::var("RECSYS_REDIS_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".into())
+}
+
 /// A running redis-server; killed on drop.
 pub struct RedisServer {
     child: Child,
@@ -76,6 +86,15 @@ impl RedisServer {
         Self::start_in(dir, &find_module()?, module_args, extra)
     }
 
+    /// Like [`RedisServer::start`], with `conf` as the server's redis.conf
+    /// (restarting with [`RedisServer::start_in`] on the same directory
+    /// reads it again, with what CONFIG REWRITE wrote).
+    pub fn start_with_conf(module_args: &[&str], conf: &str) -> Result<RedisServer> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("redis.conf"), conf)?;
+        Self::start_in(dir, &find_module()?, module_args, &[])
+    }
+
     /// Like [`RedisServer::start`] in a given data directory (to restart on the same files).
     pub fn start_in(
         dir: tempfile::TempDir,
@@ -84,9 +103,19 @@ impl RedisServer {
         extra: &[&str],
     ) -> Result<RedisServer> {
         let port = free_port()?;
-        let mut load = vec![module.to_string_lossy().to_string()];
+        let mut load = vec![
+            "--loadmodule".to_string(),
+            module.to_string_lossy().to_string(),
+        ];
         load.extend(module_args.iter().map(|s| s.to_string()));
-        let child = Command::new("redis-server")
+        // A redis.conf in the data directory (see `start_with_conf`) comes
+        // first, as redis-server wants it; CONFIG REWRITE writes it back.
+        let conf = dir.path().join("redis.conf");
+        // After CONFIG REWRITE the file loads the module itself.
+        let conf_loads_module = std::fs::read_to_string(&conf)
+            .is_ok_and(|t| t.lines().any(|l| l.starts_with("loadmodule ")));
+        let child = Command::new(server_binary())
+            .args(conf.exists().then_some(&conf))
             .arg("--port")
             .arg(port.to_string())
             .arg("--bind")
@@ -99,8 +128,11 @@ impl RedisServer {
             .arg("yes")
             .arg("--logfile")
             .arg(dir.path().join("redis.log"))
-            .arg("--loadmodule")
-            .args(&load)
+            .args(if conf_loads_module {
+                &[][..]
+            } else {
+                &load[..]
+            })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -124,8 +156,11 @@ impl RedisServer {
             }
             if let Ok(mut c) = self.connection() {
                 let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut c);
-                if pong.is_ok() {
-                    return Ok(());
+                match pong {
+                    Ok(_) => return Ok(()),
+                    // Up, with a password (requirepass in a redis.conf).
+                    Err(e) if e.to_string().contains("NOAUTH") => return Ok(()),
+                    Err(_) => {}
                 }
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::time::Instant;
 
 use redis_module::commands::{get_redis_key_spec, BeginSearch, FindKeys, KeySpec, KeySpecFlags};
 use redis_module::{raw, Context, RedisString};
@@ -17,6 +18,8 @@ use crate::cmd::catalog as c;
 use crate::cmd::model as m;
 use crate::cmd::plugin as p;
 use crate::cmd::recommend as r;
+use crate::command_docs;
+use crate::metrics::{self, CommandStats};
 use crate::reply::Reply;
 use crate::util::{log_warning, panic_message};
 
@@ -24,13 +27,18 @@ type Handler = fn(&Context, &[RedisString]) -> CmdResult<Reply>;
 type RawCmd =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
-/// Runs a handler with a panic guard and writes its reply.
+/// Runs a handler with a panic guard and writes its reply; counts the
+/// call (a command that blocks its client is counted when its worker
+/// finishes, see [`crate::workers::Blocked`]).
 fn dispatch(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     handler: Handler,
+    stats: &'static CommandStats,
 ) -> c_int {
+    let started = Instant::now();
+    metrics::set_current(Some((stats, started)));
     let run = || {
         let context = Context::new(ctx);
         let args = redis_module::decode_args(ctx, argv, argc);
@@ -44,23 +52,48 @@ fn dispatch(
             Reply::internal(panic_message(&p))
         }
     };
+    metrics::set_current(None);
+    if !matches!(reply, Reply::Blocked) {
+        stats.record(started, matches!(reply, Reply::Error(_)));
+    }
     // SAFETY: `ctx` is the live context Redis passed to this command.
     unsafe { reply.write(ctx) };
     raw::REDISMODULE_OK as c_int
 }
 
+/// Declares each command's entry point and its [`CommandStats`] (named
+/// for INFO after the entry point, without `cmd_`).
 macro_rules! commands {
     ($( $fn_name:ident => $handler:path ),* $(,)?) => {
+        #[allow(non_camel_case_types)]
+        enum StatsIndex { $($fn_name,)* Count }
+
+        /// Counters of every command, for INFO.
+        pub static COMMAND_STATS: [CommandStats; StatsIndex::Count as usize] = [
+            $(CommandStats::new(strip_cmd(stringify!($fn_name))),)*
+        ];
+
         $(
             extern "C" fn $fn_name(
                 ctx: *mut raw::RedisModuleCtx,
                 argv: *mut *mut raw::RedisModuleString,
                 argc: c_int,
             ) -> c_int {
-                dispatch(ctx, argv, argc, $handler)
+                dispatch(ctx, argv, argc, $handler, &COMMAND_STATS[StatsIndex::$fn_name as usize])
             }
         )*
     };
+}
+
+/// `cmd_item_set` -> `item_set`, at compile time.
+const fn strip_cmd(name: &'static str) -> &'static str {
+    match name.as_bytes() {
+        [b'c', b'm', b'd', b'_', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(s) => s,
+            Err(_) => name,
+        },
+        _ => name,
+    }
 }
 
 commands! {
@@ -123,6 +156,21 @@ struct Spec {
     keys: &'static [KeyUse],
     summary: &'static str,
     complexity: &'static str,
+    /// The arguments after the command name, in the grammar of
+    /// [`crate::command_docs`] (COMMAND DOCS `arguments`).
+    syntax: &'static str,
+}
+
+/// The pipeline options RECOMMEND and BATCH share.
+macro_rules! pipeline_options {
+    () => {
+        "[CANDIDATES candidates:integer] [EF ef:integer] [WHERE where:string] [EXCLUDE_SEEN] \
+         [RANK rank:string] [FILTER filter=(plugin:string [ARGS args:string])]... \
+         [ORDER order=(plugin:string [ARGS args:string])] [FAILOPEN] \
+         [SOFTMAX softmax=(temperature:double [SEED seed:integer])] \
+         [DIVERSITY diversity=(attribute:string max:integer)] \
+         [SESSION session=(items:integer weight:double)]"
+    };
 }
 
 const SPECS: &[Spec] = &[
@@ -134,6 +182,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Create],
         summary: "Creates a catalog of item vectors",
         complexity: "O(1)",
+        syntax: "key:key DIM dim:integer [METRIC metric=(IP | COSINE | L2)] [M m:integer] [EF_CONSTRUCTION ef_construction:integer] [EF_SEARCH ef_search:integer] [QUANT quant=(F32 | Q8)] [SESSION session=(items:integer weight:double)]",
     },
     Spec {
         name: "RECSYS.ITEM.SET",
@@ -143,6 +192,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Insert],
         summary: "Inserts or replaces one item (vector and attributes)",
         complexity: "O(log(N)) graph insertion",
+        syntax: "key:key id:string vector=(VALUES values:double... | FP32 blob:string) [ATTRS attrs:string]",
     },
     Spec {
         name: "RECSYS.ITEM.MSET",
@@ -152,6 +202,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Insert],
         summary: "Inserts or replaces many items given as FP32 blobs, optionally with attributes",
         complexity: "O(K log(N)) for K items",
+        syntax: "key:key [WITHATTRS] item=(id:string blob:string [attrs:string])...",
     },
     Spec {
         name: "RECSYS.ITEM.SETATTRS",
@@ -161,6 +212,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Update],
         summary: "Replaces an item's attributes, keeping its vector, graph links and popularity",
         complexity: "O(size of the attributes)",
+        syntax: "key:key id:string attrs:string",
     },
     Spec {
         name: "RECSYS.ALTER",
@@ -170,6 +222,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Update],
         summary: "Changes a catalog's settings (the default SESSION blend)",
         complexity: "O(1)",
+        syntax: "key:key SESSION session=(items:integer weight:double)",
     },
     Spec {
         name: "RECSYS.ITEM.GET",
@@ -179,6 +232,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Read],
         summary: "Returns an item's vector and attributes",
         complexity: "O(DIM)",
+        syntax: "key:key id:string [FP32]",
     },
     Spec {
         name: "RECSYS.ITEM.DEL",
@@ -188,6 +242,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Delete],
         summary: "Deletes items",
         complexity: "O(K) for K ids",
+        syntax: "key:key id:string...",
     },
     Spec {
         name: "RECSYS.SEARCH",
@@ -197,6 +252,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Read],
         summary: "Nearest items to a vector (runs on a worker thread)",
         complexity: "O(EF log(N))",
+        syntax: "key:key k:integer vector=(VALUES values:double... | FP32 blob:string) [EF ef:integer] [WITHSCORES]",
     },
     Spec {
         name: "RECSYS.SIMILAR",
@@ -206,6 +262,7 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Read],
         summary: "Items nearest to an item, never the item itself (runs on a worker thread)",
         complexity: "O(EF log(N))",
+        syntax: "key:key id:string k:integer [EF ef:integer] [WITHSCORES]",
     },
     Spec {
         name: "RECSYS.INFO",
@@ -215,37 +272,51 @@ const SPECS: &[Spec] = &[
         keys: &[KeyUse::Read],
         summary: "Catalog parameters, item counts and memory",
         complexity: "O(1)",
+        syntax: "key:key",
     },
     Spec { name: "RECSYS.RECOMMEND", func: cmd_recommend, flags: "readonly", arity: -3, keys: &[KeyUse::Read, KeyUse::Read],
         summary: "Recommends items for a user: user vector, retrieval, filters, ranking, ordering (runs on a worker thread)",
-        complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering" },
-    Spec { name: "RECSYS.EVENT", func: cmd_event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Read, KeyUse::Update],
-        summary: "Records an interaction: the user's recent items and the item's popularity", complexity: "O(HISTORY)" },
+        complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering",
+        syntax: concat!("catalog:key user:key [K k:integer] [VECTOR vector:string] ", pipeline_options!(), " [WITHSCORES] [EXPLAIN]") },
+    Spec { name: "RECSYS.EVENT", func: cmd_event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Update, KeyUse::Update],
+        summary: "Records an interaction: the user's recent items and the item's popularity", complexity: "O(HISTORY)",
+        syntax: "catalog:key user:key item:string [TYPE type:string] [WEIGHT weight:double] [TS ts:integer]" },
     Spec { name: "RECSYS.POPULARITY.SET", func: cmd_popularity_set, flags: "write deny-oom", arity: -6, keys: &[KeyUse::Insert],
-        summary: "Sets items' popularity (scores in units at an epoch); AOF rewrite writes popularity back with it", complexity: "O(N) for N items" },
+        summary: "Sets items' popularity (scores in units at an epoch); AOF rewrite writes popularity back with it", complexity: "O(N) for N items",
+        syntax: "catalog:key EPOCH epoch:integer pair=(id:string score:double)..." },
     Spec { name: "RECSYS.BATCH", func: cmd_batch, flags: "write deny-oom", arity: -8, keys: &[KeyUse::Read],
         summary: "Starts a background job writing recommendations for every user hash matching a pattern into lists",
-        complexity: "O(users x RECOMMEND), in the background" },
+        complexity: "O(users x RECOMMEND), in the background",
+        syntax: concat!("catalog:key MATCH pattern:pattern K k:integer INTO prefix:string [TTL ttl:integer] ", pipeline_options!()) },
     Spec { name: "RECSYS.BATCH.STATUS", func: cmd_batch_status, flags: "readonly fast", arity: -1, keys: &[],
-        summary: "Progress and errors of batch jobs", complexity: "O(1)" },
+        summary: "Progress and errors of batch jobs", complexity: "O(1)",
+        syntax: "[id:integer]" },
     Spec { name: "RECSYS.PLUGIN.LOAD", func: cmd_plugin_load, flags: "write admin deny-oom", arity: -3, keys: &[],
         summary: "Loads (or with REPLACE swaps) a WebAssembly plugin component; compiles on a worker thread",
-        complexity: "O(component size)" },
+        complexity: "O(component size)",
+        syntax: "name:string component:string [REPLACE]" },
     Spec { name: "RECSYS.PLUGIN.LIST", func: cmd_plugin_list, flags: "readonly fast", arity: 1, keys: &[],
-        summary: "Lists the loaded plugins", complexity: "O(plugins)" },
+        summary: "Lists the loaded plugins", complexity: "O(plugins)",
+        syntax: "" },
     Spec { name: "RECSYS.PLUGIN.INFO", func: cmd_plugin_info, flags: "readonly fast", arity: 2, keys: &[],
-        summary: "A plugin's world, sha256, size, calls, errors, traps and latency", complexity: "O(1)" },
+        summary: "A plugin's world, sha256, size, calls, errors, traps and latency", complexity: "O(1)",
+        syntax: "name:string" },
     Spec { name: "RECSYS.PLUGIN.DEL", func: cmd_plugin_del, flags: "write admin fast", arity: 2, keys: &[],
-        summary: "Removes a plugin (calls in flight finish)", complexity: "O(1)" },
+        summary: "Removes a plugin (calls in flight finish)", complexity: "O(1)",
+        syntax: "name:string" },
     Spec { name: "RECSYS.MODEL.SET", func: cmd_model_set, flags: "write admin deny-oom", arity: -7, keys: &[KeyUse::Insert],
         summary: "Adds or atomically replaces a ranking (ROLE RANK) or query (ROLE QUERY) model of a catalog: ONNX or native DLRM weights, with a feature SCHEMA; builds on a worker thread",
-        complexity: "O(model size)" },
+        complexity: "O(model size)",
+        syntax: "catalog:key name:string model=(ONNX onnx:string | DLRM dlrm:string) [ROLE role=(RANK | QUERY)] SCHEMA feature:string..." },
     Spec { name: "RECSYS.MODEL.LIST", func: cmd_model_list, flags: "readonly fast", arity: 2, keys: &[KeyUse::Read],
-        summary: "Lists a catalog's models", complexity: "O(models)" },
+        summary: "Lists a catalog's models", complexity: "O(models)",
+        syntax: "catalog:key" },
     Spec { name: "RECSYS.MODEL.INFO", func: cmd_model_info, flags: "readonly fast", arity: 3, keys: &[KeyUse::Read],
-        summary: "A model's kind, role, device, schema, sha256, calls, errors and mean latency", complexity: "O(1)" },
+        summary: "A model's kind, role, device, schema, sha256, calls, errors and mean latency", complexity: "O(1)",
+        syntax: "catalog:key name:string" },
     Spec { name: "RECSYS.MODEL.DEL", func: cmd_model_del, flags: "write admin fast", arity: 3, keys: &[KeyUse::Delete],
-        summary: "Removes a model from a catalog (requests in flight finish with it)", complexity: "O(1)" },
+        summary: "Removes a model from a catalog (requests in flight finish with it)", complexity: "O(1)",
+        syntax: "catalog:key name:string" },
 ];
 
 const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
@@ -335,6 +406,9 @@ pub fn register(ctx: &Context) -> Result<(), String> {
                 })
                 .collect();
             let mut key_specs = get_redis_key_spec(specs);
+            let arg_tree = command_docs::parse(s.syntax)
+                .map_err(|e| format!("{}: bad syntax in the command table: {e}", s.name))?;
+            let mut raw_args = command_docs::RawArgs::new(&arg_tree)?;
             let summary = CString::new(s.summary).map_err(|e| e.to_string())?;
             let complexity = CString::new(s.complexity).map_err(|e| e.to_string())?;
             let since = c"0.1.0";
@@ -347,7 +421,11 @@ pub fn register(ctx: &Context) -> Result<(), String> {
                 tips: ptr::null(),
                 arity: s.arity,
                 key_specs: key_specs.as_mut_ptr(),
-                args: ptr::null_mut(),
+                args: if arg_tree.is_empty() {
+                    ptr::null_mut()
+                } else {
+                    raw_args.as_ptr()
+                },
             };
             let ok = raw::RedisModule_SetCommandInfo.unwrap()(cmd, &mut info)
                 == raw::REDISMODULE_OK as c_int;

@@ -1,105 +1,324 @@
-//! Module arguments (`--loadmodule librecsys.so WORKERS 4 HISTORY 50`),
-//! parsed once at load and read everywhere else.
+//! The module's settings: module arguments (`--loadmodule librecsys.so
+//! WORKERS 4 HISTORY 50`) and the same settings as Redis configs
+//! (`CONFIG GET recsys.*`, `CONFIG SET recsys.history 20`, `recsys.history
+//! 20` in redis.conf, kept by CONFIG REWRITE). A module argument sets the
+//! default; a config in redis.conf or on the command line wins over it.
+//! Settings marked immutable (threads, sandbox memory, the GPU) are fixed
+//! at load: CONFIG SET refuses them.
+
+use std::ffi::{c_char, c_longlong, CString};
+use std::os::raw::{c_int, c_uint, c_void};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
 
 use once_cell::sync::OnceCell;
+use recsys_core::rank::GpuMode;
+use redis_module::{raw, Context};
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Worker threads for searches and recommendations.
-    pub workers: usize,
-    /// Recent items kept per user by RECSYS.EVENT.
-    pub history: usize,
-    /// Sandbox limits for plugins.
-    pub plugin_limits: recsys_core::plugin::Limits,
-    /// ONNX Runtime library (libonnxruntime.so.1.31.x); ONNX models are
-    /// refused without it.
-    pub ort_lib: Option<std::path::PathBuf>,
-    /// Where DLRM models run.
-    pub gpu: recsys_core::rank::GpuMode,
-    /// Largest model MODEL.SET accepts, in bytes.
-    pub model_max_bytes: usize,
-    /// Smaller batches of a GPU model run on its CPU copy.
-    pub gpu_min_rows: usize,
+/// A numeric setting: its config name (after `recsys.`), its module
+/// argument, bounds, and whether CONFIG SET may change it.
+pub struct Numeric {
+    pub name: &'static str,
+    pub arg: &'static str,
+    pub min: i64,
+    pub max: i64,
+    pub runtime: bool,
+    default: i64,
+    value: AtomicI64,
 }
 
-static CONFIG: OnceCell<Config> = OnceCell::new();
-
-/// Recent items kept per user (read on every EVENT: no clone of the config).
-pub fn history() -> usize {
-    CONFIG.get().map_or(DEFAULT_HISTORY, |c| c.history)
-}
-
-/// Default of HISTORY.
-const DEFAULT_HISTORY: usize = 50;
-
-fn defaults() -> Config {
-    Config {
-        workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        history: DEFAULT_HISTORY,
-        plugin_limits: recsys_core::plugin::Limits::default(),
-        ort_lib: None,
-        gpu: recsys_core::rank::GpuMode::Auto,
-        model_max_bytes: recsys_core::rank::Settings::default().max_bytes,
-        gpu_min_rows: recsys_core::rank::Settings::default().gpu_min_rows,
+const fn numeric(
+    name: &'static str,
+    arg: &'static str,
+    default: i64,
+    (min, max): (i64, i64),
+    runtime: bool,
+) -> Numeric {
+    Numeric {
+        name,
+        arg,
+        min,
+        max,
+        runtime,
+        default,
+        value: AtomicI64::new(default),
     }
 }
 
-fn int_arg(name: &str, value: &str, min: usize, max: usize) -> Result<usize, String> {
-    value
-        .parse()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| format!("{name} must be an integer between {min} and {max}, got '{value}'"))
+impl Numeric {
+    pub fn get(&self) -> i64 {
+        self.value.load(Relaxed)
+    }
+
+    fn get_usize(&self) -> usize {
+        self.get().max(0) as usize
+    }
 }
 
-/// Parses `NAME value` pairs; the error names the bad argument.
-pub fn parse(args: &[String]) -> Result<Config, String> {
-    let mut c = defaults();
+pub static WORKERS: Numeric = numeric(
+    "workers",
+    "WORKERS",
+    0, // 0 until load: the machine's cores
+    (1, 256),
+    false,
+);
+pub static HISTORY: Numeric = numeric("history", "HISTORY", 50, (1, 10_000), true);
+pub static PLUGIN_MEMORY_MB: Numeric =
+    numeric("plugin-memory-mb", "PLUGIN_MEMORY_MB", 16, (1, 4096), false);
+pub static PLUGIN_STACK_KB: Numeric =
+    numeric("plugin-stack-kb", "PLUGIN_STACK_KB", 128, (16, 1024), false);
+pub static PLUGIN_TIMEOUT_MS: Numeric = numeric(
+    "plugin-timeout-ms",
+    "PLUGIN_TIMEOUT_MS",
+    5,
+    (1, 60_000),
+    true,
+);
+pub static PLUGIN_MAX_KB: Numeric = numeric(
+    "plugin-max-kb",
+    "PLUGIN_MAX_KB",
+    8 << 10,
+    (1, 1 << 20),
+    true,
+);
+pub static MODEL_MAX_MB: Numeric = numeric("model-max-mb", "MODEL_MAX_MB", 256, (1, 1 << 16), true);
+pub static GPU_MIN_ROWS: Numeric = numeric("gpu-min-rows", "GPU_MIN_ROWS", 128, (0, 1 << 24), true);
+
+/// Every numeric setting, in the order docs/operations.md lists them.
+pub static NUMERIC: [&Numeric; 8] = [
+    &WORKERS,
+    &HISTORY,
+    &PLUGIN_MEMORY_MB,
+    &PLUGIN_STACK_KB,
+    &PLUGIN_TIMEOUT_MS,
+    &PLUGIN_MAX_KB,
+    &MODEL_MAX_MB,
+    &GPU_MIN_ROWS,
+];
+
+/// `recsys.gpu`: auto, on or off (immutable).
+static GPU: AtomicI64 = AtomicI64::new(0);
+const GPU_NAMES: [&str; 3] = ["auto", "on", "off"];
+
+/// ONNX Runtime library (module argument ORT_LIB only).
+static ORT_LIB: OnceCell<std::path::PathBuf> = OnceCell::new();
+
+/// Recent items kept per user (read on every EVENT).
+pub fn history() -> usize {
+    HISTORY.get_usize()
+}
+
+pub fn workers() -> usize {
+    WORKERS.get_usize()
+}
+
+pub fn gpu() -> GpuMode {
+    match GPU.load(Relaxed) {
+        1 => GpuMode::On,
+        2 => GpuMode::Off,
+        _ => GpuMode::Auto,
+    }
+}
+
+pub fn ort_lib() -> Option<&'static std::path::Path> {
+    ORT_LIB.get().map(|p| p.as_path())
+}
+
+/// Sandbox limits for plugins, from the settings.
+pub fn plugin_limits() -> recsys_core::plugin::Limits {
+    recsys_core::plugin::Limits {
+        memory_bytes: PLUGIN_MEMORY_MB.get_usize() << 20,
+        stack_bytes: PLUGIN_STACK_KB.get_usize() << 10,
+        timeout: Duration::from_millis(PLUGIN_TIMEOUT_MS.get() as u64),
+        max_component_bytes: PLUGIN_MAX_KB.get_usize() << 10,
+        ..recsys_core::plugin::Limits::default()
+    }
+}
+
+/// Model settings, from the settings.
+pub fn rank_settings() -> recsys_core::rank::Settings {
+    recsys_core::rank::Settings {
+        sessions: workers(),
+        max_bytes: MODEL_MAX_MB.get_usize() << 20,
+        gpu_min_rows: GPU_MIN_ROWS.get_usize(),
+    }
+}
+
+/// Parses module arguments (`NAME value` pairs) into the settings; the
+/// error names the bad argument.
+pub fn parse(args: &[String]) -> Result<(), String> {
+    // Defaults first: a library left mapped after a failed load keeps
+    // its statics, and a later load must not inherit its arguments.
+    for n in NUMERIC.iter() {
+        n.value.store(n.default, Relaxed);
+    }
+    GPU.store(0, Relaxed);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    WORKERS
+        .value
+        .store(cores.min(WORKERS.max as usize) as i64, Relaxed);
     let mut it = args.iter();
     while let Some(name) = it.next() {
         let name = name.to_ascii_uppercase();
         let value = it
             .next()
             .ok_or_else(|| format!("module argument {name} needs a value"))?;
+        if let Some(n) = NUMERIC.iter().find(|n| n.arg == name) {
+            let v = value
+                .parse::<i64>()
+                .ok()
+                .filter(|v| (n.min..=n.max).contains(v))
+                .ok_or_else(|| {
+                    format!(
+                        "{} must be an integer between {} and {}, got '{value}'",
+                        n.arg, n.min, n.max
+                    )
+                })?;
+            n.value.store(v, Relaxed);
+            continue;
+        }
         match name.as_str() {
-            "WORKERS" => c.workers = int_arg("WORKERS", value, 1, 256)?,
-            "HISTORY" => c.history = int_arg("HISTORY", value, 1, 10_000)?,
-            "PLUGIN_MEMORY_MB" => {
-                c.plugin_limits.memory_bytes = int_arg("PLUGIN_MEMORY_MB", value, 1, 4096)? << 20
+            "ORT_LIB" => {
+                let _ = ORT_LIB.set(std::path::PathBuf::from(value));
             }
-            "PLUGIN_STACK_KB" => {
-                c.plugin_limits.stack_bytes = int_arg("PLUGIN_STACK_KB", value, 16, 1024)? << 10
-            }
-            "PLUGIN_TIMEOUT_MS" => {
-                c.plugin_limits.timeout =
-                    std::time::Duration::from_millis(int_arg("PLUGIN_TIMEOUT_MS", value, 1, 60_000)? as u64)
-            }
-            "PLUGIN_MAX_KB" => {
-                c.plugin_limits.max_component_bytes = int_arg("PLUGIN_MAX_KB", value, 1, 1 << 20)? << 10
-            }
-            "ORT_LIB" => c.ort_lib = Some(std::path::PathBuf::from(value)),
             "GPU" => {
-                use recsys_core::rank::GpuMode;
-                c.gpu = match value.to_ascii_lowercase().as_str() {
-                    "auto" => GpuMode::Auto,
-                    "on" => GpuMode::On,
-                    "off" => GpuMode::Off,
-                    _ => return Err(format!("GPU must be auto, on or off, got '{value}'")),
-                }
+                let i = GPU_NAMES
+                    .iter()
+                    .position(|g| value.eq_ignore_ascii_case(g))
+                    .ok_or_else(|| format!("GPU must be auto, on or off, got '{value}'"))?;
+                GPU.store(i as i64, Relaxed);
             }
-            "GPU_MIN_ROWS" => c.gpu_min_rows = int_arg("GPU_MIN_ROWS", value, 0, 1 << 24)?,
-            "MODEL_MAX_MB" => c.model_max_bytes = int_arg("MODEL_MAX_MB", value, 1, 1 << 16)? << 20,
             other => {
+                let known: Vec<&str> = NUMERIC.iter().map(|n| n.arg).collect();
                 return Err(format!(
-                    "unknown module argument '{other}', expected WORKERS, HISTORY, PLUGIN_MEMORY_MB, PLUGIN_STACK_KB, PLUGIN_TIMEOUT_MS, PLUGIN_MAX_KB, ORT_LIB, GPU, GPU_MIN_ROWS or MODEL_MAX_MB"
-                ))
+                    "unknown module argument '{other}', expected {}, ORT_LIB or GPU",
+                    known.join(", ")
+                ));
             }
         }
     }
-    Ok(c)
+    Ok(())
 }
 
-/// Stores the configuration (once, at module load).
-pub fn install(c: Config) {
-    let _ = CONFIG.set(c);
+/// Registers the settings as Redis configs (defaults: the values the
+/// module arguments gave) and applies what redis.conf or the command line
+/// set for them. Redis 7.0+.
+pub fn register(ctx: &Context) -> Result<(), String> {
+    // SAFETY: module init on the main thread; the API table is set.
+    unsafe {
+        let (Some(reg_num), Some(reg_enum), Some(load)) = (
+            raw::RedisModule_RegisterNumericConfig,
+            raw::RedisModule_RegisterEnumConfig,
+            raw::RedisModule_LoadConfigs,
+        ) else {
+            return Err(
+                "this Redis has no module config API (Redis 7.0 or later is needed)".into(),
+            );
+        };
+        for n in NUMERIC.iter() {
+            let name = CString::new(n.name).map_err(|e| e.to_string())?;
+            let flags = if n.runtime {
+                raw::REDISMODULE_CONFIG_DEFAULT
+            } else {
+                raw::REDISMODULE_CONFIG_IMMUTABLE
+            };
+            let privdata = *n as *const Numeric as *mut c_void;
+            if reg_num(
+                ctx.ctx,
+                name.as_ptr(),
+                n.get(),
+                flags as c_uint,
+                n.min,
+                n.max,
+                Some(get_numeric),
+                Some(set_numeric),
+                Some(apply),
+                privdata,
+            ) != raw::REDISMODULE_OK as c_int
+            {
+                return Err(format!("cannot register config recsys.{}", n.name));
+            }
+        }
+        let names: Vec<CString> = GPU_NAMES
+            .iter()
+            .map(|g| CString::new(*g).unwrap_or_default())
+            .collect();
+        let mut name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let values: [c_int; 3] = [0, 1, 2];
+        if reg_enum(
+            ctx.ctx,
+            c"gpu".as_ptr(),
+            GPU.load(Relaxed) as c_int,
+            raw::REDISMODULE_CONFIG_IMMUTABLE as c_uint,
+            name_ptrs.as_mut_ptr(),
+            values.as_ptr(),
+            3,
+            Some(get_gpu),
+            Some(set_gpu),
+            None,
+            std::ptr::null_mut(),
+        ) != raw::REDISMODULE_OK as c_int
+        {
+            return Err("cannot register config recsys.gpu".into());
+        }
+        if load(ctx.ctx) != raw::REDISMODULE_OK as c_int {
+            return Err(
+                "a recsys.* config in the server's configuration was refused (see the log)".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn get_numeric(_name: *const c_char, privdata: *mut c_void) -> c_longlong {
+    // SAFETY: privdata is one of the `'static` settings (see `register`).
+    unsafe { &*(privdata as *const Numeric) }.get()
+}
+
+extern "C" fn set_numeric(
+    _name: *const c_char,
+    value: c_longlong,
+    privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    // SAFETY: as in `get_numeric`; Redis checked the bounds.
+    unsafe { &*(privdata as *const Numeric) }
+        .value
+        .store(value, Relaxed);
+    raw::REDISMODULE_OK as c_int
+}
+
+extern "C" fn get_gpu(_name: *const c_char, _privdata: *mut c_void) -> c_int {
+    GPU.load(Relaxed) as c_int
+}
+
+extern "C" fn set_gpu(
+    _name: *const c_char,
+    value: c_int,
+    _privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    GPU.store(value as i64, Relaxed);
+    raw::REDISMODULE_OK as c_int
+}
+
+/// What to run after CONFIG SET changes a setting: the module's top level
+/// installs it ([`on_change`]) and hands the new values to the parts that
+/// copy them (this floor module imports none of them).
+static ON_CHANGE: OnceCell<fn()> = OnceCell::new();
+
+/// Installs the hook run after each CONFIG SET of a `recsys.*` setting.
+pub fn on_change(hook: fn()) {
+    let _ = ON_CHANGE.set(hook);
+}
+
+extern "C" fn apply(
+    _ctx: *mut raw::RedisModuleCtx,
+    _privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    if let Some(hook) = ON_CHANGE.get() {
+        let _ = std::panic::catch_unwind(hook);
+    }
+    raw::REDISMODULE_OK as c_int
 }

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use recsys_core::catalog::Catalog;
@@ -33,8 +33,35 @@ pub struct CatalogValue(pub Arc<RwLock<Catalog>>);
 
 impl CatalogValue {
     pub fn new(catalog: Catalog) -> Self {
-        CatalogValue(Arc::new(RwLock::new(catalog)))
+        let shared = Arc::new(RwLock::new(catalog));
+        LIVE.lock().push(Arc::downgrade(&shared));
+        CatalogValue(shared)
     }
+}
+
+/// Every catalog alive in the process (keys, and requests still finishing
+/// on a deleted or replaced one), for INFO.
+static LIVE: parking_lot::Mutex<Vec<Weak<RwLock<Catalog>>>> = parking_lot::Mutex::new(Vec::new());
+
+/// Catalogs alive, their items, and their memory in bytes (a catalog
+/// being written at that instant is left out).
+pub fn totals() -> (usize, usize, usize) {
+    let mut live = LIVE.lock();
+    live.retain(|w| w.strong_count() > 0);
+    let (mut items, mut bytes) = (0, 0);
+    let mut count = 0;
+    for shared in live.iter().filter_map(Weak::upgrade) {
+        // Never waits: INFO also runs in crash reports, maybe while this
+        // thread holds a write lock.
+        if let Some(c) = shared.try_read() {
+            count += 1;
+            items += c.len();
+            bytes += c.memory_bytes();
+        }
+        // The last reference may be this one (a key deleted meanwhile).
+        drop_in_background(shared);
+    }
+    (count, items, bytes)
 }
 
 pub static CATALOG_TYPE: RedisType = RedisType::new(
@@ -46,7 +73,7 @@ pub static CATALOG_TYPE: RedisType = RedisType::new(
         rdb_save: Some(rdb_save),
         aof_rewrite: Some(aof_rewrite),
         mem_usage: Some(mem_usage),
-        digest: None,
+        digest: Some(digest),
         free: Some(free),
         aux_load: Some(crate::plugin_store::aux_load),
         aux_save: Some(crate::plugin_store::aux_save),
@@ -302,6 +329,28 @@ unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
         std::mem::size_of::<CatalogValue>()
             + std::mem::size_of::<Catalog>()
             + v.0.read().memory_bytes()
+    })
+}
+
+/// DEBUG DIGEST: one sequence per record of [`Catalog::canonical_records`].
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    guarded("digesting a catalog", (), || {
+        // SAFETY: the API table is set at init; Redis passes a live value
+        // of this type and a live digest.
+        unsafe {
+            let (Some(add), Some(end)) = (
+                raw::RedisModule_DigestAddStringBuffer,
+                raw::RedisModule_DigestEndSequence,
+            ) else {
+                return;
+            };
+            value_ref(value).0.read().canonical_records(|parts| {
+                for p in parts {
+                    add(md, p.as_ptr().cast(), p.len());
+                }
+                end(md);
+            });
+        }
     })
 }
 

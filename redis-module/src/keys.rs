@@ -128,3 +128,18 @@ pub fn read_user(ctx: &Context, user: &RedisString, what: &UserFields) -> CmdRes
     }
     Ok(input)
 }
+
+/// Tells Redis that a command changed `key` in place: WATCH aborts the
+/// transactions that watch it, client-side caching invalidates it, and the
+/// keyspace event `event` (class `d`, module events, in
+/// notify-keyspace-events) is published. Catalog writes mutate the value
+/// behind the key's pointer, so Redis cannot see them without this.
+pub fn wrote(ctx: &Context, key: &RedisString, event: &str) {
+    // SAFETY: the command's (or a locked thread-safe) context and a live key name.
+    unsafe {
+        if let Some(signal) = redis_module::raw::RedisModule_SignalModifiedKey {
+            signal(ctx.ctx, key.inner);
+        }
+    }
+    ctx.notify_keyspace_event(redis_module::NotifyEvent::MODULE, event, key);
+}

@@ -14,16 +14,21 @@
 mod acl;
 mod args;
 mod cmd;
+mod command_docs;
 mod command_table;
 mod config;
 mod datatype;
 mod keys;
+mod metrics;
 mod plugin_store;
 mod reply;
 mod util;
 mod workers;
 
-use redis_module::{redis_module, Context, ModuleOptions, RedisString, Status};
+use std::os::raw::c_int;
+use std::sync::atomic::Ordering::Relaxed;
+
+use redis_module::{raw, redis_module, Context, ModuleOptions, RedisString, Status};
 
 use crate::datatype::CATALOG_TYPE;
 
@@ -43,18 +48,24 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 fn load(ctx: &Context, args: &[String]) -> Status {
     // Fallible steps first, threads last: a load that fails leaves nothing
     // running (and a later load reuses what an earlier one started).
-    let result = config::parse(args).and_then(|a| {
-        start_ranking(&a)?;
+    let result = config::parse(args).and_then(|()| {
+        config::on_change(apply_settings);
+        config::register(ctx)?;
+        start_ranking()?;
         command_table::register(ctx)?;
-        plugin_store::start(a.plugin_limits);
-        workers::start(a.workers)?;
+        plugin_store::start(config::plugin_limits());
+        workers::start(config::workers())?;
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
+        // SAFETY: module init on the main thread; replaces the crate's
+        // default (empty) info callback.
+        if let Some(register) = unsafe { raw::RedisModule_RegisterInfoFunc } {
+            unsafe { register(ctx.ctx, Some(info)) };
+        }
         util::log_notice(&format!(
             "recsys: loaded with {} worker threads, {} distance kernels",
-            a.workers,
+            config::workers(),
             recsys_core::index::distance::kernel_name()
         ));
-        config::install(a);
         Ok(())
     });
     match result {
@@ -66,16 +77,22 @@ fn load(ctx: &Context, args: &[String]) -> Status {
     }
 }
 
+/// After CONFIG SET: the plugin host's per-call limits and the model
+/// settings take the new values.
+fn apply_settings() {
+    if let Some(host) = plugin_store::host() {
+        let l = config::plugin_limits();
+        host.set_limits(l.timeout, l.max_component_bytes);
+    }
+    recsys_core::rank::configure(config::rank_settings());
+}
+
 /// Model settings, ONNX Runtime (optional: its absence only disables ONNX
 /// models) and the GPU (`GPU on` without one fails the load).
-fn start_ranking(a: &config::Config) -> Result<(), String> {
+fn start_ranking() -> Result<(), String> {
     use recsys_core::rank;
-    rank::configure(rank::Settings {
-        sessions: a.workers,
-        max_bytes: a.model_max_bytes,
-        gpu_min_rows: a.gpu_min_rows,
-    });
-    match &a.ort_lib {
+    rank::configure(config::rank_settings());
+    match config::ort_lib() {
         Some(lib) => match rank::onnx::init(lib) {
             Ok(()) => util::log_notice(&format!(
                 "recsys: ONNX Runtime loaded from {}",
@@ -85,14 +102,76 @@ fn start_ranking(a: &config::Config) -> Result<(), String> {
         },
         None => util::log_notice("recsys: ONNX models disabled (no ORT_LIB module argument)"),
     }
-    let line = rank::gpu::init(a.gpu)?;
+    let line = rank::gpu::init(config::gpu())?;
     util::log_notice(&format!("recsys: {line}"));
     Ok(())
 }
 
+/// The crate version as Redis encodes module versions (major * 10000 +
+/// minor * 100 + patch: 0.1.0 is 100), shown by MODULE LIST.
+const MODULE_VERSION: i32 = encode_version(env!("CARGO_PKG_VERSION"));
+
+const fn encode_version(v: &str) -> i32 {
+    let b = v.as_bytes();
+    let (mut parts, mut i, mut n) = ([0i32; 3], 0, 0);
+    while i < b.len() && n < 3 {
+        match b[i] {
+            b'0'..=b'9' => parts[n] = parts[n] * 10 + (b[i] - b'0') as i32,
+            b'.' => n += 1,
+            _ => break, // a pre-release suffix
+        }
+        i += 1;
+    }
+    parts[0] * 10000 + parts[1] * 100 + parts[2]
+}
+
+/// `INFO recsys`: the module's own numbers (see [`metrics`]).
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    let written = std::panic::catch_unwind(|| {
+        let mut g = metrics::Gauges::default();
+        let (workers, busy, queued) = workers::load();
+        let (catalogs, items, bytes) = datatype::totals();
+        let models = &recsys_core::rank::TOTALS;
+        let [b_started, b_running, b_done, b_failed] = cmd::batch::counts();
+        g.add("version", MODULE_VERSION);
+        g.add("workers", workers);
+        g.add("workers_busy", busy);
+        g.add("worker_queue", queued);
+        g.add("catalogs", catalogs);
+        g.add("items", items);
+        g.add("catalog_memory_bytes", bytes);
+        g.add("plugins", plugin_store::all().len());
+        g.add(
+            "plugin_calls",
+            recsys_core::plugin::TOTALS.calls.load(Relaxed),
+        );
+        g.add(
+            "plugin_errors",
+            recsys_core::plugin::TOTALS.errors.load(Relaxed),
+        );
+        g.add(
+            "plugin_traps",
+            recsys_core::plugin::TOTALS.traps.load(Relaxed),
+        );
+        g.add("model_calls", models.calls.load(Relaxed));
+        g.add("model_rows", models.rows.load(Relaxed));
+        g.add("model_errors", models.errors.load(Relaxed));
+        g.add("model_gpu_fallbacks", models.gpu_fallbacks.load(Relaxed));
+        g.add("batch_started", b_started);
+        g.add("batch_running", b_running);
+        g.add("batch_done", b_done);
+        g.add("batch_failed", b_failed);
+        // SAFETY: the info context Redis passed to this callback.
+        unsafe { metrics::write_info(ctx, &g, &command_table::COMMAND_STATS) };
+    });
+    if let Err(p) = written {
+        util::log_warning(&format!("recsys: INFO failed: {}", util::panic_message(&p)));
+    }
+}
+
 redis_module! {
     name: "recsys",
-    version: 1,
+    version: MODULE_VERSION,
     allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
     data_types: [CATALOG_TYPE],
     init: init,

@@ -35,10 +35,13 @@
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use crossbeam_channel::{unbounded, Sender};
 use once_cell::sync::OnceCell;
 use redis_module::{raw, Context, ContextFlags};
 
+use crate::metrics::{self, Timing};
 use crate::reply::Reply;
 use crate::util::{log_warning, panic_message};
 
@@ -50,6 +53,17 @@ pub const WORKER_STACK: usize = 16 << 20;
 
 static POOL: OnceCell<Sender<Job>> = OnceCell::new();
 static REAPER: OnceCell<Sender<Box<dyn Send>>> = OnceCell::new();
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+static BUSY: AtomicUsize = AtomicUsize::new(0);
+
+/// Worker threads, those running a job, and jobs waiting (INFO).
+pub fn load() -> (usize, usize, usize) {
+    (
+        THREADS.load(Relaxed),
+        BUSY.load(Relaxed),
+        POOL.get().map_or(0, |p| p.len()),
+    )
+}
 
 /// Starts `n` worker threads and the reaper. Called from module init, as
 /// its last fallible step; a library that stays mapped after a failed load
@@ -65,10 +79,13 @@ pub fn start(n: usize) -> Result<(), String> {
                 .stack_size(WORKER_STACK)
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
+                        BUSY.fetch_add(1, Relaxed);
                         job();
+                        BUSY.fetch_sub(1, Relaxed);
                     }
                 })
                 .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            THREADS.fetch_add(1, Relaxed);
         }
         Ok::<_, String>(tx)
     })?;
@@ -99,8 +116,12 @@ pub fn drop_in_background<T: Send + 'static>(value: T) {
     }
 }
 
-/// A blocked client waiting for a worker's reply.
-pub struct Blocked(*mut raw::RedisModuleBlockedClient);
+/// A blocked client waiting for a worker's reply, and the command's
+/// timing (recorded when the reply is ready).
+pub struct Blocked {
+    client: *mut raw::RedisModuleBlockedClient,
+    timing: Option<Timing>,
+}
 
 // SAFETY: Redis allows unblocking a blocked client from any thread.
 unsafe impl Send for Blocked {}
@@ -122,24 +143,49 @@ impl Blocked {
                 0,
             )
         };
-        Blocked(bc)
+        Blocked {
+            client: bc,
+            timing: metrics::current(),
+        }
+    }
+
+    /// Starts (or resumes) the clock Redis adds to the command's time in
+    /// commandstats, latencystats and SLOWLOG: the worker's time counts.
+    fn measure(&self, start: bool) {
+        // SAFETY: a live blocked client; Redis allows these from any thread.
+        unsafe {
+            let f = if start {
+                raw::RedisModule_BlockedClientMeasureTimeStart
+            } else {
+                raw::RedisModule_BlockedClientMeasureTimeEnd
+            };
+            if let Some(f) = f {
+                f(self.client);
+            }
+        }
     }
 
     /// Hands the reply to the main thread and unblocks the client.
-    pub fn finish(self, reply: Reply) {
-        let data = Box::into_raw(Box::new(reply)) as *mut c_void;
-        // SAFETY: `self.0` came from RedisModule_BlockClient and is unblocked once.
-        unsafe { raw::RedisModule_UnblockClient.unwrap()(self.0, data) };
+    pub fn finish(mut self, reply: Reply) {
+        self.unblock(reply);
         std::mem::forget(self);
+    }
+
+    fn unblock(&mut self, reply: Reply) {
+        if let Some((stats, started)) = self.timing.take() {
+            stats.record(started, matches!(reply, Reply::Error(_)));
+        }
+        let data = Box::into_raw(Box::new(reply)) as *mut c_void;
+        // SAFETY: `client` came from RedisModule_BlockClient and is
+        // unblocked once (`finish` forgets self, so `drop` does not run).
+        unsafe { raw::RedisModule_UnblockClient.unwrap()(self.client, data) };
     }
 }
 
 impl Drop for Blocked {
     fn drop(&mut self) {
         // A job that never produced a reply still must unblock its client.
-        let data = Box::into_raw(Box::new(Reply::internal("request was dropped"))) as *mut c_void;
-        // SAFETY: as in `finish`; `finish` forgets self, so this runs at most once.
-        unsafe { raw::RedisModule_UnblockClient.unwrap()(self.0, data) };
+        self.unblock(Reply::internal("request was dropped"));
     }
 }
 
@@ -181,8 +227,10 @@ extern "C" fn free_reply(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
 /// unblocks the client. Without a pool the job runs inline.
 pub fn spawn(blocked: Blocked, job: impl FnOnce() -> Reply + Send + 'static) {
     let run = move || {
+        blocked.measure(true);
         let reply = catch_unwind(AssertUnwindSafe(job))
             .unwrap_or_else(|p| Reply::internal(panic_message(&p)));
+        blocked.measure(false);
         blocked.finish(reply);
     };
     match POOL.get() {

@@ -348,6 +348,30 @@ impl Catalog {
             + self.models.memory_bytes()
     }
 
+    /// The catalog's content as sequences of byte strings, in an order that
+    /// depends on the content only (not on insertion order or slots):
+    /// parameters and session default, then each item by id (id, stored
+    /// vector as FP32, attributes), then each model by name (its
+    /// MODEL.SET arguments). Popularity is left out: it decays with the
+    /// clock. Feeds DEBUG DIGEST, which compares a master with its replicas.
+    pub fn canonical_records(&self, mut visit: impl FnMut(&[&[u8]])) {
+        let params = format!("{:?} {:?}", self.params(), self.session_default);
+        visit(&[params.as_bytes()]);
+        let mut items: Vec<_> = self.items().collect();
+        items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (id, v, attrs) in items {
+            let blob = crate::vector::to_fp32_blob(&v);
+            visit(&[id.as_bytes(), &blob, attrs.unwrap_or("").as_bytes()]);
+        }
+        let mut models: Vec<_> = self.models.iter().collect();
+        models.sort_unstable_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        for m in models {
+            let args = m.spec.command_args(b"");
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            visit(&refs);
+        }
+    }
+
     /// Live items in slot order: (id, stored vector, attributes).
     pub fn items(&self) -> impl Iterator<Item = (&str, Vec<f32>, Option<&str>)> + '_ {
         (0..self.index.slots() as u32).filter_map(move |s| {

@@ -103,17 +103,33 @@ pub struct PluginStats {
     last_log: Mutex<String>,
 }
 
+/// Calls, errors and traps of every plugin the process ran, removed ones
+/// included (INFO's counters only grow).
+pub struct PluginTotals {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub traps: AtomicU64,
+}
+
+pub static TOTALS: PluginTotals = PluginTotals {
+    calls: AtomicU64::new(0),
+    errors: AtomicU64::new(0),
+    traps: AtomicU64::new(0),
+};
+
 impl PluginStats {
     fn record(&self, micros: u64, outcome: &Result<(), CallError>, log: String) {
-        self.calls.fetch_add(1, Relaxed);
-        match outcome {
-            Err(CallError::Trap(_)) => {
-                self.traps.fetch_add(1, Relaxed);
-            }
-            Err(_) => {
-                self.errors.fetch_add(1, Relaxed);
-            }
-            Ok(()) => {}
+        let counter = match outcome {
+            Err(CallError::Trap(_)) => Some((&self.traps, &TOTALS.traps)),
+            Err(_) => Some((&self.errors, &TOTALS.errors)),
+            Ok(()) => None,
+        };
+        for c in [&self.calls, &TOTALS.calls] {
+            c.fetch_add(1, Relaxed);
+        }
+        if let Some((mine, total)) = counter {
+            mine.fetch_add(1, Relaxed);
+            total.fetch_add(1, Relaxed);
         }
         if let Ok(mut r) = self.recent.lock() {
             let (ring, next) = &mut *r;
@@ -211,7 +227,9 @@ impl host_api::Host for StoreData {
 pub struct Host {
     engine: Engine,
     linker: Linker<StoreData>,
-    limits: Limits,
+    /// Memory and stack are fixed when the engine is built; the timeout and
+    /// the component size limit change at run time ([`Host::set_limits`]).
+    limits: parking_lot::RwLock<Limits>,
     ticker: Arc<Ticker>,
 }
 
@@ -299,24 +317,32 @@ impl Host {
         Ok(Host {
             engine,
             linker,
-            limits,
+            limits: parking_lot::RwLock::new(limits),
             ticker,
         })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        self.limits.read().clone()
+    }
+
+    /// Changes the limits that apply per call and per load (timeout, largest
+    /// component); calls in flight keep the limits they started with.
+    pub fn set_limits(&self, timeout: Duration, max_component_bytes: usize) {
+        let mut l = self.limits.write();
+        l.timeout = timeout;
+        l.max_component_bytes = max_component_bytes;
     }
 
     /// Validates, compiles and pre-links a component. The error names what is
     /// wrong: size, bytes that are not a component, a world it does not
     /// implement, or an import the sandbox does not offer.
     pub fn compile(&self, name: &str, bytes: Vec<u8>) -> Result<Plugin, String> {
-        if bytes.len() > self.limits.max_component_bytes {
+        let max_bytes = self.limits.read().max_component_bytes;
+        if bytes.len() > max_bytes {
             return Err(format!(
-                "component is {} bytes, the limit is {}",
+                "component is {} bytes, the limit is {max_bytes}",
                 bytes.len(),
-                self.limits.max_component_bytes
             ));
         }
         let component = Component::new(&self.engine, &bytes)
@@ -365,7 +391,8 @@ impl Host {
     }
 
     fn store(&self) -> Store<StoreData> {
-        let out = MemoryOutputPipe::new(self.limits.log_bytes);
+        let limits = self.limits();
+        let out = MemoryOutputPipe::new(limits.log_bytes);
         let wasi = WasiCtxBuilder::new()
             .stdout(out.clone())
             .stderr(out.clone())
@@ -375,12 +402,12 @@ impl Host {
             output: out,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
+                .memory_size(limits.memory_bytes)
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
             log: String::new(),
-            log_cap: self.limits.log_bytes,
+            log_cap: limits.log_bytes,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -388,7 +415,7 @@ impl Host {
         // while the CPU time this thread spent in the call is under the limit.
         // CPU time, not wall time, so a worker preempted on a busy machine is
         // not punished; a wall-clock backstop of 50x the limit stays.
-        let budget = self.limits.timeout;
+        let budget = self.limits.read().timeout;
         let cpu_start = thread_cpu_time();
         let wall_start = Instant::now();
         store.set_epoch_deadline(1);

@@ -12,7 +12,7 @@
 mod bindings;
 mod host;
 
-pub use host::{CallError, Host, Limits, Plugin, PluginStats, World};
+pub use host::{CallError, Host, Limits, Plugin, PluginStats, PluginTotals, World, TOTALS};
 
 /// Marks a missing text attribute in [`PluginInput::text_values`].
 pub const MISSING: u32 = u32::MAX;

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use once_cell::sync::OnceCell;
 use sha2::{Digest, Sha256};
 
 use crate::features::columns::Columns;
@@ -108,15 +107,16 @@ impl Default for Settings {
     }
 }
 
-static SETTINGS: OnceCell<Settings> = OnceCell::new();
+static SETTINGS: parking_lot::RwLock<Option<Settings>> = parking_lot::RwLock::new(None);
 
-/// Sets the settings (once, at module load).
+/// Sets the settings (at module load, and again when CONFIG SET changes
+/// one; models already built keep their ONNX sessions).
 pub fn configure(s: Settings) {
-    let _ = SETTINGS.set(s);
+    *SETTINGS.write() = Some(s);
 }
 
 pub fn settings() -> Settings {
-    SETTINGS.get().cloned().unwrap_or_default()
+    SETTINGS.read().clone().unwrap_or_default()
 }
 
 /// What MODEL.SET is given, and what is persisted.
@@ -179,7 +179,26 @@ pub struct ModelStats {
     pub gpu_fallbacks: AtomicU64,
 }
 
+/// The counters of every model of the process together (INFO).
+pub static TOTALS: ModelStats = ModelStats::new();
+
 impl ModelStats {
+    pub const fn new() -> ModelStats {
+        ModelStats {
+            calls: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
+            gpu_fallbacks: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds to this model's counter and to the process's [`TOTALS`].
+    fn count(&self, counter: impl Fn(&ModelStats) -> &AtomicU64, n: u64) {
+        counter(self).fetch_add(n, Relaxed);
+        counter(&TOTALS).fetch_add(n, Relaxed);
+    }
+
     fn reset(&self) {
         for c in [
             &self.calls,
@@ -363,7 +382,7 @@ impl Model {
                     // A GPU failure (out of memory, a lost device) is served
                     // by the CPU copy, and counted.
                     Some(Err(_)) => {
-                        self.stats.gpu_fallbacks.fetch_add(1, Relaxed);
+                        self.stats.count(|s| &s.gpu_fallbacks, 1);
                         cpu.forward(batch.rows, &batch.dense, &batch.sparse)
                     }
                     None => cpu.forward(batch.rows, &batch.dense, &batch.sparse),
@@ -395,13 +414,12 @@ impl Model {
             }
             Ok(out)
         });
-        self.stats.calls.fetch_add(1, Relaxed);
-        self.stats.rows.fetch_add(batch.rows as u64, Relaxed);
+        self.stats.count(|s| &s.calls, 1);
+        self.stats.count(|s| &s.rows, batch.rows as u64);
         self.stats
-            .micros
-            .fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+            .count(|s| &s.micros, t.elapsed().as_micros() as u64);
         if result.is_err() {
-            self.stats.errors.fetch_add(1, Relaxed);
+            self.stats.count(|s| &s.errors, 1);
         }
         result
     }
@@ -410,7 +428,7 @@ impl Model {
     pub fn score_batch(&self, batch: &Batch) -> Result<Vec<f32>, String> {
         let scores = self.run(batch)?;
         if let Some(i) = has_nan(&scores) {
-            self.stats.errors.fetch_add(1, Relaxed);
+            self.stats.count(|s| &s.errors, 1);
             return Err(format!(
                 "model '{}' scored candidate {i} as {}: NaN and infinite scores are errors",
                 self.spec.name, scores[i]

@@ -52,6 +52,16 @@ struct Status {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Jobs started, done and failed since the server started (INFO).
+static STARTED: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Batch jobs started, running, done and failed (INFO).
+pub fn counts() -> [u64; 4] {
+    let [started, done, failed] = [&STARTED, &DONE, &FAILED].map(|c| c.load(Relaxed));
+    [started, started.saturating_sub(done + failed), done, failed]
+}
 static STATUS: Mutex<BTreeMap<u64, Status>> = Mutex::new(BTreeMap::new());
 
 fn update(id: u64, f: impl FnOnce(&mut Status)) {
@@ -158,6 +168,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         req,
         caller,
     };
+    STARTED.fetch_add(1, Relaxed);
     std::thread::Builder::new()
         .name(format!("recsys-batch-{id}"))
         .stack_size(crate::workers::WORKER_STACK)
@@ -171,6 +182,10 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                     Some(format!("internal error: {}", panic_message(&p))),
                 ),
             };
+            match state {
+                "done" => DONE.fetch_add(1, Relaxed),
+                _ => FAILED.fetch_add(1, Relaxed),
+            };
             update(id, |s| {
                 s.state = state;
                 s.finished_ms = Some(now_ms());
@@ -179,7 +194,10 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 }
             });
         })
-        .map_err(|e| Error::internal(format!("cannot start batch thread: {e}")))?;
+        .map_err(|e| {
+            FAILED.fetch_add(1, Relaxed);
+            Error::internal(format!("cannot start batch thread: {e}"))
+        })?;
     Ok(Reply::Int(id as i64))
 }
 

@@ -14,7 +14,7 @@ use redis_module::{Context, RedisString};
 use crate::args::{Args, CmdResult};
 use crate::cmd::request_args::session_arg;
 use crate::datatype::{CatalogValue, CATALOG_TYPE};
-use crate::keys::{catalog_at, catalog_if_any};
+use crate::keys::{catalog_at, catalog_if_any, wrote};
 use crate::reply::{self, Reply};
 use crate::workers::run_blocking;
 
@@ -69,6 +69,7 @@ pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     k.set_value(&CATALOG_TYPE, CatalogValue::new(catalog))
         .map_err(|e| Error::internal(e.to_string()))?;
     ctx.replicate_verbatim();
+    wrote(ctx, key, "recsys.create");
     Ok(Reply::Ok)
 }
 
@@ -96,6 +97,7 @@ pub fn alter(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let catalog = catalog_at(ctx, key)?;
     catalog.write().set_session_default(Some(session));
     ctx.replicate_verbatim();
+    wrote(ctx, key, "recsys.alter");
     Ok(Reply::Ok)
 }
 
@@ -147,6 +149,7 @@ pub fn item_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     }
     let created = catalog.write().set(id, &v, attrs)?;
     ctx.replicate_verbatim();
+    wrote(ctx, key, "recsys.item.set");
     Ok(Reply::Int(created as i64))
 }
 
@@ -193,6 +196,7 @@ pub fn item_mset(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     }
     drop(c);
     ctx.replicate_verbatim();
+    wrote(ctx, key, "recsys.item.mset");
     Ok(Reply::Int(created))
 }
 
@@ -208,6 +212,7 @@ pub fn item_setattrs(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let catalog = catalog_at(ctx, key)?;
     catalog.write().set_attrs(id, attrs)?;
     ctx.replicate_verbatim();
+    wrote(ctx, key, "recsys.item.setattrs");
     Ok(Reply::Ok)
 }
 
@@ -266,6 +271,7 @@ pub fn item_del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     };
     if removed > 0 {
         ctx.replicate_verbatim();
+        wrote(ctx, key, "recsys.item.del");
     }
     Ok(Reply::Int(removed as i64))
 }

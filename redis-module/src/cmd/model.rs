@@ -14,7 +14,7 @@ use recsys_core::Error;
 use redis_module::{Context, RedisString, ThreadSafeContext};
 
 use crate::args::{Args, CmdResult};
-use crate::keys::{catalog_at, holds_catalog, SharedCatalog};
+use crate::keys::{catalog_at, holds_catalog, wrote, SharedCatalog};
 use crate::reply::Reply;
 use crate::util::{redis_string, replicate, select_db, selected_db};
 use crate::workers::{can_block, spawn, Blocked};
@@ -107,7 +107,8 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
 /// Swaps the model into the catalog (if the key still holds it) and
 /// replicates. Runs with the GIL held.
 fn install(ctx: &Context, key: &[u8], catalog: &SharedCatalog, model: Model) -> CmdResult<()> {
-    if !holds_catalog(ctx, &redis_string(ctx, key), catalog) {
+    let key_name = redis_string(ctx, key);
+    if !holds_catalog(ctx, &key_name, catalog) {
         return Err(Error::invalid(format!(
             "catalog '{}' was deleted or replaced while the model was loading",
             String::from_utf8_lossy(key)
@@ -117,6 +118,7 @@ fn install(ctx: &Context, key: &[u8], catalog: &SharedCatalog, model: Model) -> 
     catalog.write().models_mut().put(Arc::new(model))?;
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     replicate(ctx, "RECSYS.MODEL.SET", &refs);
+    wrote(ctx, &key_name, "recsys.model.set");
     Ok(())
 }
 
@@ -193,7 +195,8 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
 /// RECSYS.MODEL.DEL catalog name
 pub fn del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
-    let catalog = catalog_at(ctx, a.next_string("catalog key")?)?;
+    let key = a.next_string("catalog key")?;
+    let catalog = catalog_at(ctx, key)?;
     let name = a.next_str("model name")?;
     if a.has_more() {
         return Err("RECSYS.MODEL.DEL takes the catalog key and one model name".into());
@@ -201,6 +204,7 @@ pub fn del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let removed = catalog.write().models_mut().remove(name);
     if removed {
         ctx.replicate_verbatim();
+        wrote(ctx, key, "recsys.model.del");
     }
     Ok(Reply::Int(removed as i64))
 }

@@ -17,13 +17,17 @@ use crate::reply::Reply;
 use crate::workers::run_blocking;
 use recsys_core::names::check_name;
 
-/// RECSYS.PLUGIN.LOAD name wasm-bytes [REPLACE]
+/// RECSYS.PLUGIN.LOAD name wasm-bytes [REPLACE], or name REPLACE wasm-bytes
+/// (so that `redis-cli -x`, which appends the bytes last, can replace).
 pub fn load(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let name = a.next_str("plugin name")?.to_string();
     check_name("plugin name", &name)?;
+    let mut replace = a.remaining() == 2 && a.peek_keyword().as_deref() == Some("REPLACE");
+    if replace {
+        a.next_keyword()?;
+    }
     let bytes = a.next_bytes("component bytes")?.to_vec();
-    let mut replace = false;
     while a.has_more() {
         match a.next_keyword()?.as_str() {
             "REPLACE" => replace = true,

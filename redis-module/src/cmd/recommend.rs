@@ -21,7 +21,7 @@ use redis_module::{Context, ContextFlags, RedisString};
 use crate::args::{Args, CmdResult};
 use crate::cmd::request_args::{model_fields, pipeline_option};
 use crate::config;
-use crate::keys::{catalog_at, check_user_key, read_user, UserFields};
+use crate::keys::{catalog_at, check_user_key, read_user, wrote, UserFields};
 use crate::plugin_store;
 use crate::reply::{self, Reply};
 use crate::util::{now_ms, redis_string, replicate};
@@ -76,6 +76,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         let c = catalog.read();
         match run_pipeline(&c, &input, &req, plugin_store::host()) {
             Ok(r) => {
+                crate::metrics::record_stages(&r.explain.stage_us);
                 let items =
                     reply::scored(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores);
                 if explain {
@@ -217,6 +218,9 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         t.as_bytes(),
     ];
     replicate(ctx, "RECSYS.EVENT", &args);
+    // The user hash and the catalog's popularity both changed.
+    wrote(ctx, user, "recsys.event");
+    wrote(ctx, key, "recsys.event");
     Ok(Reply::Int(recent.len() as i64))
 }
 
@@ -255,5 +259,6 @@ pub fn popularity_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     }
     drop(c);
     ctx.replicate_verbatim();
+    wrote(ctx, key, "recsys.popularity.set");
     Ok(Reply::Int(pairs.len() as i64))
 }

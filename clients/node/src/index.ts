@@ -1,0 +1,283 @@
+/**
+ * Node.js client for the redis-recsys module, over node-redis (v5+).
+ *
+ *   import { createClient } from 'redis';
+ *   import { Recsys } from 'redis-recsys';
+ *   const client = await createClient({ RESP: 3 }).connect();
+ *   const rs = new Recsys(client);
+ *   await rs.create('shop', 4);
+ *   await rs.setItem('shop', 'sku:1', new Float32Array([0.1, 0.9, 0, 0.2]), { price: 59 });
+ *   const recs = await rs.recommend('shop', 'user:42', { k: 10, where: 'price < 100' });
+ *
+ * Vectors go out as FP32 blobs (Buffers), numbers as text (node-redis
+ * refuses numbers as arguments), and replies are read the same in RESP2 and
+ * RESP3 (maps are asked for as arrays so numeric item ids keep their order).
+ */
+import { RESP_TYPES } from 'redis';
+
+/** What the helper needs of a node-redis client (RedisClientType and cluster clients have it). */
+export interface CommandSender {
+  sendCommand(args: ReadonlyArray<string | Buffer>, options?: any): Promise<unknown>;
+}
+
+export type Vector = Float32Array | ArrayLike<number>;
+export type Attrs = Record<string, unknown>;
+
+/** An item id and its score. */
+export interface Hit {
+  id: string;
+  score: number;
+}
+
+/** An item as stored (unit vector in COSINE catalogs). */
+export interface Item {
+  id: string;
+  vector: Float32Array;
+  attrs: Attrs | null;
+}
+
+/** A plugin by name, or with its ARGS string. */
+export type PluginRef = string | { name: string; args?: string };
+
+export interface PipelineOptions {
+  candidates?: number;
+  ef?: number;
+  where?: string;
+  excludeSeen?: boolean;
+  rank?: string;
+  filters?: PluginRef[];
+  order?: PluginRef;
+  failOpen?: boolean;
+  softmax?: { temperature: number; seed?: number };
+  diversity?: { attribute: string; max: number };
+  session?: { items: number; weight: number };
+}
+
+export interface RecommendOptions extends PipelineOptions {
+  k?: number;
+  vector?: Vector;
+  explain?: boolean;
+}
+
+export interface Recommendations {
+  hits: Hit[];
+  ids: string[];
+  explain?: Record<string, unknown>;
+}
+
+export interface CreateOptions {
+  metric?: 'COSINE' | 'IP' | 'L2';
+  m?: number;
+  efConstruction?: number;
+  efSearch?: number;
+  quant?: 'F32' | 'Q8';
+  session?: { items: number; weight: number };
+}
+
+export interface EventOptions {
+  type?: string;
+  weight?: number;
+  ts?: number;
+}
+
+const REPLY_TYPES = { [RESP_TYPES.MAP]: Array };
+
+function num(x: number): string {
+  if (typeof x !== 'number' || !Number.isFinite(x)) {
+    throw new TypeError(`expected a finite number, got ${String(x)}`);
+  }
+  return String(x);
+}
+
+/** A vector as the FP32 little-endian blob the module reads. */
+export function toBlob(v: Vector): Buffer {
+  const f = v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>);
+  for (const x of f) {
+    if (!Number.isFinite(x)) throw new RangeError('vector components must be finite');
+  }
+  return Buffer.from(f.buffer, f.byteOffset, f.byteLength);
+}
+
+function text(v: unknown): string {
+  return Buffer.isBuffer(v) ? v.toString('utf8') : String(v);
+}
+
+/** A map reply (asked for as a flat array) or an object, as entries. */
+function entries(v: unknown): [string, unknown][] {
+  if (Array.isArray(v)) {
+    const out: [string, unknown][] = [];
+    for (let i = 0; i + 1 < v.length; i += 2) out.push([text(v[i]), v[i + 1]]);
+    return out;
+  }
+  if (v instanceof Map) return [...v.entries()].map(([k, x]) => [text(k), x]);
+  if (v && typeof v === 'object') return Object.entries(v);
+  throw new Error(`expected a map reply, got ${String(v)}`);
+}
+
+function plain(v: unknown): unknown {
+  if (Buffer.isBuffer(v)) return v.toString('utf8');
+  if (Array.isArray(v)) return v.map(plain);
+  return v;
+}
+
+function record(v: unknown): Record<string, unknown> {
+  return Object.fromEntries(entries(v).map(([k, x]) => [k, Array.isArray(x) ? plain(x) : plain(x)]));
+}
+
+function hits(v: unknown): Hit[] {
+  return entries(v).map(([id, s]) => ({ id, score: Number(text(s)) }));
+}
+
+function pluginArgs(keyword: string, p: PluginRef): string[] {
+  const { name, args } = typeof p === 'string' ? { name: p, args: undefined } : p;
+  return args === undefined ? [keyword, name] : [keyword, name, 'ARGS', args];
+}
+
+function pipelineArgs(o: PipelineOptions): string[] {
+  const a: string[] = [];
+  if (o.candidates !== undefined) a.push('CANDIDATES', num(o.candidates));
+  if (o.ef !== undefined) a.push('EF', num(o.ef));
+  if (o.where !== undefined) a.push('WHERE', o.where);
+  if (o.excludeSeen) a.push('EXCLUDE_SEEN');
+  if (o.rank !== undefined) a.push('RANK', o.rank);
+  for (const f of o.filters ?? []) a.push(...pluginArgs('FILTER', f));
+  if (o.order !== undefined) a.push(...pluginArgs('ORDER', o.order));
+  if (o.failOpen) a.push('FAILOPEN');
+  if (o.softmax) {
+    a.push('SOFTMAX', num(o.softmax.temperature));
+    if (o.softmax.seed !== undefined) a.push('SEED', num(o.softmax.seed));
+  }
+  if (o.diversity) a.push('DIVERSITY', o.diversity.attribute, num(o.diversity.max));
+  if (o.session) a.push('SESSION', num(o.session.items), num(o.session.weight));
+  return a;
+}
+
+/** The RECSYS.* commands as typed methods over a node-redis client. */
+export class Recsys {
+  constructor(readonly client: CommandSender) {}
+
+  private send(args: (string | Buffer)[]): Promise<unknown> {
+    return this.client.sendCommand(args, { typeMapping: REPLY_TYPES });
+  }
+
+  /** RECSYS.CREATE: a catalog of `dim`-dimensional vectors. */
+  async create(key: string, dim: number, o: CreateOptions = {}): Promise<void> {
+    const a = ['RECSYS.CREATE', key, 'DIM', num(dim), 'METRIC', o.metric ?? 'COSINE'];
+    if (o.m !== undefined) a.push('M', num(o.m));
+    if (o.efConstruction !== undefined) a.push('EF_CONSTRUCTION', num(o.efConstruction));
+    if (o.efSearch !== undefined) a.push('EF_SEARCH', num(o.efSearch));
+    if (o.quant !== undefined) a.push('QUANT', o.quant);
+    if (o.session) a.push('SESSION', num(o.session.items), num(o.session.weight));
+    await this.send(a);
+  }
+
+  /** RECSYS.INFO as an object. */
+  async info(key: string): Promise<Record<string, unknown>> {
+    return record(await this.send(['RECSYS.INFO', key]));
+  }
+
+  /** RECSYS.ITEM.SET; true when the item is new. */
+  async setItem(key: string, id: string, vector: Vector, attrs?: Attrs): Promise<boolean> {
+    const a: (string | Buffer)[] = ['RECSYS.ITEM.SET', key, id, 'FP32', toBlob(vector)];
+    if (attrs !== undefined) a.push('ATTRS', JSON.stringify(attrs));
+    return Number(await this.send(a)) === 1;
+  }
+
+  /** RECSYS.ITEM.MSET: all items or none; returns how many were new. */
+  async setItems(key: string, items: { id: string; vector: Vector; attrs?: Attrs }[]): Promise<number> {
+    const withAttrs = items.some((i) => i.attrs !== undefined);
+    const a: (string | Buffer)[] = ['RECSYS.ITEM.MSET', key];
+    if (withAttrs) a.push('WITHATTRS');
+    for (const i of items) {
+      a.push(i.id, toBlob(i.vector));
+      if (withAttrs) a.push(JSON.stringify(i.attrs ?? {}));
+    }
+    return Number(await this.send(a));
+  }
+
+  /** RECSYS.ITEM.GET, or null when the item does not exist. */
+  async getItem(key: string, id: string): Promise<Item | null> {
+    const r = await this.send(['RECSYS.ITEM.GET', key, id]);
+    if (r === null || r === undefined) return null;
+    const m = new Map(entries(r));
+    const vector = Float32Array.from((m.get('vector') as unknown[]).map((x) => Number(text(x))));
+    const attrs = m.get('attrs');
+    return { id, vector, attrs: attrs === null || attrs === undefined ? null : JSON.parse(text(attrs)) };
+  }
+
+  /** RECSYS.ITEM.DEL; returns how many existed. */
+  async deleteItems(key: string, ...ids: string[]): Promise<number> {
+    return Number(await this.send(['RECSYS.ITEM.DEL', key, ...ids]));
+  }
+
+  /** RECSYS.SEARCH: the `k` nearest items, with scores. */
+  async search(key: string, vector: Vector, k = 10, ef?: number): Promise<Hit[]> {
+    const a: (string | Buffer)[] = ['RECSYS.SEARCH', key, num(k), 'FP32', toBlob(vector)];
+    if (ef !== undefined) a.push('EF', num(ef));
+    return hits(await this.send([...a, 'WITHSCORES']));
+  }
+
+  /** RECSYS.SIMILAR: items nearest to an item, with scores. */
+  async similar(key: string, id: string, k = 10, ef?: number): Promise<Hit[]> {
+    const a = ['RECSYS.SIMILAR', key, id, num(k)];
+    if (ef !== undefined) a.push('EF', num(ef));
+    return hits(await this.send([...a, 'WITHSCORES']));
+  }
+
+  /** HSET of a user hash: `emb` as an FP32 blob, other fields as text. */
+  async setUser(user: string, embedding?: Vector, fields: Record<string, string | number> = {}): Promise<number> {
+    const a: (string | Buffer)[] = ['HSET', user];
+    for (const [k, v] of Object.entries(fields)) a.push(k, typeof v === 'number' ? num(v) : v);
+    if (embedding !== undefined) a.push('emb', toBlob(embedding));
+    if (a.length === 2) throw new RangeError('nothing to set');
+    return Number(await this.send(a));
+  }
+
+  /** RECSYS.EVENT: records an interaction; returns the user's recent-item count. */
+  async event(catalog: string, user: string, id: string, o: EventOptions = {}): Promise<number> {
+    const a = ['RECSYS.EVENT', catalog, user, id];
+    if (o.type !== undefined) a.push('TYPE', o.type);
+    if (o.weight !== undefined) a.push('WEIGHT', num(o.weight));
+    if (o.ts !== undefined) a.push('TS', num(o.ts));
+    return Number(await this.send(a));
+  }
+
+  /** RECSYS.RECOMMEND: user vector, retrieval, filters, ranking, ordering. */
+  async recommend(catalog: string, user: string, o: RecommendOptions = {}): Promise<Recommendations> {
+    const a: (string | Buffer)[] = ['RECSYS.RECOMMEND', catalog, user, 'K', num(o.k ?? 10)];
+    if (o.vector !== undefined) a.push('VECTOR', toBlob(o.vector));
+    a.push(...pipelineArgs(o), 'WITHSCORES');
+    if (o.explain) a.push('EXPLAIN');
+    const r = await this.send(a);
+    if (o.explain) {
+      const m = new Map(entries(r));
+      const h = hits(m.get('items'));
+      return { hits: h, ids: h.map((x) => x.id), explain: record(m.get('explain')) };
+    }
+    const h = hits(r);
+    return { hits: h, ids: h.map((x) => x.id) };
+  }
+
+  /** RECSYS.BATCH: recommendations for every matching user into lists; returns the job id. */
+  async batch(catalog: string, match: string, k: number, into: string, o: PipelineOptions & { ttl?: number } = {}): Promise<number> {
+    const a = ['RECSYS.BATCH', catalog, 'MATCH', match, 'K', num(k), 'INTO', into];
+    if (o.ttl !== undefined) a.push('TTL', num(o.ttl));
+    return Number(await this.send([...a, ...pipelineArgs(o)]));
+  }
+
+  /** RECSYS.BATCH.STATUS of one job. */
+  async batchStatus(id: number): Promise<Record<string, unknown>> {
+    return record(await this.send(['RECSYS.BATCH.STATUS', num(id)]));
+  }
+
+  /** RECSYS.PLUGIN.LOAD of a WebAssembly component. */
+  async loadPlugin(name: string, component: Buffer, replace = false): Promise<void> {
+    await this.send(['RECSYS.PLUGIN.LOAD', name, component, ...(replace ? ['REPLACE'] : [])]);
+  }
+
+  /** RECSYS.MODEL.SET: an ONNX or DLRM model with its feature schema. */
+  async setModel(catalog: string, name: string, kind: 'ONNX' | 'DLRM', model: Buffer, schema: string | string[], role: 'RANK' | 'QUERY' = 'RANK'): Promise<void> {
+    const tokens = typeof schema === 'string' ? schema.split(/\s+/).filter(Boolean) : schema;
+    await this.send(['RECSYS.MODEL.SET', catalog, name, kind, model, 'ROLE', role, 'SCHEMA', ...tokens]);
+  }
+}

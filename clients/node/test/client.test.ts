@@ -1,0 +1,105 @@
+// The client against a real redis-server with the module, in RESP2 and RESP3.
+// Module: $RECSYS_MODULE or the workspace's target/release/librecsys.so;
+// server: $RECSYS_REDIS_SERVER or redis-server on the PATH.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createClient } from 'redis';
+import { Recsys } from '../src/index.js';
+
+const root = resolve(import.meta.dirname, '../../../..');
+const module_ = process.env.RECSYS_MODULE || join(root, 'target/release/librecsys.so');
+const binary = process.env.RECSYS_REDIS_SERVER || 'redis-server';
+
+function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => ok(port));
+    });
+    s.on('error', fail);
+  });
+}
+
+let server: ChildProcess;
+let port: number;
+
+before(async () => {
+  port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'recsys-node-'));
+  server = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--loadmodule', module_], { stdio: 'ignore' });
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    const c = createClient({ socket: { port, reconnectStrategy: false } });
+    c.on('error', () => {});
+    try {
+      await c.connect();
+      await c.ping();
+      await c.close();
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`redis-server with ${module_} did not start`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+});
+
+after(() => {
+  server.kill('SIGKILL');
+});
+
+// Numeric-looking ids: their order must survive RESP3 maps (a JS object
+// would put '3' before '20').
+const VECTORS: [string, number[]][] = [
+  ['20', [0.1, 0.9, 0.0, 0.2]],
+  ['3', [0.2, 0.8, 0.1, 0.1]],
+  ['sku:3', [0.9, 0.1, 0.3, 0.0]],
+  ['sku:4', [0.3, 0.7, 0.2, 0.1]],
+];
+
+for (const RESP of [2, 3] as const) {
+  describe(`RESP${RESP}`, () => {
+    test('items, search, events, recommendations, errors', async () => {
+      const client = await createClient({ socket: { port }, RESP }).connect();
+      try {
+      await client.flushAll();
+      const rs = new Recsys(client);
+      await rs.create('shop', 4);
+      const added = await rs.setItems('shop', VECTORS.map(([id, v], i) => ({
+        id, vector: new Float32Array(v), attrs: i === 2 ? { price: 120 } : { price: 10 * (i + 1) },
+      })));
+      assert.equal(added, 4);
+      const item = await rs.getItem('shop', '20');
+      assert.ok(item && item.vector instanceof Float32Array && item.vector.length === 4);
+      assert.deepEqual(item.attrs, { price: 10 });
+      assert.equal(await rs.getItem('shop', 'missing'), null);
+      assert.equal((await rs.info('shop')).items, 4);
+
+      const found = await rs.search('shop', [0.1, 1, 0, 0.1], 2);
+      assert.deepEqual(found.map((h) => h.id), ['20', '3']);
+      assert.ok(found[0].score >= found[1].score && found[0].score <= 1.0001);
+      assert.equal((await rs.similar('shop', '20', 1))[0].id, '3');
+
+      assert.equal(await rs.event('shop', 'user:42', '20', { type: 'view' }), 1);
+      const recs = await rs.recommend('shop', 'user:42', { k: 2, excludeSeen: true, where: 'price < 100' });
+      assert.deepEqual(recs.ids, ['3', 'sku:4']);
+      const explained = await rs.recommend('shop', 'user:42', { k: 2, explain: true });
+      assert.equal(explained.hits.length, 2);
+      assert.match(String(explained.explain?.user_vector), /^mean of/);
+      await rs.setUser('user:7', new Float32Array([0.9, 0.1, 0.3, 0]), { age: 31 });
+      assert.deepEqual((await rs.recommend('shop', 'user:7', { k: 1 })).ids, ['sku:3']);
+
+      await assert.rejects(rs.search('shop', [1, 2, 3]), /DIM/);
+      await assert.rejects(rs.recommend('shop', 'u', { k: Number.NaN }), /finite/);
+      assert.equal(await rs.deleteItems('shop', 'sku:4', 'missing'), 1);
+      } finally {
+        await client.close();
+      }
+    });
+  });
+}

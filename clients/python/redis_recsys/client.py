@@ -1,0 +1,284 @@
+"""`Recsys` and `AsyncRecsys`: the RECSYS.* commands as methods.
+
+Each method builds its command and a parser once (in `_Commands`); the sync
+client runs them on a `redis.Redis`, the async one on a `redis.asyncio.Redis`.
+Numbers are sent as text and vectors as FP32 blobs, so the module's replies
+are the only binary data and no reply depends on `decode_responses`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .types import Hit, Item, Recommendations, as_dict, hits, item, plain, text, to_blob
+
+Plugin = Union[str, Tuple[str, str]]
+
+
+def _num(x: Union[int, float]) -> str:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"expected a number, got {x!r}")
+    return repr(float(x)) if isinstance(x, (float, np.floating)) else str(int(x))
+
+
+def _attrs(a: Optional[Dict[str, Any]]) -> Optional[str]:
+    return None if a is None else json.dumps(a, separators=(",", ":"))
+
+
+def _plugin(keyword: str, p: Plugin) -> List[Any]:
+    name, args = (p, None) if isinstance(p, str) else p
+    return [keyword, name] + (["ARGS", args] if args is not None else [])
+
+
+class _Commands:
+    """Command construction and reply parsing shared by both clients."""
+
+    def _run(self, args: List[Any], parse: Callable[[Any], Any]) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    # Catalogs -------------------------------------------------------------
+
+    def create(
+        self,
+        key: str,
+        dim: int,
+        metric: str = "COSINE",
+        m: Optional[int] = None,
+        ef_construction: Optional[int] = None,
+        ef_search: Optional[int] = None,
+        quant: Optional[str] = None,
+        session: Optional[Tuple[int, float]] = None,
+    ) -> Any:
+        """RECSYS.CREATE: a catalog of `dim`-dimensional vectors."""
+        args: List[Any] = ["RECSYS.CREATE", key, "DIM", _num(dim), "METRIC", metric]
+        for kw, v in (("M", m), ("EF_CONSTRUCTION", ef_construction), ("EF_SEARCH", ef_search)):
+            if v is not None:
+                args += [kw, _num(v)]
+        if quant is not None:
+            args += ["QUANT", quant]
+        if session is not None:
+            args += ["SESSION", _num(session[0]), _num(session[1])]
+        return self._run(args, lambda r: True)
+
+    def info(self, key: str) -> Any:
+        """RECSYS.INFO as a dict."""
+        return self._run(["RECSYS.INFO", key], lambda r: plain(as_dict(r)))
+
+    def set_item(self, key: str, id: str, vector: Any, attrs: Optional[Dict[str, Any]] = None) -> Any:
+        """RECSYS.ITEM.SET; True when the item is new."""
+        args = ["RECSYS.ITEM.SET", key, id, "FP32", to_blob(vector)]
+        if attrs is not None:
+            args += ["ATTRS", _attrs(attrs)]
+        return self._run(args, lambda r: bool(r))
+
+    def set_items(
+        self,
+        key: str,
+        ids: Sequence[str],
+        vectors: Any,
+        attrs: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
+    ) -> Any:
+        """RECSYS.ITEM.MSET of a (n, dim) array: all or nothing; returns how many were new."""
+        matrix = np.asarray(vectors, dtype="<f4")
+        if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+            raise ValueError(f"expected {len(ids)} rows of vectors, got shape {matrix.shape}")
+        if attrs is not None and len(attrs) != len(ids):
+            raise ValueError(f"expected {len(ids)} attribute dicts, got {len(attrs)}")
+        args: List[Any] = ["RECSYS.ITEM.MSET", key]
+        if attrs is not None:
+            args.append("WITHATTRS")
+        for i, id in enumerate(ids):
+            args += [id, to_blob(matrix[i])]
+            if attrs is not None:
+                args.append(_attrs(attrs[i]) or "{}")
+        return self._run(args, int)
+
+    def set_attrs(self, key: str, id: str, attrs: Dict[str, Any]) -> Any:
+        """RECSYS.ITEM.SETATTRS: replaces the attributes, keeps vector and popularity."""
+        return self._run(["RECSYS.ITEM.SETATTRS", key, id, _attrs(attrs)], lambda r: True)
+
+    def get_item(self, key: str, id: str) -> Any:
+        """RECSYS.ITEM.GET as an `Item`, or None."""
+        return self._run(["RECSYS.ITEM.GET", key, id], lambda r: item(id, r))
+
+    def delete_items(self, key: str, *ids: str) -> Any:
+        """RECSYS.ITEM.DEL; returns how many existed."""
+        return self._run(["RECSYS.ITEM.DEL", key, *ids], int)
+
+    def search(self, key: str, vector: Any, k: int = 10, ef: Optional[int] = None) -> Any:
+        """RECSYS.SEARCH: the `k` nearest items, with scores."""
+        args: List[Any] = ["RECSYS.SEARCH", key, _num(k), "FP32", to_blob(vector)]
+        if ef is not None:
+            args += ["EF", _num(ef)]
+        return self._run(args + ["WITHSCORES"], lambda r: hits(r, True))
+
+    def similar(self, key: str, id: str, k: int = 10, ef: Optional[int] = None) -> Any:
+        """RECSYS.SIMILAR: items nearest to an item, with scores."""
+        args: List[Any] = ["RECSYS.SIMILAR", key, id, _num(k)]
+        if ef is not None:
+            args += ["EF", _num(ef)]
+        return self._run(args + ["WITHSCORES"], lambda r: hits(r, True))
+
+    # Users and recommendations ----------------------------------------------
+
+    def set_user(self, user: str, embedding: Any = None, **fields: Any) -> Any:
+        """HSET of a user hash: `emb` as an FP32 blob, other fields as text."""
+        mapping: Dict[str, Any] = {k: (v if isinstance(v, (str, bytes)) else _num(v)) for k, v in fields.items()}
+        if embedding is not None:
+            mapping["emb"] = to_blob(embedding)
+        if not mapping:
+            raise ValueError("nothing to set")
+        args: List[Any] = ["HSET", user]
+        for k, v in mapping.items():
+            args += [k, v]
+        return self._run(args, int)
+
+    def event(
+        self,
+        catalog: str,
+        user: str,
+        id: str,
+        type: Optional[str] = None,
+        weight: Optional[float] = None,
+        ts: Optional[int] = None,
+    ) -> Any:
+        """RECSYS.EVENT: records an interaction; returns the user's recent-item count."""
+        args: List[Any] = ["RECSYS.EVENT", catalog, user, id]
+        if type is not None:
+            args += ["TYPE", type]
+        if weight is not None:
+            args += ["WEIGHT", _num(weight)]
+        if ts is not None:
+            args += ["TS", _num(ts)]
+        return self._run(args, int)
+
+    @staticmethod
+    def _pipeline_options(
+        candidates: Optional[int] = None,
+        ef: Optional[int] = None,
+        where: Optional[str] = None,
+        exclude_seen: bool = False,
+        rank: Optional[str] = None,
+        filters: Iterable[Plugin] = (),
+        order: Optional[Plugin] = None,
+        fail_open: bool = False,
+        softmax: Optional[float] = None,
+        seed: Optional[int] = None,
+        diversity: Optional[Tuple[str, int]] = None,
+        session: Optional[Tuple[int, float]] = None,
+    ) -> List[Any]:
+        a: List[Any] = []
+        if candidates is not None:
+            a += ["CANDIDATES", _num(candidates)]
+        if ef is not None:
+            a += ["EF", _num(ef)]
+        if where is not None:
+            a += ["WHERE", where]
+        if exclude_seen:
+            a.append("EXCLUDE_SEEN")
+        if rank is not None:
+            a += ["RANK", rank]
+        for f in filters:
+            a += _plugin("FILTER", f)
+        if order is not None:
+            a += _plugin("ORDER", order)
+        if fail_open:
+            a.append("FAILOPEN")
+        if softmax is not None:
+            a += ["SOFTMAX", _num(softmax)]
+            if seed is not None:
+                a += ["SEED", _num(seed)]
+        if diversity is not None:
+            a += ["DIVERSITY", diversity[0], _num(diversity[1])]
+        if session is not None:
+            a += ["SESSION", _num(session[0]), _num(session[1])]
+        return a
+
+    def recommend(
+        self,
+        catalog: str,
+        user: str,
+        k: int = 10,
+        vector: Any = None,
+        explain: bool = False,
+        **options: Any,
+    ) -> Any:
+        """RECSYS.RECOMMEND: user vector, retrieval, filters, ranking, ordering.
+
+        Options: candidates, ef, where, exclude_seen, rank, filters (names or
+        (name, args) pairs), order, fail_open, softmax, seed, diversity
+        ((attribute, max)), session ((items, weight)).
+        """
+        args: List[Any] = ["RECSYS.RECOMMEND", catalog, user, "K", _num(k)]
+        if vector is not None:
+            args += ["VECTOR", to_blob(vector)]
+        args += self._pipeline_options(**options) + ["WITHSCORES"]
+        if explain:
+            args.append("EXPLAIN")
+
+        def parse(r: Any) -> Recommendations:
+            if explain:
+                m = as_dict(r)
+                return Recommendations(hits(m["items"], True), plain(as_dict(m["explain"])))
+            return Recommendations(hits(r, True))
+
+        return self._run(args, parse)
+
+    def batch(self, catalog: str, match: str, k: int, into: str, ttl: Optional[int] = None, **options: Any) -> Any:
+        """RECSYS.BATCH: recommendations for every matching user into lists; returns the job id."""
+        args: List[Any] = ["RECSYS.BATCH", catalog, "MATCH", match, "K", _num(k), "INTO", into]
+        if ttl is not None:
+            args += ["TTL", _num(ttl)]
+        return self._run(args + self._pipeline_options(**options), int)
+
+    def batch_status(self, id: int) -> Any:
+        """RECSYS.BATCH.STATUS of one job, as a dict."""
+        return self._run(["RECSYS.BATCH.STATUS", _num(id)], lambda r: plain(as_dict(r)))
+
+    # Code: plugins and models -----------------------------------------------
+
+    def load_plugin(self, name: str, component: bytes, replace: bool = False) -> Any:
+        """RECSYS.PLUGIN.LOAD of a WebAssembly component."""
+        return self._run(["RECSYS.PLUGIN.LOAD", name, component] + (["REPLACE"] if replace else []), lambda r: True)
+
+    def set_model(
+        self,
+        catalog: str,
+        name: str,
+        kind: str,
+        model: bytes,
+        schema: Union[str, Sequence[str]],
+        role: str = "RANK",
+    ) -> Any:
+        """RECSYS.MODEL.SET: an ONNX or DLRM model with its feature schema."""
+        tokens = schema.split() if isinstance(schema, str) else list(schema)
+        return self._run(
+            ["RECSYS.MODEL.SET", catalog, name, kind, model, "ROLE", role, "SCHEMA", *tokens],
+            lambda r: True,
+        )
+
+
+class Recsys(_Commands):
+    """The RECSYS.* commands over a `redis.Redis` (RESP2 or RESP3)."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def _run(self, args: List[Any], parse: Callable[[Any], Any]) -> Any:
+        return parse(self.client.execute_command(*args))
+
+
+class AsyncRecsys(_Commands):
+    """The RECSYS.* commands over a `redis.asyncio.Redis`; every method is awaitable."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    async def _run(self, args: List[Any], parse: Callable[[Any], Any]) -> Any:  # type: ignore[override]
+        return parse(await self.client.execute_command(*args))
+
+
+__all__ = ["Recsys", "AsyncRecsys", "Hit", "Item", "Recommendations", "text"]
