@@ -145,7 +145,7 @@ fn the_metrics_script_for_redis_exporter_returns_every_field() {
         .arg(0)
         .query(&mut c)
         .unwrap();
-    assert!(kv.len() > 100 && kv.len() % 2 == 0, "{kv:?}");
+    assert!(kv.len() > 100 && kv.len().is_multiple_of(2), "{kv:?}");
     let pairs: BTreeMap<&str, &str> = kv
         .chunks(2)
         .map(|p| (p[0].as_str(), p[1].as_str()))
@@ -390,7 +390,28 @@ fn command_docs_describe_every_argument() {
         .arg("recsys")
         .query(&mut c)
         .unwrap();
-    assert_eq!(names.len(), 23, "{names:?}");
+    // 23 commands, and the one-dot names of the 15 with two dots (for
+    // cluster clients that read `module.command`, see docs/cluster.md).
+    assert_eq!(names.len(), 38, "{names:?}");
+    for n in &names {
+        let upper = n.to_ascii_uppercase();
+        if upper.matches('.').count() == 2 {
+            let (module, rest) = upper.split_once('.').unwrap();
+            let alias = format!("{module}.{}", rest.replace('.', "_"));
+            assert!(
+                names.iter().any(|m| m.eq_ignore_ascii_case(&alias)),
+                "{n} has no alias {alias}"
+            );
+        }
+    }
+    load_catalog(&mut c, "cat", &vectors(10, 4, 9), "");
+    cmd(&mut c, "RECSYS.ITEM_SET cat x VALUES 1 0 0 0").unwrap();
+    let got: Value = cmd(&mut c, "RECSYS.ITEM_GET cat x").unwrap();
+    assert_ne!(
+        got,
+        Value::Nil,
+        "the alias writes and reads like the command"
+    );
     for name in &names {
         let docs: Value = redis::cmd("COMMAND")
             .arg("DOCS")
@@ -398,7 +419,10 @@ fn command_docs_describe_every_argument() {
             .query(&mut c)
             .unwrap();
         let text = format!("{docs:?}");
-        if name.eq_ignore_ascii_case("RECSYS.PLUGIN.LIST") {
+        if ["RECSYS.PLUGIN.LIST", "RECSYS.PLUGIN_LIST"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
             continue; // takes no arguments
         }
         assert!(text.contains("arguments"), "{name}: {text}");
@@ -600,6 +624,17 @@ fn documented_acl_rules_and_categories_hold() {
     assert!(allowed(&mut writer, event));
     assert!(!allowed(&mut writer, install));
     assert!(!allowed(&mut writer, "RECSYS.PLUGIN.DEL p"));
+    // Both spellings of a two-dot command are covered by the rules.
+    assert!(allowed(&mut reader, "RECSYS.ITEM_GET cat item:1"));
+    assert!(!allowed(
+        &mut reader,
+        "RECSYS.ITEM_SET cat new VALUES 1 0 0 0"
+    ));
+    assert!(allowed(
+        &mut writer,
+        "RECSYS.ITEM_SET cat new VALUES 1 0 0 0"
+    ));
+    assert!(!allowed(&mut writer, "RECSYS.MODEL_DEL cat nothing"));
     assert!(allowed(&mut admin, install));
     assert!(allowed(&mut admin, "RECSYS.PLUGIN.DEL p"));
 

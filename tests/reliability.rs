@@ -502,7 +502,7 @@ fn code_installing_commands_are_admin_grade() {
     // application user (docs/operations.md) keeps it from installing code.
     cmd(
         &mut admin,
-        "ACL SETUSER app on >pw ~* +@all -@admin -@dangerous -recsys.plugin.load -recsys.plugin.del -recsys.model.set -recsys.model.del",
+        "ACL SETUSER app on >pw ~* +@all -@admin -@dangerous -recsys.plugin.load -recsys.plugin.del -recsys.model.set -recsys.model.del -recsys.plugin_load -recsys.plugin_del -recsys.model_set -recsys.model_del",
     )
     .unwrap();
     let mut app = redis::Client::open(format!("redis://app:pw@127.0.0.1:{}/", s.port))
@@ -513,6 +513,8 @@ fn code_installing_commands_are_admin_grade() {
         "RECSYS.PLUGIN.DEL anything",
         "RECSYS.PLUGIN.LOAD p xyz",
         "RECSYS.MODEL.DEL cat m",
+        "RECSYS.PLUGIN_DEL anything",
+        "RECSYS.MODEL_DEL cat m",
     ] {
         let e = err_line(&mut app, line);
         assert!(

@@ -360,10 +360,40 @@ unsafe fn set_acl_categories(cmd: *mut raw::RedisModuleCommand, flags: &str) -> 
     Ok(())
 }
 
-/// Registers every command with its key spec and docs.
+/// The one-dot name of a two-dot command (`RECSYS.ITEM.SET` ->
+/// `RECSYS.ITEM_SET`): cluster clients such as redis-py's RedisCluster
+/// read `module.command` and refuse names with a second dot
+/// (docs/cluster.md), so every such command is registered under both.
+fn one_dot_alias(name: &str) -> Option<String> {
+    let (module, rest) = name.split_once('.')?;
+    rest.contains('.')
+        .then(|| format!("{module}.{}", rest.replace('.', "_")))
+}
+
+/// Registers every command (and its one-dot alias) with its key spec and docs.
 pub fn register(ctx: &Context) -> Result<(), String> {
     for s in SPECS {
-        let name = CString::new(s.name).map_err(|e| e.to_string())?;
+        register_one(ctx, s, s.name, s.summary.to_string())?;
+        if let Some(alias) = one_dot_alias(s.name) {
+            register_one(
+                ctx,
+                s,
+                &alias,
+                format!("{} (the one-dot name of {})", s.summary, s.name),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn register_one(
+    ctx: &Context,
+    s: &Spec,
+    command_name: &str,
+    summary: String,
+) -> Result<(), String> {
+    {
+        let name = CString::new(command_name).map_err(|e| e.to_string())?;
         let flags = CString::new(s.flags).map_err(|e| e.to_string())?;
         // SAFETY: called from module init on the main thread with live strings.
         unsafe {
@@ -381,16 +411,16 @@ pub fn register(ctx: &Context) -> Result<(), String> {
                 step,
             ) != raw::REDISMODULE_OK as c_int
             {
-                return Err(format!("cannot register {}", s.name));
+                return Err(format!("cannot register {command_name}"));
             }
             let cmd = raw::RedisModule_GetCommand.unwrap()(ctx.ctx, name.as_ptr());
             if cmd.is_null() {
-                return Err(format!("cannot find {} after registering it", s.name));
+                return Err(format!("cannot find {command_name} after registering it"));
             }
             // A server that refuses the categories still serves the command
             // (ACL rules by name keep working): log it, do not fail the load.
             if let Err(e) = set_acl_categories(cmd, s.flags) {
-                crate::util::log_warning(&format!("recsys: {}: {e}", s.name));
+                crate::util::log_warning(&format!("recsys: {command_name}: {e}"));
             }
             let specs = s
                 .keys
@@ -407,11 +437,11 @@ pub fn register(ctx: &Context) -> Result<(), String> {
                 .collect();
             let mut key_specs = get_redis_key_spec(specs);
             let arg_tree = command_docs::parse(s.syntax)
-                .map_err(|e| format!("{}: bad syntax in the command table: {e}", s.name))?;
+                .map_err(|e| format!("{command_name}: bad syntax in the command table: {e}"))?;
             let mut raw_args = command_docs::RawArgs::new(&arg_tree)?;
-            let summary = CString::new(s.summary).map_err(|e| e.to_string())?;
+            let summary = CString::new(summary).map_err(|e| e.to_string())?;
             let complexity = CString::new(s.complexity).map_err(|e| e.to_string())?;
-            let since = c"0.1.0";
+            let since = CString::new(env!("CARGO_PKG_VERSION")).map_err(|e| e.to_string())?;
             let mut info = raw::RedisModuleCommandInfo {
                 version: &INFO_VERSION,
                 summary: summary.as_ptr(),
@@ -432,7 +462,7 @@ pub fn register(ctx: &Context) -> Result<(), String> {
             // The key spec's notes are never set, so nothing else to free.
             drop(key_specs);
             if !ok {
-                return Err(format!("cannot set command info of {}", s.name));
+                return Err(format!("cannot set command info of {command_name}"));
             }
         }
     }

@@ -323,7 +323,7 @@ impl Host {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits.read().clone()
+        *self.limits.read()
     }
 
     /// Changes the limits that apply per call and per load (timeout, largest

@@ -176,17 +176,17 @@ export class Recsys {
     return record(await this.send(['RECSYS.INFO', key]));
   }
 
-  /** RECSYS.ITEM.SET; true when the item is new. */
+  /** RECSYS.ITEM_SET; true when the item is new. */
   async setItem(key: string, id: string, vector: Vector, attrs?: Attrs): Promise<boolean> {
-    const a: (string | Buffer)[] = ['RECSYS.ITEM.SET', key, id, 'FP32', toBlob(vector)];
+    const a: (string | Buffer)[] = ['RECSYS.ITEM_SET', key, id, 'FP32', toBlob(vector)];
     if (attrs !== undefined) a.push('ATTRS', JSON.stringify(attrs));
     return Number(await this.send(a)) === 1;
   }
 
-  /** RECSYS.ITEM.MSET: all items or none; returns how many were new. */
+  /** RECSYS.ITEM_MSET: all items or none; returns how many were new. */
   async setItems(key: string, items: { id: string; vector: Vector; attrs?: Attrs }[]): Promise<number> {
     const withAttrs = items.some((i) => i.attrs !== undefined);
-    const a: (string | Buffer)[] = ['RECSYS.ITEM.MSET', key];
+    const a: (string | Buffer)[] = ['RECSYS.ITEM_MSET', key];
     if (withAttrs) a.push('WITHATTRS');
     for (const i of items) {
       a.push(i.id, toBlob(i.vector));
@@ -195,9 +195,9 @@ export class Recsys {
     return Number(await this.send(a));
   }
 
-  /** RECSYS.ITEM.GET, or null when the item does not exist. */
+  /** RECSYS.ITEM_GET, or null when the item does not exist. */
   async getItem(key: string, id: string): Promise<Item | null> {
-    const r = await this.send(['RECSYS.ITEM.GET', key, id]);
+    const r = await this.send(['RECSYS.ITEM_GET', key, id]);
     if (r === null || r === undefined) return null;
     const m = new Map(entries(r));
     const vector = Float32Array.from((m.get('vector') as unknown[]).map((x) => Number(text(x))));
@@ -205,9 +205,9 @@ export class Recsys {
     return { id, vector, attrs: attrs === null || attrs === undefined ? null : JSON.parse(text(attrs)) };
   }
 
-  /** RECSYS.ITEM.DEL; returns how many existed. */
+  /** RECSYS.ITEM_DEL; returns how many existed. */
   async deleteItems(key: string, ...ids: string[]): Promise<number> {
-    return Number(await this.send(['RECSYS.ITEM.DEL', key, ...ids]));
+    return Number(await this.send(['RECSYS.ITEM_DEL', key, ...ids]));
   }
 
   /** RECSYS.SEARCH: the `k` nearest items, with scores. */
@@ -265,19 +265,19 @@ export class Recsys {
     return Number(await this.send([...a, ...pipelineArgs(o)]));
   }
 
-  /** RECSYS.BATCH.STATUS of one job. */
+  /** RECSYS.BATCH_STATUS of one job. */
   async batchStatus(id: number): Promise<Record<string, unknown>> {
-    return record(await this.send(['RECSYS.BATCH.STATUS', num(id)]));
+    return record(await this.send(['RECSYS.BATCH_STATUS', num(id)]));
   }
 
-  /** RECSYS.PLUGIN.LOAD of a WebAssembly component. */
+  /** RECSYS.PLUGIN_LOAD of a WebAssembly component. */
   async loadPlugin(name: string, component: Buffer, replace = false): Promise<void> {
-    await this.send(['RECSYS.PLUGIN.LOAD', name, component, ...(replace ? ['REPLACE'] : [])]);
+    await this.send(['RECSYS.PLUGIN_LOAD', name, component, ...(replace ? ['REPLACE'] : [])]);
   }
 
-  /** RECSYS.MODEL.SET: an ONNX or DLRM model with its feature schema. */
+  /** RECSYS.MODEL_SET: an ONNX or DLRM model with its feature schema. */
   async setModel(catalog: string, name: string, kind: 'ONNX' | 'DLRM', model: Buffer, schema: string | string[], role: 'RANK' | 'QUERY' = 'RANK'): Promise<void> {
     const tokens = typeof schema === 'string' ? schema.split(/\s+/).filter(Boolean) : schema;
-    await this.send(['RECSYS.MODEL.SET', catalog, name, kind, model, 'ROLE', role, 'SCHEMA', ...tokens]);
+    await this.send(['RECSYS.MODEL_SET', catalog, name, kind, model, 'ROLE', role, 'SCHEMA', ...tokens]);
   }
 }

@@ -68,8 +68,8 @@ class _Commands:
         return self._run(["RECSYS.INFO", key], lambda r: plain(as_dict(r)))
 
     def set_item(self, key: str, id: str, vector: Any, attrs: Optional[Dict[str, Any]] = None) -> Any:
-        """RECSYS.ITEM.SET; True when the item is new."""
-        args = ["RECSYS.ITEM.SET", key, id, "FP32", to_blob(vector)]
+        """RECSYS.ITEM_SET; True when the item is new."""
+        args = ["RECSYS.ITEM_SET", key, id, "FP32", to_blob(vector)]
         if attrs is not None:
             args += ["ATTRS", _attrs(attrs)]
         return self._run(args, lambda r: bool(r))
@@ -81,13 +81,13 @@ class _Commands:
         vectors: Any,
         attrs: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
     ) -> Any:
-        """RECSYS.ITEM.MSET of a (n, dim) array: all or nothing; returns how many were new."""
+        """RECSYS.ITEM_MSET of a (n, dim) array: all or nothing; returns how many were new."""
         matrix = np.asarray(vectors, dtype="<f4")
         if matrix.ndim != 2 or matrix.shape[0] != len(ids):
             raise ValueError(f"expected {len(ids)} rows of vectors, got shape {matrix.shape}")
         if attrs is not None and len(attrs) != len(ids):
             raise ValueError(f"expected {len(ids)} attribute dicts, got {len(attrs)}")
-        args: List[Any] = ["RECSYS.ITEM.MSET", key]
+        args: List[Any] = ["RECSYS.ITEM_MSET", key]
         if attrs is not None:
             args.append("WITHATTRS")
         for i, id in enumerate(ids):
@@ -97,16 +97,16 @@ class _Commands:
         return self._run(args, int)
 
     def set_attrs(self, key: str, id: str, attrs: Dict[str, Any]) -> Any:
-        """RECSYS.ITEM.SETATTRS: replaces the attributes, keeps vector and popularity."""
-        return self._run(["RECSYS.ITEM.SETATTRS", key, id, _attrs(attrs)], lambda r: True)
+        """RECSYS.ITEM_SETATTRS: replaces the attributes, keeps vector and popularity."""
+        return self._run(["RECSYS.ITEM_SETATTRS", key, id, _attrs(attrs)], lambda r: True)
 
     def get_item(self, key: str, id: str) -> Any:
-        """RECSYS.ITEM.GET as an `Item`, or None."""
-        return self._run(["RECSYS.ITEM.GET", key, id], lambda r: item(id, r))
+        """RECSYS.ITEM_GET as an `Item`, or None."""
+        return self._run(["RECSYS.ITEM_GET", key, id], lambda r: item(id, r))
 
     def delete_items(self, key: str, *ids: str) -> Any:
-        """RECSYS.ITEM.DEL; returns how many existed."""
-        return self._run(["RECSYS.ITEM.DEL", key, *ids], int)
+        """RECSYS.ITEM_DEL; returns how many existed."""
+        return self._run(["RECSYS.ITEM_DEL", key, *ids], int)
 
     def search(self, key: str, vector: Any, k: int = 10, ef: Optional[int] = None) -> Any:
         """RECSYS.SEARCH: the `k` nearest items, with scores."""
@@ -235,14 +235,14 @@ class _Commands:
         return self._run(args + self._pipeline_options(**options), int)
 
     def batch_status(self, id: int) -> Any:
-        """RECSYS.BATCH.STATUS of one job, as a dict."""
-        return self._run(["RECSYS.BATCH.STATUS", _num(id)], lambda r: plain(as_dict(r)))
+        """RECSYS.BATCH_STATUS of one job, as a dict."""
+        return self._run(["RECSYS.BATCH_STATUS", _num(id)], lambda r: plain(as_dict(r)))
 
     # Code: plugins and models -----------------------------------------------
 
     def load_plugin(self, name: str, component: bytes, replace: bool = False) -> Any:
-        """RECSYS.PLUGIN.LOAD of a WebAssembly component."""
-        return self._run(["RECSYS.PLUGIN.LOAD", name, component] + (["REPLACE"] if replace else []), lambda r: True)
+        """RECSYS.PLUGIN_LOAD of a WebAssembly component."""
+        return self._run(["RECSYS.PLUGIN_LOAD", name, component] + (["REPLACE"] if replace else []), lambda r: True)
 
     def set_model(
         self,
@@ -253,10 +253,10 @@ class _Commands:
         schema: Union[str, Sequence[str]],
         role: str = "RANK",
     ) -> Any:
-        """RECSYS.MODEL.SET: an ONNX or DLRM model with its feature schema."""
+        """RECSYS.MODEL_SET: an ONNX or DLRM model with its feature schema."""
         tokens = schema.split() if isinstance(schema, str) else list(schema)
         return self._run(
-            ["RECSYS.MODEL.SET", catalog, name, kind, model, "ROLE", role, "SCHEMA", *tokens],
+            ["RECSYS.MODEL_SET", catalog, name, kind, model, "ROLE", role, "SCHEMA", *tokens],
             lambda r: True,
         )
 
