@@ -161,36 +161,33 @@ fn the_image_config_and_health_check_work_on_a_real_server() {
                 module.display()
             )
         });
-    let health = Command::new("sh")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/entrypoint.sh"))
-        .arg("health")
-        .env("REDIS_PASSWORD", "s3cret")
-        .env("REDIS_PORT", s.port.to_string())
-        .output()
-        .unwrap();
+    let port = s.port.to_string();
+    let health = entrypoint("health", Some("s3cret"), &port);
     assert!(
         health.status.success(),
         "{}",
         String::from_utf8_lossy(&health.stderr)
     );
-    let wrong = Command::new("sh")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/entrypoint.sh"))
-        .arg("health")
-        .env("REDIS_PASSWORD", "wrong")
-        .env("REDIS_PORT", s.port.to_string())
-        .output()
-        .unwrap();
+    let wrong = entrypoint("health", Some("wrong"), &port);
     assert!(
         !wrong.status.success(),
         "a wrong password must fail the health check"
     );
     // Without REDIS_PASSWORD the server is not started at all.
-    let no_pass = Command::new("sh")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/entrypoint.sh"))
-        .arg("server")
-        .env_remove("REDIS_PASSWORD")
-        .output()
-        .unwrap();
+    let no_pass = entrypoint("server", None, &port);
     assert!(!no_pass.status.success());
     assert!(String::from_utf8_lossy(&no_pass.stderr).contains("REDIS_PASSWORD"));
+}
+
+/// Runs docker/entrypoint.sh `verb` with REDIS_PASSWORD (or without it).
+fn entrypoint(verb: &str, password: Option<&str>, port: &str) -> std::process::Output {
+    let mut c = Command::new("sh");
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/entrypoint.sh"))
+        .arg(verb)
+        .env("REDIS_PORT", port);
+    match password {
+        Some(p) => c.env("REDIS_PASSWORD", p),
+        None => c.env_remove("REDIS_PASSWORD"),
+    };
+    c.output().unwrap()
 }

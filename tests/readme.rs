@@ -122,27 +122,22 @@ fn redis_cli_shim(port: u16) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn run_step(step: &Step, path: &Path, root: &Path) -> String {
-    let mut child = if step.kind == '>' {
-        Command::new("redis-cli")
-            .args(["-3", "--no-raw"])
-            .env("PATH", path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    let mut command = if step.kind == '>' {
+        let mut c = Command::new("redis-cli");
+        c.args(["-3", "--no-raw"]);
+        c
     } else {
-        Command::new("sh")
-            .arg("-c")
-            .arg(&step.line)
-            .current_dir(root)
-            .env("PATH", path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(&step.line).current_dir(root);
+        c
     };
+    let mut child = command
+        .env("PATH", path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     if step.kind == '>' {
         child
             .stdin

@@ -23,6 +23,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_server(port: int, proc: subprocess.Popen) -> None:
+    """Waits until the server on `port` answers PING (20 s at most)."""
+    deadline = time.time() + 20
+    while True:
+        try:
+            redis.Redis(port=port).ping()
+            return
+        except (redis.ConnectionError, OSError):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"redis-server on port {port} did not start")
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def server():
     module = os.environ.get("RECSYS_MODULE") or str(ROOT / "target/release/librecsys.so")
@@ -36,15 +49,7 @@ def server():
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.time() + 20
-            while True:
-                try:
-                    redis.Redis(port=port).ping()
-                    break
-                except redis.ConnectionError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"redis-server with {module} did not start")
-                    time.sleep(0.05)
+            wait_for_server(port, proc)
             yield port
         finally:
             proc.kill()

@@ -6,6 +6,7 @@ which RedisCluster accepts; it refuses two-dot names client-side.
 """
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,21 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from redis_recsys import Recsys
 
-from .conftest import ROOT, _free_port
+from .conftest import ROOT, wait_for_server
+
+
+def _free_cluster_port() -> int:
+    """A port that is free, and whose cluster bus port (+10000) is free too."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 50000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +48,7 @@ def cluster():
     with tempfile.TemporaryDirectory() as d:
         try:
             for i in range(3):
-                port = _free_port()
+                port = _free_cluster_port()
                 node_dir = os.path.join(d, str(i))
                 os.mkdir(node_dir)
                 procs.append(subprocess.Popen(
@@ -42,16 +57,8 @@ def cluster():
                      "--cluster-config-file", "nodes.conf", "--loadmodule", module],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 ports.append(port)
-            for port in ports:
-                deadline = time.time() + 20
-                while True:
-                    try:
-                        redis.Redis(port=port).ping()
-                        break
-                    except redis.ConnectionError:
-                        if time.time() > deadline:
-                            raise
-                        time.sleep(0.05)
+            for port, proc in zip(ports, procs):
+                wait_for_server(port, proc)
             subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
                             "--cluster-yes"], check=True, capture_output=True)
             deadline = time.time() + 30
