@@ -8,10 +8,11 @@ import { createServer } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createClient } from 'redis';
 import { Recsys } from '../src/index.js';
 
-const root = resolve(import.meta.dirname, '../../../..');
+const root = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const module_ = process.env.RECSYS_MODULE || join(root, 'target/release/librecsys.so');
 const binary = process.env.RECSYS_REDIS_SERVER || 'redis-server';
 
