@@ -2,14 +2,18 @@
 //!
 //! Thin glue between Redis and the `recsys` core crate, in layers (each uses
 //! only those below it; docs/architecture.md draws them):
-//! - [`command_table`]: every command's name, flags, arity, key specs and
-//!   docs, and the panic guard around each handler;
+//! - this file: loading, and `INFO recsys`;
+//! - [`command_table`]: every command's name (and one-dot alias), flags,
+//!   arity, key specs, ACL categories and docs, the panic guard and the
+//!   counters around each handler;
 //! - [`cmd`]: the handlers, one file per command family;
-//! - [`keys`] (catalogs and user hashes), [`plugin_store`] (loaded plugins
-//!   and their RDB aux data), [`datatype`] (the catalog type: RDB, AOF,
-//!   memory, copy, free);
-//! - [`workers`] (the threading model), [`acl`] (checks for keys a command
-//!   does not name), [`reply`], [`args`], [`config`], [`util`].
+//! - [`keys`] (catalogs and user hashes, and telling Redis a key changed),
+//!   [`plugin_store`] (loaded plugins and their RDB aux data), [`datatype`]
+//!   (the catalog type: RDB, AOF, digest, memory, copy, free);
+//! - [`workers`] (the threading model), [`metrics`] (counters and latency
+//!   histograms), [`command_docs`] (COMMAND DOCS argument trees), [`acl`]
+//!   (checks for keys a command does not name), [`reply`], [`args`],
+//!   [`config`] (module arguments and `recsys.*` configs), [`util`].
 
 mod acl;
 mod args;
