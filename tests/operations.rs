@@ -330,12 +330,7 @@ fn settings_are_redis_configs_that_config_rewrite_keeps() {
     for i in 0..6 {
         cmd(&mut c, &format!("RECSYS.EVENT cat u item:{i}")).unwrap();
     }
-    let recent: String = redis::cmd("HGET")
-        .arg("u")
-        .arg("recent")
-        .query(&mut c)
-        .unwrap();
-    let recent: Vec<String> = serde_json::from_str(&recent).unwrap();
+    let recent = recent_items(&mut c, "u");
     assert_eq!(recent, ["item:5", "item:4", "item:3"]);
 
     // The plugin size limit at run time: 1 KiB refuses a real component.

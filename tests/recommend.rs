@@ -196,12 +196,7 @@ fn exclude_seen_never_returns_seen_items() {
     for i in 0..30 {
         cmd(&mut c, &format!("RECSYS.EVENT cat u i{}", 500 + i)).unwrap();
     }
-    let recent: String = redis::cmd("HGET")
-        .arg("u")
-        .arg("recent")
-        .query(&mut c)
-        .unwrap();
-    let recent: Vec<String> = serde_json::from_str(&recent).unwrap();
+    let recent = recent_items(&mut c, "u");
     assert_eq!(recent.len(), 20);
     assert_eq!(recent[0], "i529");
     let purchases: i64 = redis::cmd("HGET")

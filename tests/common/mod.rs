@@ -124,3 +124,9 @@ pub fn ranker_schema() -> String {
     let sparse = (0..8).map(|i| format!("SPARSE item.c{i} 100"));
     dense.chain(sparse).collect::<Vec<_>>().join(" ")
 }
+
+/// The user's `recent` field, parsed (newest first).
+pub fn recent_items(c: &mut Connection, user: &str) -> Vec<String> {
+    let recent: String = redis::cmd("HGET").arg(user).arg("recent").query(c).unwrap();
+    serde_json::from_str(&recent).unwrap()
+}
