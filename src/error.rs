@@ -17,6 +17,9 @@ pub enum ErrorKind {
     NoPermission,
     /// Something that should not happen (a caught panic, a lost worker).
     Internal,
+    /// Not now, but soon: a cluster copy that is catching up (clients
+    /// retry, as for Redis Cluster's own TRYAGAIN).
+    TryAgain,
 }
 
 /// A failure with its kind and a message for the user.
@@ -50,6 +53,11 @@ impl Error {
     /// A key or command the caller may not use.
     pub fn no_permission(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::NoPermission, message)
+    }
+
+    /// Retry shortly (a catalog copy catching up).
+    pub fn try_again(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::TryAgain, message)
     }
 
     /// An internal failure.

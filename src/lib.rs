@@ -2,6 +2,8 @@
 //!
 //! Layers, each using only those below it:
 //! - [`pipeline`]: one RECOMMEND request, one file per stage;
+//! - [`cluster`]: catalog copies and plugins across a Redis Cluster (the
+//!   bus protocol and the copy rules);
 //! - [`catalog`]: items (ids, vectors, attributes), popularity, models, and
 //!   their byte format;
 //! - [`rank`]: ranking and query models (ONNX, native DLRM on CPU/GPU);
@@ -16,6 +18,7 @@
 //! types; nothing here names a Redis type, so it is unit-testable with `cargo test`.
 
 pub mod catalog;
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod features;

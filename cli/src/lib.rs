@@ -2,6 +2,7 @@
 //! module (demo, benchmarks, integration tests), benchmarks, the demo and the fuzzer.
 
 pub mod bench;
+pub mod cluster;
 pub mod data;
 pub mod demo;
 pub mod eval;

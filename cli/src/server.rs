@@ -102,7 +102,18 @@ impl RedisServer {
         module_args: &[&str],
         extra: &[&str],
     ) -> Result<RedisServer> {
-        let port = free_port()?;
+        Self::start_on(dir, module, module_args, extra, free_port()?)
+    }
+
+    /// Like [`RedisServer::start_in`] on a given port (cluster nodes need
+    /// their bus port, +10000, free as well).
+    pub fn start_on(
+        dir: tempfile::TempDir,
+        module: &Path,
+        module_args: &[&str],
+        extra: &[&str],
+        port: u16,
+    ) -> Result<RedisServer> {
         let mut load = vec![
             "--loadmodule".to_string(),
             module.to_string_lossy().to_string(),

@@ -89,4 +89,13 @@ impl<'a> Args<'a> {
     pub fn next_usize(&mut self, what: &str, min: usize, max: usize) -> CmdResult<usize> {
         Ok(self.next_int(what, min as i64, max as i64)? as usize)
     }
+
+    /// `SESSION items weight` (after the keyword): items 0..=1000 (0: no
+    /// blend), weight 0..=1000.
+    pub fn next_session(&mut self) -> CmdResult<recsys_core::pipeline::request::Session> {
+        use recsys_core::pipeline::request::{Session, MAX_SESSION_ITEMS};
+        let items = self.next_usize("SESSION items", 0, MAX_SESSION_ITEMS)?;
+        let weight = self.next_float("SESSION weight", 0.0, 1e3)? as f32;
+        Session::new(items, weight)
+    }
 }

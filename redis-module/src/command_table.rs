@@ -13,6 +13,7 @@ use redis_module::commands::{get_redis_key_spec, BeginSearch, FindKeys, KeySpec,
 use redis_module::{raw, Context, RedisString};
 
 use crate::args::CmdResult;
+use crate::cluster::store as cl;
 use crate::cmd::batch as b;
 use crate::cmd::catalog as c;
 use crate::cmd::model as m;
@@ -109,7 +110,7 @@ commands! {
     cmd_alter => c::alter,
     cmd_recommend => r::recommend,
     cmd_event => r::event,
-    cmd_popularity_set => r::popularity_set,
+    cmd_popularity_set => c::popularity_set,
     cmd_batch => b::batch,
     cmd_plugin_load => p::load,
     cmd_plugin_list => p::list,
@@ -119,7 +120,9 @@ commands! {
     cmd_model_set => m::set,
     cmd_model_list => m::list,
     cmd_model_info => m::info,
-    cmd_model_del => m::del,
+    cmd_model_del => c::model_del,
+    cmd_copy => cl::copy_command,
+    cmd_copies => cl::copies_command,
 }
 
 /// How a command touches its key (first argument).
@@ -314,6 +317,13 @@ const SPECS: &[Spec] = &[
     Spec { name: "RECSYS.MODEL.INFO", func: cmd_model_info, flags: "readonly fast", arity: 3, keys: &[KeyUse::Read],
         summary: "A model's kind, role, device, schema, sha256, calls, errors and mean latency", complexity: "O(1)",
         syntax: "catalog:key name:string" },
+    Spec { name: "RECSYS.COPY", func: cmd_copy, flags: "write admin deny-oom", arity: -3, keys: &[],
+        summary: "Internal: what a cluster master did to its catalog copies, replayed by its replicas and AOF (refused from clients)",
+        complexity: "O(size of the write)",
+        syntax: "subcommand:string catalog:string arg:string..." },
+    Spec { name: "RECSYS.COPIES", func: cmd_copies, flags: "readonly fast", arity: 1, keys: &[],
+        summary: "This cluster node's copies of other nodes' catalogs: state, position, owner, items", complexity: "O(copies)",
+        syntax: "" },
     Spec { name: "RECSYS.MODEL.DEL", func: cmd_model_del, flags: "write admin fast", arity: 3, keys: &[KeyUse::Delete],
         summary: "Removes a model from a catalog (requests in flight finish with it)", complexity: "O(1)",
         syntax: "catalog:key name:string" },
@@ -370,6 +380,30 @@ fn one_dot_alias(name: &str) -> Option<String> {
         .then(|| format!("{module}.{}", rest.replace('.', "_")))
 }
 
+/// Commands routed by their user key in a cluster: their key specs name
+/// only the user (argv 2), and the catalog is the node's key or copy
+/// (docs/cluster.md).
+const USER_ROUTED: &[&str] = &["RECSYS.RECOMMEND", "RECSYS.EVENT"];
+
+/// Commands that declare no key in a cluster: BATCH runs on every master
+/// (send it to all of them), each over its own users, with the catalog's
+/// key or copy.
+const KEYLESS_IN_CLUSTER: &[&str] = &["RECSYS.BATCH"];
+
+/// The key uses a command declares and the argv index of the first: in a
+/// cluster, the user-routed commands declare only their user key, BATCH
+/// none.
+fn declared_keys(s: &Spec) -> (&'static [KeyUse], i32) {
+    let cluster = crate::cluster::enabled();
+    if cluster && USER_ROUTED.contains(&s.name) {
+        (&s.keys[1..], 2)
+    } else if cluster && KEYLESS_IN_CLUSTER.contains(&s.name) {
+        (&[], 1)
+    } else {
+        (s.keys, 1)
+    }
+}
+
 /// Registers every command (and its one-dot alias) with its key spec and docs.
 pub fn register(ctx: &Context) -> Result<(), String> {
     for s in SPECS {
@@ -397,9 +431,10 @@ fn register_one(
         let flags = CString::new(s.flags).map_err(|e| e.to_string())?;
         // SAFETY: called from module init on the main thread with live strings.
         unsafe {
-            let (first, last, step) = match s.keys.len() {
+            let (keys, first_key) = declared_keys(s);
+            let (first, last, step) = match keys.len() {
                 0 => (0, 0, 0),
-                n => (1, n as c_int, 1),
+                n => (first_key, first_key + n as c_int - 1, 1),
             };
             if raw::RedisModule_CreateCommand.unwrap()(
                 ctx.ctx,
@@ -422,21 +457,26 @@ fn register_one(
             if let Err(e) = set_acl_categories(cmd, s.flags) {
                 crate::util::log_warning(&format!("recsys: {command_name}: {e}"));
             }
-            let specs = s
-                .keys
+            let specs = keys
                 .iter()
                 .enumerate()
                 .map(|(i, k)| {
                     KeySpec::new(
                         None,
                         k.flags(),
-                        BeginSearch::new_index(i as i32 + 1),
+                        BeginSearch::new_index(i as i32 + first_key),
                         FindKeys::new_range(0, 1, 0),
                     )
                 })
                 .collect();
             let mut key_specs = get_redis_key_spec(specs);
-            let arg_tree = command_docs::parse(s.syntax)
+            // A catalog that is not a declared key is documented as a name.
+            let syntax = if keys.len() < s.keys.len() {
+                s.syntax.replacen("catalog:key", "catalog:string", 1)
+            } else {
+                s.syntax.to_string()
+            };
+            let arg_tree = command_docs::parse(&syntax)
                 .map_err(|e| format!("{command_name}: bad syntax in the command table: {e}"))?;
             let mut raw_args = command_docs::RawArgs::new(&arg_tree)?;
             let summary = CString::new(summary).map_err(|e| e.to_string())?;

@@ -21,7 +21,8 @@ use crate::util::{log_warning, panic_message};
 use crate::workers::drop_in_background;
 
 /// Encoding version of the RDB payload written by this build.
-pub const ENCODING_VERSION: i32 = 1;
+/// 2: RDB aux data also holds cluster copies and plugin versions.
+pub const ENCODING_VERSION: i32 = 2;
 /// RDB payloads are written as string chunks of at most this size.
 const CHUNK: usize = 16 << 20;
 /// Largest catalog payload accepted (1 TiB): refuses absurd sizes before
@@ -75,8 +76,8 @@ pub static CATALOG_TYPE: RedisType = RedisType::new(
         mem_usage: Some(mem_usage),
         digest: Some(digest),
         free: Some(free),
-        aux_load: Some(crate::plugin_store::aux_load),
-        aux_save: Some(crate::plugin_store::aux_save),
+        aux_load: Some(aux_load),
+        aux_save: Some(aux_save),
         aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as i32,
         free_effort: Some(free_effort),
         unlink: None,
@@ -112,20 +113,75 @@ pub fn into_raw(catalog: Catalog) -> *mut c_void {
     Box::into_raw(Box::new(CatalogValue::new(catalog))) as *mut c_void
 }
 
+/// Writes a catalog encoding as its length, chunk count and chunks.
+pub fn save_payload(rdb: *mut raw::RedisModuleIO, bytes: &[u8]) {
+    let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+    raw::save_unsigned(rdb, bytes.len() as u64);
+    raw::save_unsigned(rdb, chunks.len() as u64);
+    for c in chunks {
+        raw::save_slice(rdb, c);
+    }
+}
+
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     guarded("saving a catalog", (), || {
         // SAFETY: Redis passes a live value of this type.
         let bytes = unsafe { value_ref(value) }.0.read().encode();
-        let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
-        raw::save_unsigned(rdb, bytes.len() as u64);
-        raw::save_unsigned(rdb, chunks.len() as u64);
-        for c in chunks {
-            raw::save_slice(rdb, c);
-        }
+        save_payload(rdb, &bytes);
     })
 }
 
-fn load_payload(rdb: *mut raw::RedisModuleIO) -> Result<Catalog, String> {
+/// RDB aux data, before the keyspace: the plugins, then (encoding 2) the
+/// cluster's plugin versions and this node's catalog copies.
+unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+        return;
+    }
+    // SAFETY (all three): Redis passes a live RDB handle.
+    unsafe { crate::plugin_store::aux_save(rdb) };
+    guarded("saving cluster copies", (), || unsafe {
+        crate::cluster::plugins::aux_save(rdb);
+        crate::cluster::store::aux_save(rdb);
+    })
+}
+
+unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int) -> c_int {
+    if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
+        return raw::REDISMODULE_OK as c_int;
+    }
+    if !(1..=ENCODING_VERSION).contains(&encver) {
+        log_warning(&format!(
+            "recsys: cannot load aux data encoding version {encver} (this build reads 1..={ENCODING_VERSION})"
+        ));
+        return raw::REDISMODULE_ERR as c_int;
+    }
+    // SAFETY: Redis passes a live RDB handle.
+    if unsafe { crate::plugin_store::aux_load(rdb) } != raw::REDISMODULE_OK as c_int {
+        return raw::REDISMODULE_ERR as c_int;
+    }
+    if encver < 2 {
+        return raw::REDISMODULE_OK as c_int;
+    }
+    let loaded = guarded(
+        "loading cluster copies",
+        Err("failed".to_string()),
+        || unsafe {
+            crate::cluster::plugins::aux_load(rdb)?;
+            crate::cluster::store::aux_load(rdb)
+        },
+    );
+    match loaded {
+        Ok(()) => raw::REDISMODULE_OK as c_int,
+        Err(e) => {
+            log_warning(&format!(
+                "recsys: cannot read cluster copies from the RDB: {e}"
+            ));
+            raw::REDISMODULE_ERR as c_int
+        }
+    }
+}
+
+pub fn load_payload(rdb: *mut raw::RedisModuleIO) -> Result<Catalog, String> {
     let total = raw::load_unsigned(rdb).map_err(|e| format!("read error: {e}"))?;
     let chunks = raw::load_unsigned(rdb).map_err(|e| format!("read error: {e}"))?;
     if chunks > total / CHUNK as u64 + 1 || total > MAX_PAYLOAD {
@@ -159,6 +215,8 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         std::ptr::null_mut(),
         || match load_payload(rdb) {
             Ok(mut catalog) => {
+                // SAFETY: the live handle of this callback.
+                unsafe { crate::cluster::registry::note_loaded(rdb) };
                 for note in catalog.take_restore_notes() {
                     log_warning(&format!("recsys: {note}"));
                 }
@@ -319,6 +377,11 @@ unsafe extern "C" fn aof_rewrite(
             ];
             unsafe { emit(aof, "RECSYS.POPULARITY.SET", &args) };
         }
+        // Last, as XSETID for streams: the write-log position, which the
+        // commands above do not reproduce.
+        let pos = catalog.log_pos().to_text();
+        let logpos: [&[u8]; 3] = [key, b"LOGPOS", pos.as_bytes()];
+        unsafe { emit(aof, "RECSYS.ALTER", &logpos) };
     })
 }
 

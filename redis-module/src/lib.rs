@@ -7,6 +7,10 @@
 //!   arity, key specs, ACL categories and docs, the panic guard and the
 //!   counters around each handler;
 //! - [`cmd`]: the handlers, one file per command family;
+//! - [`commit`] (the last step of every catalog write), [`cluster`]
+//!   (catalog copies and plugins across a Redis Cluster), [`writes`]
+//!   (every catalog write as parse, check, apply: shared by the handlers
+//!   and the copies);
 //! - [`keys`] (catalogs and user hashes, and telling Redis a key changed),
 //!   [`plugin_store`] (loaded plugins and their RDB aux data), [`datatype`]
 //!   (the catalog type: RDB, AOF, digest, memory, copy, free);
@@ -17,9 +21,11 @@
 
 mod acl;
 mod args;
+mod cluster;
 mod cmd;
 mod command_docs;
 mod command_table;
+mod commit;
 mod config;
 mod datatype;
 mod keys;
@@ -28,6 +34,7 @@ mod plugin_store;
 mod reply;
 mod util;
 mod workers;
+mod writes;
 
 use std::os::raw::c_int;
 use std::sync::atomic::Ordering::Relaxed;
@@ -56,9 +63,11 @@ fn load(ctx: &Context, args: &[String]) -> Status {
         config::on_change(apply_settings);
         config::register(ctx)?;
         start_ranking()?;
+        cluster::detect(ctx);
         command_table::register(ctx)?;
         plugin_store::start(config::plugin_limits());
         workers::start(config::workers())?;
+        cluster::init(ctx)?;
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
         // SAFETY: module init on the main thread; replaces the crate's
         // default (empty) info callback.
@@ -165,6 +174,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         g.add("batch_running", b_running);
         g.add("batch_done", b_done);
         g.add("batch_failed", b_failed);
+        cluster::info(&mut g);
         // SAFETY: the info context Redis passed to this callback.
         unsafe { metrics::write_info(ctx, &g, &command_table::COMMAND_STATS) };
     });

@@ -88,14 +88,11 @@ pub fn all() -> Vec<Arc<Plugin>> {
     sorted.into_values().cloned().collect()
 }
 
-/// RDB aux data: every plugin's name and bytes, before the keyspace.
+/// RDB aux data (the first part, see datatype.rs): every plugin's name and bytes.
 ///
 /// # Safety
 /// Called by Redis with a live RDB handle.
-pub unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
-    if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
-        return;
-    }
+pub unsafe fn aux_save(rdb: *mut raw::RedisModuleIO) {
     let saved = catch_unwind(AssertUnwindSafe(|| {
         let plugins = all();
         raw::save_unsigned(rdb, plugins.len() as u64);
@@ -117,14 +114,7 @@ pub unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
 ///
 /// # Safety
 /// Called by Redis with a live RDB handle.
-pub unsafe extern "C" fn aux_load(
-    rdb: *mut raw::RedisModuleIO,
-    _encver: c_int,
-    when: c_int,
-) -> c_int {
-    if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
-        return raw::REDISMODULE_OK as c_int;
-    }
+pub unsafe fn aux_load(rdb: *mut raw::RedisModuleIO) -> c_int {
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
         let n = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
         let mut loaded = Vec::new();

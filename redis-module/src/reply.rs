@@ -33,6 +33,7 @@ pub fn prefix(kind: ErrorKind) -> &'static str {
         ErrorKind::WrongType => "WRONGTYPE",
         ErrorKind::NoPermission => "NOPERM",
         ErrorKind::Internal => "ERR internal error:",
+        ErrorKind::TryAgain => "TRYAGAIN",
     }
 }
 

@@ -260,3 +260,31 @@ pub fn run_blocking(ctx: &Context, job: impl FnOnce() -> Reply + Send + 'static)
     spawn(unsafe { Blocked::new(ctx.ctx) }, job);
     Reply::Blocked
 }
+
+/// Runs `job` on a worker with no client waiting for it (a cluster
+/// snapshot being encoded or decoded); a panic is logged, never reaches
+/// Redis. Never inline: such jobs take the GIL, which the caller holds.
+pub fn run_detached(what: &'static str, job: impl FnOnce() + Send + 'static) {
+    let guarded = move || {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(job)) {
+            crate::util::log_warning(&format!(
+                "recsys: {what} failed: {}",
+                crate::util::panic_message(&p)
+            ));
+        }
+    };
+    let job: Job = Box::new(guarded);
+    let job = match POOL.get() {
+        Some(tx) => match tx.send(job) {
+            Ok(()) => return,
+            Err(e) => e.into_inner(),
+        },
+        None => job,
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("recsys-cluster".into())
+        .spawn(job)
+    {
+        log_warning(&format!("recsys: {what}: cannot start a thread: {e}"));
+    }
+}

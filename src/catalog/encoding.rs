@@ -1,10 +1,11 @@
 //! The byte format of a catalog (RDB payloads, COPY): the index snapshot,
 //! then the items (slot, id, ATTRS), then tagged sections (popularity,
-//! models). Decoding checks every record against the index and refuses
+//! default SESSION, write-log position, models). Decoding checks every record against the index and refuses
 //! anything inconsistent.
 
 use std::collections::HashMap;
 
+use super::log::LogPos;
 use super::popularity::Popularity;
 use super::Catalog;
 use crate::codec::{Reader, Writer};
@@ -20,6 +21,8 @@ const POPULARITY_TAG: u32 = 0x504F_5055; // "POPU"
 const MODELS_TAG: u32 = 0x4D4F_444C; // "MODL"
 /// Section tag of the default SESSION blend.
 const SESSION_TAG: u32 = 0x5345_5353; // "SESS"
+/// Section tag of the write-log position.
+const LOG_TAG: u32 = 0x4C4F_4750; // "LOGP"
 /// Bytes an item record takes at least: slot, and two blob lengths.
 const MIN_ITEM_BYTES: usize = 4 + 8 + 8;
 
@@ -56,6 +59,11 @@ impl Catalog {
             w.u32(SESSION_TAG);
             w.u64(session.items as u64);
             w.u32(session.weight.to_bits());
+        }
+        if self.log != LogPos::ZERO {
+            w.u32(LOG_TAG);
+            w.u64(self.log.seq);
+            w.0.extend_from_slice(&self.log.hash);
         }
         if with_models && !self.models.is_empty() {
             w.u32(MODELS_TAG);
@@ -110,6 +118,7 @@ impl Catalog {
         let mut models = ModelSet::default();
         let mut restore_notes = Vec::new();
         let mut session_default = None;
+        let mut log = LogPos::ZERO;
         while r.remaining() > 0 {
             match r.u32()? {
                 SESSION_TAG => {
@@ -117,6 +126,10 @@ impl Catalog {
                     let weight = f32::from_bits(r.u32()?);
                     let s = Session::new(items, weight).map_err(String::from)?;
                     session_default = Some(s).filter(Session::is_on);
+                }
+                LOG_TAG => {
+                    log.seq = r.u64()?;
+                    log.hash.copy_from_slice(r.take(super::log::HASH_BYTES)?);
                 }
                 POPULARITY_TAG => popularity = Popularity::decode(&mut r, slots)?,
                 MODELS_TAG => {
@@ -135,6 +148,7 @@ impl Catalog {
             models,
             restore_notes,
             session_default,
+            log,
         })
     }
 }

@@ -4,12 +4,14 @@
 //!
 //! - this file: the item store (ids, vectors, attributes, searches);
 //! - [`popularity`]: time-decayed popularity per item;
-//! - [`encoding`]: the catalog's byte format (RDB, COPY).
+//! - [`encoding`]: the catalog's byte format (RDB, COPY);
+//! - [`log`]: the catalog's position in its write history (cluster copies).
 //!
 //! Every mutating call validates all of its input before changing anything,
 //! so an error leaves the catalog exactly as it was.
 
 pub mod encoding;
+pub mod log;
 pub mod popularity;
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ use crate::index::{Hnsw, IndexParams, Metric};
 use crate::rank::models::ModelSet;
 use crate::user::Session;
 use crate::vector::check_finite;
+use log::LogPos;
 use popularity::Popularity;
 
 /// Longest item id accepted, in bytes.
@@ -62,6 +65,8 @@ pub struct Catalog {
     restore_notes: Vec<String>,
     /// The SESSION blend requests get unless they say otherwise.
     session_default: Option<Session>,
+    /// Where the catalog is in its write history.
+    log: LogPos,
 }
 
 /// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
@@ -91,6 +96,7 @@ impl Catalog {
             models: ModelSet::default(),
             restore_notes: Vec::new(),
             session_default: None,
+            log: LogPos::ZERO,
         })
     }
 
@@ -110,6 +116,24 @@ impl Catalog {
 
     pub fn models_mut(&mut self) -> &mut ModelSet {
         &mut self.models
+    }
+
+    /// Where the catalog is in its write history.
+    pub fn log_pos(&self) -> LogPos {
+        self.log
+    }
+
+    /// Records that `write` (a command and its arguments, as replicated)
+    /// was applied; returns the new position.
+    pub fn advance_log(&mut self, write: &[&[u8]]) -> LogPos {
+        self.log = self.log.next(write);
+        self.log
+    }
+
+    /// Sets the position (an AOF rewrite writes it back after the items,
+    /// as XSETID does for streams).
+    pub fn set_log_pos(&mut self, pos: LogPos) {
+        self.log = pos;
     }
 
     /// Notes from [`Catalog::decode`] (for the caller to log), emptied.

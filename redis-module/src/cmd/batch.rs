@@ -24,8 +24,9 @@ use redis_module::{
 
 use crate::acl::{Caller, KeyAccess};
 use crate::args::{Args, CmdResult};
+use crate::cluster;
 use crate::cmd::request_args::{model_fields, pipeline_option};
-use crate::keys::{catalog_at, read_user, SharedCatalog, UserFields};
+use crate::keys::{read_user, SharedCatalog, UserFields};
 use crate::plugin_store;
 use crate::reply::Reply;
 use crate::util::{now_ms, panic_message, redis_string, select_db, selected_db};
@@ -133,7 +134,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut req = req.validate()?;
     // Once, here: a bad WHERE fails the command, not every user.
     req.compile_filter()?;
-    let catalog = catalog_at(ctx, key)?;
+    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read)?;
     let (dim, fields) = {
         let c = catalog.read();
         (c.params().dim, model_fields(&c, &req)?)
@@ -295,8 +296,7 @@ fn run(job: &Job) -> Result<(), String> {
                         continue;
                     }
                 };
-                let mut dest = job.prefix.clone();
-                dest.extend_from_slice(user);
+                let dest = list_key(&job.prefix, user);
                 if !job.caller.may(&ctx, &dest, KeyAccess::Write)? {
                     write_denied += 1;
                     continue;
@@ -326,15 +326,34 @@ fn run(job: &Job) -> Result<(), String> {
     }
 }
 
-/// A scratch key in the same cluster slot as `key`: `key` keeps its hash
-/// tag, or becomes one.
-fn scratch_key(key: &[u8]) -> Vec<u8> {
-    let tagged = key.iter().position(|&b| b == b'{').is_some_and(|open| {
+/// The list of `user`: `prefix + user`; in a cluster, in the user's slot
+/// (`prefix{user}` when the user key has no hash tag of its own), so it
+/// lands on the node that serves the user.
+fn list_key(prefix: &[u8], user: &[u8]) -> Vec<u8> {
+    let mut dest = prefix.to_vec();
+    if crate::cluster::enabled() && !has_hash_tag(user) {
+        dest.push(b'{');
+        dest.extend_from_slice(user);
+        dest.push(b'}');
+    } else {
+        dest.extend_from_slice(user);
+    }
+    dest
+}
+
+fn has_hash_tag(key: &[u8]) -> bool {
+    key.iter().position(|&b| b == b'{').is_some_and(|open| {
         key[open + 1..]
             .iter()
             .position(|&b| b == b'}')
             .is_some_and(|len| len > 0)
-    });
+    })
+}
+
+/// A scratch key in the same cluster slot as `key`: `key` keeps its hash
+/// tag, or becomes one.
+fn scratch_key(key: &[u8]) -> Vec<u8> {
+    let tagged = has_hash_tag(key);
     let mut out = Vec::with_capacity(key.len() + 16);
     if tagged {
         out.extend_from_slice(key);

@@ -1,219 +1,86 @@
-//! The catalog commands (RECSYS.CREATE, ITEM.*, SEARCH, SIMILAR, INFO):
-//! parse and validate on the main thread, then either answer at once (cheap
-//! commands) or block the client and run on a worker (searches).
+//! The catalog commands (RECSYS.CREATE, ALTER, ITEM.*, POPULARITY.SET,
+//! MODEL.DEL, SEARCH, SIMILAR, INFO). Writes parse, check and apply in
+//! [`crate::writes`] and are committed by [`crate::commit`]; reads answer
+//! at once (cheap ones) or block the client and run on a worker (searches).
 
-use recsys_core::catalog::{check_id, Catalog, Scored};
-use recsys_core::features::attrs::Attrs;
-use recsys_core::index::params::{MAX_DIM, MAX_EF, MAX_M, MIN_M};
-use recsys_core::index::{IndexParams, Metric, Quant};
+use recsys_core::catalog::Scored;
+use recsys_core::index::params::MAX_EF;
 use recsys_core::pipeline::request::MAX_K;
-use recsys_core::vector::{from_fp32_blob, parse_component, to_fp32_blob};
+use recsys_core::vector::to_fp32_blob;
 use recsys_core::Error;
 use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
-use crate::cmd::request_args::session_arg;
+use crate::commit::commit_verbatim;
 use crate::datatype::{CatalogValue, CATALOG_TYPE};
-use crate::keys::{catalog_at, catalog_if_any, wrote};
+use crate::keys::{catalog_at, catalog_if_any, SharedCatalog};
 use crate::reply::{self, Reply};
 use crate::workers::run_blocking;
+use crate::writes::{self, vector_arg, Applied};
 
 /// RECSYS.CREATE key DIM d [METRIC IP|COSINE|L2] [M m] [EF_CONSTRUCTION n] [EF_SEARCH n] [QUANT F32|Q8]
 /// [SESSION items weight]
 pub fn create(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("key")?;
-    let mut params = IndexParams::new(0);
-    let mut dim_given = false;
-    let mut session = None;
-    while a.has_more() {
-        match a.next_keyword()?.as_str() {
-            "DIM" => {
-                params.dim = a.next_usize("DIM", 1, MAX_DIM)?;
-                dim_given = true;
-            }
-            "METRIC" => {
-                let s = a.next_str("METRIC")?;
-                params.metric = Metric::parse(s)
-                    .ok_or_else(|| format!("unknown METRIC '{s}', expected IP, COSINE or L2"))?;
-            }
-            "M" => {
-                params.m = a.next_usize("M", MIN_M, MAX_M)?
-            }
-            "EF_CONSTRUCTION" => params.ef_construction = a.next_usize("EF_CONSTRUCTION", 1, MAX_EF)?,
-            "EF_SEARCH" => params.ef_search = a.next_usize("EF_SEARCH", 1, MAX_EF)?,
-            "QUANT" => {
-                let s = a.next_str("QUANT")?;
-                params.quant = Quant::parse(s)
-                    .ok_or_else(|| format!("unknown QUANT '{s}', expected F32 or Q8"))?;
-            }
-            "SESSION" => session = Some(session_arg(&mut a)?),
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected DIM, METRIC, M, EF_CONSTRUCTION, EF_SEARCH, QUANT or SESSION"
-                )))
-            }
-        }
-    }
-    if !dim_given {
-        return Err(Error::invalid(
-            "DIM is required: RECSYS.CREATE key DIM d [options]",
-        ));
-    }
-    let mut catalog = Catalog::new(params)?;
-    catalog.set_session_default(session);
+    let catalog = writes::create(argv)?;
+    let key = &argv[1];
     let k = ctx.open_key_writable(key);
     if !k.is_empty() {
         return Err(Error::invalid(format!("key '{key}' already exists")));
     }
-    k.set_value(&CATALOG_TYPE, CatalogValue::new(catalog))
+    let value = CatalogValue::new(catalog);
+    let shared = value.0.clone();
+    k.set_value(&CATALOG_TYPE, value)
         .map_err(|e| Error::internal(e.to_string()))?;
-    ctx.replicate_verbatim();
-    wrote(ctx, key, "recsys.create");
+    commit_verbatim(ctx, key, &shared, argv, "recsys.create");
     Ok(Reply::Ok)
+}
+
+/// Runs a catalog write on the catalog at `argv[1]` and commits it when
+/// it changed something.
+fn write_key(
+    ctx: &Context,
+    argv: &[RedisString],
+    event: &str,
+    apply: fn(&SharedCatalog, &[RedisString]) -> CmdResult<Applied>,
+) -> CmdResult<Reply> {
+    let key = Args::new(argv).next_string("key")?;
+    let catalog = catalog_at(ctx, key)?;
+    let applied = apply(&catalog, argv)?;
+    if applied.changed {
+        commit_verbatim(ctx, key, &catalog, argv, event);
+    }
+    Ok(applied.reply.into())
 }
 
 /// RECSYS.ALTER key SESSION items weight: changes the catalog's default
 /// SESSION blend (0 items: none); requests may still override it.
+/// (`LOGPOS seq:hash`, written by AOF rewrite, restores the write-log
+/// position and is replicated, not logged.)
 pub fn alter(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("key")?;
-    let mut session = None;
-    while a.has_more() {
-        match a.next_keyword()?.as_str() {
-            "SESSION" => session = Some(session_arg(&mut a)?),
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected SESSION items weight"
-                )))
-            }
-        }
+    if writes::alter_sets_only_log_pos(argv) {
+        let catalog = catalog_at(ctx, &argv[1])?;
+        writes::alter(&catalog, argv)?;
+        ctx.replicate_verbatim();
+        return Ok(Reply::Ok);
     }
-    let Some(session) = session else {
-        return Err(Error::invalid(
-            "nothing to change: RECSYS.ALTER key SESSION items weight",
-        ));
-    };
-    let catalog = catalog_at(ctx, key)?;
-    catalog.write().set_session_default(Some(session));
-    ctx.replicate_verbatim();
-    wrote(ctx, key, "recsys.alter");
-    Ok(Reply::Ok)
-}
-
-/// Reads `VALUES v1 .. vd` or `FP32 blob` for a catalog of dimension `dim`.
-fn vector_arg(a: &mut Args, dim: usize) -> CmdResult<Vec<f32>> {
-    match a.next_keyword()?.as_str() {
-        "VALUES" => {
-            if a.remaining() < dim {
-                return Err(Error::invalid(format!(
-                    "VALUES needs {dim} numbers (the catalog's DIM), got {}",
-                    a.remaining()
-                )));
-            }
-            (0..dim)
-                .map(|_| Ok(parse_component(a.next_str("vector component")?)?))
-                .collect()
-        }
-        "FP32" => Ok(from_fp32_blob(a.next_bytes("FP32 blob")?, dim)?),
-        other => Err(Error::invalid(format!(
-            "expected VALUES or FP32 before the vector, got '{other}'"
-        ))),
-    }
-}
-
-fn id_arg<'a>(a: &mut Args<'a>) -> CmdResult<&'a str> {
-    let id = a.next_str("item id")?;
-    check_id(id)?;
-    Ok(id)
+    write_key(ctx, argv, "recsys.alter", writes::alter)
 }
 
 /// RECSYS.ITEM.SET key id (VALUES v1 .. vd | FP32 blob) [ATTRS json]
 pub fn item_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("key")?;
-    let catalog = catalog_at(ctx, key)?;
-    let id = id_arg(&mut a)?;
-    let dim = catalog.read().params().dim;
-    let v = vector_arg(&mut a, dim)?;
-    let mut attrs = None;
-    while a.has_more() {
-        match a.next_keyword()?.as_str() {
-            "ATTRS" => attrs = Some(Attrs::parse(a.next_str("ATTRS")?)?),
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected ATTRS"
-                )))
-            }
-        }
-    }
-    let created = catalog.write().set(id, &v, attrs)?;
-    ctx.replicate_verbatim();
-    wrote(ctx, key, "recsys.item.set");
-    Ok(Reply::Int(created as i64))
+    write_key(ctx, argv, "recsys.item.set", writes::item_set)
 }
 
 /// RECSYS.ITEM.MSET key [WITHATTRS] id blob [json] [id blob [json] ...]: all
 /// items are checked before any is written.
 pub fn item_mset(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("key")?;
-    let with_attrs = a.peek_keyword().as_deref() == Some("WITHATTRS");
-    if with_attrs {
-        a.next_keyword()?;
-    }
-    let per_item = if with_attrs { 3 } else { 2 };
-    if a.remaining() == 0 || !a.remaining().is_multiple_of(per_item) {
-        return Err(Error::invalid(if with_attrs {
-            "expected triples of: id FP32-blob ATTRS-json (a json of {} for none)"
-        } else {
-            "expected pairs of: id FP32-blob (WITHATTRS before them for id blob json triples)"
-        }));
-    }
-    let catalog = catalog_at(ctx, key)?;
-    let mut items = Vec::with_capacity(a.remaining() / per_item);
-    {
-        let c = catalog.read();
-        let dim = c.params().dim;
-        while a.has_more() {
-            let id = id_arg(&mut a)?;
-            let v = from_fp32_blob(a.next_bytes("FP32 blob")?, dim)
-                .map_err(|e| format!("item '{id}': {e}"))?;
-            c.check_vector(&v)
-                .map_err(|e| format!("item '{id}': {e}"))?;
-            let attrs = if with_attrs {
-                Some(Attrs::parse(a.next_str("ATTRS")?).map_err(|e| format!("item '{id}': {e}"))?)
-            } else {
-                None
-            };
-            items.push((id, v, attrs));
-        }
-    }
-    let mut created = 0;
-    let mut c = catalog.write();
-    for (id, v, attrs) in items {
-        created += c.set(id, &v, attrs)? as i64;
-    }
-    drop(c);
-    ctx.replicate_verbatim();
-    wrote(ctx, key, "recsys.item.mset");
-    Ok(Reply::Int(created))
+    write_key(ctx, argv, "recsys.item.mset", writes::item_mset)
 }
 
 /// RECSYS.ITEM.SETATTRS key id json: replaces the attributes only (`{}`
 /// clears them); the vector, graph links and popularity stay.
 pub fn item_setattrs(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("key")?;
-    let id = id_arg(&mut a)?;
-    let attrs = Attrs::parse(a.next_str("ATTRS")?)?;
-    let attrs = (!attrs.object().is_empty()).then_some(attrs);
-    // Arity 4 (checked by Redis) leaves no further arguments.
-    let catalog = catalog_at(ctx, key)?;
-    catalog.write().set_attrs(id, attrs)?;
-    ctx.replicate_verbatim();
-    wrote(ctx, key, "recsys.item.setattrs");
-    Ok(Reply::Ok)
+    write_key(ctx, argv, "recsys.item.setattrs", writes::item_setattrs)
 }
 
 /// RECSYS.ITEM.GET key id [FP32]
@@ -251,29 +118,27 @@ pub fn item_get(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     ]))
 }
 
-/// RECSYS.ITEM.DEL key id [id ...]
+/// RECSYS.ITEM.DEL key id [id ...] (a missing catalog deletes nothing).
 pub fn item_del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("key")?;
-    let mut ids = Vec::new();
-    while a.has_more() {
-        ids.push(a.next_str("item id")?);
-    }
-    if ids.is_empty() {
-        return Err("expected at least one item id".into());
-    }
-    let Some(catalog) = catalog_if_any(ctx, key)? else {
+    writes::item_del_ids(argv)?;
+    if catalog_if_any(ctx, &argv[1])?.is_none() {
         return Ok(Reply::Int(0));
-    };
-    let removed = {
-        let mut c = catalog.write();
-        ids.iter().filter(|id| c.remove(id)).count()
-    };
-    if removed > 0 {
-        ctx.replicate_verbatim();
-        wrote(ctx, key, "recsys.item.del");
     }
-    Ok(Reply::Int(removed as i64))
+    write_key(ctx, argv, "recsys.item.del", writes::item_del)
+}
+
+/// RECSYS.POPULARITY.SET catalog EPOCH ms id score [id score ...]: sets items'
+/// popularity, each score in units at epoch `ms` (a score of s at epoch e is
+/// worth s * 2^(-(t - e) / 1 day) at time t). AOF rewrite writes popularity
+/// back with it; it also imports popularity computed elsewhere. All pairs are
+/// checked before any is applied.
+pub fn popularity_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    write_key(ctx, argv, "recsys.popularity.set", writes::popularity_set)
+}
+
+/// RECSYS.MODEL.DEL catalog name
+pub fn model_del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
+    write_key(ctx, argv, "recsys.model.del", writes::model_del)
 }
 
 /// Options shared by SEARCH and SIMILAR.

@@ -1,4 +1,5 @@
-//! RECSYS.MODEL.*: a catalog's ranking and query models.
+//! RECSYS.MODEL.SET, LIST and INFO: a catalog's ranking and query models
+//! (MODEL.DEL is a plain catalog write, in cmd/catalog.rs).
 //!
 //! MODEL.SET checks what it can on the main thread (catalog, name, size,
 //! schema), builds the model on a worker (safetensors parsing, ONNX
@@ -9,72 +10,24 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use recsys_core::rank::{check_size, Kind, Model, ModelSpec, Role};
+use recsys_core::rank::Model;
 use recsys_core::Error;
-use redis_module::{Context, RedisString, ThreadSafeContext};
+use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
-use crate::keys::{catalog_at, holds_catalog, wrote, SharedCatalog};
+use crate::cluster;
+use crate::commit::commit;
+use crate::keys::{catalog_at, holds_catalog, SharedCatalog};
 use crate::reply::Reply;
-use crate::util::{redis_string, replicate, select_db, selected_db};
+use crate::util::{redis_string, select_db, selected_db};
 use crate::workers::{can_block, spawn, Blocked};
-use recsys_core::names::check_name;
-
-/// SCHEMA takes the rest of the arguments; each may hold several
-/// whitespace-separated tokens (`SCHEMA "DENSE user.age SPARSE item.genre 10"`).
-fn schema_tokens(a: &mut Args) -> CmdResult<Vec<String>> {
-    let mut tokens = Vec::new();
-    while a.has_more() {
-        tokens.extend(
-            a.next_str("SCHEMA token")?
-                .split_whitespace()
-                .map(str::to_string),
-        );
-    }
-    Ok(tokens)
-}
+use crate::writes;
 
 /// RECSYS.MODEL.SET catalog name (ONNX bytes | DLRM bytes) [ROLE RANK|QUERY] SCHEMA features...
 pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("catalog key")?;
-    let name = a.next_str("model name")?.to_string();
-    check_name("model name", &name)?;
-    let kind_text = a.next_str("model kind")?;
-    let kind = Kind::parse(kind_text)
-        .ok_or_else(|| format!("unknown model kind '{kind_text}', expected ONNX or DLRM"))?;
-    let bytes = a.next_bytes("model bytes")?;
-    check_size(bytes.len())?;
-    let mut role = Role::Rank;
-    let mut schema = None;
-    while a.has_more() {
-        match a.next_keyword()?.as_str() {
-            "ROLE" => {
-                let r = a.next_str("ROLE")?;
-                role = Role::parse(r)
-                    .ok_or_else(|| format!("unknown ROLE '{r}', expected RANK or QUERY"))?;
-            }
-            "SCHEMA" => schema = Some(schema_tokens(&mut a)?),
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected ROLE or SCHEMA"
-                )))
-            }
-        }
-    }
-    let schema = schema.ok_or_else(|| {
-        Error::invalid(
-            "SCHEMA is required: SCHEMA DENSE <source> ... SPARSE <source> <cardinality> ...",
-        )
-    })?;
-    let spec = ModelSpec {
-        name,
-        kind,
-        role,
-        schema,
-        bytes: bytes.into(),
-    };
-    spec.parse_schema()?;
+    let spec = writes::model_spec(argv)?;
+    let role = spec.role;
+    let key = &argv[1];
     let catalog = catalog_at(ctx, key)?;
     let dim = {
         let c = catalog.read();
@@ -93,12 +46,15 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             Ok(m) => m,
             Err(e) => return Reply::error(format!("model refused: {e}")),
         };
-        let tsc = ThreadSafeContext::new();
-        let ctx = tsc.lock();
-        select_db(&ctx, db);
-        match install(&ctx, &key_bytes, &catalog, model) {
-            Ok(()) => Reply::Ok,
-            Err(e) => Reply::Error(e),
+        // A context of this module (a cluster commit sends bus messages).
+        let installed = cluster::with_gil(|ctx| {
+            select_db(ctx, db);
+            install(ctx, &key_bytes, &catalog, model)
+        });
+        match installed {
+            Some(Ok(())) => Reply::Ok,
+            Some(Err(e)) => Reply::Error(e),
+            None => Reply::internal("could not take the server lock to install the model"),
         }
     });
     Ok(Reply::Blocked)
@@ -114,11 +70,11 @@ fn install(ctx: &Context, key: &[u8], catalog: &SharedCatalog, model: Model) -> 
             String::from_utf8_lossy(key)
         )));
     }
-    let args = model.spec.command_args(key);
+    let mut args = vec![b"RECSYS.MODEL.SET".to_vec()];
+    args.extend(model.spec.command_args(key));
     catalog.write().models_mut().put(Arc::new(model))?;
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    replicate(ctx, "RECSYS.MODEL.SET", &refs);
-    wrote(ctx, &key_name, "recsys.model.set");
+    commit(ctx, &key_name, catalog, &refs, "recsys.model.set");
     Ok(())
 }
 
@@ -190,21 +146,4 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         ),
     ]);
     Ok(Reply::Map(fields))
-}
-
-/// RECSYS.MODEL.DEL catalog name
-pub fn del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("catalog key")?;
-    let catalog = catalog_at(ctx, key)?;
-    let name = a.next_str("model name")?;
-    if a.has_more() {
-        return Err("RECSYS.MODEL.DEL takes the catalog key and one model name".into());
-    }
-    let removed = catalog.write().models_mut().remove(name);
-    if removed {
-        ctx.replicate_verbatim();
-        wrote(ctx, key, "recsys.model.del");
-    }
-    Ok(Reply::Int(removed as i64))
 }

@@ -3,7 +3,8 @@
 //!
 //! LOAD replicates itself verbatim before compiling on a worker; a replica
 //! (or an AOF replay) compiles the same bytes and reaches the same state,
-//! success or failure.
+//! success or failure. In a cluster a client's LOAD or DEL reaches every
+//! node (cluster/plugins.rs).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -12,9 +13,10 @@ use recsys_core::Error;
 use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
+use crate::cluster;
 use crate::plugin_store;
 use crate::reply::Reply;
-use crate::workers::run_blocking;
+use crate::workers::{can_block, run_blocking};
 use recsys_core::names::check_name;
 
 /// RECSYS.PLUGIN.LOAD name wasm-bytes [REPLACE], or name REPLACE wasm-bytes
@@ -43,21 +45,35 @@ pub fn load(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         return Err(plugin_store::exists_error(&name));
     }
     ctx.replicate_verbatim();
-    Ok(run_blocking(ctx, move || {
+    // In a cluster, a client's load is sent on to every node.
+    let origin = cluster::enabled() && !cluster::replayed(ctx);
+    // Inline (MULTI, scripts) the job runs here, holding the GIL.
+    let inline = !can_block(ctx);
+    let sent_name = name.clone();
+    let reply = run_blocking(ctx, move || {
         let plugin = match host.compile(&name, bytes) {
             Ok(p) => p,
             Err(e) => return Reply::error(format!("plugin '{name}' refused: {e}")),
         };
         let (world, sha) = (plugin.world.name(), plugin.sha256.clone());
         match plugin_store::install(plugin, replace) {
-            Ok(()) => Reply::Map(vec![
-                ("name".into(), Reply::Text(name)),
-                ("world".into(), Reply::Text(world.into())),
-                ("sha256".into(), Reply::Text(sha)),
-            ]),
+            Ok(()) => {
+                if origin && !inline {
+                    cluster::plugins::loaded_here(None, &name);
+                }
+                Reply::Map(vec![
+                    ("name".into(), Reply::Text(name)),
+                    ("world".into(), Reply::Text(world.into())),
+                    ("sha256".into(), Reply::Text(sha)),
+                ])
+            }
             Err(e) => Reply::Error(e),
         }
-    }))
+    });
+    if origin && inline && !matches!(reply, Reply::Error(_)) {
+        cluster::plugins::loaded_here(Some(ctx), &sent_name);
+    }
+    Ok(reply)
 }
 
 fn summary(p: &Plugin) -> Vec<(String, Reply)> {
@@ -115,6 +131,9 @@ pub fn del(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let removed = plugin_store::remove(name);
     if removed {
         ctx.replicate_verbatim();
+        if !cluster::replayed(ctx) {
+            cluster::plugins::removed_here(ctx, name);
+        }
     }
     Ok(Reply::Int(removed as i64))
 }

@@ -4,7 +4,8 @@
 //! `recsys_core::user`). RECOMMEND reads the hash on the main thread, then
 //! runs the pipeline on a worker. EVENT updates the hash and the item's
 //! popularity on the main thread and replicates itself with an explicit
-//! timestamp.
+//! timestamp. In a cluster both are routed by the user key and use the
+//! catalog's copy on the user's node (docs/cluster.md).
 
 use recsys_core::catalog::popularity::{check_event_time, MAX_EVENT_MS, MAX_WEIGHT};
 use recsys_core::pipeline::explain::{Explain, Stage};
@@ -18,13 +19,16 @@ use recsys_core::vector::from_fp32_blob;
 use recsys_core::Error;
 use redis_module::{Context, ContextFlags, RedisString};
 
+use crate::acl::KeyAccess;
 use crate::args::{Args, CmdResult};
+use crate::cluster;
 use crate::cmd::request_args::{model_fields, pipeline_option};
 use crate::config;
-use crate::keys::{catalog_at, check_user_key, read_user, wrote, UserFields};
+use crate::keys::{check_user_key, read_user, wrote, UserFields};
 use crate::plugin_store;
 use crate::reply::{self, Reply};
 use crate::util::{now_ms, redis_string, replicate};
+
 use crate::workers::run_blocking;
 
 /// RECSYS.RECOMMEND catalog userkey [K k] [CANDIDATES n] [EF n] [VECTOR blob]
@@ -54,7 +58,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         }
     }
     let req = req.validate()?;
-    let catalog = catalog_at(ctx, key)?;
+    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read)?;
     let (dim, fields) = {
         let c = catalog.read();
         (c.params().dim, model_fields(&c, &req)?)
@@ -167,7 +171,7 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     {
         check_event_time(ts, now)?;
     }
-    let catalog = catalog_at(ctx, key)?;
+    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Write)?;
     let slot = catalog
         .read()
         .slot_of(item)
@@ -222,43 +226,4 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     wrote(ctx, user, "recsys.event");
     wrote(ctx, key, "recsys.event");
     Ok(Reply::Int(recent.len() as i64))
-}
-
-/// RECSYS.POPULARITY.SET catalog EPOCH ms id score [id score ...]: sets items'
-/// popularity, each score in units at epoch `ms` (a score of s at epoch e is
-/// worth s * 2^(-(t - e) / 1 day) at time t). AOF rewrite writes popularity
-/// back with it; it also imports popularity computed elsewhere. All pairs are
-/// checked before any is applied.
-pub fn popularity_set(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
-    let mut a = Args::new(argv);
-    let key = a.next_string("catalog key")?;
-    if a.next_keyword()? != "EPOCH" {
-        return Err(Error::invalid(
-            "expected EPOCH ms after the catalog key: RECSYS.POPULARITY.SET catalog EPOCH ms id score [id score ...]",
-        ));
-    }
-    let epoch = a.next_int("EPOCH", 0, MAX_EVENT_MS)?;
-    if a.remaining() == 0 || !a.remaining().is_multiple_of(2) {
-        return Err(Error::invalid("expected pairs of: id score"));
-    }
-    let catalog = catalog_at(ctx, key)?;
-    let c = catalog.read();
-    let mut pairs = Vec::with_capacity(a.remaining() / 2);
-    while a.has_more() {
-        let id = a.next_str("item id")?;
-        let score = a.next_float("popularity score", 0.0, f64::MAX)?;
-        if !c.contains(id) {
-            return Err(Error::invalid(format!(
-                "item '{id}' does not exist in catalog '{key}'"
-            )));
-        }
-        pairs.push((id, score));
-    }
-    for (id, score) in &pairs {
-        c.set_popularity(id, epoch, *score)?;
-    }
-    drop(c);
-    ctx.replicate_verbatim();
-    wrote(ctx, key, "recsys.popularity.set");
-    Ok(Reply::Int(pairs.len() as i64))
 }

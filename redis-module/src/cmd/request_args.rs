@@ -6,9 +6,7 @@ use recsys_core::catalog::Catalog;
 use recsys_core::index::params::MAX_EF;
 use recsys_core::pipeline::plugins::PluginStage;
 use recsys_core::pipeline::rank::rank_model;
-use recsys_core::pipeline::request::{
-    Ordering, Request, Session, MAX_CANDIDATES, MAX_K, MAX_SESSION_ITEMS,
-};
+use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_K};
 use recsys_core::plugin::World;
 use recsys_core::Error;
 
@@ -55,7 +53,7 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
         "ARGS" => return Err(Error::invalid("ARGS must follow FILTER name or ORDER name")),
         "FAILOPEN" => req.fail_open = true,
         "RANK" => req.rank = Some(a.next_str("RANK model name")?.to_string()),
-        "SESSION" => req.session = Some(session_arg(a)?),
+        "SESSION" => req.session = Some(a.next_session()?),
         "DIVERSITY" => {
             let attr = a.next_str("DIVERSITY attribute")?.to_string();
             let max = a.next_usize("DIVERSITY max", 1, MAX_K)?;
@@ -64,14 +62,6 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
         _ => return Ok(false),
     }
     Ok(true)
-}
-
-/// `SESSION items weight` (after the keyword): items 0..=1000 (0: no
-/// blend), weight 0..=1000.
-pub fn session_arg(a: &mut Args) -> CmdResult<Session> {
-    let items = a.next_usize("SESSION items", 0, MAX_SESSION_ITEMS)?;
-    let weight = a.next_float("SESSION weight", 0.0, 1e3)? as f32;
-    Session::new(items, weight)
 }
 
 /// The user hash fields a request's models read (its RANK model's and the

@@ -1,0 +1,236 @@
+//! A real Redis Cluster of redis-server processes with the module, for the
+//! integration tests and `recsys bench`: N masters with R replicas each on
+//! free ports (their bus ports, +10000, free too), made with
+//! `redis-cli --cluster create`, and a small router that sends a command
+//! to the master (or a replica) that serves a key's slot.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::server::{find_module, RedisServer};
+
+/// A running cluster; every node is killed on drop.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+/// A port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> Result<u16> {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair for a cluster node")
+}
+
+impl Cluster {
+    /// Starts `masters` masters with `replicas` replicas each; `extra` are
+    /// more redis-server arguments for every node.
+    pub fn start(masters: usize, replicas: usize, extra: &[&str]) -> Result<Cluster> {
+        let module = find_module()?;
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            nodes.push(Self::start_node(&module, extra, None)?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes")
+            .output()
+            .context("redis-cli --cluster create (apt-get install redis-tools)")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let cluster = Cluster { nodes };
+        cluster.wait_ok(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
+    /// Starts one cluster node (in `dir` when restarting on its files).
+    pub fn start_node(
+        module: &std::path::Path,
+        extra: &[&str],
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<RedisServer> {
+        let dir = match dir {
+            Some(d) => d,
+            None => tempfile::tempdir()?,
+        };
+        Self::start_node_on(module, extra, dir, cluster_port()?)
+    }
+
+    /// Restarts a node on its data directory and port (its nodes.conf
+    /// keeps its identity; the others know it by its address).
+    pub fn start_node_on(
+        module: &std::path::Path,
+        extra: &[&str],
+        dir: tempfile::TempDir,
+        port: u16,
+    ) -> Result<RedisServer> {
+        let mut args = vec![
+            "--cluster-enabled".to_string(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            "nodes.conf".into(),
+            "--cluster-node-timeout".into(),
+            "2000".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        RedisServer::start_on(dir, module, &[], &refs, port)
+    }
+
+    /// Waits until every node says `cluster_state:ok` and agrees on the slots.
+    pub fn wait_ok(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self.nodes.iter().all(|n| {
+                n.connection()
+                    .ok()
+                    .and_then(|mut c| {
+                        redis::cmd("CLUSTER")
+                            .arg("INFO")
+                            .query::<String>(&mut c)
+                            .ok()
+                    })
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+            });
+            if ok && self.slot_map().is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("cluster did not become ok");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Ports of the masters.
+    pub fn masters(&self) -> Vec<u16> {
+        self.slot_map()
+            .map(|m| {
+                let mut v: Vec<u16> = m.values().map(|(p, _)| *p).collect();
+                v.sort();
+                v.dedup();
+                v
+            })
+            .unwrap_or_default()
+    }
+
+    /// First slot of each range -> (master port, replica ports), from a
+    /// live node.
+    pub fn slot_map(&self) -> Result<BTreeMap<u16, (u16, Vec<u16>)>> {
+        for n in &self.nodes {
+            let Ok(mut c) = n.connection() else { continue };
+            let Ok(slots) = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<Vec<redis::Value>>(&mut c)
+            else {
+                continue;
+            };
+            let mut map = BTreeMap::new();
+            for range in slots {
+                let redis::Value::Array(parts) = range else {
+                    continue;
+                };
+                let int = |v: &redis::Value| match v {
+                    redis::Value::Int(i) => *i,
+                    _ => -1,
+                };
+                let port = |v: &redis::Value| match v {
+                    redis::Value::Array(a) if a.len() > 1 => int(&a[1]) as u16,
+                    _ => 0,
+                };
+                if parts.len() < 3 {
+                    continue;
+                }
+                let start = int(&parts[0]) as u16;
+                let replicas = parts[3..].iter().map(port).collect();
+                map.insert(start, (port(&parts[2]), replicas));
+            }
+            if map.is_empty() {
+                continue;
+            }
+            return Ok(map);
+        }
+        bail!("no node answered CLUSTER SLOTS")
+    }
+
+    /// The slot of `key` (Redis's CRC16 of its hash tag).
+    pub fn slot(key: &[u8]) -> u16 {
+        let tagged = match key.iter().position(|&b| b == b'{') {
+            Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+                Some(0) | None => key,
+                Some(len) => &key[open + 1..open + 1 + len],
+            },
+            None => key,
+        };
+        crc16(tagged) % 16384
+    }
+
+    /// The port of the master serving `key`.
+    pub fn master_of(&self, key: &[u8]) -> Result<u16> {
+        let slot = Self::slot(key);
+        let map = self.slot_map()?;
+        map.range(..=slot)
+            .next_back()
+            .map(|(_, (p, _))| *p)
+            .context("no master serves the slot")
+    }
+
+    /// The node listening on `port`.
+    pub fn node(&self, port: u16) -> Option<&RedisServer> {
+        self.nodes.iter().find(|n| n.port == port)
+    }
+
+    /// A connection to the master of `key`.
+    pub fn connection_for(&self, key: &[u8]) -> Result<redis::Connection> {
+        let port = self.master_of(key)?;
+        let node = self.node(port).context("unknown node")?;
+        node.connection()
+    }
+}
+
+/// CRC16-CCITT (XMODEM), the hash of Redis Cluster's key slots.
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slots_match_redis() {
+        // Values from CLUSTER KEYSLOT on Redis 7.
+        assert_eq!(super::Cluster::slot(b"foo"), 12182);
+        assert_eq!(super::Cluster::slot(b"{user1000}.following"), 3443);
+        assert_eq!(super::Cluster::slot(b"a{}b"), super::crc16(b"a{}b") % 16384);
+    }
+}

@@ -1,0 +1,561 @@
+//! The copies of other nodes' catalogs one node keeps, and the rules that
+//! keep each copy equal to its owner's catalog or out of service:
+//!
+//! - an update applies only on top of the position it was made at
+//!   (`prev`); a copy that is anywhere else asks the owner for a snapshot
+//!   and answers nothing until it is whole again (TRYAGAIN);
+//! - every announce interval the owner says where each catalog is; a
+//!   copy elsewhere (a lost update, a failover that lost the old master's
+//!   last writes) catches up the same way; a copy its owner stops
+//!   announcing (DEL, RENAME, a reshard while the new owner has not
+//!   announced yet) is dropped after a grace period unless another node
+//!   announces it;
+//! - a copy read back from disk serves only once an owner has confirmed
+//!   its position.
+//!
+//! Generic over the catalog handle `C`, so the rules are tested here
+//! without Redis; the module applies the writes and moves the bytes.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::catalog::log::LogPos;
+
+/// A copy the owner stopped announcing is dropped after this long.
+pub const ORPHAN_GRACE_MS: i64 = 5_000;
+/// A snapshot asked for and not complete after this long is asked for again.
+pub const SNAPSHOT_TIMEOUT_MS: i64 = 15_000;
+/// Updates held while a snapshot is on its way, at most (count, bytes);
+/// past either the oldest go (the snapshot will be followed by newer ones,
+/// or the next announce asks again).
+pub const MAX_PENDING: usize = 100_000;
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Largest snapshot accepted, in bytes, and parts.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 40;
+pub const MAX_SNAPSHOT_PARTS: u32 = 1 << 20;
+
+/// An update as it came off the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub prev: LogPos,
+    pub pos: LogPos,
+    pub write: Vec<Vec<u8>>,
+}
+
+impl Update {
+    fn bytes(&self) -> usize {
+        self.write.iter().map(Vec::len).sum::<usize>() + 64
+    }
+
+    /// Whether the write creates the catalog (its first write).
+    pub fn is_create(&self) -> bool {
+        self.prev == LogPos::ZERO
+            && self
+                .write
+                .first()
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"RECSYS.CREATE"))
+    }
+}
+
+/// A snapshot being received.
+#[derive(Debug)]
+struct Assembly {
+    pos: LogPos,
+    parts: u32,
+    bytes: Vec<u8>,
+    next: u32,
+}
+
+/// A copy that is catching up.
+#[derive(Debug)]
+struct CatchUp {
+    from: String,
+    asked_ms: i64,
+    pending: VecDeque<Update>,
+    pending_bytes: usize,
+    snapshot: Option<Assembly>,
+}
+
+/// One catalog copy.
+#[derive(Debug)]
+pub struct Copy<C> {
+    /// `None` until the first snapshot (or CREATE) arrives.
+    pub catalog: Option<C>,
+    pub pos: LogPos,
+    /// The node that last announced or updated it.
+    pub owner: String,
+    /// An owner confirmed `pos` since this copy was read back from disk.
+    pub confirmed: bool,
+    /// When the owner last confirmed or updated it.
+    pub confirmed_ms: i64,
+    orphan_since_ms: Option<i64>,
+    catch_up: Option<CatchUp>,
+    /// Updates applied, snapshots installed (INFO).
+    pub updates: u64,
+    pub snapshots: u64,
+}
+
+impl<C> Copy<C> {
+    fn new(owner: &str, now_ms: i64) -> Self {
+        Copy {
+            catalog: None,
+            pos: LogPos::ZERO,
+            owner: owner.to_string(),
+            confirmed: true,
+            confirmed_ms: now_ms,
+            orphan_since_ms: None,
+            catch_up: None,
+            updates: 0,
+            snapshots: 0,
+        }
+    }
+
+    /// A copy about to be created by its first write (replayed CREATE).
+    pub fn empty(owner: String, now_ms: i64) -> Self {
+        Copy::new(&owner, now_ms)
+    }
+
+    /// A copy read back from disk or received from this node's master: it
+    /// serves on a replica at once, on a master once confirmed.
+    pub fn restored(catalog: C, pos: LogPos, owner: String, confirmed: bool, now_ms: i64) -> Self {
+        Copy {
+            catalog: Some(catalog),
+            pos,
+            owner,
+            confirmed,
+            confirmed_ms: now_ms,
+            orphan_since_ms: None,
+            catch_up: None,
+            updates: 0,
+            snapshots: 0,
+        }
+    }
+
+    /// Whether requests may use it: whole, not catching up, and (on a
+    /// master) confirmed by an owner.
+    pub fn serving(&self, is_master: bool) -> Option<&C> {
+        match (&self.catalog, &self.catch_up) {
+            (Some(c), None) if self.confirmed || !is_master => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn catching_up(&self) -> bool {
+        self.catch_up.is_some()
+    }
+
+    /// Start (or keep) catching up from `from`; whether to send a request now.
+    fn start_catch_up(&mut self, from: &str, now_ms: i64) -> bool {
+        match &mut self.catch_up {
+            Some(c) if c.from == from && now_ms - c.asked_ms < SNAPSHOT_TIMEOUT_MS => false,
+            Some(c) => {
+                c.from = from.to_string();
+                c.asked_ms = now_ms;
+                c.snapshot = None;
+                true
+            }
+            None => {
+                self.catch_up = Some(CatchUp {
+                    from: from.to_string(),
+                    asked_ms: now_ms,
+                    pending: VecDeque::new(),
+                    pending_bytes: 0,
+                    snapshot: None,
+                });
+                true
+            }
+        }
+    }
+
+    fn hold(&mut self, u: Update) {
+        if let Some(c) = &mut self.catch_up {
+            c.pending_bytes += u.bytes();
+            c.pending.push_back(u);
+            while c.pending.len() > MAX_PENDING || c.pending_bytes > MAX_PENDING_BYTES {
+                match c.pending.pop_front() {
+                    Some(old) => c.pending_bytes -= old.bytes(),
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+/// What to do with an update.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdateAction {
+    /// Apply it to the copy (create the catalog when `create`), then call
+    /// [`Copies::applied`] or [`Copies::failed`].
+    Apply { create: bool },
+    /// Already applied, or held until the snapshot is in.
+    Ignore,
+    /// Send a snapshot request to this node.
+    Request(String),
+}
+
+/// Every copy on this node, by catalog key name.
+#[derive(Debug)]
+pub struct Copies<C> {
+    pub map: BTreeMap<Vec<u8>, Copy<C>>,
+}
+
+impl<C> Default for Copies<C> {
+    fn default() -> Self {
+        Copies {
+            map: BTreeMap::new(),
+        }
+    }
+}
+
+impl<C> Copies<C> {
+    pub fn get(&self, name: &[u8]) -> Option<&Copy<C>> {
+        self.map.get(name)
+    }
+
+    /// An update from `from`.
+    pub fn on_update(&mut self, from: &str, now_ms: i64, name: &[u8], u: Update) -> UpdateAction {
+        if u.is_create() {
+            // Created (again) at its owner: a fresh copy, whatever was here.
+            let mut copy = Copy::new(from, now_ms);
+            copy.pos = LogPos::ZERO;
+            self.map.insert(name.to_vec(), copy);
+            return UpdateAction::Apply { create: true };
+        }
+        let copy = self
+            .map
+            .entry(name.to_vec())
+            .or_insert_with(|| Copy::new(from, now_ms));
+        if copy.catch_up.is_some() {
+            let ask = copy.start_catch_up(from, now_ms);
+            copy.hold(u);
+            return if ask {
+                UpdateAction::Request(from.to_string())
+            } else {
+                UpdateAction::Ignore
+            };
+        }
+        if copy.catalog.is_some() && copy.pos == u.prev {
+            copy.owner = from.to_string();
+            return UpdateAction::Apply { create: false };
+        }
+        if copy.catalog.is_some() && copy.pos == u.pos {
+            return UpdateAction::Ignore;
+        }
+        copy.start_catch_up(from, now_ms);
+        copy.hold(u);
+        UpdateAction::Request(from.to_string())
+    }
+
+    /// The update (or the CREATE) was applied: the copy is at `pos`.
+    pub fn applied(&mut self, name: &[u8], catalog: Option<C>, pos: LogPos, now_ms: i64) {
+        if let Some(copy) = self.map.get_mut(name) {
+            if let Some(c) = catalog {
+                copy.catalog = Some(c);
+            }
+            copy.pos = pos;
+            copy.confirmed = true;
+            copy.confirmed_ms = now_ms;
+            copy.orphan_since_ms = None;
+            copy.updates += 1;
+        }
+    }
+
+    /// An update the owner applied failed here: the copy can no longer be
+    /// trusted; returns the node to ask for a snapshot.
+    pub fn failed(&mut self, name: &[u8], now_ms: i64) -> Option<String> {
+        let copy = self.map.get_mut(name)?;
+        let from = copy.owner.clone();
+        copy.start_catch_up(&from, now_ms).then_some(from)
+    }
+
+    /// `from` announced these catalogs (those whose keys this node holds
+    /// left out by the caller). Returns the snapshot requests to send.
+    pub fn on_announce(
+        &mut self,
+        from: &str,
+        now_ms: i64,
+        catalogs: &[(Vec<u8>, LogPos)],
+    ) -> Vec<(Vec<u8>, String)> {
+        let mut requests = Vec::new();
+        for (name, pos) in catalogs {
+            let copy = self
+                .map
+                .entry(name.clone())
+                .or_insert_with(|| Copy::new(from, now_ms));
+            if copy.catch_up.is_none() && copy.catalog.is_some() && copy.pos == *pos {
+                copy.owner = from.to_string();
+                copy.confirmed = true;
+                copy.confirmed_ms = now_ms;
+                copy.orphan_since_ms = None;
+                continue;
+            }
+            if copy.start_catch_up(from, now_ms) {
+                requests.push((name.clone(), from.to_string()));
+            }
+        }
+        for (name, copy) in self.map.iter_mut() {
+            if copy.owner == from && !catalogs.iter().any(|(n, _)| n == name) {
+                copy.orphan_since_ms.get_or_insert(now_ms);
+            }
+        }
+        requests
+    }
+
+    /// Part of a snapshot from `from`. When the last part is in, returns
+    /// the whole encoding to decode (then call [`Copies::install`]).
+    pub fn on_snapshot_part(
+        &mut self,
+        from: &str,
+        name: &[u8],
+        pos: LogPos,
+        part: u32,
+        parts: u32,
+        bytes: &[u8],
+    ) -> Option<Vec<u8>> {
+        let c = self.map.get_mut(name)?.catch_up.as_mut()?;
+        if c.from != from || parts == 0 || parts > MAX_SNAPSHOT_PARTS || part >= parts {
+            return None;
+        }
+        if part == 0 {
+            c.snapshot = Some(Assembly {
+                pos,
+                parts,
+                bytes: Vec::new(),
+                next: 0,
+            });
+        }
+        let a = c.snapshot.as_mut()?;
+        if a.pos != pos || a.parts != parts || a.next != part {
+            c.snapshot = None;
+            return None;
+        }
+        if a.bytes.len() + bytes.len() > MAX_SNAPSHOT_BYTES {
+            c.snapshot = None;
+            return None;
+        }
+        a.bytes.extend_from_slice(bytes);
+        a.next += 1;
+        if a.next < a.parts {
+            return None;
+        }
+        c.snapshot.take().map(|a| a.bytes)
+    }
+
+    /// Installs a decoded snapshot at `pos`; returns the held updates past
+    /// it, to feed back through [`Copies::on_update`] in order.
+    pub fn install(&mut self, name: &[u8], catalog: C, pos: LogPos, now_ms: i64) -> Vec<Update> {
+        let Some(copy) = self.map.get_mut(name) else {
+            return Vec::new();
+        };
+        let held = copy.catch_up.take().map(|c| c.pending).unwrap_or_default();
+        copy.catalog = Some(catalog);
+        copy.pos = pos;
+        copy.confirmed = true;
+        copy.confirmed_ms = now_ms;
+        copy.orphan_since_ms = None;
+        copy.snapshots += 1;
+        held.into_iter().filter(|u| u.pos.seq > pos.seq).collect()
+    }
+
+    /// Copies orphaned for longer than the grace period, removed.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<Vec<u8>> {
+        let gone: Vec<Vec<u8>> = self
+            .map
+            .iter()
+            .filter(|(_, c)| {
+                c.orphan_since_ms
+                    .is_some_and(|t| now_ms - t > ORPHAN_GRACE_MS)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &gone {
+            self.map.remove(n);
+        }
+        gone
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> Option<Copy<C>> {
+        self.map.remove(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catalog stand-in: the writes applied, in order.
+    type Log = Vec<Vec<u8>>;
+
+    fn create() -> Update {
+        let write = vec![b"RECSYS.CREATE".to_vec(), b"shop".to_vec()];
+        let refs: Vec<&[u8]> = write.iter().map(Vec::as_slice).collect();
+        Update {
+            prev: LogPos::ZERO,
+            pos: LogPos::ZERO.next(&refs),
+            write,
+        }
+    }
+
+    fn after(u: &Update, arg: &str) -> Update {
+        let write = vec![b"RECSYS.ITEM.SET".to_vec(), arg.as_bytes().to_vec()];
+        let refs: Vec<&[u8]> = write.iter().map(Vec::as_slice).collect();
+        Update {
+            prev: u.pos,
+            pos: u.pos.next(&refs),
+            write,
+        }
+    }
+
+    /// Feeds an update as the module does: apply, then report.
+    fn feed(t: &mut Copies<Log>, from: &str, u: Update) -> UpdateAction {
+        let action = t.on_update(from, 0, b"shop", u.clone());
+        if let UpdateAction::Apply { create } = action {
+            let mut log = if create {
+                Vec::new()
+            } else {
+                t.get(b"shop").unwrap().catalog.clone().unwrap()
+            };
+            log.push(u.write[1].clone());
+            t.applied(b"shop", Some(log), u.pos, 0);
+        }
+        action
+    }
+
+    #[test]
+    fn updates_in_order_apply_and_a_gap_asks_for_a_snapshot() {
+        let mut t = Copies::default();
+        let c = create();
+        let (a, b) = (after(&c, "a"), after(&after(&c, "a"), "b"));
+        assert_eq!(
+            feed(&mut t, "n1", c.clone()),
+            UpdateAction::Apply { create: true }
+        );
+        assert_eq!(
+            feed(&mut t, "n1", a.clone()),
+            UpdateAction::Apply { create: false }
+        );
+        assert_eq!(
+            feed(&mut t, "n1", a.clone()),
+            UpdateAction::Ignore,
+            "a repeat"
+        );
+        assert!(t.get(b"shop").unwrap().serving(true).is_some());
+        // b's successor arrives without b: catch up, serve nothing meanwhile.
+        let lost = after(&b, "c");
+        assert_eq!(
+            feed(&mut t, "n1", lost.clone()),
+            UpdateAction::Request("n1".into())
+        );
+        assert!(t.get(b"shop").unwrap().serving(true).is_none());
+        let d = after(&lost, "d");
+        assert_eq!(
+            feed(&mut t, "n1", d.clone()),
+            UpdateAction::Ignore,
+            "held, asked once"
+        );
+        // The snapshot at b, in two parts; the held c and d follow it.
+        assert_eq!(t.on_snapshot_part("n1", b"shop", b.pos, 0, 2, b"xy"), None);
+        assert_eq!(
+            t.on_snapshot_part("n2", b"shop", b.pos, 1, 2, b"z"),
+            None,
+            "not asked"
+        );
+        let whole = t.on_snapshot_part("n1", b"shop", b.pos, 1, 2, b"z");
+        assert_eq!(whole.as_deref(), Some(&b"xyz"[..]));
+        let held = t.install(
+            b"shop",
+            vec![b"shop".to_vec(), b"a".to_vec(), b"b".to_vec()],
+            b.pos,
+            0,
+        );
+        assert_eq!(held, vec![lost.clone(), d.clone()]);
+        for u in held {
+            assert_eq!(feed(&mut t, "n1", u), UpdateAction::Apply { create: false });
+        }
+        let copy = t.get(b"shop").unwrap();
+        assert_eq!(copy.pos, d.pos);
+        assert_eq!(copy.catalog.as_ref().unwrap().len(), 5);
+        assert!(copy.serving(true).is_some());
+    }
+
+    #[test]
+    fn announces_confirm_reveal_divergence_and_orphan_copies() {
+        let mut t = Copies::default();
+        let c = create();
+        let a = after(&c, "a");
+        feed(&mut t, "n1", c.clone());
+        feed(&mut t, "n1", a.clone());
+        // The owner confirms where the copy is: nothing to do.
+        assert!(t
+            .on_announce("n1", 1, &[(b"shop".to_vec(), a.pos)])
+            .is_empty());
+        // A promoted replica that never got `a` writes `a2` at the same seq:
+        // the hash differs, so the copy asks the new owner.
+        let a2 = after(&c, "a2");
+        assert_eq!(a2.pos.seq, a.pos.seq);
+        let asks = t.on_announce("n2", 2, &[(b"shop".to_vec(), a2.pos)]);
+        assert_eq!(asks, vec![(b"shop".to_vec(), "n2".to_string())]);
+        assert!(t.get(b"shop").unwrap().serving(true).is_none());
+        assert!(
+            t.on_announce("n2", 3, &[(b"shop".to_vec(), a2.pos)])
+                .is_empty(),
+            "asked already"
+        );
+        assert_eq!(
+            t.on_announce("n2", 3 + SNAPSHOT_TIMEOUT_MS, &[(b"shop".to_vec(), a2.pos)])
+                .len(),
+            1,
+            "asked again after the timeout"
+        );
+        t.install(b"shop", vec![b"a2".to_vec()], a2.pos, 4);
+        assert!(t.get(b"shop").unwrap().serving(true).is_some());
+        // The owner stops announcing it (DEL): dropped after the grace period,
+        // unless someone announces it meanwhile.
+        t.on_announce("n2", 10, &[]);
+        assert!(t.expire(10 + ORPHAN_GRACE_MS).is_empty());
+        t.on_announce("n3", 11, &[(b"shop".to_vec(), a2.pos)]);
+        assert!(t.expire(20 + ORPHAN_GRACE_MS).is_empty(), "adopted by n3");
+        t.on_announce("n3", 30, &[]);
+        assert_eq!(t.expire(31 + ORPHAN_GRACE_MS), vec![b"shop".to_vec()]);
+        assert!(t.get(b"shop").is_none());
+    }
+
+    #[test]
+    fn a_copy_read_from_disk_serves_on_a_master_only_once_confirmed() {
+        let mut t: Copies<Log> = Copies::default();
+        let c = create();
+        t.map.insert(
+            b"shop".to_vec(),
+            Copy::restored(vec![], c.pos, "n1".into(), false, 0),
+        );
+        let copy = t.get(b"shop").unwrap();
+        assert!(copy.serving(true).is_none());
+        assert!(copy.serving(false).is_some(), "a replica trusts its master");
+        t.on_announce("n1", 1, &[(b"shop".to_vec(), c.pos)]);
+        assert!(t.get(b"shop").unwrap().serving(true).is_some());
+    }
+
+    #[test]
+    fn a_recreated_catalog_replaces_the_copy_and_unknown_catalogs_are_fetched() {
+        let mut t = Copies::default();
+        let c = create();
+        feed(&mut t, "n1", c.clone());
+        feed(&mut t, "n1", after(&c, "a"));
+        assert_eq!(
+            feed(&mut t, "n1", c.clone()),
+            UpdateAction::Apply { create: true }
+        );
+        assert_eq!(t.get(b"shop").unwrap().pos, c.pos);
+        let asks = t.on_announce("n1", 0, &[(b"other".to_vec(), c.pos)]);
+        assert_eq!(asks, vec![(b"other".to_vec(), "n1".to_string())]);
+        assert!(t.get(b"other").unwrap().catching_up());
+        // Parts out of order or of another snapshot are dropped.
+        assert_eq!(t.on_snapshot_part("n1", b"other", c.pos, 1, 2, b"x"), None);
+        assert_eq!(t.on_snapshot_part("n1", b"other", c.pos, 0, 2, b"x"), None);
+        assert_eq!(
+            t.on_snapshot_part("n1", b"other", LogPos::ZERO, 1, 2, b"y"),
+            None
+        );
+        assert_eq!(t.on_snapshot_part("n1", b"other", c.pos, 1, 2, b"y"), None);
+        assert_eq!(t.on_snapshot_part("n1", b"other", c.pos, 0, 0, b""), None);
+    }
+}

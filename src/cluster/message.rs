@@ -1,0 +1,343 @@
+//! The messages nodes of a Redis Cluster exchange over the cluster bus to
+//! keep catalog copies and plugins in step, and their byte format (the
+//! project's codec: a tag, then length-prefixed fields; every read is
+//! bounds-checked, so a corrupt message is an error, never a panic).
+
+use crate::catalog::log::{LogPos, HASH_BYTES};
+use crate::codec::{Reader, Writer};
+
+/// Most arguments a replicated write may carry in an update.
+const MAX_WRITE_ARGS: usize = 1 << 24;
+/// Most entries in one announce.
+const MAX_ANNOUNCED: usize = 1 << 20;
+
+/// A plugin's version as nodes compare them: last writer wins, by
+/// (`version`, `origin`), and a removal is a version without bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginVersion {
+    pub name: String,
+    /// Milliseconds since the epoch at the node that loaded or removed it
+    /// (raised past the previous version when clocks disagree).
+    pub version: u64,
+    /// The node id where it was loaded or removed (breaks ties).
+    pub origin: String,
+    /// SHA-256 of the component; `None` for a removal.
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl PluginVersion {
+    /// Whether `self` supersedes `other` (same name).
+    pub fn newer_than(&self, other: &PluginVersion) -> bool {
+        (self.version, &self.origin) > (other.version, &other.origin)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// The catalog's owner applied `write` (command and arguments, as it
+    /// replicated them), moving it from `prev` to `pos`.
+    Update {
+        catalog: Vec<u8>,
+        prev: LogPos,
+        pos: LogPos,
+        write: Vec<Vec<u8>>,
+    },
+    /// What a master holds, sent to every node each announce interval:
+    /// the catalogs whose keys it serves, at their positions, and its
+    /// plugins' versions (removals included while they are remembered).
+    Announce {
+        catalogs: Vec<(Vec<u8>, LogPos)>,
+        plugins: Vec<PluginVersion>,
+    },
+    /// "Send me the whole catalog": to a node that announced it.
+    SnapshotRequest { catalog: Vec<u8> },
+    /// Part `part` of `parts` of the catalog's encoding at `pos`.
+    SnapshotPart {
+        catalog: Vec<u8>,
+        pos: LogPos,
+        part: u32,
+        parts: u32,
+        bytes: Vec<u8>,
+    },
+    /// A plugin loaded (`bytes`) or removed (`None`) somewhere.
+    Plugin {
+        version: PluginVersion,
+        bytes: Option<Vec<u8>>,
+    },
+    /// "Send me plugin `name`": to a node that announced a newer version.
+    PluginRequest { name: String },
+}
+
+const UPDATE: u32 = 1;
+const ANNOUNCE: u32 = 2;
+const SNAPSHOT_REQUEST: u32 = 3;
+const SNAPSHOT_PART: u32 = 4;
+const PLUGIN: u32 = 5;
+const PLUGIN_REQUEST: u32 = 6;
+
+fn put_pos(w: &mut Writer, p: &LogPos) {
+    w.u64(p.seq);
+    w.0.extend_from_slice(&p.hash);
+}
+
+fn get_pos(r: &mut Reader) -> Result<LogPos, String> {
+    let seq = r.u64()?;
+    let mut hash = [0u8; HASH_BYTES];
+    hash.copy_from_slice(r.take(HASH_BYTES)?);
+    Ok(LogPos { seq, hash })
+}
+
+fn put_version(w: &mut Writer, v: &PluginVersion) {
+    w.blob(v.name.as_bytes());
+    w.u64(v.version);
+    w.blob(v.origin.as_bytes());
+    match &v.sha256 {
+        Some(sha) => {
+            w.u32(1);
+            w.0.extend_from_slice(sha);
+        }
+        None => w.u32(0),
+    }
+}
+
+fn get_version(r: &mut Reader) -> Result<PluginVersion, String> {
+    let name = r.text("plugin name")?.to_string();
+    let version = r.u64()?;
+    let origin = r.text("origin node")?.to_string();
+    let sha256 = match r.u32()? {
+        0 => None,
+        1 => {
+            let mut sha = [0u8; 32];
+            sha.copy_from_slice(r.take(32)?);
+            Some(sha)
+        }
+        _ => return Err("bad plugin version flag".into()),
+    };
+    Ok(PluginVersion {
+        name,
+        version,
+        origin,
+        sha256,
+    })
+}
+
+/// A count of at most `max` entries that fits the bytes left.
+fn bounded_count(r: &mut Reader, min_bytes: usize, max: usize) -> Result<usize, String> {
+    let n = r.count(min_bytes)?;
+    if n > max {
+        return Err(format!("{n} entries, more than {max}"));
+    }
+    Ok(n)
+}
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer(&mut out);
+        match self {
+            Message::Update {
+                catalog,
+                prev,
+                pos,
+                write,
+            } => {
+                w.u32(UPDATE);
+                w.blob(catalog);
+                put_pos(&mut w, prev);
+                put_pos(&mut w, pos);
+                w.u64(write.len() as u64);
+                for part in write {
+                    w.blob(part);
+                }
+            }
+            Message::Announce { catalogs, plugins } => {
+                w.u32(ANNOUNCE);
+                w.u64(catalogs.len() as u64);
+                for (name, pos) in catalogs {
+                    w.blob(name);
+                    put_pos(&mut w, pos);
+                }
+                w.u64(plugins.len() as u64);
+                for v in plugins {
+                    put_version(&mut w, v);
+                }
+            }
+            Message::SnapshotRequest { catalog } => {
+                w.u32(SNAPSHOT_REQUEST);
+                w.blob(catalog);
+            }
+            Message::SnapshotPart {
+                catalog,
+                pos,
+                part,
+                parts,
+                bytes,
+            } => {
+                w.u32(SNAPSHOT_PART);
+                w.blob(catalog);
+                put_pos(&mut w, pos);
+                w.u32(*part);
+                w.u32(*parts);
+                w.blob(bytes);
+            }
+            Message::Plugin { version, bytes } => {
+                w.u32(PLUGIN);
+                put_version(&mut w, version);
+                match bytes {
+                    Some(b) => {
+                        w.u32(1);
+                        w.blob(b);
+                    }
+                    None => w.u32(0),
+                }
+            }
+            Message::PluginRequest { name } => {
+                w.u32(PLUGIN_REQUEST);
+                w.blob(name.as_bytes());
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Message, String> {
+        let mut r = Reader::new(bytes);
+        let m = match r.u32()? {
+            UPDATE => {
+                let catalog = r.blob()?.to_vec();
+                let prev = get_pos(&mut r)?;
+                let pos = get_pos(&mut r)?;
+                let n = bounded_count(&mut r, 8, MAX_WRITE_ARGS)?;
+                let write = (0..n)
+                    .map(|_| r.blob().map(<[u8]>::to_vec))
+                    .collect::<Result<_, _>>()?;
+                Message::Update {
+                    catalog,
+                    prev,
+                    pos,
+                    write,
+                }
+            }
+            ANNOUNCE => {
+                let n = bounded_count(&mut r, 8 + 8 + HASH_BYTES, MAX_ANNOUNCED)?;
+                let catalogs = (0..n)
+                    .map(|_| Ok((r.blob()?.to_vec(), get_pos(&mut r)?)))
+                    .collect::<Result<_, String>>()?;
+                let n = bounded_count(&mut r, 8 + 8 + 8 + 4, MAX_ANNOUNCED)?;
+                let plugins = (0..n)
+                    .map(|_| get_version(&mut r))
+                    .collect::<Result<_, _>>()?;
+                Message::Announce { catalogs, plugins }
+            }
+            SNAPSHOT_REQUEST => Message::SnapshotRequest {
+                catalog: r.blob()?.to_vec(),
+            },
+            SNAPSHOT_PART => Message::SnapshotPart {
+                catalog: r.blob()?.to_vec(),
+                pos: get_pos(&mut r)?,
+                part: r.u32()?,
+                parts: r.u32()?,
+                bytes: r.blob()?.to_vec(),
+            },
+            PLUGIN => {
+                let version = get_version(&mut r)?;
+                let bytes = match r.u32()? {
+                    0 => None,
+                    1 => Some(r.blob()?.to_vec()),
+                    _ => return Err("bad plugin bytes flag".into()),
+                };
+                Message::Plugin { version, bytes }
+            }
+            PLUGIN_REQUEST => Message::PluginRequest {
+                name: r.text("plugin name")?.to_string(),
+            },
+            other => return Err(format!("unknown message tag {other}")),
+        };
+        if r.remaining() != 0 {
+            return Err("trailing bytes after the message".into());
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        let p = LogPos::ZERO.next(&[b"a"]);
+        let v = PluginVersion {
+            name: "f".into(),
+            version: 7,
+            origin: "n1".into(),
+            sha256: Some([3; 32]),
+        };
+        vec![
+            Message::Update {
+                catalog: b"shop".to_vec(),
+                prev: LogPos::ZERO,
+                pos: p,
+                write: vec![b"RECSYS.ITEM.SET".to_vec(), b"shop".to_vec(), vec![0, 1]],
+            },
+            Message::Announce {
+                catalogs: vec![(b"a".to_vec(), p), (b"b".to_vec(), LogPos::ZERO)],
+                plugins: vec![
+                    v.clone(),
+                    PluginVersion {
+                        sha256: None,
+                        ..v.clone()
+                    },
+                ],
+            },
+            Message::SnapshotRequest {
+                catalog: b"shop".to_vec(),
+            },
+            Message::SnapshotPart {
+                catalog: b"shop".to_vec(),
+                pos: p,
+                part: 1,
+                parts: 3,
+                bytes: vec![9; 100],
+            },
+            Message::Plugin {
+                version: v.clone(),
+                bytes: Some(vec![1, 2]),
+            },
+            Message::Plugin {
+                version: v,
+                bytes: None,
+            },
+            Message::PluginRequest { name: "f".into() },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_no_cut_decodes() {
+        for m in samples() {
+            let bytes = m.encode();
+            assert_eq!(Message::decode(&bytes).unwrap(), m);
+            for cut in 0..bytes.len() {
+                assert!(
+                    Message::decode(&bytes[..cut]).is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Message::decode(&longer).is_err());
+        }
+        assert!(Message::decode(&99u32.to_le_bytes()).is_err());
+    }
+
+    #[test]
+    fn plugin_versions_order_by_time_then_origin() {
+        let v = |version, origin: &str| PluginVersion {
+            name: "p".into(),
+            version,
+            origin: origin.into(),
+            sha256: None,
+        };
+        assert!(v(2, "a").newer_than(&v(1, "z")));
+        assert!(v(1, "b").newer_than(&v(1, "a")));
+        assert!(!v(1, "a").newer_than(&v(1, "a")));
+    }
+}
