@@ -1,21 +1,120 @@
 //! The module on a real Redis Cluster (3 masters, 1 replica each, started
 //! by `recsys_cli::cluster`): catalog copies on every master, RECOMMEND
-//! and EVENT routed by the user key, copies that catch up before they
-//! serve, a failover, and plugins that reach every node (docs/cluster.md).
+//! and EVENT routed by the user key through a cluster client, copies that
+//! catch up before they serve (after a restart from RDB or AOF), a
+//! failover and a reshard while recommendations flow, BATCH on every
+//! master, and plugins that reach every node (docs/cluster.md).
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{call, vectors, wasm};
 use recsys::vector::to_fp32_blob;
 use recsys_cli::cluster::Cluster;
+use redis::cluster::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Connection, Value};
 
 const DIM: usize = 8;
 
+/// One cluster at a time: six nodes per test share the machine's cores,
+/// and a node starved past the node timeout is taken for dead.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn start() -> Cluster {
     Cluster::start(3, 1, &["--cluster-require-full-coverage", "no"]).expect("start a cluster")
+}
+
+/// RECSYS.RECOMMEND through redis-rs's cluster client, routed by the user
+/// key's slot (redis-rs routes unknown commands by their first argument,
+/// the catalog; `route_command` sends it where the user lives, in one
+/// round trip; MOVED, ASK and TRYAGAIN are followed by the client).
+fn recommend(
+    con: &mut ClusterConnection,
+    catalog: &str,
+    user: &str,
+    extra: &[&[u8]],
+) -> redis::RedisResult<Vec<String>> {
+    let mut cmd = redis::cmd("RECSYS.RECOMMEND");
+    cmd.arg(catalog).arg(user);
+    for a in extra {
+        cmd.arg(*a);
+    }
+    let route = Route::new(Cluster::slot(user.as_bytes()), SlotAddr::Master);
+    let v = con.route_command(
+        &cmd,
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+    )?;
+    Ok(ids(v))
+}
+
+/// Writes `emb` for every user through the cluster client.
+fn store_users(con: &mut ClusterConnection, users: &[(String, Vec<f32>)]) {
+    for chunk in users.chunks(500) {
+        let mut p = redis::cluster::cluster_pipe();
+        for (u, v) in chunk {
+            p.cmd("HSET")
+                .arg(u)
+                .arg("emb")
+                .arg(to_fp32_blob(v))
+                .ignore();
+        }
+        p.query::<()>(con).unwrap();
+    }
+}
+
+/// A client that recommends for `users` over and over on its own thread
+/// until stopped: (answers, errors, the first error).
+struct Reader {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<(u64, Option<String>)>,
+}
+
+impl Reader {
+    fn start(cl: &Cluster, catalog: &'static str, users: Vec<String>) -> Reader {
+        let mut con = cl.client().unwrap().get_connection().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let (s, o) = (stop.clone(), ok.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut errors, mut first) = (0u64, None);
+            'outer: loop {
+                for u in &users {
+                    if s.load(Relaxed) {
+                        break 'outer;
+                    }
+                    match recommend(&mut con, catalog, u, &[b"K", b"3"]) {
+                        Ok(r) if r.len() == 3 => {
+                            o.fetch_add(1, Relaxed);
+                        }
+                        other => {
+                            errors += 1;
+                            first.get_or_insert(format!("{u}: {other:?}"));
+                        }
+                    }
+                }
+            }
+            (errors, first)
+        });
+        Reader { stop, ok, thread }
+    }
+
+    fn answered(&self) -> u64 {
+        self.ok.load(Relaxed)
+    }
+
+    fn stop(self) -> (u64, u64, Option<String>) {
+        self.stop.store(true, Relaxed);
+        let (errors, first) = self.thread.join().unwrap();
+        (self.ok.load(Relaxed), errors, first)
+    }
 }
 
 fn text(v: &Value) -> String {
@@ -57,8 +156,17 @@ fn field(entry: &[(String, String)], name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The catalog's write-log seq on its owner (RECSYS.INFO has no seq; the
-/// owner's copies listing is empty, so the other masters' listings say it).
+/// MOVED and ASK answers a node has given: `errorstat_MOVED` and
+/// `errorstat_ASK` of INFO errorstats.
+fn redirections(cl: &Cluster, port: u16) -> i64 {
+    let mut c = cl.node(port).unwrap().connection().unwrap();
+    let info: String = redis::cmd("INFO").arg("errorstats").query(&mut c).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("errorstat_MOVED:") || l.starts_with("errorstat_ASK:"))
+        .filter_map(|l| l.split("count=").nth(1)?.parse::<i64>().ok())
+        .sum()
+}
+
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -103,6 +211,7 @@ fn load_items(c: &mut Connection, catalog: &str, vs: &[Vec<f32>], first: usize) 
 
 #[test]
 fn users_on_every_shard_get_recommendations_from_their_nodes_copy() {
+    let _one = one_at_a_time();
     let cl = start();
     let masters = cl.masters();
     assert_eq!(masters.len(), 3);
@@ -116,50 +225,43 @@ fn users_on_every_shard_get_recommendations_from_their_nodes_copy() {
     load_items(&mut owner, "shop", &items, 0);
     wait_for_copies(&cl, "shop", items.len());
 
-    // 10,000 users with no hash tag land on every master; each gets its
-    // recommendations from its own node, in one round trip, the same as
-    // the owner's catalog gives for the same vector.
+    // 10,000 users with no hash tag land on every master; through a
+    // cluster client each gets its recommendations from its own node, in
+    // one round trip, the same as the owner's catalog gives for the same
+    // vector.
     let users = vectors(10_000, DIM, 99);
+    let named: Vec<(String, Vec<f32>)> = users
+        .iter()
+        .enumerate()
+        .map(|(u, v)| (format!("user:{u}"), v.clone()))
+        .collect();
     let mut by_node: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
-    for u in 0..users.len() {
-        let port = cl.master_of(format!("user:{u}").as_bytes()).unwrap();
+    for (u, (name, _)) in named.iter().enumerate() {
+        let port = cl.master_of(name.as_bytes()).unwrap();
         by_node.entry(port).or_default().push(u);
     }
     assert_eq!(by_node.len(), 3, "users spread over every master");
+    let mut con = cl.client().unwrap().get_connection().unwrap();
+    store_users(&mut con, &named);
+    let before: Vec<i64> = masters.iter().map(|&p| redirections(&cl, p)).collect();
     let mut served = 0;
-    for (port, us) in &by_node {
-        let mut c = cl.node(*port).unwrap().connection().unwrap();
-        let mut p = redis::pipe();
-        for &u in us {
-            p.cmd("HSET")
-                .arg(format!("user:{u}"))
-                .arg("emb")
-                .arg(to_fp32_blob(&users[u]))
-                .ignore();
-        }
-        p.query::<()>(&mut c).unwrap();
-        let mut p = redis::pipe();
-        for &u in us {
-            p.cmd("RECSYS.RECOMMEND")
-                .arg("shop")
-                .arg(format!("user:{u}"))
-                .arg("K")
-                .arg(5);
-        }
-        let got: Vec<Vec<String>> = p.query(&mut c).unwrap();
-        for (i, &u) in us.iter().enumerate().step_by(97) {
+    for (u, (name, v)) in named.iter().enumerate() {
+        let got = recommend(&mut con, "shop", name, &[b"K", b"5"]).unwrap();
+        if u % 97 == 0 {
             let want: Vec<String> = redis::cmd("RECSYS.SEARCH")
                 .arg("shop")
                 .arg(5)
                 .arg("FP32")
-                .arg(to_fp32_blob(&users[u]))
+                .arg(to_fp32_blob(v))
                 .query(&mut owner)
                 .unwrap();
-            assert_eq!(got[i], want, "user:{u} on {port}");
+            assert_eq!(got, want, "{name}");
         }
-        served += got.iter().filter(|r| r.len() == 5).count();
+        served += (got.len() == 5) as usize;
     }
     assert_eq!(served, users.len());
+    let after: Vec<i64> = masters.iter().map(|&p| redirections(&cl, p)).collect();
+    assert_eq!(before, after, "no request was redirected (MOVED or ASK)");
 
     // Sent to a node that does not serve the user, RECOMMEND is redirected
     // by the user's slot (the catalog is not a declared key).
@@ -219,31 +321,21 @@ fn users_on_every_shard_get_recommendations_from_their_nodes_copy() {
                         .any(|e| field(e, "items") == (items.len() - 1).to_string())
                 });
             }
-            // The item that was deleted is never recommended.
-            let got = ids(call(
-                &mut c,
-                &[
-                    b"RECSYS.RECOMMEND",
-                    b"shop",
-                    b"nobody",
-                    b"VECTOR",
-                    &to_fp32_blob(&items[0]),
-                    b"K",
-                    b"3",
-                    b"WHERE",
-                    b"n < 0",
-                ],
-            )
-            .or_else(|e| {
-                // "nobody" may hash to another node: ask there.
-                assert!(e.to_string().to_uppercase().contains("MOVED"), "{e}");
-                let mut c = cl.connection_for(b"nobody").unwrap();
-                call(
-                    &mut c,
+            // The item that was deleted is never recommended, asked for a
+            // user this node serves (a replica serves its master's slots).
+            let user = (0..)
+                .map(|i| format!("reader:{i}"))
+                .find(|k| cl.master_of(k.as_bytes()).unwrap() == master)
+                .unwrap();
+            // Copies apply writes in order but not at the same instant:
+            // the attribute change may still be on its way.
+            let recommend = |c: &mut Connection| {
+                ids(call(
+                    c,
                     &[
                         b"RECSYS.RECOMMEND",
                         b"shop",
-                        b"nobody",
+                        user.as_bytes(),
                         b"VECTOR",
                         &to_fp32_blob(&items[0]),
                         b"K",
@@ -252,9 +344,13 @@ fn users_on_every_shard_get_recommendations_from_their_nodes_copy() {
                         b"n < 0",
                     ],
                 )
-            })
-            .unwrap());
-            assert_eq!(got, vec!["item:1".to_string()], "on {port}");
+                .unwrap())
+            };
+            wait_until(
+                &format!("the attribute change on {port}"),
+                Duration::from_secs(20),
+                || recommend(&mut c) == vec!["item:1".to_string()],
+            );
         }
     }
     // INFO says how many copies serve.
@@ -265,16 +361,21 @@ fn users_on_every_shard_get_recommendations_from_their_nodes_copy() {
     assert!(info.contains("cluster_enabled:1"), "{info}");
 }
 
-#[test]
-fn a_copy_that_missed_writes_catches_up_before_it_serves() {
+/// A master holding a copy goes down (SHUTDOWN with `stop_saves`), writes
+/// go on without it; it comes back from its files (`extra`: RDB or AOF)
+/// with its copy as it was: until the owner has confirmed or replaced it
+/// the node answers TRYAGAIN, never the stale catalog; then it serves the
+/// whole catalog.
+fn missed_writes_are_caught_up_after_a_restart(extra: &[&str], stop_saves: bool) {
     // No replicas: the node that goes down stays the master of its slots.
-    let cl = Cluster::start(3, 0, &["--cluster-require-full-coverage", "no"]).unwrap();
+    let mut args = vec!["--cluster-require-full-coverage", "no"];
+    args.extend_from_slice(extra);
+    let cl = Cluster::start(3, 0, &args).unwrap();
     let mut owner = cl.connection_for(b"shop").unwrap();
     call(&mut owner, &[b"RECSYS.CREATE", b"shop", b"DIM", b"8"]).unwrap();
     let items = vectors(300, DIM, 3);
     load_items(&mut owner, "shop", &items[..200], 0);
     wait_for_copies(&cl, "shop", 200);
-    // A master holding a copy goes down; writes go on without it.
     let owner_port = cl.master_of(b"shop").unwrap();
     let victim = *cl.masters().iter().find(|&&p| p != owner_port).unwrap();
     let probe_user = (0..)
@@ -285,22 +386,13 @@ fn a_copy_that_missed_writes_catches_up_before_it_serves() {
     let idx = cl.nodes.iter().position(|n| n.port == victim).unwrap();
     let node = cl.nodes.remove(idx);
     let module = node.module.clone();
-    let dir = node.stop(true);
+    let dir = node.stop(stop_saves);
     // The other masters mark it failed and serve their slots again.
     wait_until("the cluster without it", Duration::from_secs(30), || {
         call(&mut owner, &[b"RECSYS.INFO", b"shop"]).is_ok()
     });
     load_items(&mut owner, "shop", &items[200..], 200);
-    // It comes back from its RDB (copy at 200 items): until the owner has
-    // confirmed or replaced its copy it answers TRYAGAIN, never the stale
-    // catalog; then it serves all 300.
-    let node = Cluster::start_node_on(
-        &module,
-        &["--cluster-require-full-coverage", "no"],
-        dir,
-        victim,
-    )
-    .unwrap();
+    let node = Cluster::start_node_on(&module, &args, dir, victim).unwrap();
     let mut c = node.connection().unwrap();
     let probe = to_fp32_blob(&items[250]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -342,35 +434,261 @@ fn a_copy_that_missed_writes_catches_up_before_it_serves() {
 }
 
 #[test]
+fn a_copy_that_missed_writes_catches_up_before_it_serves() {
+    let _one = one_at_a_time();
+    missed_writes_are_caught_up_after_a_restart(&[], true);
+}
+
+#[test]
+fn a_node_restarted_from_its_aof_catches_up_before_it_serves() {
+    let _one = one_at_a_time();
+    // No RDB at all: the copy comes back from the AOF's RECSYS.COPY
+    // commands alone.
+    missed_writes_are_caught_up_after_a_restart(
+        &["--appendonly", "yes", "--aof-use-rdb-preamble", "no"],
+        false,
+    );
+}
+
+#[test]
 fn the_owners_replica_takes_over_and_copies_follow_it() {
+    let _one = one_at_a_time();
     let cl = start();
     let mut owner = cl.connection_for(b"shop").unwrap();
     call(&mut owner, &[b"RECSYS.CREATE", b"shop", b"DIM", b"8"]).unwrap();
     let items = vectors(200, DIM, 5);
     load_items(&mut owner, "shop", &items[..100], 0);
-    let _: i64 = redis::cmd("WAIT")
+    // Acknowledged by the owner's replica: must survive the failover.
+    let acked: i64 = redis::cmd("WAIT")
         .arg(1)
-        .arg(5000)
+        .arg(10_000)
         .query(&mut owner)
         .unwrap();
+    assert_eq!(acked, 1, "the replica acknowledged the writes");
     wait_for_copies(&cl, "shop", 100);
     let old = cl.master_of(b"shop").unwrap();
+    // Users on the other masters keep getting recommendations while the
+    // owner dies and its replica takes over.
+    let readers: Vec<String> = (0..)
+        .map(|i| format!("reader:{i}"))
+        .filter(|u| cl.master_of(u.as_bytes()).unwrap() != old)
+        .take(20)
+        .collect();
+    let mut con = cl.client().unwrap().get_connection().unwrap();
+    let named: Vec<(String, Vec<f32>)> = readers
+        .iter()
+        .zip(vectors(20, DIM, 6))
+        .map(|(u, v)| (u.clone(), v))
+        .collect();
+    store_users(&mut con, &named);
+    let reader = Reader::start(&cl, "shop", readers);
+    wait_until(
+        "the reader's first answers",
+        Duration::from_secs(10),
+        || reader.answered() > 0,
+    );
     let mut cl = cl;
     let idx = cl.nodes.iter().position(|n| n.port == old).unwrap();
     drop(cl.nodes.remove(idx)); // killed
-    wait_until("the replica's promotion", Duration::from_secs(30), || {
+    wait_until("the replica's promotion", Duration::from_secs(60), || {
         cl.master_of(b"shop").is_ok_and(|p| p != old)
     });
     let mut owner = cl.connection_for(b"shop").unwrap();
     wait_until("writes on the new owner", Duration::from_secs(30), || {
         call(&mut owner, &[b"RECSYS.INFO", b"shop"]).is_ok()
     });
+    assert_eq!(common::info_field(&mut owner, "shop", "items"), 100);
     load_items(&mut owner, "shop", &items[100..], 100);
     wait_for_copies(&cl, "shop", 200);
+    let during = reader.answered();
+    let (answered, errors, first) = reader.stop();
+    assert!(answered > during || answered > 100, "{answered} answers");
+    assert_eq!(
+        errors, 0,
+        "recommendations failed during the failover: {first:?}"
+    );
+}
+
+#[test]
+fn a_reshard_moves_the_catalog_and_users_while_recommendations_flow() {
+    let _one = one_at_a_time();
+    let cl = Cluster::start(3, 0, &[]).unwrap();
+    let mut con = cl.client().unwrap().get_connection().unwrap();
+    let _: Value = redis::cmd("RECSYS.CREATE")
+        .arg("shop")
+        .arg("DIM")
+        .arg(DIM)
+        .query(&mut con)
+        .unwrap();
+    let items = vectors(400, DIM, 11);
+    let mut owner = cl.connection_for(b"shop").unwrap();
+    load_items(&mut owner, "shop", &items[..300], 0);
+    wait_for_copies(&cl, "shop", 300);
+    let (from, to) = {
+        let from = cl.master_of(b"shop").unwrap();
+        let to = *cl.masters().iter().find(|&&p| p != from).unwrap();
+        (from, to)
+    };
+    // 600 users; those on the catalog's owner move with it.
+    let users: Vec<(String, Vec<f32>)> = (0..600)
+        .map(|i| format!("user:{i}"))
+        .zip(vectors(600, DIM, 12))
+        .collect();
+    store_users(&mut con, &users);
+    let moving: std::collections::BTreeSet<u16> = users
+        .iter()
+        .map(|(u, _)| Cluster::slot(u.as_bytes()))
+        .filter(|&s| cl.master_of_slot(s).unwrap() == from)
+        .chain([Cluster::slot(b"shop")])
+        .collect();
+    let reader = Reader::start(&cl, "shop", users.iter().map(|(u, _)| u.clone()).collect());
+    wait_until(
+        "the reader's first answers",
+        Duration::from_secs(10),
+        || reader.answered() > 0,
+    );
+    // Half the slots move, then a write through the cluster client
+    // (routed by the catalog key), then the catalog's slot and the rest.
+    let slots: Vec<u16> = moving.into_iter().collect();
+    let (first, second) = slots.split_at(slots.len() / 2);
+    for &slot in first {
+        cl.move_slot(slot, to).unwrap();
+    }
+    let mut write = |n: usize| {
+        let _: i64 = redis::cmd("RECSYS.ITEM.SET")
+            .arg("shop")
+            .arg(format!("item:{n}"))
+            .arg("FP32")
+            .arg(to_fp32_blob(&items[n]))
+            .query(&mut con)
+            .unwrap();
+    };
+    write(300);
+    cl.move_slot(Cluster::slot(b"shop"), to).unwrap();
+    write(301);
+    for &slot in second {
+        cl.move_slot(slot, to).unwrap();
+    }
+    assert_eq!(cl.master_of(b"shop").unwrap(), to);
+    let mut owner = cl.connection_for(b"shop").unwrap();
+    load_items(&mut owner, "shop", &items[302..], 302);
+    wait_for_copies(&cl, "shop", 400);
+    // The old owner serves its users from a copy it kept of the key.
+    let mut old = cl.node(from).unwrap().connection().unwrap();
+    let entry = copies(&mut old)
+        .into_iter()
+        .find(|e| field(e, "catalog") == "shop")
+        .expect("a copy on the old owner");
+    assert_eq!(field(&entry, "state"), "serving");
+    assert_eq!(field(&entry, "owner"), cl.id_of(to).unwrap());
+    // The new owner drops its copy at its next announce: the key is its
+    // catalog (requests used the key as soon as it arrived).
+    let mut new = cl.node(to).unwrap().connection().unwrap();
+    wait_until(
+        "the new owner's copy dropped",
+        Duration::from_secs(5),
+        || {
+            copies(&mut new)
+                .iter()
+                .all(|e| field(e, "catalog") != "shop")
+        },
+    );
+    let (answered, errors, first) = reader.stop();
+    assert!(answered > 0);
+    assert_eq!(
+        errors, 0,
+        "recommendations failed during the reshard: {first:?}"
+    );
+    // Every user, wherever it lives now, sees the items written meanwhile.
+    for (u, v) in users.iter().step_by(50) {
+        let _ = v;
+        let got = recommend(
+            &mut con,
+            "shop",
+            u,
+            &[b"VECTOR", &to_fp32_blob(&items[301]), b"K", b"1"],
+        )
+        .unwrap();
+        assert_eq!(got, vec!["item:301".to_string()], "{u}");
+    }
+}
+
+#[test]
+fn batch_on_every_master_writes_each_list_where_its_user_lives() {
+    let _one = one_at_a_time();
+    let cl = Cluster::start(3, 0, &[]).unwrap();
+    let mut owner = cl.connection_for(b"shop").unwrap();
+    call(&mut owner, &[b"RECSYS.CREATE", b"shop", b"DIM", b"8"]).unwrap();
+    let items = vectors(200, DIM, 21);
+    load_items(&mut owner, "shop", &items, 0);
+    wait_for_copies(&cl, "shop", 200);
+    let users: Vec<(String, Vec<f32>)> = (0..1500)
+        .map(|i| format!("user:{i}"))
+        .zip(vectors(1500, DIM, 22))
+        .collect();
+    let mut con = cl.client().unwrap().get_connection().unwrap();
+    store_users(&mut con, &users);
+    // One user whose vector is malformed: counted as an error, not written.
+    let _: () = redis::cmd("HSET")
+        .arg("user:bad")
+        .arg("emb")
+        .arg("xyz")
+        .query(&mut con)
+        .unwrap();
+    let mut totals = [0i64; 3];
+    for port in cl.masters() {
+        let mut c = cl.node(port).unwrap().connection().unwrap();
+        let id: i64 = redis::cmd("RECSYS.BATCH")
+            .arg("shop")
+            .arg("MATCH")
+            .arg("user:*")
+            .arg("K")
+            .arg(4)
+            .arg("INTO")
+            .arg("rec:")
+            .query(&mut c)
+            .unwrap();
+        let mut status = Vec::new();
+        wait_until("the batch", Duration::from_secs(60), || {
+            let v = call(&mut c, &[b"RECSYS.BATCH.STATUS", id.to_string().as_bytes()]).unwrap();
+            status = match v {
+                Value::Array(kv) => kv.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect(),
+                Value::Map(kv) => kv.iter().map(|(k, v)| (text(k), text(v))).collect(),
+                other => panic!("{other:?}"),
+            };
+            field(&status, "state") != "running"
+        });
+        assert_eq!(field(&status, "state"), "done", "{status:?}");
+        for (t, name) in totals.iter_mut().zip(["users", "written", "errors"]) {
+            *t += field(&status, name).parse::<i64>().unwrap();
+        }
+    }
+    assert_eq!(
+        totals,
+        [1501, 1500, 1],
+        "users, written, errors over all masters"
+    );
+    // Each list sits in its user's slot (`rec:{user:N}`), on the user's
+    // node, and holds the user's recommendations.
+    for (u, _) in users.iter().step_by(37) {
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("rec:{{{u}}}"))
+            .arg(0)
+            .arg(-1)
+            .query(&mut con)
+            .unwrap();
+        let want = recommend(&mut con, "shop", u, &[b"K", b"4"]).unwrap();
+        assert_eq!(list, want, "{u}");
+    }
+    assert!(!redis::cmd("EXISTS")
+        .arg("rec:{user:bad}")
+        .query::<bool>(&mut con)
+        .unwrap());
 }
 
 #[test]
 fn plugins_loaded_on_one_node_reach_every_node() {
+    let _one = one_at_a_time();
     let cl = start();
     let mut first = cl.nodes[0].connection().unwrap();
     let _: Value = redis::cmd("RECSYS.PLUGIN.LOAD")

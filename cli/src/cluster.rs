@@ -91,26 +91,36 @@ impl Cluster {
             "nodes.conf".into(),
             "--cluster-node-timeout".into(),
             "2000".into(),
+            // A replica syncs at once, not 5 s later (a replica that never
+            // synced cannot be promoted).
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         RedisServer::start_on(dir, module, &[], &refs, port)
     }
 
-    /// Waits until every node says `cluster_state:ok` and agrees on the slots.
+    /// Waits until every node says `cluster_state:ok` and agrees on the
+    /// slots, and every replica has synced with its master (a replica that
+    /// never synced cannot take over).
     pub fn wait_ok(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let ok = self.nodes.iter().all(|n| {
-                n.connection()
-                    .ok()
-                    .and_then(|mut c| {
-                        redis::cmd("CLUSTER")
-                            .arg("INFO")
-                            .query::<String>(&mut c)
-                            .ok()
-                    })
-                    .is_some_and(|i| i.contains("cluster_state:ok"))
+                let Ok(mut c) = n.connection() else {
+                    return false;
+                };
+                let mut info = |cmd: &[&str]| {
+                    redis::cmd(cmd[0])
+                        .arg(&cmd[1..])
+                        .query::<String>(&mut c)
+                        .unwrap_or_default()
+                };
+                let replication = info(&["INFO", "replication"]);
+                info(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
             });
             if ok && self.slot_map().is_ok() {
                 return Ok(());
@@ -175,19 +185,16 @@ impl Cluster {
 
     /// The slot of `key` (Redis's CRC16 of its hash tag).
     pub fn slot(key: &[u8]) -> u16 {
-        let tagged = match key.iter().position(|&b| b == b'{') {
-            Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-                Some(0) | None => key,
-                Some(len) => &key[open + 1..open + 1 + len],
-            },
-            None => key,
-        };
-        crc16(tagged) % 16384
+        recsys::cluster::slot::key_slot(key)
     }
 
     /// The port of the master serving `key`.
     pub fn master_of(&self, key: &[u8]) -> Result<u16> {
-        let slot = Self::slot(key);
+        self.master_of_slot(Self::slot(key))
+    }
+
+    /// The port of the master serving `slot`.
+    pub fn master_of_slot(&self, slot: u16) -> Result<u16> {
         let map = self.slot_map()?;
         map.range(..=slot)
             .next_back()
@@ -200,6 +207,76 @@ impl Cluster {
         self.nodes.iter().find(|n| n.port == port)
     }
 
+    /// The cluster id of the node on `port`.
+    pub fn id_of(&self, port: u16) -> Result<String> {
+        let mut c = self.node(port).context("unknown node")?.connection()?;
+        Ok(redis::cmd("CLUSTER").arg("MYID").query(&mut c)?)
+    }
+
+    /// Moves `slot` and its keys to the master on `to`, as `redis-cli
+    /// --cluster reshard` does: IMPORTING / MIGRATING, MIGRATE of every
+    /// key (catalogs travel as DUMP payloads), then SETSLOT NODE on every
+    /// master.
+    pub fn move_slot(&self, slot: u16, to: u16) -> Result<()> {
+        let from = self.master_of_slot(slot)?;
+        if from == to {
+            return Ok(());
+        }
+        let (from_id, to_id) = (self.id_of(from)?, self.id_of(to)?);
+        let mut src = self.node(from).context("unknown node")?.connection()?;
+        let mut dst = self.node(to).context("unknown node")?.connection()?;
+        let setslot = |c: &mut redis::Connection, how: &str, id: &str| -> Result<()> {
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(how)
+                .arg(id)
+                .query::<()>(c)
+                .with_context(|| format!("CLUSTER SETSLOT {slot} {how}"))
+        };
+        setslot(&mut dst, "IMPORTING", &from_id)?;
+        setslot(&mut src, "MIGRATING", &to_id)?;
+        loop {
+            let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut src)?;
+            if keys.is_empty() {
+                break;
+            }
+            redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(10_000)
+                .arg("KEYS")
+                .arg(keys)
+                .query::<()>(&mut src)
+                .context("MIGRATE")?;
+        }
+        setslot(&mut dst, "NODE", &to_id)?;
+        setslot(&mut src, "NODE", &to_id)?;
+        for port in self.masters() {
+            if port != from && port != to {
+                let mut c = self.node(port).context("unknown node")?.connection()?;
+                setslot(&mut c, "NODE", &to_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A cluster client (redis-rs) that knows every node.
+    pub fn client(&self) -> Result<redis::cluster::ClusterClient> {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .collect();
+        Ok(redis::cluster::ClusterClient::new(nodes)?)
+    }
+
     /// A connection to the master of `key`.
     pub fn connection_for(&self, key: &[u8]) -> Result<redis::Connection> {
         let port = self.master_of(key)?;
@@ -208,29 +285,13 @@ impl Cluster {
     }
 }
 
-/// CRC16-CCITT (XMODEM), the hash of Redis Cluster's key slots.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
+impl Drop for Cluster {
+    /// A test that fails with a cluster up shows what its nodes logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("--- redis.log of node {} ---\n{}", n.port, n.log_lines(60));
+            }
         }
-    }
-    crc
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn slots_match_redis() {
-        // Values from CLUSTER KEYSLOT on Redis 7.
-        assert_eq!(super::Cluster::slot(b"foo"), 12182);
-        assert_eq!(super::Cluster::slot(b"{user1000}.following"), 3443);
-        assert_eq!(super::Cluster::slot(b"a{}b"), super::crc16(b"a{}b") % 16384);
     }
 }

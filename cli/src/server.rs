@@ -194,9 +194,14 @@ impl RedisServer {
 
     /// The last lines of the server log.
     pub fn log_tail(&self) -> String {
+        self.log_lines(15)
+    }
+
+    /// The last `n` lines of the server log.
+    pub fn log_lines(&self, n: usize) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Stops the server (SHUTDOWN, with a save when asked) and returns its data directory.

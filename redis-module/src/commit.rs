@@ -28,7 +28,7 @@ pub fn commit(
     let name = String::from_utf8_lossy(write[0]);
     replicate(ctx, &name, &write[1..]);
     wrote(ctx, key, event);
-    cluster::registry::note(key.as_slice());
+    cluster::registry::note(key.as_slice(), catalog);
     if cluster::enabled() && !cluster::replayed(ctx) && cluster::is_master(ctx) {
         cluster::send(
             ctx,

@@ -17,7 +17,7 @@ use recsys_core::vector::to_fp32_blob;
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::util::{log_warning, panic_message};
+use crate::util::{log_warning, panic_message, string_bytes};
 use crate::workers::drop_in_background;
 
 /// Encoding version of the RDB payload written by this build.
@@ -80,7 +80,7 @@ pub static CATALOG_TYPE: RedisType = RedisType::new(
         aux_save: Some(aux_save),
         aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as i32,
         free_effort: Some(free_effort),
-        unlink: None,
+        unlink: Some(unlink),
         copy: Some(copy),
         defrag: None,
         mem_usage2: None,
@@ -90,6 +90,17 @@ pub static CATALOG_TYPE: RedisType = RedisType::new(
         aux_save2: None,
     },
 );
+
+/// The key is leaving the keyspace (DEL, overwrite, expiry, eviction,
+/// RENAME's or MIGRATE's source), maybe before the value is freed.
+unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
+    guarded("unlinking a catalog", (), || {
+        // SAFETY: Redis passes the live key name and value of this type.
+        let (name, value) = unsafe { (string_bytes(key), value_ref(value)) };
+        crate::cluster::registry::forget(name, &value.0);
+        crate::cluster::store::hand_over(name, &value.0);
+    })
+}
 
 /// Runs a callback body; a panic is logged and answered with `fallback`.
 fn guarded<T>(what: &str, fallback: T, body: impl FnOnce() -> T) -> T {
@@ -215,12 +226,13 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         std::ptr::null_mut(),
         || match load_payload(rdb) {
             Ok(mut catalog) => {
-                // SAFETY: the live handle of this callback.
-                unsafe { crate::cluster::registry::note_loaded(rdb) };
                 for note in catalog.take_restore_notes() {
                     log_warning(&format!("recsys: {note}"));
                 }
-                into_raw(catalog)
+                let value = CatalogValue::new(catalog);
+                // SAFETY: the live handle of this callback.
+                unsafe { crate::cluster::registry::note_loaded(rdb, &value.0) };
+                Box::into_raw(Box::new(value)) as *mut c_void
             }
             Err(e) => {
                 log_warning(&format!("recsys: corrupt catalog in RDB payload: {e}"));
@@ -297,18 +309,8 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     guarded("rewriting a catalog into the AOF", (), || {
-        let Some(string_ptr_len) = raw::RedisModule_StringPtrLen else {
-            return;
-        };
-        let mut len = 0usize;
         // SAFETY: Redis passes the live key name and value of this type.
-        let (key, catalog) = unsafe {
-            let kptr = string_ptr_len(key, &mut len);
-            (
-                std::slice::from_raw_parts(kptr as *const u8, len),
-                value_ref(value).0.read(),
-            )
-        };
+        let (key, catalog) = unsafe { (string_bytes(key), value_ref(value).0.read()) };
         let p = *catalog.params();
         let (dim, m, efc, efs) = (
             p.dim.to_string(),

@@ -53,6 +53,23 @@ pub fn redis_string(ctx: &Context, bytes: &[u8]) -> RedisString {
     RedisString::create_from_slice(ctx.ctx, bytes)
 }
 
+/// The bytes of a string Redis passed to a callback (empty when the API
+/// is missing).
+///
+/// # Safety
+/// `s` must be a live string; the slice must not outlive it.
+pub unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    // SAFETY: the API table is set at init; guaranteed by the caller.
+    unsafe {
+        let Some(ptr_len) = raw::RedisModule_StringPtrLen else {
+            return &[];
+        };
+        let mut len = 0usize;
+        let p = ptr_len(s, &mut len);
+        std::slice::from_raw_parts(p as *const u8, len)
+    }
+}
+
 /// Replicates `cmd args...` (binary-safe) to replicas and the AOF.
 pub fn replicate(ctx: &Context, cmd: &str, args: &[&[u8]]) {
     let strings: Vec<RedisString> = args.iter().map(|a| redis_string(ctx, a)).collect();

@@ -11,7 +11,11 @@
 //!   announced yet) is dropped after a grace period unless another node
 //!   announces it;
 //! - a copy read back from disk serves only once an owner has confirmed
-//!   its position.
+//!   its position;
+//! - a catalog key that leaves this node (MIGRATE in a reshard, DEL,
+//!   RENAME) stays as a copy that serves again once a node announces the
+//!   catalog at the same position (the key's new owner: no snapshot
+//!   needed), and is dropped after the grace period when none does.
 //!
 //! Generic over the catalog handle `C`, so the rules are tested here
 //! without Redis; the module applies the writes and moves the bytes.
@@ -85,6 +89,9 @@ pub struct Copy<C> {
     pub owner: String,
     /// An owner confirmed `pos` since this copy was read back from disk.
     pub confirmed: bool,
+    /// Made from a key this node no longer holds, not yet confirmed by a
+    /// new owner: serves nowhere, not even on a replica.
+    pub handover: bool,
     /// When the owner last confirmed or updated it.
     pub confirmed_ms: i64,
     orphan_since_ms: Option<i64>,
@@ -101,12 +108,32 @@ impl<C> Copy<C> {
             pos: LogPos::ZERO,
             owner: owner.to_string(),
             confirmed: true,
+            handover: false,
             confirmed_ms: now_ms,
             orphan_since_ms: None,
             catch_up: None,
             updates: 0,
             snapshots: 0,
         }
+    }
+
+    /// The catalog of a key this node no longer holds (see the module doc).
+    pub fn handed_over(catalog: C, pos: LogPos, owner: String, now_ms: i64) -> Self {
+        Copy {
+            confirmed: false,
+            handover: true,
+            orphan_since_ms: Some(now_ms),
+            ..Copy::restored(catalog, pos, owner, false, now_ms)
+        }
+    }
+
+    /// An owner vouched for the copy's position.
+    fn confirm(&mut self, owner: &str, now_ms: i64) {
+        self.owner = owner.to_string();
+        self.confirmed = true;
+        self.handover = false;
+        self.confirmed_ms = now_ms;
+        self.orphan_since_ms = None;
     }
 
     /// A copy about to be created by its first write (replayed CREATE).
@@ -122,6 +149,7 @@ impl<C> Copy<C> {
             pos,
             owner,
             confirmed,
+            handover: false,
             confirmed_ms: now_ms,
             orphan_since_ms: None,
             catch_up: None,
@@ -131,10 +159,10 @@ impl<C> Copy<C> {
     }
 
     /// Whether requests may use it: whole, not catching up, and (on a
-    /// master) confirmed by an owner.
+    /// master, or for a handed-over key anywhere) confirmed by an owner.
     pub fn serving(&self, is_master: bool) -> Option<&C> {
         match (&self.catalog, &self.catch_up) {
-            (Some(c), None) if self.confirmed || !is_master => Some(c),
+            (Some(c), None) if self.confirmed || (!is_master && !self.handover) => Some(c),
             _ => None,
         }
     }
@@ -215,9 +243,7 @@ impl<C> Copies<C> {
     pub fn on_update(&mut self, from: &str, now_ms: i64, name: &[u8], u: Update) -> UpdateAction {
         if u.is_create() {
             // Created (again) at its owner: a fresh copy, whatever was here.
-            let mut copy = Copy::new(from, now_ms);
-            copy.pos = LogPos::ZERO;
-            self.map.insert(name.to_vec(), copy);
+            self.map.insert(name.to_vec(), Copy::new(from, now_ms));
             return UpdateAction::Apply { create: true };
         }
         let copy = self
@@ -252,9 +278,8 @@ impl<C> Copies<C> {
                 copy.catalog = Some(c);
             }
             copy.pos = pos;
-            copy.confirmed = true;
-            copy.confirmed_ms = now_ms;
-            copy.orphan_since_ms = None;
+            let owner = copy.owner.clone();
+            copy.confirm(&owner, now_ms);
             copy.updates += 1;
         }
     }
@@ -282,10 +307,7 @@ impl<C> Copies<C> {
                 .entry(name.clone())
                 .or_insert_with(|| Copy::new(from, now_ms));
             if copy.catch_up.is_none() && copy.catalog.is_some() && copy.pos == *pos {
-                copy.owner = from.to_string();
-                copy.confirmed = true;
-                copy.confirmed_ms = now_ms;
-                copy.orphan_since_ms = None;
+                copy.confirm(from, now_ms);
                 continue;
             }
             if copy.start_catch_up(from, now_ms) {
@@ -349,9 +371,8 @@ impl<C> Copies<C> {
         let held = copy.catch_up.take().map(|c| c.pending).unwrap_or_default();
         copy.catalog = Some(catalog);
         copy.pos = pos;
-        copy.confirmed = true;
-        copy.confirmed_ms = now_ms;
-        copy.orphan_since_ms = None;
+        let owner = copy.owner.clone();
+        copy.confirm(&owner, now_ms);
         copy.snapshots += 1;
         held.into_iter().filter(|u| u.pos.seq > pos.seq).collect()
     }
@@ -375,6 +396,55 @@ impl<C> Copies<C> {
 
     pub fn remove(&mut self, name: &[u8]) -> Option<Copy<C>> {
         self.map.remove(name)
+    }
+
+    /// The key `name` left this node holding `catalog` at `pos`: keep it
+    /// as a handed-over copy (see the module doc).
+    pub fn hand_over(&mut self, name: &[u8], catalog: C, pos: LogPos, me: &str, now_ms: i64) {
+        self.map.insert(
+            name.to_vec(),
+            Copy::handed_over(catalog, pos, me.to_string(), now_ms),
+        );
+    }
+
+    /// Handed-over copies an owner has confirmed since
+    /// [`Copies::handed_over_names`] listed them, with their positions.
+    pub fn confirmed_among(&self, names: &[Vec<u8>]) -> Vec<(Vec<u8>, LogPos)> {
+        names
+            .iter()
+            .filter_map(|n| {
+                let c = self.map.get(n)?;
+                (!c.handover && c.confirmed).then(|| (n.clone(), c.pos))
+            })
+            .collect()
+    }
+
+    /// The copies made from keys that left this node, not yet confirmed.
+    pub fn handed_over_names(&self) -> Vec<Vec<u8>> {
+        self.map
+            .iter()
+            .filter(|(_, c)| c.handover)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// After loading the data set (AOF replay, RDB): every copy may have
+    /// missed writes while this node was down, so on a master none serves
+    /// until an owner confirms its position.
+    pub fn unconfirm_all(&mut self) {
+        for c in self.map.values_mut() {
+            c.confirmed = false;
+        }
+    }
+
+    /// A replica's master confirmed a handed-over copy at `pos`.
+    pub fn confirm_replicated(&mut self, name: &[u8], pos: LogPos, now_ms: i64) {
+        if let Some(c) = self.map.get_mut(name) {
+            if c.pos == pos {
+                let owner = c.owner.clone();
+                c.confirm(&owner, now_ms);
+            }
+        }
     }
 }
 
@@ -557,5 +627,47 @@ mod tests {
         );
         assert_eq!(t.on_snapshot_part("n1", b"other", c.pos, 1, 2, b"y"), None);
         assert_eq!(t.on_snapshot_part("n1", b"other", c.pos, 0, 0, b""), None);
+    }
+
+    #[test]
+    fn a_key_that_leaves_serves_again_once_its_new_owner_announces_it() {
+        let mut t: Copies<Log> = Copies::default();
+        let c = create();
+        t.hand_over(b"shop", vec![], c.pos, "me", 0);
+        let copy = t.get(b"shop").unwrap();
+        assert!(copy.serving(true).is_none());
+        assert!(copy.serving(false).is_none(), "nor on a replica");
+        assert_eq!(t.handed_over_names(), vec![b"shop".to_vec()]);
+        // The node the key moved to announces it where it was: no snapshot.
+        assert!(t
+            .on_announce("n2", 1, &[(b"shop".to_vec(), c.pos)])
+            .is_empty());
+        assert!(t.get(b"shop").unwrap().serving(true).is_some());
+        assert_eq!(t.get(b"shop").unwrap().owner, "n2");
+        assert_eq!(
+            t.confirmed_among(&[b"shop".to_vec()]),
+            vec![(b"shop".to_vec(), c.pos)]
+        );
+        assert!(t.expire(10 + ORPHAN_GRACE_MS).is_empty());
+        // Deleted (nobody announces it): gone after the grace period.
+        t.hand_over(b"gone", vec![], c.pos, "me", 100);
+        assert!(t.expire(100 + ORPHAN_GRACE_MS).is_empty());
+        assert_eq!(t.expire(101 + ORPHAN_GRACE_MS), vec![b"gone".to_vec()]);
+        // A replica follows its master's confirmation.
+        t.hand_over(b"r", vec![], c.pos, "me", 0);
+        t.confirm_replicated(b"r", c.pos, 1);
+        assert!(t.get(b"r").unwrap().serving(false).is_some());
+    }
+
+    #[test]
+    fn copies_loaded_from_disk_wait_for_their_owner_on_a_master() {
+        let mut t = Copies::default();
+        let c = create();
+        feed(&mut t, "n1", c.clone());
+        t.unconfirm_all();
+        assert!(t.get(b"shop").unwrap().serving(true).is_none());
+        assert!(t.get(b"shop").unwrap().serving(false).is_some());
+        t.on_announce("n1", 1, &[(b"shop".to_vec(), c.pos)]);
+        assert!(t.get(b"shop").unwrap().serving(true).is_some());
     }
 }

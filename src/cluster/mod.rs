@@ -1,10 +1,12 @@
 //! Catalogs and plugins across a Redis Cluster, without Redis types:
 //! - [`message`]: what nodes say to each other over the cluster bus;
 //! - [`copies`]: the copies of other nodes' catalogs one node keeps, and
-//!   the rules that keep each equal to its owner's or out of service.
+//!   the rules that keep each equal to its owner's or out of service;
+//! - [`slot`]: the key slot of a key name.
 //!
 //! The module (`redis-module/src/cluster.rs`) sends and receives the
 //! messages and applies the writes; docs/cluster.md has the design.
 
 pub mod copies;
 pub mod message;
+pub mod slot;

@@ -193,8 +193,8 @@ pub fn info(g: &mut crate::metrics::Gauges) {
 }
 
 /// At module load: the detached context ([`with_gil`]); in cluster mode
-/// also the bus receiver, the announce timer and the keyspace events that
-/// name catalog keys.
+/// also the bus receiver, the announce timer, and the keyspace and flush
+/// events that keep the registry of catalog keys.
 pub fn init(ctx: &Context) -> Result<(), String> {
     // SAFETY: module init on the main thread; the API table is set.
     unsafe {
@@ -222,9 +222,50 @@ pub fn init(ctx: &Context) -> Result<(), String> {
         {
             return Err("cannot subscribe to keyspace events".into());
         }
+        let server_events =
+            raw::RedisModule_SubscribeToServerEvent.ok_or("this server has no server event API")?;
+        let flush = raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_FLUSHDB,
+            dataver: 1,
+        };
+        if server_events(ctx.ctx, flush, Some(on_flush)) != raw::REDISMODULE_OK as c_int {
+            return Err("cannot subscribe to FLUSHDB events".into());
+        }
+        let loading = raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_LOADING,
+            dataver: 1,
+        };
+        if server_events(ctx.ctx, loading, Some(on_loading)) != raw::REDISMODULE_OK as c_int {
+            return Err("cannot subscribe to loading events".into());
+        }
     }
     arm_timer(ctx);
     Ok(())
+}
+
+/// FLUSHALL / FLUSHDB: the catalog keys are gone (their values may be
+/// freed later, in the background).
+extern "C" fn on_flush(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    registry::forget_all();
+}
+
+/// The data set is loaded (AOF replay, RDB at start or full sync): the
+/// copies in it may have missed writes while this node was away, so none
+/// serves on a master until an owner confirms it (within an announce).
+extern "C" fn on_loading(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+        store::unconfirm_all();
+    }
 }
 
 fn arm_timer(ctx: &Context) {

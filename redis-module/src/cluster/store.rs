@@ -4,9 +4,11 @@
 //! RDB aux data.
 //!
 //! A master applies what comes over the bus and replicates it as
-//! `RECSYS.COPY APPLY|LOAD|DROP`; a replica (and an AOF being loaded)
+//! `RECSYS.COPY APPLY|LOAD|DROP|CONFIRM`; a replica (and an AOF being loaded)
 //! applies those commands, never the bus, so a replica's copies are its
 //! master's, and a promoted replica starts with them.
+
+use std::sync::Arc;
 
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
@@ -14,6 +16,7 @@ use recsys_core::catalog::log::LogPos;
 use recsys_core::catalog::Catalog;
 use recsys_core::cluster::copies::{Copies, Copy, Update, UpdateAction};
 use recsys_core::cluster::message::Message;
+use recsys_core::cluster::slot::key_slot;
 use recsys_core::Error;
 use redis_module::{raw, Context, RedisString};
 
@@ -21,7 +24,7 @@ use super::{is_master, registry, replayed, send, with_gil, PART_BYTES};
 use crate::acl::{Caller, KeyAccess};
 use crate::args::{Args, CmdResult};
 use crate::datatype::{load_payload, save_payload, CatalogValue};
-use crate::keys::{catalog_if_any, SharedCatalog};
+use crate::keys::{catalog_at, catalog_if_any, SharedCatalog};
 use crate::reply::Reply;
 use crate::util::{log_warning, now_ms, redis_string, replicate};
 use crate::workers::run_detached;
@@ -34,42 +37,24 @@ fn share(c: Catalog) -> SharedCatalog {
     CatalogValue::new(c).0
 }
 
-/// The catalog RECOMMEND or EVENT uses: the key on this node, else (in a
-/// cluster) this node's copy. A copy catching up answers TRYAGAIN.
-pub fn catalog_for_request(ctx: &Context, key: &RedisString) -> CmdResult<SharedCatalog> {
-    if let Some(c) = catalog_if_any(ctx, key)? {
-        registry::note(key.as_slice());
-        return Ok(c);
-    }
-    if super::enabled() {
-        let copies = COPIES.lock();
-        if let Some(copy) = copies.get(key.as_slice()) {
-            return match copy.serving(is_master(ctx)) {
-                Some(c) => Ok(c.clone()),
-                None => Err(Error::try_again(format!(
-                    "catalog '{key}' is catching up on this node, retry shortly"
-                ))),
-            };
-        }
-        return Err(Error::invalid(format!(
-            "catalog '{key}' does not exist on this cluster node (create it with RECSYS.CREATE; other masters get a copy within a second)"
-        )));
-    }
-    Err(Error::invalid(format!(
-        "catalog '{key}' does not exist (create it with RECSYS.CREATE)"
-    )))
-}
-
 /// The catalog of a command that, in a cluster, does not declare it as a
-/// key (RECOMMEND and EVENT are routed by the user, BATCH runs on every
-/// master): the node's key or copy. Redis checked the ACL of declared keys
-/// only, so the catalog's is checked here.
+/// key (RECOMMEND and EVENT are routed by the user key `routed_by`, BATCH
+/// declares no key and runs on every master): the catalog this node holds
+/// under that name, else its copy. A copy catching up answers TRYAGAIN.
+///
+/// Redis checked the ACL of declared keys only, so the catalog's is
+/// checked here. A catalog in another slot than the command's is found in
+/// the registry: Redis 7.2+ looks every key up in the command's slot.
 pub fn catalog_for_undeclared(
     ctx: &Context,
     key: &RedisString,
     access: KeyAccess,
+    routed_by: Option<&RedisString>,
 ) -> CmdResult<SharedCatalog> {
-    if super::enabled() && !replayed(ctx) {
+    if !super::enabled() {
+        return catalog_at(ctx, key);
+    }
+    if !replayed(ctx) {
         let allowed = Caller::of(ctx)?.may(ctx, key.as_slice(), access)?;
         if !allowed {
             return Err(Error::no_permission(format!(
@@ -77,7 +62,30 @@ pub fn catalog_for_undeclared(
             )));
         }
     }
-    catalog_for_request(ctx, key)
+    let in_command_slot =
+        routed_by.is_none_or(|r| key_slot(r.as_slice()) == key_slot(key.as_slice()));
+    let held = if in_command_slot {
+        let c = catalog_if_any(ctx, key)?;
+        if let Some(c) = &c {
+            registry::note(key.as_slice(), c);
+        }
+        c
+    } else {
+        registry::catalog(key.as_slice())
+    };
+    if let Some(c) = held {
+        return Ok(c);
+    }
+    let copies = COPIES.lock();
+    match copies.get(key.as_slice()).map(|c| c.serving(is_master(ctx))) {
+        Some(Some(c)) => Ok(c.clone()),
+        Some(None) => Err(Error::try_again(format!(
+            "catalog '{key}' is catching up on this node, retry shortly"
+        ))),
+        None => Err(Error::invalid(format!(
+            "catalog '{key}' does not exist on this cluster node (create it with RECSYS.CREATE; other masters get a copy within a second)"
+        ))),
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -149,16 +157,63 @@ fn apply(ctx: &Context, name: &[u8], u: &Update, create: bool, propagate: bool) 
     }
 }
 
-/// An announce from `from`: confirm, catch up or fetch copies.
+/// An announce from `from`: confirm, catch up or fetch copies. A
+/// handed-over copy it confirms is confirmed on this node's replicas too.
 pub fn on_announce(ctx: &Context, from: &str, catalogs: Vec<(Vec<u8>, LogPos)>) {
     let others: Vec<(Vec<u8>, LogPos)> = catalogs
         .into_iter()
         .filter(|(n, _)| !registry::holds(ctx, n))
         .collect();
-    let requests = COPIES.lock().on_announce(from, now_ms(), &others);
+    let (requests, confirmed) = {
+        let mut copies = COPIES.lock();
+        let handed_over = copies.handed_over_names();
+        let requests = copies.on_announce(from, now_ms(), &others);
+        (requests, copies.confirmed_among(&handed_over))
+    };
+    for (name, pos) in confirmed {
+        let p = pos.to_text();
+        replicate(ctx, "RECSYS.COPY", &[b"CONFIRM", &name, p.as_bytes()]);
+    }
     for (name, node) in requests {
         request(ctx, &node, name);
     }
+}
+
+/// The catalog key `name` left this node (from the data type's `unlink`:
+/// MIGRATE in a reshard, DEL, RENAME's source): keep its catalog as a copy
+/// that serves again once the key's new owner announces it, so users on
+/// this node keep their recommendations through a reshard (a DEL's copy
+/// is dropped after the grace period; a RENAME's at once, by
+/// [`forget_handover_of`]). Replicas and AOF replay do the same on the
+/// replicated DEL.
+pub fn hand_over(name: &[u8], catalog: &SharedCatalog) {
+    if !super::enabled() {
+        return;
+    }
+    let pos = catalog.read().log_pos();
+    COPIES
+        .lock()
+        .hand_over(name, catalog.clone(), pos, &super::my_id(), now_ms());
+}
+
+/// A key now holds `catalog` (RENAME, MOVE): it did not leave this node,
+/// so a handed-over copy of it goes.
+pub fn forget_handover_of(catalog: &SharedCatalog) {
+    let mut copies = COPIES.lock();
+    let names: Vec<Vec<u8>> = copies
+        .map
+        .iter()
+        .filter(|(_, c)| c.handover && c.catalog.as_ref().is_some_and(|k| Arc::ptr_eq(k, catalog)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for n in names {
+        copies.remove(&n);
+    }
+}
+
+/// See [`Copies::unconfirm_all`].
+pub fn unconfirm_all() {
+    COPIES.lock().unconfirm_all();
 }
 
 /// A node asks for a catalog this master holds: encode it on a worker
@@ -215,7 +270,7 @@ pub fn on_snapshot_part(
     run_detached("installing a catalog snapshot", move || {
         let decoded = Catalog::decode(&whole);
         with_gil(|ctx| match decoded {
-            Ok(c) if c.log_pos() == pos => install(ctx, &name, share(c), &whole, true),
+            Ok(c) if c.log_pos() == pos => install(ctx, &name, share(c), &whole),
             Ok(c) => log_warning(&format!(
                 "recsys: snapshot of catalog '{}' is at {:?}, announced {pos:?}; ignored",
                 text(&name),
@@ -231,26 +286,26 @@ pub fn on_snapshot_part(
 
 /// Installs a whole copy, replicates it (`RECSYS.COPY LOAD`), then
 /// applies the updates that arrived meanwhile.
-fn install(ctx: &Context, name: &[u8], catalog: SharedCatalog, payload: &[u8], propagate: bool) {
+fn install(ctx: &Context, name: &[u8], catalog: SharedCatalog, payload: &[u8]) {
     let pos = catalog.read().log_pos();
-    let owner = COPIES
-        .lock()
-        .get(name)
-        .map(|c| c.owner.clone())
-        .unwrap_or_default();
-    let held = COPIES.lock().install(name, catalog, pos, now_ms());
-    if propagate {
-        let p = pos.to_text();
-        replicate(
-            ctx,
-            "RECSYS.COPY",
-            &[b"LOAD", name, owner.as_bytes(), p.as_bytes(), payload],
-        );
-    }
+    let (owner, held) = {
+        let mut copies = COPIES.lock();
+        let owner = copies
+            .get(name)
+            .map(|c| c.owner.clone())
+            .unwrap_or_default();
+        (owner, copies.install(name, catalog, pos, now_ms()))
+    };
+    let p = pos.to_text();
+    replicate(
+        ctx,
+        "RECSYS.COPY",
+        &[b"LOAD", name, owner.as_bytes(), p.as_bytes(), payload],
+    );
     for u in held {
         let action = COPIES.lock().on_update(&owner, now_ms(), name, u.clone());
         match action {
-            UpdateAction::Apply { create } => apply(ctx, name, &u, create, propagate),
+            UpdateAction::Apply { create } => apply(ctx, name, &u, create, true),
             UpdateAction::Ignore => {}
             UpdateAction::Request(node) => {
                 request(ctx, &node, name.to_vec());
@@ -282,7 +337,8 @@ pub fn drop_shadowed(ctx: &Context, held: &[(Vec<u8>, LogPos)]) {
     }
 }
 
-/// RECSYS.COPY APPLY name prev pos cmd args... | LOAD name owner pos payload | DROP name:
+/// RECSYS.COPY APPLY name prev pos cmd args... | LOAD name owner pos payload | DROP name
+/// | CONFIRM name pos:
 /// what a master did to its copies, replayed by its replicas and its AOF.
 /// Refused from clients.
 pub fn copy_command(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
@@ -338,9 +394,13 @@ pub fn copy_command(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         "DROP" => {
             COPIES.lock().remove(&name);
         }
+        "CONFIRM" => {
+            let pos = pos_arg(&mut a)?;
+            COPIES.lock().confirm_replicated(&name, pos, now_ms());
+        }
         other => {
             return Err(Error::invalid(format!(
-                "unknown RECSYS.COPY subcommand '{other}', expected APPLY, LOAD or DROP"
+                "unknown RECSYS.COPY subcommand '{other}', expected APPLY, LOAD, DROP or CONFIRM"
             )))
         }
     }
@@ -362,6 +422,8 @@ pub fn copies_command(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             .map(|(name, c)| {
                 let state = if c.catching_up() {
                     "catching-up"
+                } else if c.handover {
+                    "handed-over"
                 } else if c.catalog.is_none() {
                     "empty"
                 } else if c.serving(master).is_none() {

@@ -134,7 +134,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut req = req.validate()?;
     // Once, here: a bad WHERE fails the command, not every user.
     req.compile_filter()?;
-    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read)?;
+    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read, None)?;
     let (dim, fields) = {
         let c = catalog.read();
         (c.params().dim, model_fields(&c, &req)?)

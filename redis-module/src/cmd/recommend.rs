@@ -58,7 +58,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         }
     }
     let req = req.validate()?;
-    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read)?;
+    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read, Some(user))?;
     let (dim, fields) = {
         let c = catalog.read();
         (c.params().dim, model_fields(&c, &req)?)
@@ -171,7 +171,7 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     {
         check_event_time(ts, now)?;
     }
-    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Write)?;
+    let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Write, Some(user))?;
     let slot = catalog
         .read()
         .slot_of(item)
