@@ -34,33 +34,77 @@ impl Cluster {
     /// Starts `masters` masters with `replicas` replicas each; `extra` are
     /// more redis-server arguments for every node.
     pub fn start(masters: usize, replicas: usize, extra: &[&str]) -> Result<Cluster> {
+        Self::start_with_module_args(masters, replicas, extra, &[])
+    }
+
+    /// Like [`Cluster::start`], loading the module with `module_args`
+    /// (e.g. `WORKERS 2`).
+    pub fn start_with_module_args(
+        masters: usize,
+        replicas: usize,
+        extra: &[&str],
+        module_args: &[&str],
+    ) -> Result<Cluster> {
         let module = find_module()?;
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            nodes.push(Self::start_node(&module, extra, None)?);
+            nodes.push(Self::start_node(&module, extra, None, module_args)?);
         }
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .arg("--cluster-replicas")
-            .arg(replicas.to_string())
-            .arg("--cluster-yes")
-            .output()
-            .context("redis-cli --cluster create (apt-get install redis-tools)")?;
-        if !out.status.success() {
-            bail!(
-                "redis-cli --cluster create failed: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+        if masters < 3 {
+            // redis-cli --cluster create wants 3 masters at least.
+            if replicas > 0 {
+                bail!("a cluster of fewer than 3 masters is made without replicas");
+            }
+            Self::join_by_hand(&nodes)?;
+        } else {
+            let addrs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port))
+                .collect();
+            let out = Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .arg("--cluster-replicas")
+                .arg(replicas.to_string())
+                .arg("--cluster-yes")
+                .output()
+                .context("redis-cli --cluster create (apt-get install redis-tools)")?;
+            if !out.status.success() {
+                bail!(
+                    "redis-cli --cluster create failed: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
         }
         let cluster = Cluster { nodes };
         cluster.wait_ok(Duration::from_secs(60))?;
         Ok(cluster)
+    }
+
+    /// Masters only: each node takes an equal share of the slots, and
+    /// meets the first.
+    fn join_by_hand(nodes: &[RedisServer]) -> Result<()> {
+        let n = nodes.len();
+        for (i, node) in nodes.iter().enumerate() {
+            let mut c = node.connection()?;
+            let (from, to) = (16384 * i / n, 16384 * (i + 1) / n - 1);
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(from)
+                .arg(to)
+                .query::<()>(&mut c)
+                .context("CLUSTER ADDSLOTSRANGE")?;
+            if i > 0 {
+                redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(nodes[0].port)
+                    .query::<()>(&mut c)
+                    .context("CLUSTER MEET")?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts one cluster node (in `dir` when restarting on its files).
@@ -68,18 +112,29 @@ impl Cluster {
         module: &std::path::Path,
         extra: &[&str],
         dir: Option<tempfile::TempDir>,
+        module_args: &[&str],
     ) -> Result<RedisServer> {
         let dir = match dir {
             Some(d) => d,
             None => tempfile::tempdir()?,
         };
-        Self::start_node_on(module, extra, dir, cluster_port()?)
+        Self::start_node_with(module, module_args, extra, dir, cluster_port()?)
     }
 
     /// Restarts a node on its data directory and port (its nodes.conf
     /// keeps its identity; the others know it by its address).
     pub fn start_node_on(
         module: &std::path::Path,
+        extra: &[&str],
+        dir: tempfile::TempDir,
+        port: u16,
+    ) -> Result<RedisServer> {
+        Self::start_node_with(module, &[], extra, dir, port)
+    }
+
+    fn start_node_with(
+        module: &std::path::Path,
+        module_args: &[&str],
         extra: &[&str],
         dir: tempfile::TempDir,
         port: u16,
@@ -98,7 +153,7 @@ impl Cluster {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        RedisServer::start_on(dir, module, &[], &refs, port)
+        RedisServer::start_on(dir, module, module_args, &refs, port)
     }
 
     /// Waits until every node says `cluster_state:ok` and agrees on the

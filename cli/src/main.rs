@@ -59,6 +59,8 @@ enum BenchCmd {
     Plugins(recsys_cli::bench::plugins::PluginBench),
     /// Ranking: the reference DLRM native vs ONNX Runtime (and GPU), batch sizes, RECOMMEND ... RANK through Redis.
     Rank(recsys_cli::bench::rank::RankBench),
+    /// Redis Cluster: RECOMMEND on 1 node vs N masters, write fan-out, catch-up of a new node.
+    Cluster(recsys_cli::bench::cluster::ClusterBench),
 }
 
 fn main() -> Result<()> {
@@ -81,5 +83,6 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
         Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),
         Cmd::Bench(BenchCmd::Rank(b)) => recsys_cli::bench::rank::run(&b),
+        Cmd::Bench(BenchCmd::Cluster(b)) => recsys_cli::bench::cluster::run(&b),
     }
 }

@@ -16,7 +16,7 @@ pub struct AllBench {
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
     /// Run only these sections (by name: index, quality, als, churn, redis, restart, recommend,
-    /// filters, plugins, rank); the document then holds only them.
+    /// filters, plugins, rank, cluster); the document then holds only them.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -90,6 +90,12 @@ const SECTIONS: &[Section] = &[
         title: "Ranking: native DLRM and ONNX Runtime",
         about: "The reference model: 8 categorical features with 32-d embeddings, 8 dense features, bottom MLP [64, 32], top MLP [128, 64, 1], the same weights as native DLRM (`tests/fixtures/dlrm_ranker.safetensors`) and as ONNX (`tests/fixtures/dlrm_ranker.onnx`, built from those weights by `scripts/make_onnx_fixtures.py`; scores agree within 1e-4, checked by `tests/ranking.rs`). One thread each; ONNX Runtime 1.31.1 from PyPI with one intra-op thread; median of the timed calls. Then RECOMMEND ... RANK through Redis on the shop of `bench recommend` with user features, interleaved with RECOMMEND without a model.",
         args: &["bench", "rank"],
+    },
+    Section {
+        name: "cluster",
+        title: "Redis Cluster",
+        about: "Issue 13's figures (docs/cluster.md). One plain node and clusters of 2 and 3 masters (no replicas) of real redis-server processes on this machine, each with a catalog of 20,000 items x 64-d with ATTRS and 10,000 users with `emb`; on the clusters the catalog key lives on one master and every other master serves its copy. A closed loop of 16 client threads (this process) sends RECSYS.RECOMMEND K 10 CANDIDATES 200 WHERE to the master of each user's slot, as a cluster client does, and EXISTS on the same user keys as each set-up's baseline; set-ups and commands interleaved, 3 rounds of 4 s, medians. All nodes and the load generator share this machine's 2 cores: the CPU columns say what each run had (node CPU = all nodes together), so more masters here mean more processes on the same cores, not more capacity; the scale curve needs a machine with more cores (`--masters 1,2,4,8`). Then the cost of a catalog write: ITEM.SET latency on the owner, then the time until every other master's copy has applied it (polled with RECSYS.COPIES), and the bus bytes per write (one message, sent to each other node). Last, a new master joins (CLUSTER MEET) a 1-master cluster whose catalog has 100,000 items x 64-d: time until its copy serves.",
+        args: &["bench", "cluster"],
     },
 ];
 

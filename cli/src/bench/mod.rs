@@ -5,6 +5,7 @@
 pub mod all;
 pub mod als;
 pub mod churn;
+pub mod cluster;
 pub mod filters;
 pub mod index;
 pub mod plugins;

@@ -1,8 +1,11 @@
 """The client through redis-py's RedisCluster, on a real 3-master cluster.
 
-Catalog and users share a hash tag (what works on a cluster today, see
-docs/cluster.md). The client sends one-dot command names (RECSYS.ITEM_SET),
-which RedisCluster accepts; it refuses two-dot names client-side.
+Every helper with catalog and users under one hash tag, then a catalog and
+10,000 users with no hash tag: RECOMMEND and EVENT declare only the user
+key in a cluster, so RedisCluster sends each to the user's node, which
+serves it from its copy of the catalog (docs/cluster.md). The client sends
+one-dot command names (RECSYS.ITEM_SET), which RedisCluster accepts; it
+refuses two-dot names client-side.
 """
 
 import os
@@ -91,8 +94,49 @@ def test_every_helper_through_redis_cluster(cluster):
     assert len(recs.hits) == 5 and "sku:1" not in recs.ids
     assert len(rs.search("{shop}:items", [1, 0, 0, 0], k=3)) == 3
     assert rs.delete_items("{shop}:items", "sku:new") == 1
-    # Users on other slots than the catalog: refused in the client today
-    # (issue 13 lifts this).
-    with pytest.raises(redis.exceptions.RedisClusterException, match="same key slot"):
-        rs.recommend("{shop}:items", "user:elsewhere", k=5)
     rc.close()
+
+
+def test_users_on_every_node_through_redis_cluster(cluster):
+    rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster])
+    rs = Recsys(rc)
+    rs.create("shop", dim=8)
+    rng = np.random.default_rng(2)
+    items = rng.normal(size=(300, 8)).astype(np.float32)
+    assert rs.set_items("shop", [f"item:{i}" for i in range(300)], items) == 300
+    users = [f"user:{u}" for u in range(10_000)]
+    vectors = rng.normal(size=(len(users), 8)).astype(np.float32)
+    pipe = rc.pipeline()
+    for u, v in zip(users, vectors):
+        pipe.hset(u, "emb", v.tobytes())
+    pipe.execute()
+    # Every master serves the catalog from its copy within a second or so.
+    for port in cluster:
+        node_user = next(u for u in users if rc.get_node_from_key(u).port == port)
+        deadline = time.time() + 30
+        while True:
+            try:
+                if len(rs.recommend("shop", node_user, k=5).ids) == 5:
+                    break
+            except (redis.exceptions.ResponseError, redis.exceptions.TryAgainError):
+                pass
+            assert time.time() < deadline, f"no copy serving on {port}"
+            time.sleep(0.1)
+    moved = sum(_redirections(p) for p in cluster)
+    served = 0
+    for u in users:
+        served += len(rs.recommend("shop", u, k=5).ids) == 5
+    assert served == len(users)
+    assert sum(_redirections(p) for p in cluster) == moved, "no MOVED or ASK"
+    assert len({rc.get_node_from_key(u).port for u in users}) == len(cluster)
+    # EVENT lands on the user's node too, and EXCLUDE_SEEN sees it there.
+    first = rs.recommend("shop", users[7], k=1).ids[0]
+    rs.event("shop", users[7], first)
+    assert first not in rs.recommend("shop", users[7], k=5, exclude_seen=True).ids
+    rc.close()
+
+
+def _redirections(port: int) -> int:
+    """MOVED and ASK answers a node has given (INFO errorstats)."""
+    stats = redis.Redis(port=port).info("errorstats")
+    return sum(v["count"] for k, v in stats.items() if k in ("errorstat_MOVED", "errorstat_ASK"))
