@@ -15,9 +15,43 @@
  */
 import { RESP_TYPES } from 'redis';
 
-/** What the helper needs of a node-redis client (RedisClientType and cluster clients have it). */
+/** What the helper needs of a node-redis client (`createClient`). */
 export interface CommandSender {
   sendCommand(args: ReadonlyArray<string | Buffer>, options?: any): Promise<unknown>;
+}
+
+/**
+ * What the helper needs of a node-redis cluster client (`createCluster`):
+ * commands name the key that routes them.
+ */
+export interface ClusterCommandSender {
+  sendCommand(
+    firstKey: string | Buffer | undefined,
+    isReadonly: boolean | undefined,
+    args: ReadonlyArray<string | Buffer>,
+    options?: any,
+  ): Promise<unknown>;
+  readonly masters: ReadonlyArray<unknown>;
+}
+
+/** Commands routed by the user key (argv 2) in a cluster: the catalog is a name there. */
+const BY_USER = new Set(['RECSYS.RECOMMEND', 'RECSYS.EVENT']);
+/** Commands with no key: any node (the module fans plugins out to every node). */
+const KEYLESS = new Set(['RECSYS.PLUGIN_LOAD', 'RECSYS.PLUGIN_DEL', 'RECSYS.PLUGIN_LIST', 'RECSYS.BATCH_STATUS']);
+const READONLY = new Set([
+  'RECSYS.INFO', 'RECSYS.ITEM_GET', 'RECSYS.SEARCH', 'RECSYS.SIMILAR', 'RECSYS.RECOMMEND',
+  'RECSYS.PLUGIN_LIST', 'RECSYS.BATCH_STATUS',
+]);
+
+/** The key a cluster client routes `args` by, and whether a replica may serve it. */
+export function routing(args: ReadonlyArray<string | Buffer>): [string | Buffer | undefined, boolean] {
+  const name = String(args[0]).toUpperCase();
+  const key = KEYLESS.has(name) ? undefined : BY_USER.has(name) ? args[2] : args[1];
+  return [key, READONLY.has(name)];
+}
+
+function isCluster(c: CommandSender | ClusterCommandSender): c is ClusterCommandSender {
+  return 'masters' in c && Array.isArray((c as ClusterCommandSender).masters);
 }
 
 export type Vector = Float32Array | ArrayLike<number>;
@@ -154,10 +188,16 @@ function pipelineArgs(o: PipelineOptions): string[] {
 
 /** The RECSYS.* commands as typed methods over a node-redis client. */
 export class Recsys {
-  constructor(readonly client: CommandSender) {}
+  /** A node-redis client, or a cluster client (RECOMMEND and EVENT then go to the user's node). */
+  constructor(readonly client: CommandSender | ClusterCommandSender) {}
 
   private send(args: (string | Buffer)[]): Promise<unknown> {
-    return this.client.sendCommand(args, { typeMapping: REPLY_TYPES });
+    const options = { typeMapping: REPLY_TYPES };
+    if (isCluster(this.client)) {
+      const [key, readonly] = routing(args);
+      return this.client.sendCommand(key, readonly, args, options);
+    }
+    return this.client.sendCommand(args, options);
   }
 
   /** RECSYS.CREATE: a catalog of `dim`-dimensional vectors. */
