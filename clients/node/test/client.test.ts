@@ -7,14 +7,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createClient } from 'redis';
 import { Recsys } from '../src/index.js';
+import { binary, module_, waitForServer } from './server.js';
 
-const root = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
-const module_ = process.env.RECSYS_MODULE || join(root, 'target/release/librecsys.so');
-const binary = process.env.RECSYS_REDIS_SERVER || 'redis-server';
 
 function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
@@ -34,20 +31,7 @@ before(async () => {
   port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'recsys-node-'));
   server = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--loadmodule', module_], { stdio: 'ignore' });
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    const c = createClient({ socket: { port, reconnectStrategy: false } });
-    c.on('error', () => {});
-    try {
-      await c.connect();
-      await c.ping();
-      await c.close();
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`redis-server with ${module_} did not start`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  await waitForServer(port);
 });
 
 after(() => {

@@ -8,14 +8,11 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createClient, createCluster } from 'redis';
 import { Recsys, routing } from '../src/index.js';
+import { binary, module_, waitForServer } from './server.js';
 
-const root = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
-const module_ = process.env.RECSYS_MODULE || join(root, 'target/release/librecsys.so');
-const binary = process.env.RECSYS_REDIS_SERVER || 'redis-server';
 
 /** A free port whose cluster bus port (+10000) is free too. */
 async function clusterPort(): Promise<number> {
@@ -34,23 +31,6 @@ async function clusterPort(): Promise<number> {
 const servers: ChildProcess[] = [];
 const ports: number[] = [];
 
-async function waitFor(port: number): Promise<void> {
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    const c = createClient({ socket: { port, reconnectStrategy: false } });
-    c.on('error', () => {});
-    try {
-      await c.connect();
-      await c.ping();
-      await c.close();
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
-
 before(async () => {
   for (let i = 0; i < 3; i++) {
     const port = await clusterPort();
@@ -59,7 +39,7 @@ before(async () => {
       '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--loadmodule', module_], { stdio: 'ignore' }));
     ports.push(port);
   }
-  for (const p of ports) await waitFor(p);
+  for (const p of ports) await waitForServer(p);
   execFileSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-yes'], { stdio: 'ignore' });
   const deadline = Date.now() + 30000;
   for (;;) {
