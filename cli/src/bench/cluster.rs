@@ -24,7 +24,7 @@ use recsys::rng::SplitMix;
 use recsys::synth::clustered_lowrank;
 use recsys::vector::to_fp32_blob;
 
-use super::recommend::WHERE;
+use super::recommend::{cpu, WHERE};
 use crate::cluster::Cluster;
 use crate::server::RedisServer;
 
@@ -77,6 +77,14 @@ struct Setup {
 impl Setup {
     fn port_of(&self, key: &[u8]) -> u16 {
         self.slot_owner[Cluster::slot(key) as usize]
+    }
+
+    /// The masters' ports, each once.
+    fn masters(&self) -> Vec<u16> {
+        let mut m = self.slot_owner.clone();
+        m.sort_unstable();
+        m.dedup();
+        m
     }
 }
 
@@ -210,9 +218,7 @@ fn copy_state(c: &mut redis::Connection, catalog: &str) -> Result<Option<(i64, b
 
 fn masters_but_owner(s: &Setup, catalog: &str) -> Vec<u16> {
     let owner = s.port_of(catalog.as_bytes());
-    let mut m: Vec<u16> = s.slot_owner.clone();
-    m.sort_unstable();
-    m.dedup();
+    let mut m = s.masters();
     m.retain(|&p| p != owner);
     m
 }
@@ -236,16 +242,9 @@ fn wait_for_copies(s: &Setup, catalog: &str, items: usize, timeout: Duration) ->
     Ok(())
 }
 
-/// CPU seconds a node has used (INFO cpu).
+/// CPU seconds a node has used, all threads (INFO cpu).
 fn node_cpu(port: u16) -> Result<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query(&mut connect(port)?)?;
-    let field = |name: &str| -> f64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    Ok(field("used_cpu_user:") + field("used_cpu_sys:"))
+    Ok(cpu(&mut connect(port)?)?.1)
 }
 
 /// CPU seconds this process has used (/proc/self/stat).
@@ -277,12 +276,7 @@ enum Load {
 }
 
 fn run_load(s: &Setup, b: &ClusterBench, load: Load, round: u64) -> Result<Run> {
-    let masters: Vec<u16> = {
-        let mut m = s.slot_owner.clone();
-        m.sort_unstable();
-        m.dedup();
-        m
-    };
+    let masters = s.masters();
     let cpu0: f64 = s.ports.iter().map(|&p| node_cpu(p)).sum::<Result<f64>>()?;
     let own0 = own_cpu();
     let start = Instant::now();
@@ -416,8 +410,8 @@ pub fn run(b: &ClusterBench) -> Result<()> {
     Ok(())
 }
 
-/// A bus counter of a node's INFO recsys (`bus_bytes_sent`, ...).
-fn bus_bytes(port: u16, field: &str) -> Result<f64> {
+/// A counter of a node's INFO recsys (`bus_bytes_sent`, ...).
+fn recsys_counter(port: u16, field: &str) -> Result<f64> {
     let info: String = redis::cmd("INFO")
         .arg("recsys")
         .query(&mut connect(port)?)?;
@@ -444,7 +438,7 @@ fn fanout(b: &ClusterBench, setups: &[Setup]) -> Result<()> {
         let others: Vec<u16> = masters_but_owner(s, "bench");
         let mut probes: Vec<redis::Connection> =
             others.iter().map(|&p| connect(p)).collect::<Result<_>>()?;
-        let bytes0 = bus_bytes(owner, "bus_bytes_sent")?;
+        let bytes0 = recsys_counter(owner, "bus_bytes_sent")?;
         let (mut set_us, mut spread_us) = (Vec::new(), Vec::new());
         for w in 0..b.writes {
             let t = Instant::now();
@@ -471,7 +465,7 @@ fn fanout(b: &ClusterBench, setups: &[Setup]) -> Result<()> {
             }
             spread_us.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        let per_write = (bus_bytes(owner, "bus_bytes_sent")? - bytes0) / b.writes as f64;
+        let per_write = (recsys_counter(owner, "bus_bytes_sent")? - bytes0) / b.writes as f64;
         spread_us.sort_by(|a, b| a.total_cmp(b));
         let p = |q: f64| {
             spread_us
@@ -539,7 +533,7 @@ fn catch_up(b: &ClusterBench) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let total = t.elapsed().as_secs_f64();
-    let bytes = bus_bytes(port, "bus_bytes_received")?;
+    let bytes = recsys_counter(port, "bus_bytes_received")?;
     let seen = first_seen.map_or(0.0, |d| d.as_secs_f64());
     println!(
         "\nCatch-up: a new master joins (CLUSTER MEET) a cluster whose catalog has {} items x {}-d (loaded in {loaded:.1} s):",

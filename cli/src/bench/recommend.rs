@@ -130,7 +130,7 @@ pub fn run(b: &RecommendBench) -> Result<()> {
 }
 
 /// (main thread CPU seconds, whole process CPU seconds) from INFO cpu.
-fn cpu(c: &mut redis::Connection) -> Result<(f64, f64)> {
+pub(crate) fn cpu(c: &mut redis::Connection) -> Result<(f64, f64)> {
     let info: String = redis::cmd("INFO").arg("cpu").query(c)?;
     let field = |name: &str| -> f64 {
         info.lines()
