@@ -121,7 +121,28 @@ impl SeenSet {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.0.binary_search(&seen_hash(id)).is_ok()
+        self.contains_hash(seen_hash(id))
+    }
+
+    /// Whether the item whose [`seen_hash`] is `hash` is in the set.
+    #[inline]
+    pub fn contains_hash(&self, hash: u64) -> bool {
+        self.0.binary_search(&hash).is_ok()
+    }
+
+    /// The hashes, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// This set with the items of `ids` added (unbounded: a request's
+    /// exclusions, never stored).
+    pub fn with_ids<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> SeenSet {
+        let mut hashes = self.0.clone();
+        hashes.extend(ids.into_iter().map(seen_hash));
+        hashes.sort_unstable();
+        hashes.dedup();
+        SeenSet(hashes)
     }
 
     pub fn len(&self) -> usize {

@@ -51,6 +51,10 @@ enum BenchCmd {
     Churn(recsys_cli::bench::churn::ChurnBench),
     /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
     Redis(recsys_cli::bench::redis::RedisBench),
+    /// Where an exact scan stops beating the graph walk, per metric, dimension and EF.
+    Scan(recsys_cli::bench::scan::ScanBench),
+    /// One request's latency on a small catalog (one pipelining client, next to PING), WHERE vs none.
+    Small(recsys_cli::bench::small::SmallBench),
     /// RECOMMEND and EVENT through redis-server, next to GET, with the EXPLAIN split.
     Recommend(recsys_cli::bench::recommend::RecommendBench),
     /// WHERE filters in the core pipeline: in-graph walk vs scan.
@@ -80,6 +84,8 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Als(b)) => recsys_cli::bench::als::run(&b),
         Cmd::Bench(BenchCmd::Quality(b)) => recsys_cli::bench::quality::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
+        Cmd::Bench(BenchCmd::Scan(b)) => recsys_cli::bench::scan::run(&b),
+        Cmd::Bench(BenchCmd::Small(b)) => recsys_cli::bench::small::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),
         Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),
         Cmd::Bench(BenchCmd::Rank(b)) => recsys_cli::bench::rank::run(&b),

@@ -25,6 +25,10 @@
 //!
 //! Where Redis forbids blocking (inside MULTI, Lua, or when a replica or
 //! the AOF loader replays a command) the job runs inline on the main thread.
+//! So does a request whose work has a hard bound smaller than a thread hop
+//! (an exact scan of a small catalog, [`run_blocking_unless`]; the rule and
+//! its measured bound are in `recsys_core::pipeline::cost`), as Redis's
+//! vector sets do with NOTHREAD.
 //!
 //! Rejected alternatives: running searches on the main thread (simple, but
 //! one 2 ms RECOMMEND stalls every client), and a lock per HNSW node (fine
@@ -253,7 +257,18 @@ pub fn can_block(ctx: &Context) -> bool {
 /// Runs `job` on a worker through a blocked client, or inline where Redis
 /// forbids blocking.
 pub fn run_blocking(ctx: &Context, job: impl FnOnce() -> Reply + Send + 'static) -> Reply {
-    if !can_block(ctx) {
+    run_blocking_unless(ctx, false, job)
+}
+
+/// Like [`run_blocking`], but runs `job` inline on the main thread when
+/// `inline` says its work has a small hard bound (`recsys_core::pipeline::
+/// cost`): a thread hop would cost more than the work.
+pub fn run_blocking_unless(
+    ctx: &Context,
+    inline: bool,
+    job: impl FnOnce() -> Reply + Send + 'static,
+) -> Reply {
+    if inline || !can_block(ctx) {
         return job();
     }
     // SAFETY: the command's live context, and blocking is allowed here.

@@ -3,8 +3,7 @@
 //! default SESSION, write-log position, models). Decoding checks every record against the index and refuses
 //! anything inconsistent.
 
-use std::collections::HashMap;
-
+use super::ids::ItemIds;
 use super::log::LogPos;
 use super::popularity::Popularity;
 use super::Catalog;
@@ -44,13 +43,13 @@ impl Catalog {
         let mut out = Vec::with_capacity(self.memory_bytes() + 64);
         snapshot::encode(&self.index, &mut out);
         let mut w = Writer(&mut out);
-        let live: Vec<u32> = (0..self.ids.len() as u32)
-            .filter(|&s| self.ids[s as usize].is_some())
+        let live: Vec<u32> = (0..self.ids.slots() as u32)
+            .filter(|&s| self.ids.id(s).is_some())
             .collect();
         w.u64(live.len() as u64);
         for s in live {
             w.u32(s);
-            w.blob(self.ids[s as usize].as_deref().unwrap_or("").as_bytes());
+            w.blob(self.ids.id(s).unwrap_or("").as_bytes());
             w.blob(self.attrs[s as usize].as_deref().unwrap_or("").as_bytes());
         }
         w.u32(POPULARITY_TAG);
@@ -86,26 +85,23 @@ impl Catalog {
         if count != index.len() {
             return Err("item count does not match the index".into());
         }
-        let mut ids = vec![None; slots];
+        let mut ids = ItemIds::default();
         let mut attrs: Vec<Option<Box<str>>> = vec![None; slots];
         let mut columns = Columns::default();
-        let mut by_id = HashMap::with_capacity(count);
         for _ in 0..count {
             let slot = r.u32()?;
-            if !index.is_live(slot) || ids[slot as usize].is_some() {
+            if !index.is_live(slot) || ids.id(slot).is_some() {
                 return Err("item record names a deleted or repeated slot".into());
             }
             let id = r.text("item id")?;
             let a = r.text("ATTRS")?;
             super::check_id(id).map_err(String::from)?;
-            let id: Box<str> = id.into();
-            if by_id.insert(id.clone(), slot).is_some() {
+            if !ids.insert(slot, id) {
                 return Err(format!(
                     "duplicate item id {:?}",
                     id.escape_debug().to_string()
                 ));
             }
-            ids[slot as usize] = Some(id);
             if !a.is_empty() {
                 let parsed = crate::features::attrs::Attrs::parse(a)
                     .map_err(|e| format!("item at slot {slot}: {e}"))?;
@@ -143,7 +139,6 @@ impl Catalog {
             ids,
             attrs,
             columns,
-            by_id,
             popularity,
             models,
             restore_notes,

@@ -4,6 +4,7 @@
 //!
 //! - this file: the item store (ids, vectors, attributes, searches);
 //! - [`popularity`]: time-decayed popularity per item;
+//! - [`ids`]: item ids by slot and slots by id;
 //! - [`encoding`]: the catalog's byte format (RDB, COPY);
 //! - [`log`]: the catalog's position in its write history (cluster copies).
 //!
@@ -11,10 +12,9 @@
 //! so an error leaves the catalog exactly as it was.
 
 pub mod encoding;
+pub mod ids;
 pub mod log;
 pub mod popularity;
-
-use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::features::attrs::Attrs;
@@ -23,6 +23,7 @@ use crate::index::{Hnsw, IndexParams, Metric};
 use crate::rank::models::ModelSet;
 use crate::user::Session;
 use crate::vector::check_finite;
+use ids::ItemIds;
 use log::LogPos;
 use popularity::Popularity;
 
@@ -50,13 +51,12 @@ pub struct CatalogInfo {
 
 pub struct Catalog {
     index: Hnsw,
-    /// Item id per slot; `None` for tombstoned slots.
-    ids: Vec<Option<Box<str>>>,
+    /// Item id per slot, slot per id.
+    ids: ItemIds,
     /// Compact JSON attributes per slot.
     attrs: Vec<Option<Box<str>>>,
     /// The same attributes as columns for filters and diversity.
     columns: Columns,
-    by_id: HashMap<Box<str>, u32>,
     /// Time-decayed popularity per slot.
     popularity: Popularity,
     /// Ranking and query models (RECSYS.MODEL.*).
@@ -88,10 +88,9 @@ impl Catalog {
         params.validate()?;
         Ok(Catalog {
             index: Hnsw::new(params),
-            ids: Vec::new(),
+            ids: ItemIds::default(),
             attrs: Vec::new(),
             columns: Columns::default(),
-            by_id: HashMap::new(),
             popularity: Popularity::default(),
             models: ModelSet::default(),
             restore_notes: Vec::new(),
@@ -177,7 +176,7 @@ impl Catalog {
     pub fn set(&mut self, id: &str, v: &[f32], attrs: Option<Attrs>) -> Result<bool> {
         check_id(id)?;
         self.check_vector(v)?;
-        let created = match self.by_id.get(id).copied() {
+        let created = match self.ids.slot(id) {
             Some(old) => {
                 self.forget_slot(old);
                 false
@@ -186,18 +185,16 @@ impl Catalog {
         };
         let prepared = self.index.prepare(v);
         let slot = self.index.insert(&prepared) as usize;
-        if slot >= self.ids.len() {
-            self.ids.resize(slot + 1, None);
+        if slot >= self.attrs.len() {
             self.attrs.resize(slot + 1, None);
             self.popularity.grow(slot + 1);
         }
-        let key: Box<str> = id.into();
-        self.ids[slot] = Some(key.clone());
+        // The id was freed above when it existed: it cannot be elsewhere.
+        self.ids.insert(slot as u32, id);
         self.columns
             .set(slot as u32, attrs.as_ref().map(Attrs::object));
         self.attrs[slot] = attrs.map(Attrs::into_json);
         self.popularity.clear(slot as u32);
-        self.by_id.insert(key, slot as u32);
         Ok(created)
     }
 
@@ -214,9 +211,7 @@ impl Catalog {
 
     fn forget_slot(&mut self, slot: u32) {
         self.index.remove(slot);
-        if let Some(id) = self.ids[slot as usize].take() {
-            self.by_id.remove(&id);
-        }
+        self.ids.remove_slot(slot);
         self.attrs[slot as usize] = None;
         self.columns.clear(slot);
         self.popularity.clear(slot);
@@ -224,7 +219,7 @@ impl Catalog {
 
     /// Deletes an item; returns false when it did not exist.
     pub fn remove(&mut self, id: &str) -> bool {
-        match self.by_id.get(id).copied() {
+        match self.ids.slot(id) {
             Some(slot) => {
                 self.forget_slot(slot);
                 true
@@ -234,12 +229,12 @@ impl Catalog {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
+        self.ids.slot(id).is_some()
     }
 
     /// Stored vector (normalized for COSINE, dequantized for Q8) and attributes.
     pub fn get(&self, id: &str) -> Option<(Vec<f32>, Option<&str>)> {
-        let slot = *self.by_id.get(id)?;
+        let slot = self.ids.slot(id)?;
         Some((
             self.index.vector(slot),
             self.attrs[slot as usize].as_deref(),
@@ -247,11 +242,18 @@ impl Catalog {
     }
 
     pub fn slot_of(&self, id: &str) -> Option<u32> {
-        self.by_id.get(id).copied()
+        self.ids.slot(id)
     }
 
     pub fn id_of(&self, slot: u32) -> Option<&str> {
-        self.ids.get(slot as usize)?.as_deref()
+        self.ids.id(slot)
+    }
+
+    /// The `seen` hash of the item in `slot` ([`crate::user::seen_hash`]
+    /// of its id), kept per slot so EXCLUDE_SEEN never hashes an id.
+    #[inline]
+    pub fn seen_hash_of(&self, slot: u32) -> u64 {
+        self.ids.seen_hash(slot)
     }
 
     pub fn attrs_of(&self, slot: u32) -> Option<&str> {
@@ -357,18 +359,18 @@ impl Catalog {
 
     /// Heap bytes held by the catalog (index, ids, attributes, id map).
     pub fn memory_bytes(&self) -> usize {
-        let strings: usize = self
-            .ids
+        let attrs: usize = self
+            .attrs
             .iter()
-            .chain(self.attrs.iter())
-            .map(|s| s.as_ref().map_or(0, |s| s.len()))
+            .flatten()
+            .map(|s| (s.len() + 8).next_multiple_of(16))
             .sum();
         self.index.memory_bytes()
-            + (self.ids.capacity() + self.attrs.capacity()) * std::mem::size_of::<Option<Box<str>>>()
+            + self.ids.heap_bytes()
+            + self.attrs.capacity() * std::mem::size_of::<Option<Box<str>>>()
+            + attrs
             + self.columns.heap_bytes()
             + self.popularity.heap_bytes()
-            + strings * 2 // ids are held twice: per slot and as map keys
-            + self.by_id.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
             + self.models.memory_bytes()
     }
 

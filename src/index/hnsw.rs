@@ -540,10 +540,38 @@ impl Hnsw {
         self.search_within(v, k, ef, accept, usize::MAX).0
     }
 
+    /// Whether a search with this `ef` is answered by an exact scan rather
+    /// than a graph walk ([`scan_limit`]): the walk's distances come in
+    /// random order through heaps, the scan's in memory order, so up to a
+    /// size that grows with `ef` the scan is as fast, and exact.
+    pub fn prefers_scan(&self, ef: usize) -> bool {
+        self.slots() <= scan_limit(ef, self.params.dim)
+    }
+
     /// Like [`Hnsw::search`], but gives up after visiting about `budget`
     /// nodes; the flag says whether it did (a selective filter may then be
-    /// better served by [`Hnsw::scan`]).
+    /// better served by [`Hnsw::scan`]). Small indexes (see
+    /// [`Hnsw::prefers_scan`]) are scanned, exactly.
     pub fn search_within<F: Fn(u32) -> bool>(
+        &self,
+        v: &[f32],
+        k: usize,
+        ef: usize,
+        accept: F,
+        budget: usize,
+    ) -> (Vec<Hit>, bool) {
+        if self.live == 0 || k == 0 {
+            return (Vec::new(), false);
+        }
+        let ef = ef.max(k);
+        if self.prefers_scan(ef) {
+            return (self.scan(v, k, accept), false);
+        }
+        self.walk(v, k, ef, accept, budget)
+    }
+
+    /// The graph walk behind [`Hnsw::search_within`], whatever the size.
+    pub fn walk<F: Fn(u32) -> bool>(
         &self,
         v: &[f32],
         k: usize,
@@ -588,42 +616,81 @@ impl Hnsw {
                 with_accept!(|acc| self.search_layer(&dist, entry, ef, 0, acc, budget))
             }),
         };
-        let mut hits = found.into_sorted_vec();
-        hits.truncate(k);
-        let hits = hits
-            .into_iter()
-            .map(|c| Hit {
-                slot: c.id,
-                score: self.store.score(c.d),
-            })
-            .collect();
-        (hits, cut)
+        (self.to_hits(found.into_sorted_vec(), k), cut)
     }
 
-    /// Exact k-NN over the live slots accepted by `accept`: a full scan, for
-    /// filters so selective that walking the graph would visit most of it.
-    pub fn scan<F: Fn(u32) -> bool>(&self, v: &[f32], k: usize, accept: F) -> Vec<Hit> {
-        let q = Query::new(v);
-        let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(k + 1);
-        for s in 0..self.slots() as u32 {
-            if !self.is_live(s) || !accept(s) {
-                continue;
-            }
-            let d = self.store.distance(&q, s);
-            if top.len() < k || top.peek().is_some_and(|t| d < t.d) {
-                top.push(Cand { d, id: s });
-                if top.len() > k {
-                    top.pop();
-                }
-            }
-        }
-        top.into_sorted_vec()
-            .into_iter()
+    fn to_hits(&self, mut best: Vec<Cand>, k: usize) -> Vec<Hit> {
+        best.truncate(k);
+        best.into_iter()
             .map(|c| Hit {
                 slot: c.id,
                 score: self.store.score(c.d),
             })
             .collect()
+    }
+
+    /// Exact k-NN over the live slots accepted by `accept`: one pass over
+    /// the node blocks in memory order, the distance kernel inlined.
+    pub fn scan<F: Fn(u32) -> bool>(&self, v: &[f32], k: usize, accept: F) -> Vec<Hit> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let q = Query::new(v);
+        let deleted = &self.deleted;
+        let acc = |s: u32| !deleted[s as usize] && accept(s);
+        let l2 = self.params.metric == Metric::L2;
+        let top = match self.store.quant {
+            // SAFETY (both arms): the flag is only set after run-time detection.
+            #[cfg(target_arch = "x86_64")]
+            super::params::Quant::F32 if self.store.kernels.avx512 => unsafe {
+                self.scan_f32_avx512(&q, l2, k, acc)
+            },
+            #[cfg(target_arch = "x86_64")]
+            super::params::Quant::F32 if self.store.kernels.avx2 => unsafe {
+                self.scan_f32_avx2(&q, l2, k, acc)
+            },
+            _ => with_distance!(self.store, &q, |dist| self.scan_with(&dist, k, acc)),
+        };
+        self.to_hits(top, k)
+    }
+
+    /// The scan's loop over every slot with distance `dist`, best first.
+    /// Distances go into a buffer of about `2k`; when it fills, a linear
+    /// selection keeps the best `k` and their worst distance becomes the
+    /// bar to enter. No heap: the loop is the kernel, a compare and a store.
+    #[inline(always)]
+    fn scan_with<D: Fn(u32) -> f32, F: Fn(u32) -> bool>(
+        &self,
+        dist: &D,
+        k: usize,
+        accept: F,
+    ) -> Vec<Cand> {
+        let cap = (2 * k).max(512);
+        let mut best: Vec<Cand> = Vec::with_capacity(cap.min(self.slots()).max(k));
+        let mut bound = f32::INFINITY;
+        let keep_k = |best: &mut Vec<Cand>| {
+            if best.len() > k {
+                best.select_nth_unstable(k - 1);
+                best.truncate(k);
+            }
+        };
+        let slots = self.slots() as u32;
+        for s in 0..slots {
+            if !accept(s) {
+                continue;
+            }
+            let d = dist(s);
+            if d < bound {
+                best.push(Cand { d, id: s });
+                if best.len() >= cap {
+                    keep_k(&mut best);
+                    bound = best.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.d));
+                }
+            }
+        }
+        keep_k(&mut best);
+        best.sort_unstable();
+        best
     }
 
     /// Exact k-NN by scanning every live slot (the recall oracle).
@@ -632,11 +699,32 @@ impl Hnsw {
     }
 }
 
+/// Below this many slots a search always scans (a walk's fixed costs,
+/// the descent and the heaps, are worth a scan of this many rows).
+pub const SCAN_FLOOR: usize = 1024;
+/// Slots per unit of `ef` that a scan covers in the time of a walk, up to
+/// 128 dimensions (`recsys bench scan`: the scan matches the walk at 20 x
+/// EF slots for IP and L2 at 32 and 64 dimensions, at EF 100 and 200).
+/// Wider rows make the scan memory-bound: above 128 dimensions the figure
+/// shrinks in proportion (10 x EF at 256 dimensions, measured).
+pub const SCAN_SLOTS_PER_EF: usize = 20;
+
+/// Largest index (in slots) that a search with this `ef` over `dim`-wide
+/// vectors scans instead of walking.
+pub fn scan_limit(ef: usize, dim: usize) -> usize {
+    let per_ef = if dim <= 128 {
+        SCAN_SLOTS_PER_EF
+    } else {
+        (SCAN_SLOTS_PER_EF * 128 / dim).max(2)
+    };
+    SCAN_FLOOR.max(ef.saturating_mul(per_ef))
+}
+
 /// Defines a search entry point compiled for `$features` with the kernels of
 /// module `$kernels`, so the distance is inlined into the graph walk instead
 /// of called through a pointer.
 macro_rules! simd_search {
-    ($name:ident, $features:literal, $kernels:ident) => {
+    ($name:ident, $scan:ident, $features:literal, $kernels:ident) => {
         impl Hnsw {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = $features)]
@@ -660,8 +748,31 @@ macro_rules! simd_search {
                     self.search_layer(&dist, entry, ef, 0, accept, budget)
                 }
             }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = $features)]
+            unsafe fn $scan<F: Fn(u32) -> bool>(
+                &self,
+                q: &Query,
+                l2: bool,
+                k: usize,
+                accept: F,
+            ) -> Vec<Cand> {
+                use super::distance::$kernels::{dot_impl, l2sq_impl};
+                let store = &self.store;
+                if l2 {
+                    self.scan_with(&|s: u32| l2sq_impl(q.v, store.row_f32(s)), k, accept)
+                } else {
+                    self.scan_with(&|s: u32| 1.0 - dot_impl(q.v, store.row_f32(s)), k, accept)
+                }
+            }
         }
     };
 }
-simd_search!(search_f32_avx2, "avx2,fma", avx2);
-simd_search!(search_f32_avx512, "avx512f,avx2,fma", avx512);
+simd_search!(search_f32_avx2, scan_f32_avx2, "avx2,fma", avx2);
+simd_search!(
+    search_f32_avx512,
+    scan_f32_avx512,
+    "avx512f,avx2,fma",
+    avx512
+);

@@ -4,7 +4,7 @@
 //! to slots.
 
 pub mod distance;
-mod hnsw;
+pub mod hnsw;
 pub mod params;
 pub mod snapshot;
 mod store;

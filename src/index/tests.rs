@@ -23,7 +23,8 @@ fn recall(h: &Hnsw, queries: &[Vec<f32>], k: usize, ef: usize) -> f64 {
         let q = h.prepare(q);
         let truth: Vec<u32> = h.brute_force(&q, k).iter().map(|x| x.slot).collect();
         let got: Vec<u32> = h
-            .search(&q, k, ef, |_| true)
+            .walk(&q, k, ef, |_| true, usize::MAX)
+            .0
             .iter()
             .map(|x| x.slot)
             .collect();
@@ -63,7 +64,7 @@ fn scores_follow_the_metric() {
     });
     h.insert(&[0.0, 0.0]);
     h.insert(&[3.0, 4.0]);
-    let hits = h.search(&[0.0, 0.0], 2, 10, |_| true);
+    let hits = h.walk(&[0.0, 0.0], 2, 10, |_| true, usize::MAX).0;
     assert_eq!(hits[0].slot, 0);
     assert!((hits[1].score - 5.0).abs() < 1e-5);
 
@@ -71,7 +72,7 @@ fn scores_follow_the_metric() {
     let a = c.prepare(&[2.0, 0.0]);
     c.insert(&a);
     let q = c.prepare(&[1.0, 1.0]);
-    let hits = c.search(&q, 1, 10, |_| true);
+    let hits = c.walk(&q, 1, 10, |_| true, usize::MAX).0;
     assert!((hits[0].score - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-5);
 }
 
@@ -89,7 +90,7 @@ fn deleted_items_are_never_returned_and_slots_are_reused() {
     assert_eq!(h.len(), 2000 - removed.len());
     for q in clustered(50, 32, 10, 0.6, 4) {
         let q = h.prepare(&q);
-        for hit in h.search(&q, 20, 50, |_| true) {
+        for hit in h.walk(&q, 20, 50, |_| true, usize::MAX).0 {
             assert!(h.is_live(hit.slot), "deleted slot {} returned", hit.slot);
         }
     }
@@ -111,7 +112,7 @@ fn filtered_search_only_returns_accepted_slots() {
     let data = clustered(2000, 32, 10, 0.6, 7);
     let h = build(small_params(Metric::Cosine, Quant::F32), &data);
     let q = h.prepare(&data[0]);
-    let hits = h.search(&q, 10, 50, |s| s % 100 == 0);
+    let hits = h.walk(&q, 10, 50, |s| s % 100 == 0, usize::MAX).0;
     assert_eq!(hits.len(), 10, "a 1% filter must still fill k");
     assert!(hits.iter().all(|x| x.slot % 100 == 0));
 }
@@ -131,8 +132,8 @@ fn snapshot_round_trip_preserves_answers() {
         for q in clustered(20, 32, 10, 0.6, 9) {
             let q = h.prepare(&q);
             assert_eq!(
-                h.search(&q, 10, 40, |_| true),
-                back.search(&q, 10, 40, |_| true)
+                h.walk(&q, 10, 40, |_| true, usize::MAX).0,
+                back.walk(&q, 10, 40, |_| true, usize::MAX).0
             );
         }
     }
@@ -158,7 +159,7 @@ fn corrupt_or_truncated_snapshots_fail_cleanly() {
         bad[i] ^= 1 << rng.below(8);
         if let Ok(idx) = decode(&mut Reader::new(&bad)) {
             let q = idx.prepare(&data[0]);
-            let _ = idx.search(&q, 5, 20, |_| true);
+            let _ = idx.walk(&q, 5, 20, |_| true, usize::MAX).0;
         }
     }
 }
@@ -182,7 +183,7 @@ fn duplicate_vectors_do_not_cut_off_parts_of_the_graph() {
     }
     for q in clustered(300, 32, 10, 0.6, 14) {
         let q = h.prepare(&q);
-        assert_eq!(h.search(&q, 10, 40, |_| true).len(), 10);
+        assert_eq!(h.walk(&q, 10, 40, |_| true, usize::MAX).0.len(), 10);
     }
 }
 
@@ -282,12 +283,14 @@ fn churn_keeps_recall_of_a_fresh_build() {
     for q in &queries {
         let q = h.prepare(q);
         let a: Vec<u32> = h
-            .search(&q, 10, 32, |_| true)
+            .walk(&q, 10, 32, |_| true, usize::MAX)
+            .0
             .iter()
             .map(|x| x.slot)
             .collect();
         let b: Vec<u32> = back
-            .search(&q, 10, 32, |_| true)
+            .walk(&q, 10, 32, |_| true, usize::MAX)
+            .0
             .iter()
             .map(|x| x.slot)
             .collect();
@@ -305,7 +308,7 @@ fn churn_keeps_recall_of_a_fresh_build() {
     );
     for q in &queries {
         let q = h.prepare(q);
-        assert_eq!(h.search(&q, 10, 32, |_| true).len(), 10);
+        assert_eq!(h.walk(&q, 10, 32, |_| true, usize::MAX).0.len(), 10);
     }
 }
 
@@ -325,7 +328,7 @@ fn every_kernel_path_gives_the_same_answers() {
         let answers = |h: &Hnsw| -> Vec<Vec<Hit>> {
             queries
                 .iter()
-                .map(|q| h.search(q, 10, 64, |_| true))
+                .map(|q| h.walk(q, 10, 64, |_| true, usize::MAX).0)
                 .collect()
         };
         let native = h.store.kernels;
@@ -362,5 +365,35 @@ fn every_kernel_path_gives_the_same_answers() {
             assert!(same >= 97, "{metric:?} {name}: {same}/100 answers agree");
         }
         eprintln!("{metric:?}: kernels {:?}", native);
+    }
+}
+
+/// Below the scan limit a search is an exact scan: it returns exactly what
+/// brute force returns, filters and tombstones included; above it, the walk.
+#[test]
+fn small_indexes_are_scanned_exactly() {
+    let data = clustered(900, 32, 5, 0.6, 21);
+    let mut h = build(small_params(Metric::Cosine, Quant::F32), &data);
+    for s in (0..900).step_by(7) {
+        h.remove(s);
+    }
+    assert!(h.prefers_scan(10) && h.prefers_scan(200));
+    for q in clustered(20, 32, 5, 0.6, 22) {
+        let q = h.prepare(&q);
+        let accept = |s: u32| !s.is_multiple_of(3);
+        let want: Vec<u32> = h
+            .brute_force(&q, 900)
+            .iter()
+            .map(|x| x.slot)
+            .filter(|&s| accept(s))
+            .take(50)
+            .collect();
+        let got: Vec<u32> = h
+            .search(&q, 50, 10, accept)
+            .iter()
+            .map(|x| x.slot)
+            .collect();
+        assert_eq!(got, want);
+        assert!(got.iter().all(|&s| h.is_live(s)));
     }
 }

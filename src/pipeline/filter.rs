@@ -24,6 +24,7 @@ use once_cell::sync::Lazy;
 
 use crate::error::{Error, Result};
 use crate::features::columns::{Column, Columns};
+use crate::pipeline::typed_filter::{TypedEval, TypedFilter};
 
 /// Longest WHERE expression accepted, in bytes.
 pub const MAX_WHERE_LEN: usize = 4096;
@@ -42,6 +43,8 @@ pub struct Filter {
     source: String,
     /// Variables (attribute names) the expression reads, sorted.
     variables: Vec<String>,
+    /// The same expression as typed column terms, when it is one.
+    typed: Option<TypedFilter>,
 }
 
 impl std::fmt::Debug for Filter {
@@ -185,10 +188,12 @@ impl Filter {
             .map(str::to_string)
             .collect();
         variables.sort();
+        let typed = TypedFilter::from_expr(program.expression());
         Ok(Filter {
             program,
             source: source.to_string(),
             variables,
+            typed,
         })
     }
 
@@ -210,6 +215,12 @@ impl Filter {
     /// Attribute names the expression reads.
     pub fn variables(&self) -> &[String] {
         &self.variables
+    }
+
+    /// The expression as typed column terms, when it is a conjunction of
+    /// them ([`TypedFilter`]): then no interpreter runs per item.
+    pub fn typed(&self) -> Option<&TypedFilter> {
+        self.typed.as_ref()
     }
 }
 
@@ -268,6 +279,8 @@ const MEMO_CAP: usize = 1 << 16;
 /// instead of once per candidate.
 pub struct FilterEval<'f> {
     filter: &'f Filter,
+    /// The typed form, when the expression has one: used instead of CEL.
+    typed: Option<TypedEval<'f>>,
     columns: Vec<Option<&'f Column>>,
     /// One variable: answer by value id (-1 unknown, 0 no, 1 yes).
     single: std::cell::RefCell<Vec<i8>>,
@@ -279,9 +292,20 @@ pub struct FilterEval<'f> {
 }
 
 impl<'f> FilterEval<'f> {
+    /// Typed terms where the expression has them, else the interpreter.
     pub fn new(filter: &'f Filter, columns: &'f Columns) -> Self {
         FilterEval {
+            typed: filter.typed().map(|t| t.bind(columns)),
+            ..FilterEval::interpreted(filter, columns)
+        }
+    }
+
+    /// Always the interpreter (the reference the typed terms are tested
+    /// against).
+    pub fn interpreted(filter: &'f Filter, columns: &'f Columns) -> Self {
+        FilterEval {
             filter,
+            typed: None,
             columns: filter.variables.iter().map(|v| columns.column(v)).collect(),
             single: Default::default(),
             multi: Default::default(),
@@ -311,7 +335,20 @@ impl<'f> FilterEval<'f> {
     }
 
     /// Whether the item in `slot` passes.
+    #[inline]
     pub fn matches(&self, slot: u32) -> bool {
+        if let Some(t) = &self.typed {
+            return t.matches(slot);
+        }
+        self.interpret(slot)
+    }
+
+    /// Whether evaluation is typed (a few loads per item, no budget needed).
+    pub fn is_typed(&self) -> bool {
+        self.typed.is_some()
+    }
+
+    fn interpret(&self, slot: u32) -> bool {
         match self.columns.as_slice() {
             [] => self.eval(&[]),
             [col] => {

@@ -9,9 +9,11 @@
 //! 5. [`order`]: softmax sampling, diversity cap, top-K.
 //!
 //! [`request`] holds what a request asks for and the rules between its
-//! options; [`explain`] what EXPLAIN reports. [`recommend`] below is the
+//! options; [`explain`] what EXPLAIN reports; [`cost`] what a request
+//! costs before it runs (whether it may run inline). [`recommend`] below is the
 //! whole request, stage after stage.
 
+pub mod cost;
 pub mod explain;
 pub mod filter;
 pub mod order;
@@ -19,6 +21,7 @@ pub mod plugins;
 pub mod rank;
 pub mod request;
 pub mod retrieve;
+pub mod typed_filter;
 pub mod user_vector;
 
 use crate::catalog::Catalog;

@@ -33,6 +33,8 @@ mod behaviour {
     fn selective_filter_still_fills_k() {
         let c = catalog(3000);
         let mut req = Request::new(20);
+        // 20 candidates: a graph walk at this size (200 would scan it).
+        req.candidates = 20;
         req.filter = Some(Filter::compile("rare").unwrap().into());
         let u = user(c.index().vector(5));
         let r = recommend(&c, &u, &req, None).unwrap();

@@ -13,3 +13,5 @@ pub mod quality;
 pub mod rank;
 pub mod recommend;
 pub mod redis;
+pub mod scan;
+pub mod small;

@@ -15,8 +15,9 @@ use crate::commit::commit_verbatim;
 use crate::datatype::{CatalogValue, CATALOG_TYPE};
 use crate::keys::{catalog_at, catalog_if_any, SharedCatalog};
 use crate::reply::{self, Reply};
-use crate::workers::run_blocking;
+use crate::workers::run_blocking_unless;
 use crate::writes::{self, vector_arg, Applied};
+use recsys_core::pipeline::cost::{runs_inline, search_work};
 
 /// RECSYS.CREATE key DIM d [METRIC IP|COSINE|L2] [M m] [EF_CONSTRUCTION n] [EF_SEARCH n] [QUANT F32|Q8]
 /// [SESSION items weight]
@@ -184,7 +185,11 @@ pub fn search(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     };
     dim_ok?;
     let o = search_opts(&mut a)?;
-    Ok(run_blocking(ctx, move || {
+    let inline = {
+        let c = catalog.read();
+        runs_inline(search_work(&c, k, o.ef.unwrap_or(c.params().ef_search)))
+    };
+    Ok(run_blocking_unless(ctx, inline, move || {
         let c = catalog.read();
         reply::scored(scored_hits(&c.search(&v, k, o.ef)), o.with_scores)
     }))
@@ -198,12 +203,16 @@ pub fn similar(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let k = a.next_usize("K", 1, MAX_K)?;
     let o = search_opts(&mut a)?;
     let catalog = catalog_at(ctx, key)?;
-    if !catalog.read().contains(&id) {
-        return Err(Error::invalid(format!(
-            "item '{id}' does not exist in catalog '{key}'"
-        )));
-    }
-    Ok(run_blocking(ctx, move || {
+    let inline = {
+        let c = catalog.read();
+        if !c.contains(&id) {
+            return Err(Error::invalid(format!(
+                "item '{id}' does not exist in catalog '{key}'"
+            )));
+        }
+        runs_inline(search_work(&c, k, o.ef.unwrap_or(c.params().ef_search)))
+    };
+    Ok(run_blocking_unless(ctx, inline, move || {
         let c = catalog.read();
         match c.similar(&id, k, o.ef) {
             Ok(hits) => reply::scored(scored_hits(&hits), o.with_scores),

@@ -29,7 +29,8 @@ use crate::plugin_store;
 use crate::reply::{self, Reply};
 use crate::util::{now_ms, redis_string, replicate};
 
-use crate::workers::run_blocking;
+use crate::workers::run_blocking_unless;
+use recsys_core::pipeline::cost::{recommend_work, runs_inline};
 
 /// RECSYS.RECOMMEND catalog userkey [K k] [CANDIDATES n] [EF n] [VECTOR blob]
 /// [WHERE expr] [EXCLUDE_SEEN] [SOFTMAX temperature [SEED s]]
@@ -75,8 +76,9 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     };
     let mut input = read_user(ctx, user, &what)?;
     input.vector_arg = vector_arg;
+    let inline = runs_inline(recommend_work(&catalog.read(), &input, &req));
 
-    Ok(run_blocking(ctx, move || {
+    Ok(run_blocking_unless(ctx, inline, move || {
         let c = catalog.read();
         match run_pipeline(&c, &input, &req, plugin_store::host()) {
             Ok(r) => {

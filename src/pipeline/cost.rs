@@ -1,0 +1,70 @@
+//! What a request costs before it runs, for the one decision that needs
+//! it: whether the Redis main thread may answer it inline instead of
+//! handing it to a worker (as Redis's vector sets do with NOTHREAD).
+//!
+//! A thread hop costs about 35 µs of latency and a few µs of CPU on both
+//! threads (`recsys bench small`: SEARCH on 1,682 items went from 48 µs
+//! per request on a worker to the scan's own time inline). Inline is only
+//! for work with a hard bound known up front: an exact scan of a small
+//! catalog ([`crate::index::Hnsw::prefers_scan`]), a session mean over at
+//! most [`crate::user::MAX_SESSION_ITEMS`] vectors, typed filters whose
+//! cost per item is a few loads (never the CEL interpreter), and nothing
+//! else: no graph walk, no model, no plugin.
+
+use crate::catalog::Catalog;
+use crate::pipeline::request::{Request, UserInput};
+
+/// Most multiply-adds a request may need to run on the main thread: an
+/// exact scan of 2,048 items x 64 dimensions, about 10 µs on the 2-core
+/// development machine's AVX-512 (docs/benchmarks.md, `bench scan`).
+pub const INLINE_MAX_WORK: usize = 2048 * 64;
+
+/// Multiply-adds of a SEARCH (or SIMILAR) for `k` results at `ef` when it
+/// is an exact scan; `None` when it walks the graph (unbounded by this
+/// rule: it runs on a worker).
+pub fn search_work(catalog: &Catalog, k: usize, ef: usize) -> Option<usize> {
+    let index = catalog.index();
+    index
+        .prefers_scan(ef.max(k))
+        .then(|| index.slots().saturating_mul(catalog.params().dim))
+}
+
+/// Multiply-adds of a RECOMMEND whose every stage has a bound known now,
+/// `None` otherwise (a WHERE the typed filters cannot express, a RANK
+/// model, plugins, the QUERY model, a graph walk).
+pub fn recommend_work(catalog: &Catalog, user: &UserInput, req: &Request) -> Option<usize> {
+    if req.rank.is_some() || req.has_plugins() {
+        return None;
+    }
+    if let Some(text) = &req.where_text {
+        let filter = req
+            .filter
+            .clone()
+            .or_else(|| crate::pipeline::filter::Filter::cached(text).ok())?;
+        // Only typed filters have a per-item cost known up front.
+        filter.typed()?;
+    }
+    let has_vector = user.vector_arg.is_some() || user.embedding.is_some();
+    if !has_vector && catalog.models().query_model().is_some() {
+        return None;
+    }
+    let dim = catalog.params().dim;
+    let ef = req
+        .ef
+        .unwrap_or(catalog.params().ef_search)
+        .max(req.candidates);
+    let index = catalog.index();
+    if !index.prefers_scan(ef) {
+        return None;
+    }
+    let session = req
+        .session
+        .or(catalog.session_default())
+        .map_or(0, |s| s.items.min(user.recent.len()));
+    Some(index.slots().saturating_add(session).saturating_mul(dim))
+}
+
+/// Whether work of this size runs inline ([`INLINE_MAX_WORK`]).
+pub fn runs_inline(work: Option<usize>) -> bool {
+    work.is_some_and(|w| w <= INLINE_MAX_WORK)
+}
