@@ -47,6 +47,10 @@ pub struct CatalogInfo {
     pub memory_bytes: usize,
     pub models: usize,
     pub session_default: Option<Session>,
+    /// The most slots a search at EF_SEARCH answers by an exact scan.
+    pub scan_up_to: usize,
+    /// Whether a search at EF_SEARCH scans now.
+    pub scans: bool,
 }
 
 pub struct Catalog {
@@ -354,6 +358,8 @@ impl Catalog {
             memory_bytes: self.memory_bytes(),
             models: self.models.len(),
             session_default: self.session_default,
+            scan_up_to: crate::index::hnsw::scan_limit(self.params().ef_search, self.params().dim),
+            scans: self.index.prefers_scan(self.params().ef_search),
         }
     }
 

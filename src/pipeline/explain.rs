@@ -4,7 +4,30 @@
 
 use std::time::Instant;
 
-use crate::pipeline::user_vector::VectorSource;
+/// Where the user vector came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorSource {
+    Argument,
+    Embedding,
+    /// The catalog's QUERY model over the user's features.
+    QueryModel,
+    /// Mean of this many recent items' vectors.
+    Session(usize),
+    /// No vector: cold start from popular items.
+    Popular,
+}
+
+impl VectorSource {
+    pub fn describe(&self) -> String {
+        match self {
+            VectorSource::Argument => "VECTOR argument".into(),
+            VectorSource::Embedding => "user hash field emb".into(),
+            VectorSource::QueryModel => "query model".into(),
+            VectorSource::Session(n) => format!("mean of {n} recent items"),
+            VectorSource::Popular => "cold start: popular items".into(),
+        }
+    }
+}
 
 /// The stages of the pipeline, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 //! or with FAILOPEN skips its stage (counted in EXPLAIN).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use cel::Value;
 
@@ -12,22 +11,8 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::features::attrs::cel_number;
 use crate::pipeline::explain::Explain;
-use crate::pipeline::request::{Request, UserInput};
-use crate::plugin::{CallError, Host, Plugin, PluginInput, MISSING};
-
-/// One plugin invocation of a request.
-#[derive(Clone)]
-pub struct PluginStage {
-    pub plugin: Arc<Plugin>,
-    /// The per-call config string (`ARGS`).
-    pub config: String,
-}
-
-impl std::fmt::Debug for PluginStage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}({:?})", self.plugin.name, self.config)
-    }
-}
+use crate::pipeline::request::{PluginStage, Request, UserInput};
+use crate::plugin::{CallError, Host, PluginInput, MISSING};
 
 /// Builds the plugin request for `cands` (slot, score), best first.
 pub fn plugin_input(catalog: &Catalog, user_id: &str, cands: &[(u32, f32)]) -> PluginInput {
@@ -177,9 +162,10 @@ mod speed {
     use crate::features::attrs::Attrs;
     use crate::index::IndexParams;
     use crate::pipeline::recommend;
-    use crate::pipeline::request::{Request, UserInput};
+    use crate::pipeline::request::{PluginStage, Request, UserInput};
     use crate::plugin::Limits;
     use crate::synth::clustered_lowrank;
+    use std::sync::Arc;
     use std::time::Instant;
 
     #[test]

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::pipeline::filter::Filter;
-use crate::pipeline::plugins::PluginStage;
-use crate::plugin::World;
+use crate::plugin::{Plugin, World};
 
 /// Most items a request returns (and most results of SEARCH / SIMILAR).
 pub const MAX_K: usize = 10_000;
@@ -17,6 +16,20 @@ pub const MAX_CANDIDATES: usize = 100_000;
 /// Candidates retrieved unless the request says otherwise.
 pub const DEFAULT_CANDIDATES: usize = 200;
 pub use crate::user::{Session, MAX_SESSION_ITEMS};
+
+/// One plugin invocation of a request.
+#[derive(Clone)]
+pub struct PluginStage {
+    pub plugin: Arc<Plugin>,
+    /// The per-call config string (`ARGS`).
+    pub config: String,
+}
+
+impl std::fmt::Debug for PluginStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", self.plugin.name, self.config)
+    }
+}
 
 /// How the final list is ordered.
 #[derive(Debug, Clone, PartialEq)]

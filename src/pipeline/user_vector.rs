@@ -6,32 +6,8 @@
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::pipeline::explain::VectorSource;
 use crate::pipeline::request::{Session, UserInput};
-
-/// Where the user vector came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VectorSource {
-    Argument,
-    Embedding,
-    /// The catalog's QUERY model over the user's features.
-    QueryModel,
-    /// Mean of this many recent items' vectors.
-    Session(usize),
-    /// No vector: cold start from popular items.
-    Popular,
-}
-
-impl VectorSource {
-    pub fn describe(&self) -> String {
-        match self {
-            VectorSource::Argument => "VECTOR argument".into(),
-            VectorSource::Embedding => "user hash field emb".into(),
-            VectorSource::QueryModel => "query model".into(),
-            VectorSource::Session(n) => format!("mean of {n} recent items"),
-            VectorSource::Popular => "cold start: popular items".into(),
-        }
-    }
-}
 
 /// Stage 1's result: the query vector prepared for the catalog's index
 /// (normalized for COSINE; `None` means cold start), where it came from, and

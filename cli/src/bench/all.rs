@@ -15,8 +15,8 @@ pub struct AllBench {
     /// Where the document is written.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
-    /// Run only these sections (by name: index, quality, als, churn, redis, restart, recommend,
-    /// filters, plugins, rank, cluster); the document then holds only them.
+    /// Run only these sections (by name: index, quality, als, churn, redis, small, small-4000,
+    /// scan, restart, recommend, filters, plugins, rank, cluster); the document then holds only them.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -60,6 +60,24 @@ const SECTIONS: &[Section] = &[
         title: "Through Redis: SEARCH and SIMILAR next to GET",
         about: "100,000 x 64-d (EF_SEARCH 32) loaded with RECSYS.ITEM.MSET (1,000 items per call); then redis-benchmark with 50 clients: plain GET (the machine's ceiling for one round trip), RECSYS.SEARCH with a fixed query vector given as VALUES, and RECSYS.SIMILAR for a random item (`__rand_int__`), K=10. Five rounds, the three commands interleaved within each; req/s as median (min-max), latencies of the median run.",
         args: &["bench", "redis"],
+    },
+    Section {
+        name: "small",
+        title: "Small catalogs: one request's latency",
+        about: "A catalog the size of MovieLens 100K (1,682 items x 64-d, IP, EF_SEARCH 100) with ATTRS {price uniform 1..200, in_stock 90%}, 500 users with `emb` and 60 RECSYS.EVENTs each. One client sends pipelines of 100 requests, so each figure is the server's own time per request with no other client waiting, next to PING in the same run; cases interleaved over 7 rounds, medians. At this size retrieval is an exact scan and these requests run inline on the main thread (docs/commands.md, Small catalogs).",
+        args: &["bench", "small"],
+    },
+    Section {
+        name: "small-4000",
+        title: "Small catalogs: 4,000 items",
+        about: "`bench small` on 4,000 items (the demo shop's size): a RECOMMEND with CANDIDATES 200 still scans (EF 200, limit 4,000), SEARCH at EF 100 walks the graph.",
+        args: &["bench", "small", "--items", "4000"],
+    },
+    Section {
+        name: "scan",
+        title: "Exact scan vs graph walk: the crossover",
+        about: "One thread, no Redis: for IP and L2 at 32, 64, 128 and 256 dimensions, an index grows from 500 to 16,000 items; at each size the same 200 queries run through the graph walk and through the exact scan with K = EF (what a RECOMMEND with CANDIDATES = EF asks), 5 interleaved passes, median µs per query. The last table sets the rule in `scan_limit` beside what was measured.",
+        args: &["bench", "scan"],
     },
     Section {
         name: "restart",
@@ -172,7 +190,11 @@ fn provenance() -> String {
 pub fn run(b: &AllBench) -> Result<()> {
     for name in &b.only {
         if !SECTIONS.iter().any(|s| s.name == name) {
-            bail!("unknown section '{name}', expected one of index, quality, als, churn, redis, restart, recommend, filters, plugins, rank");
+            let names: Vec<&str> = SECTIONS.iter().map(|s| s.name).collect();
+            bail!(
+                "unknown section '{name}', expected one of {}",
+                names.join(", ")
+            );
         }
     }
     let exe = std::env::current_exe()?;

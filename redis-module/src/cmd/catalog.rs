@@ -261,5 +261,10 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "distance_kernels".into(),
             Reply::Text(recsys_core::index::distance::kernel_name().into()),
         ),
+        (
+            "retrieval".into(),
+            Reply::Text(if i.scans { "exact scan" } else { "graph walk" }.into()),
+        ),
+        ("scan_up_to".into(), Reply::Int(i.scan_up_to as i64)),
     ]))
 }

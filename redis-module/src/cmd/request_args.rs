@@ -4,8 +4,8 @@
 
 use recsys_core::catalog::Catalog;
 use recsys_core::index::params::MAX_EF;
-use recsys_core::pipeline::plugins::PluginStage;
 use recsys_core::pipeline::rank::rank_model;
+use recsys_core::pipeline::request::PluginStage;
 use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_K};
 use recsys_core::plugin::World;
 use recsys_core::Error;
