@@ -46,7 +46,9 @@ fn worker_time_reaches_commandstats_slowlog_and_info() {
     cmd(&mut c, "CONFIG SET slowlog-log-slower-than 0").unwrap();
     cmd(&mut c, "SLOWLOG RESET").unwrap();
     cmd(&mut c, "CONFIG RESETSTAT").unwrap();
-    // Wide searches: several milliseconds each, all on a worker thread.
+    // Wide searches, all on a worker thread: at EF 4000 the 20,000 items
+    // are scanned exactly, 1.3 M multiply-adds, ten times the most a
+    // request may run inline.
     for v in vs.iter().take(5) {
         let _: Vec<String> = redis::cmd("RECSYS.SEARCH")
             .arg("cat")
@@ -65,7 +67,7 @@ fn worker_time_reaches_commandstats_slowlog_and_info() {
     // Far above the main thread's part (parsing, a few µs): the test below
     // tells worker time from no worker time.
     assert!(
-        p50 >= 300.0,
+        p50 >= 100.0,
         "a search of EF 4000 over 20,000 items took {p50} us"
     );
     // Redis's own accounting includes the worker's time: commandstats and

@@ -20,7 +20,9 @@ fn pairs(v: Vec<String>) -> Vec<(String, f64)> {
 fn similar_takes_ef_and_returns_exact_scores() {
     let s = server();
     let mut c = s.connection().unwrap();
-    let vs = vectors(800, 16, 81);
+    // 2,000 items: above the exact-scan size at EF 10 (1,024), so the
+    // catalog's EF_SEARCH walks the graph; EF 400 scans it.
+    let vs = vectors(2000, 16, 81);
     load_catalog(&mut c, "cat", &vs, "EF_SEARCH 10");
     let items: Vec<(String, Vec<f32>)> = vs
         .iter()

@@ -164,7 +164,8 @@ fn filters_never_leak_and_fill_k() {
         .query::<Value>(&mut c)
         .unwrap();
     let text = format!("{v:?}");
-    assert!(text.contains("in-graph"), "{text}");
+    // 3,000 items at CANDIDATES 200: an exact scan of the catalog.
+    assert!(text.contains("scan (small catalog)"), "{text}");
 }
 
 #[test]
@@ -412,12 +413,19 @@ fn resp3_explain_is_a_map_with_stages() {
 }
 
 /// EXPLAIN's `filter_mode` for a WHERE (VECTOR given, no history).
-fn filter_mode(c: &mut Connection, vector: &[f32], where_: &str) -> (String, usize) {
+fn filter_mode(
+    c: &mut Connection,
+    vector: &[f32],
+    where_: &str,
+    candidates: usize,
+) -> (String, usize) {
     let v: Value = redis::cmd("RECSYS.RECOMMEND")
         .arg("cat")
         .arg("nobody")
         .arg("K")
         .arg(5)
+        .arg("CANDIDATES")
+        .arg(candidates)
         .arg("VECTOR")
         .arg(to_fp32_blob(vector))
         .arg("WHERE")
@@ -450,18 +458,30 @@ fn explain_says_how_filters_ran() {
     let s = server();
     let mut c = s.connection().unwrap();
     let vs = shop(&mut c);
+    // CANDIDATES 20: the 3,000 items are walked, not scanned.
     // A permissive filter stays in the graph walk...
-    let (mode, n) = filter_mode(&mut c, &vs[0], "year > 1960");
+    let (mode, n) = filter_mode(&mut c, &vs[0], "year > 1960", 20);
     assert_eq!((mode.as_str(), n), ("in-graph", 5));
-    // ...one that matches a few items scattered over the catalog gives up
-    // on the walk and scans them, still filling K.
-    let (mode, n) = filter_mode(&mut c, &vs[0], "rare && year == 1950");
+    // ...a typed one that matches a few items scattered over the catalog
+    // is known to be selective before the walk (its pass rate is sampled)
+    // and the matching items are scanned, still filling K...
+    let (mode, n) = filter_mode(&mut c, &vs[0], "rare && year == 1950", 20);
+    assert_eq!(
+        (mode.as_str(), n),
+        ("scan (selective filter, estimated)", 5)
+    );
+    // ...the same filter through the interpreter (`||` is not typed) gives
+    // up on the walk and scans.
+    let (mode, n) = filter_mode(&mut c, &vs[0], "(rare && year == 1950) || false", 20);
     assert_eq!(
         (mode.as_str(), n),
         ("in-graph, then scan (selective filter)", 5)
     );
-    let (mode, _) = filter_mode(&mut c, &vs[0], "true");
+    let (mode, _) = filter_mode(&mut c, &vs[0], "true", 20);
     assert_eq!(mode, "in-graph");
+    // At CANDIDATES 200 the whole catalog is scanned, exactly.
+    let (mode, n) = filter_mode(&mut c, &vs[0], "rare && year == 1950", 200);
+    assert_eq!((mode.as_str(), n), ("scan (small catalog)", 5));
 }
 
 #[test]
@@ -692,4 +712,103 @@ fn session_blends_the_user_vector_with_recent_events() {
         let e = err_line(&mut c, &format!("RECSYS.RECOMMEND cat u:s {opts}"));
         assert!(e.contains(want), "{opts}: {e}");
     }
+}
+
+/// The `recsys` section of INFO as field -> integer.
+fn recsys_counter(c: &mut Connection, field: &str) -> i64 {
+    let text: String = redis::cmd("INFO").arg("recsys").query(c).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("recsys_{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO recsys"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A catalog below the scan limit is searched exactly (every answer equals
+/// brute force) on the main thread; a typed WHERE and EXCLUDE_SEEN admit
+/// exactly what the interpreter and the seen set say; RECSYS.INFO says
+/// which path the catalog takes, and INFO counts where requests ran.
+#[test]
+fn small_catalogs_are_scanned_exactly_on_the_main_thread() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = vectors(1500, DIM, 77);
+    load_catalog(&mut c, "cat", &vs, "EF_SEARCH 100");
+    let items: Vec<(String, Vec<f32>)> = vs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("item:{i}"), v.clone()))
+        .collect();
+    let info: Value = redis::cmd("RECSYS.INFO").arg("cat").query(&mut c).unwrap();
+    let text = format!("{info:?}");
+    assert!(text.contains("exact scan"), "{text}");
+    assert_eq!(info_field(&mut c, "cat", "scan_up_to"), 2000);
+
+    let inline_before = recsys_counter(&mut c, "requests_inline");
+    let workers_before = recsys_counter(&mut c, "requests_on_workers");
+    for q in vectors(30, DIM, 78) {
+        assert_eq!(
+            search_ids(&mut c, "cat", &q, 10),
+            exact_ids(&items, &q, 10),
+            "a scanned catalog answers exactly"
+        );
+    }
+    assert_eq!(
+        recsys_counter(&mut c, "requests_inline") - inline_before,
+        30
+    );
+    assert_eq!(
+        recsys_counter(&mut c, "requests_on_workers"),
+        workers_before
+    );
+
+    // Attributes: a price per item; a user who saw 40 items.
+    let mut p = redis::pipe();
+    for i in 0..1500 {
+        p.cmd("RECSYS.ITEM.SETATTRS")
+            .arg("cat")
+            .arg(format!("item:{i}"))
+            .arg(format!(
+                r#"{{"price":{}.5,"in_stock":{}}}"#,
+                i % 97,
+                i % 4 != 0
+            ))
+            .ignore();
+    }
+    for i in 0..40 {
+        p.cmd("RECSYS.EVENT")
+            .arg("cat")
+            .arg("u")
+            .arg(format!("item:{}", i * 37))
+            .ignore();
+    }
+    p.cmd("HSET")
+        .arg("u")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[3]))
+        .ignore();
+    p.query::<()>(&mut c).unwrap();
+    let seen: Vec<String> = (0..40).map(|i| format!("item:{}", i * 37)).collect();
+    let typed = "in_stock && price < 20";
+    let interpreted = "(in_stock && price < 20) || false";
+    let a = rec(&mut c, "u", &["K", "50", "EXCLUDE_SEEN", "WHERE", typed]);
+    let b = rec(
+        &mut c,
+        "u",
+        &["K", "50", "EXCLUDE_SEEN", "WHERE", interpreted],
+    );
+    assert_eq!(a, b, "typed terms answer as the interpreter does");
+    assert_eq!(a.len(), 50);
+    let passing: Vec<(String, Vec<f32>)> = items
+        .iter()
+        .enumerate()
+        .filter(|(i, (id, _))| i % 4 != 0 && (i % 97) < 20 && !seen.contains(id))
+        .map(|(_, item)| item.clone())
+        .collect();
+    assert_eq!(
+        a,
+        exact_ids(&passing, &vs[3], 50),
+        "exactly the best 50 unseen items that pass WHERE"
+    );
 }

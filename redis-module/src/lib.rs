@@ -150,6 +150,9 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         g.add("workers", workers);
         g.add("workers_busy", busy);
         g.add("worker_queue", queued);
+        let (inline, handed) = workers::placement();
+        g.add("requests_inline", inline);
+        g.add("requests_on_workers", handed);
         g.add("catalogs", catalogs);
         g.add("items", items);
         g.add("catalog_memory_bytes", bytes);

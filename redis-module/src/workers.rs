@@ -59,6 +59,15 @@ static POOL: OnceCell<Sender<Job>> = OnceCell::new();
 static REAPER: OnceCell<Sender<Box<dyn Send>>> = OnceCell::new();
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 static BUSY: AtomicUsize = AtomicUsize::new(0);
+/// Requests that could have gone to a worker: answered inline because
+/// their work was small ([`run_blocking_unless`]), and handed to a worker.
+static INLINE: AtomicUsize = AtomicUsize::new(0);
+static HANDED: AtomicUsize = AtomicUsize::new(0);
+
+/// (requests answered inline as small, requests handed to workers) (INFO).
+pub fn placement() -> (usize, usize) {
+    (INLINE.load(Relaxed), HANDED.load(Relaxed))
+}
 
 /// Worker threads, those running a job, and jobs waiting (INFO).
 pub fn load() -> (usize, usize, usize) {
@@ -268,9 +277,14 @@ pub fn run_blocking_unless(
     inline: bool,
     job: impl FnOnce() -> Reply + Send + 'static,
 ) -> Reply {
-    if inline || !can_block(ctx) {
+    if inline {
+        INLINE.fetch_add(1, Relaxed);
         return job();
     }
+    if !can_block(ctx) {
+        return job();
+    }
+    HANDED.fetch_add(1, Relaxed);
     // SAFETY: the command's live context, and blocking is allowed here.
     spawn(unsafe { Blocked::new(ctx.ctx) }, job);
     Reply::Blocked

@@ -13,7 +13,6 @@ use std::cell::Cell;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::index::hnsw::SCAN_SLOTS_PER_EF;
 use crate::index::Metric;
 use crate::pipeline::explain::Explain;
 use crate::pipeline::filter::{Filter, FilterEval, EVAL_BUDGET};
@@ -22,6 +21,14 @@ use crate::user::SeenSet;
 
 /// Live slots a typed WHERE is tried on to estimate its pass rate.
 const SELECTIVITY_SAMPLE: usize = 512;
+/// Nodes a walk visits per unit of EF without a filter, about.
+const WALK_VISITS_PER_EF: usize = 10;
+
+/// Visits a filtered walk may make before it gives up and scans the
+/// matching items: a third of the graph, or 10 x EF on small graphs.
+fn walk_budget(slots: usize, ef: usize) -> usize {
+    (slots / 3).max(ef * WALK_VISITS_PER_EF)
+}
 
 /// A request's excluded items by seen hash, with a bitmap in front of the
 /// sorted hashes: most candidates are answered by one bit (16 bits per
@@ -102,12 +109,13 @@ impl<'a> Admission<'a> {
             .is_some_and(|e| e.contains(self.catalog.seen_hash_of(slot)))
     }
 
-    /// Whether a typed WHERE looks so selective that a walk would visit
-    /// a third of the graph before finding `ef` matches: its pass rate on
+    /// Whether a typed WHERE looks so selective that the walk would run
+    /// out of its `budget` of visits: its pass rate on
     /// [`SELECTIVITY_SAMPLE`] evenly spaced live slots, against the
-    /// [`SCAN_SLOTS_PER_EF`] x `ef` nodes a walk visits unfiltered. (An
-    /// interpreted WHERE is not sampled: it finds out during the walk.)
-    fn predicts_selective(&self, slots: usize, ef: usize) -> bool {
+    /// [`WALK_VISITS_PER_EF`] x `ef` nodes a walk visits unfiltered, with
+    /// a margin of 2 (a walk that might just make it is cheaper than a
+    /// scan). An interpreted WHERE is not sampled: the walk finds out.
+    fn predicts_selective(&self, slots: usize, ef: usize, budget: usize) -> bool {
         let Some(filter) = self.filter.as_ref().filter(|f| f.is_typed()) else {
             return false;
         };
@@ -123,10 +131,9 @@ impl<'a> Admission<'a> {
         if live == 0 {
             return false;
         }
-        // Visits to find `ef` matches at this pass rate (one pass counted
-        // when none was seen: the rate is below 1 / live).
+        // One pass counted when none was seen: the rate is below 1 / live.
         let rate = passed.max(1) as f64 / live as f64;
-        (ef * SCAN_SLOTS_PER_EF) as f64 / rate >= (slots / 3) as f64
+        (ef * WALK_VISITS_PER_EF) as f64 / rate > 2.0 * budget as f64
     }
 
     fn accepts(&self, slot: u32) -> bool {
@@ -170,12 +177,16 @@ pub fn retrieve(
                     mode = "scan (small catalog)";
                 }
                 index.scan(v, req.candidates, accept)
-            } else if admission.predicts_selective(index.slots(), ef) {
+            } else if admission.predicts_selective(
+                index.slots(),
+                ef,
+                walk_budget(index.slots(), ef),
+            ) {
                 mode = "scan (selective filter, estimated)";
                 index.scan(v, req.candidates, accept)
             } else {
                 let budget = if filtered {
-                    (index.slots() / 3).max(ef * 10)
+                    walk_budget(index.slots(), ef)
                 } else {
                     usize::MAX
                 };
