@@ -655,7 +655,7 @@ impl Hnsw {
     }
 
     /// The scan's loop over every slot with distance `dist`, best first.
-    /// Distances go into a buffer of about `2k`; when it fills, a linear
+    /// Distances go into a buffer of about `4k`; when it fills, a linear
     /// selection keeps the best `k` and their worst distance becomes the
     /// bar to enter. No heap: the loop is the kernel, a compare and a store.
     #[inline(always)]
@@ -665,7 +665,7 @@ impl Hnsw {
         k: usize,
         accept: F,
     ) -> Vec<Cand> {
-        let cap = (2 * k).max(512);
+        let cap = (4 * k).max(1024);
         let mut best: Vec<Cand> = Vec::with_capacity(cap.min(self.slots()).max(k));
         let mut bound = f32::INFINITY;
         let keep_k = |best: &mut Vec<Cand>| {
