@@ -205,6 +205,9 @@ pub fn run(b: &RedisBench) -> Result<()> {
         b.n as f64 / load
     );
     if !b.restart_only {
+        memory(b, &mut c, &data)?;
+    }
+    if !b.restart_only {
         throughput(b, &server, &mut c)?;
     }
     restart(b, server, &module_args, &extra)
@@ -292,5 +295,39 @@ fn throughput(b: &RedisBench, server: &RedisServer, c: &mut redis::Connection) -
     ];
     let runs = interleaved(server.port, b.repeats, b.requests, &cases, |_, _| Ok(()))?;
     print_table(&cases, &runs);
+    Ok(())
+}
+
+/// MEMORY USAGE per item of the F32 catalog just loaded, and of the same
+/// items in a Q8 catalog (loaded, measured, deleted).
+fn memory(b: &RedisBench, c: &mut redis::Connection, data: &[Vec<f32>]) -> Result<()> {
+    let per_item = |c: &mut redis::Connection, key: &str| -> Result<f64> {
+        let bytes: i64 = redis::cmd("MEMORY").arg("USAGE").arg(key).query(c)?;
+        Ok(bytes as f64 / b.n as f64)
+    };
+    let f32_bytes = per_item(c, "bench")?;
+    redis::cmd("RECSYS.CREATE")
+        .arg("bench_q8")
+        .arg("DIM")
+        .arg(b.dim)
+        .arg("QUANT")
+        .arg("Q8")
+        .query::<()>(c)?;
+    for (chunk_no, chunk) in data.chunks(1000).enumerate() {
+        let mut cmd = redis::cmd("RECSYS.ITEM.MSET");
+        cmd.arg("bench_q8");
+        for (i, v) in chunk.iter().enumerate() {
+            cmd.arg(format!("{:012}", chunk_no * 1000 + i))
+                .arg(to_fp32_blob(v));
+        }
+        cmd.query::<i64>(c)?;
+    }
+    let q8_bytes = per_item(c, "bench_q8")?;
+    redis::cmd("DEL").arg("bench_q8").query::<()>(c)?;
+    println!(
+        "memory (MEMORY USAGE / items, 12-byte ids, no attributes): F32 {f32_bytes:.0} B per item, Q8 {q8_bytes:.0} B per item (the vector alone: {} B in F32, {} B in Q8)",
+        b.dim * 4,
+        b.dim + 8
+    );
     Ok(())
 }
