@@ -811,4 +811,31 @@ fn small_catalogs_are_scanned_exactly_on_the_main_thread() {
         exact_ids(&passing, &vs[3], 50),
         "exactly the best 50 unseen items that pass WHERE"
     );
+
+    // A long history is work too: a user with 10,000 seen items (hashes of
+    // ids the catalog may not have) is answered on a worker.
+    let seen: Vec<u8> = (0u64..10_000)
+        .flat_map(|i| (i * 0x9E37_79B9_7F4A_7C15).to_le_bytes())
+        .collect();
+    let _: () = redis::cmd("HSET")
+        .arg("heavy")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[3]))
+        .arg("seen")
+        .arg(seen)
+        .query(&mut c)
+        .unwrap();
+    let (inline_before, workers_before) = (
+        recsys_counter(&mut c, "requests_inline"),
+        recsys_counter(&mut c, "requests_on_workers"),
+    );
+    assert_eq!(rec(&mut c, "heavy", &["K", "10", "EXCLUDE_SEEN"]).len(), 10);
+    assert_eq!(recsys_counter(&mut c, "requests_inline"), inline_before);
+    assert_eq!(
+        recsys_counter(&mut c, "requests_on_workers"),
+        workers_before + 1
+    );
+    // Without EXCLUDE_SEEN the history is not read: inline again.
+    assert_eq!(rec(&mut c, "heavy", &["K", "10"]).len(), 10);
+    assert_eq!(recsys_counter(&mut c, "requests_inline"), inline_before + 1);
 }

@@ -7,9 +7,10 @@
 //! per request on a worker to the scan's own time inline). Inline is only
 //! for work with a hard bound known up front: an exact scan of a small
 //! catalog ([`crate::index::Hnsw::prefers_scan`]), a session mean over at
-//! most [`crate::user::MAX_SESSION_ITEMS`] vectors, typed filters whose
-//! cost per item is a few loads (never the CEL interpreter), and nothing
-//! else: no graph walk, no model, no plugin.
+//! most [`crate::user::MAX_SESSION_ITEMS`] vectors, the user's seen set
+//! (at most [`crate::user::MAX_SEEN_ITEMS`], counted in the work), typed
+//! filters whose cost per item is a few loads (never the CEL
+//! interpreter), and nothing else: no graph walk, no model, no plugin.
 
 use crate::catalog::Catalog;
 use crate::pipeline::request::{Request, UserInput};
@@ -61,8 +62,25 @@ pub fn recommend_work(catalog: &Catalog, user: &UserInput, req: &Request) -> Opt
         .session
         .or(catalog.session_default())
         .map_or(0, |s| s.items.min(user.recent.len()));
-    Some(index.slots().saturating_add(session).saturating_mul(dim))
+    // EXCLUDE_SEEN sorts the user's seen hashes and sets their bits (up
+    // to 100,000 of them): a large history sends the request to a worker.
+    let exclusions = if req.exclude_seen {
+        (user.seen.len() + user.recent.len()).saturating_mul(SEEN_HASH_WORK)
+    } else {
+        0
+    };
+    Some(
+        index
+            .slots()
+            .saturating_add(session)
+            .saturating_mul(dim)
+            .saturating_add(exclusions),
+    )
 }
+
+/// Work counted per excluded item (sorting it, setting its bit), in
+/// multiply-adds.
+const SEEN_HASH_WORK: usize = 16;
 
 /// Whether work of this size runs inline ([`INLINE_MAX_WORK`]).
 pub fn runs_inline(work: Option<usize>) -> bool {
