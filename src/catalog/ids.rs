@@ -92,17 +92,18 @@ impl ItemIds {
     /// Heap bytes: the per-slot arrays, the table and the id texts (with
     /// the allocator's 8-byte header and 16-byte rounding).
     pub fn heap_bytes(&self) -> usize {
-        let texts: usize = self
-            .by_slot
-            .iter()
-            .flatten()
-            .map(|s| (s.len() + 8).next_multiple_of(16))
-            .sum();
+        let texts = boxed_text_bytes(self.by_slot.iter().flatten());
         self.by_slot.capacity() * std::mem::size_of::<Option<Box<str>>>()
             + self.seen.capacity() * 8
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
             + texts
     }
+}
+
+/// Heap held by boxed texts: each allocation has an 8-byte header and is
+/// rounded up to 16 bytes.
+pub(crate) fn boxed_text_bytes<'a>(texts: impl Iterator<Item = &'a Box<str>>) -> usize {
+    texts.map(|s| (s.len() + 8).next_multiple_of(16)).sum()
 }
 
 #[cfg(test)]

@@ -365,12 +365,7 @@ impl Catalog {
 
     /// Heap bytes held by the catalog (index, ids, attributes, id map).
     pub fn memory_bytes(&self) -> usize {
-        let attrs: usize = self
-            .attrs
-            .iter()
-            .flatten()
-            .map(|s| (s.len() + 8).next_multiple_of(16))
-            .sum();
+        let attrs = ids::boxed_text_bytes(self.attrs.iter().flatten());
         self.index.memory_bytes()
             + self.ids.heap_bytes()
             + self.attrs.capacity() * std::mem::size_of::<Option<Box<str>>>()

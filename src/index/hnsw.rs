@@ -560,9 +560,6 @@ impl Hnsw {
         accept: F,
         budget: usize,
     ) -> (Vec<Hit>, bool) {
-        if self.live == 0 || k == 0 {
-            return (Vec::new(), false);
-        }
         let ef = ef.max(k);
         if self.prefers_scan(ef) {
             return (self.scan(v, k, accept), false);
