@@ -812,6 +812,19 @@ fn small_catalogs_are_scanned_exactly_on_the_main_thread() {
         "exactly the best 50 unseen items that pass WHERE"
     );
 
+    // A WHERE never seen before is compiled on a worker, never on the main
+    // thread; once compiled, the same request runs inline.
+    let fresh = "price >= 96";
+    let workers_before = recsys_counter(&mut c, "requests_on_workers");
+    let inline_before = recsys_counter(&mut c, "requests_inline");
+    let first = rec(&mut c, "u", &["K", "5", "WHERE", fresh]);
+    assert_eq!(
+        recsys_counter(&mut c, "requests_on_workers"),
+        workers_before + 1
+    );
+    assert_eq!(rec(&mut c, "u", &["K", "5", "WHERE", fresh]), first);
+    assert_eq!(recsys_counter(&mut c, "requests_inline"), inline_before + 1);
+
     // A long history is work too: a user with 10,000 seen items (hashes of
     // ids the catalog may not have) is answered on a worker.
     let seen: Vec<u8> = (0u64..10_000)

@@ -38,10 +38,12 @@ pub fn recommend_work(catalog: &Catalog, user: &UserInput, req: &Request) -> Opt
         return None;
     }
     if let Some(text) = &req.where_text {
+        // Never compiled here (this runs on the main thread): a WHERE seen
+        // for the first time runs on a worker, which compiles and caches it.
         let filter = req
             .filter
             .clone()
-            .or_else(|| crate::pipeline::filter::Filter::cached(text).ok())?;
+            .or_else(|| crate::pipeline::filter::Filter::cached_only(text))?;
         // Only typed filters have a per-item cost known up front.
         filter.typed()?;
     }

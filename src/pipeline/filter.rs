@@ -248,6 +248,12 @@ fn estimated_bytes(source: &str) -> usize {
 }
 
 impl Filter {
+    /// The compiled `source` if the cache has it; never compiles (for the
+    /// Redis main thread, which must not run the parser).
+    pub fn cached_only(source: &str) -> Option<Arc<Filter>> {
+        CACHE.lock().filters.get(source).cloned()
+    }
+
     /// [`Filter::compile`] through a process-wide cache.
     pub fn cached(source: &str) -> Result<Arc<Filter>> {
         if let Some(f) = CACHE.lock().filters.get(source).cloned() {
