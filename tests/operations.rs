@@ -14,15 +14,6 @@ use common::*;
 use recsys::vector::to_fp32_blob;
 use redis::{Connection, Value};
 
-/// `INFO section` as field -> value.
-fn info(c: &mut Connection, section: &str) -> BTreeMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
 fn num(m: &BTreeMap<String, String>, k: &str) -> f64 {
     m.get(k)
         .unwrap_or_else(|| panic!("no field {k} in {m:?}"))

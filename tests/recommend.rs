@@ -714,13 +714,11 @@ fn session_blends_the_user_vector_with_recent_events() {
     }
 }
 
-/// The `recsys` section of INFO as field -> integer.
+/// The integer `recsys_<field>` of `INFO recsys`.
 fn recsys_counter(c: &mut Connection, field: &str) -> i64 {
-    let text: String = redis::cmd("INFO").arg("recsys").query(c).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("recsys_{field}:")))
+    info(c, "recsys")
+        .get(&format!("recsys_{field}"))
         .unwrap_or_else(|| panic!("no {field} in INFO recsys"))
-        .trim()
         .parse()
         .unwrap()
 }

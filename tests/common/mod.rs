@@ -91,6 +91,15 @@ pub fn exact_ids(vs: &[(String, Vec<f32>)], q: &[f32], k: usize) -> Vec<String> 
         .collect()
 }
 
+/// `INFO section` as field -> value.
+pub fn info(c: &mut Connection, section: &str) -> std::collections::BTreeMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
 pub fn info_field(c: &mut Connection, key: &str, field: &str) -> i64 {
     let v: Vec<Value> = redis::cmd("RECSYS.INFO").arg(key).query(c).expect("info");
     let mut it = v.into_iter();
