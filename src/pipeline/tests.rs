@@ -54,6 +54,28 @@ mod behaviour {
         }
     }
 
+    /// The pass-rate sample does not alias with a periodic layout: every
+    /// 5th item has genre g3 (20%), and slots sampled at an even step of 5
+    /// would all have been g0, making `genre == "g3"` look like it matched
+    /// nothing and sending a permissive filter to a scan.
+    #[test]
+    fn selectivity_estimate_sees_periodic_attributes() {
+        let c = catalog(3000);
+        let u = user(c.index().vector(7));
+        for (expr, mode) in [
+            (r#"genre == "g3""#, "in-graph"),
+            (r#"genre == "g0""#, "in-graph"),
+            (r#"genre == "none""#, "scan (selective filter, estimated)"),
+        ] {
+            let mut req = Request::new(20);
+            req.candidates = 20;
+            req.ef = Some(20);
+            req.filter = Some(Filter::compile(expr).unwrap().into());
+            let r = recommend(&c, &u, &req, None).unwrap();
+            assert_eq!(r.explain.filter_mode, mode, "{expr}");
+        }
+    }
+
     #[test]
     fn exclude_seen_softmax_and_diversity() {
         let c = catalog(2000);

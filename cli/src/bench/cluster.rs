@@ -24,7 +24,8 @@ use recsys::rng::SplitMix;
 use recsys::synth::clustered_lowrank;
 use recsys::vector::to_fp32_blob;
 
-use super::recommend::{cpu, WHERE};
+use super::recommend::WHERE;
+use super::redis::cpu;
 use crate::cluster::Cluster;
 use crate::server::RedisServer;
 

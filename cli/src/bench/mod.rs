@@ -13,5 +13,6 @@ pub mod quality;
 pub mod rank;
 pub mod recommend;
 pub mod redis;
+pub mod redisearch;
 pub mod scan;
 pub mod small;

@@ -10,7 +10,7 @@ use recsys::synth::clustered_lowrank;
 use recsys::vector::to_fp32_blob;
 use redis::Value;
 
-use super::redis::{interleaved, print_table, Case};
+use super::redis::{interleaved_with_cpu, print_cpu_table, print_table, Case};
 use crate::server::RedisServer;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -100,47 +100,10 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             args: &event,
         },
     ];
-    // CPU seconds (main thread, all threads) spent by each case's runs.
-    let mut spent = vec![(0.0, 0.0); cases.len()];
-    let mut start = (0.0, 0.0);
-    let runs = interleaved(server.port, b.repeats, b.requests, &cases, |i, after| {
-        let now = cpu(&mut c)?;
-        if after {
-            spent[i].0 += now.0 - start.0;
-            spent[i].1 += now.1 - start.1;
-        } else {
-            start = now;
-        }
-        Ok(())
-    })?;
+    let (runs, spent) = interleaved_with_cpu(server.port, &mut c, b.repeats, b.requests, &cases)?;
     print_table(&cases, &runs);
-    println!("\nCPU per request inside redis-server (INFO cpu deltas over the runs above):");
-    println!("| command | main thread us/request | other threads (workers) us/request |");
-    println!("|---|---:|---:|");
-    let n = (b.requests * b.repeats.max(1)) as f64;
-    for (case, (main, all)) in cases.iter().zip(&spent) {
-        println!(
-            "| {} | {:.1} | {:.1} |",
-            case.name,
-            main * 1e6 / n,
-            (all - main) * 1e6 / n
-        );
-    }
+    print_cpu_table(&cases, &spent, b.requests * b.repeats.max(1));
     explain_split(&mut c, b)
-}
-
-/// (main thread CPU seconds, whole process CPU seconds) from INFO cpu.
-pub(crate) fn cpu(c: &mut redis::Connection) -> Result<(f64, f64)> {
-    let info: String = redis::cmd("INFO").arg("cpu").query(c)?;
-    let field = |name: &str| -> f64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    let main = field("used_cpu_user_main_thread:") + field("used_cpu_sys_main_thread:");
-    let all = field("used_cpu_user:") + field("used_cpu_sys:");
-    Ok((main, all))
 }
 
 /// Medians of EXPLAIN's per-stage microseconds over 1000 users.

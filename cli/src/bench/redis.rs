@@ -2,6 +2,7 @@
 //! through a real redis-server, measured with redis-benchmark next to plain
 //! GET in the same run (the ceiling of this machine for one round trip).
 
+use std::ffi::OsStr;
 use std::process::Command;
 use std::time::Instant;
 
@@ -45,11 +46,11 @@ pub struct Rate {
 }
 
 /// Runs redis-benchmark once with `args` (a command or `-t get`) and parses --csv.
-pub fn redis_benchmark(
+pub fn redis_benchmark<A: AsRef<OsStr>>(
     port: u16,
     clients: usize,
     requests: usize,
-    args: &[String],
+    args: &[A],
 ) -> Result<Rate> {
     let out = Command::new("redis-benchmark")
         .args([
@@ -75,11 +76,14 @@ pub fn redis_benchmark(
         .lines()
         .rfind(|l| !l.starts_with("\"test\""))
         .context("no result from redis-benchmark")?;
-    let cols: Vec<f64> = line
-        .split(',')
-        .skip(1)
+    // The test name (first column) is the command itself, which may hold
+    // commas and quotes: read the figures from the end of the line.
+    let mut cols: Vec<f64> = line
+        .rsplitn(8, ',')
+        .take(7)
         .map(|c| c.trim_matches('"').parse().unwrap_or(f64::NAN))
         .collect();
+    cols.reverse();
     // rps, avg, min, p50, p95, p99, max
     if cols.len() < 6 {
         bail!("unexpected redis-benchmark output: {line}");
@@ -164,6 +168,62 @@ pub fn interleaved(
         }
     }
     Ok(runs)
+}
+
+/// (main thread CPU seconds, whole process CPU seconds) from INFO cpu.
+pub(crate) fn cpu(c: &mut redis::Connection) -> Result<(f64, f64)> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(c)?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let main = field("used_cpu_user_main_thread:") + field("used_cpu_sys_main_thread:");
+    let all = field("used_cpu_user:") + field("used_cpu_sys:");
+    Ok((main, all))
+}
+
+/// [`interleaved`], also returning the CPU seconds (main thread, all
+/// threads) redis-server spent during each case's runs (INFO cpu deltas).
+pub fn interleaved_with_cpu(
+    port: u16,
+    c: &mut redis::Connection,
+    rounds: usize,
+    requests: usize,
+    cases: &[Case],
+) -> Result<(Vec<Runs>, Vec<(f64, f64)>)> {
+    let mut spent = vec![(0.0, 0.0); cases.len()];
+    let mut start = (0.0, 0.0);
+    let runs = interleaved(port, rounds, requests, cases, |i, after| {
+        let now = cpu(c)?;
+        if after {
+            spent[i].0 += now.0 - start.0;
+            spent[i].1 += now.1 - start.1;
+        } else {
+            start = now;
+        }
+        Ok(())
+    })?;
+    Ok((runs, spent))
+}
+
+/// Prints CPU µs per request inside redis-server, main thread and the
+/// rest (workers, module threads), from [`interleaved_with_cpu`]'s sums
+/// over `requests` requests per case.
+pub fn print_cpu_table(cases: &[Case], spent: &[(f64, f64)], requests: usize) {
+    println!("\nCPU per request inside redis-server (INFO cpu deltas over the runs above; redis-benchmark shares the same cores):");
+    println!("| command | main thread us/request | other threads (workers) us/request |");
+    println!("|---|---:|---:|");
+    let n = requests.max(1) as f64;
+    for (case, (main, all)) in cases.iter().zip(spent) {
+        println!(
+            "| {} | {:.1} | {:.1} |",
+            case.name,
+            main * 1e6 / n,
+            (all - main) * 1e6 / n
+        );
+    }
 }
 
 pub fn run(b: &RedisBench) -> Result<()> {
@@ -293,8 +353,9 @@ fn throughput(b: &RedisBench, server: &RedisServer, c: &mut redis::Connection) -
             args: &similar_args,
         },
     ];
-    let runs = interleaved(server.port, b.repeats, b.requests, &cases, |_, _| Ok(()))?;
+    let (runs, spent) = interleaved_with_cpu(server.port, c, b.repeats, b.requests, &cases)?;
     print_table(&cases, &runs);
+    print_cpu_table(&cases, &spent, b.requests * b.repeats.max(1));
     Ok(())
 }
 
