@@ -184,6 +184,9 @@ pub(crate) fn cpu(c: &mut redis::Connection) -> Result<(f64, f64)> {
     Ok((main, all))
 }
 
+/// CPU seconds redis-server spent: (main thread, all threads).
+pub type CpuSeconds = (f64, f64);
+
 /// [`interleaved`], also returning the CPU seconds (main thread, all
 /// threads) redis-server spent during each case's runs (INFO cpu deltas).
 pub fn interleaved_with_cpu(
@@ -192,7 +195,7 @@ pub fn interleaved_with_cpu(
     rounds: usize,
     requests: usize,
     cases: &[Case],
-) -> Result<(Vec<Runs>, Vec<(f64, f64)>)> {
+) -> Result<(Vec<Runs>, Vec<CpuSeconds>)> {
     let mut spent = vec![(0.0, 0.0); cases.len()];
     let mut start = (0.0, 0.0);
     let runs = interleaved(port, rounds, requests, cases, |i, after| {
@@ -211,7 +214,7 @@ pub fn interleaved_with_cpu(
 /// Prints CPU µs per request inside redis-server, main thread and the
 /// rest (workers, module threads), from [`interleaved_with_cpu`]'s sums
 /// over `requests` requests per case.
-pub fn print_cpu_table(cases: &[Case], spent: &[(f64, f64)], requests: usize) {
+pub fn print_cpu_table(cases: &[Case], spent: &[CpuSeconds], requests: usize) {
     println!("\nCPU per request inside redis-server (INFO cpu deltas over the runs above; redis-benchmark shares the same cores):");
     println!("| command | main thread us/request | other threads (workers) us/request |");
     println!("|---|---:|---:|");
