@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod features;
+pub mod growth;
 pub mod index;
 pub mod names;
 pub mod pipeline;

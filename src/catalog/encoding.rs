@@ -50,7 +50,7 @@ impl Catalog {
         for s in live {
             w.u32(s);
             w.blob(self.ids.id(s).unwrap_or("").as_bytes());
-            w.blob(self.attrs[s as usize].as_deref().unwrap_or("").as_bytes());
+            w.blob(self.attrs_of(s).unwrap_or("").as_bytes());
         }
         w.u32(POPULARITY_TAG);
         self.popularity.encode(&mut w, |s| self.index.is_live(s));
@@ -86,7 +86,7 @@ impl Catalog {
             return Err("item count does not match the index".into());
         }
         let mut ids = ItemIds::default();
-        let mut attrs: Vec<Option<Box<str>>> = vec![None; slots];
+        let mut attrs: Vec<Option<Box<str>>> = Vec::new();
         let mut columns = Columns::default();
         for _ in 0..count {
             let slot = r.u32()?;
@@ -106,7 +106,7 @@ impl Catalog {
                 let parsed = crate::features::attrs::Attrs::parse(a)
                     .map_err(|e| format!("item at slot {slot}: {e}"))?;
                 columns.set(slot, Some(parsed.object()));
-                attrs[slot as usize] = Some(parsed.into_json());
+                super::put_attrs(&mut attrs, slot, Some(parsed.into_json()));
             }
         }
         let mut popularity = Popularity::default();

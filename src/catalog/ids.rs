@@ -2,22 +2,26 @@
 //! [`seen_hash`] (what EXCLUDE_SEEN compares with a user's `seen` set, so a
 //! request never hashes a candidate's id string).
 //!
-//! The id text is held once, per slot; the lookup table holds only slot
-//! numbers (4 bytes a bucket) and finds the text through the slot. Table
+//! The id text is held once, per slot, in 24 bytes when it fits (ids of up
+//! to 24 bytes, the usual numbers, SKUs and keys, need no allocation of
+//! their own); the lookup table holds only slot numbers (4 bytes a bucket)
+//! and finds the text through the slot. Table
 //! hashes are keyed per process (SipHash, as Redis's own dictionaries), so
 //! chosen ids cannot flood one bucket; the seen hash is FNV-1a, the
 //! documented format of the `seen` field.
 
 use std::hash::{BuildHasher, RandomState};
 
+use compact_str::CompactString;
 use hashbrown::HashTable;
 
+use crate::growth::resize_by_eighths;
 use crate::user::seen_hash;
 
 #[derive(Default)]
 pub struct ItemIds {
     /// Id per slot; `None` for free slots.
-    by_slot: Vec<Option<Box<str>>>,
+    by_slot: Vec<Option<CompactString>>,
     /// [`seen_hash`] of the id per slot (0 for free slots).
     seen: Vec<u64>,
     /// Slots of the live ids, hashed by their id text.
@@ -64,8 +68,8 @@ impl ItemIds {
         }
         let s = slot as usize;
         if s >= self.by_slot.len() {
-            self.by_slot.resize(s + 1, None);
-            self.seen.resize(s + 1, 0);
+            resize_by_eighths(&mut self.by_slot, s + 1, None);
+            resize_by_eighths(&mut self.seen, s + 1, 0);
         }
         debug_assert!(self.by_slot[s].is_none());
         let hash = self.hash(id);
@@ -73,13 +77,13 @@ impl ItemIds {
         self.table.insert_unique(hash, slot, |&x| {
             hasher.hash_one(by_slot[x as usize].as_deref().unwrap_or(""))
         });
-        self.by_slot[s] = Some(id.into());
+        self.by_slot[s] = Some(CompactString::new(id));
         self.seen[s] = seen_hash(id);
         true
     }
 
     /// Frees `slot`; returns the id it held.
-    pub fn remove_slot(&mut self, slot: u32) -> Option<Box<str>> {
+    pub fn remove_slot(&mut self, slot: u32) -> Option<CompactString> {
         let id = self.by_slot.get_mut(slot as usize)?.take()?;
         let hash = self.hash(&id);
         if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
@@ -92,18 +96,19 @@ impl ItemIds {
     /// Heap bytes: the per-slot arrays, the table and the id texts (with
     /// the allocator's 8-byte header and 16-byte rounding).
     pub fn heap_bytes(&self) -> usize {
-        let texts = boxed_text_bytes(self.by_slot.iter().flatten());
-        self.by_slot.capacity() * std::mem::size_of::<Option<Box<str>>>()
+        let texts: usize = self
+            .by_slot
+            .iter()
+            .flatten()
+            .filter(|id| id.is_heap_allocated())
+            .map(|id| (id.capacity() + 8).next_multiple_of(16))
+            .sum();
+        self.by_slot.capacity() * std::mem::size_of::<Option<CompactString>>()
             + self.seen.capacity() * 8
-            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+            // Buckets: hashbrown fills at most 7 in 8.
+            + self.table.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
             + texts
     }
-}
-
-/// Heap held by boxed texts: each allocation has an 8-byte header and is
-/// rounded up to 16 bytes.
-pub(crate) fn boxed_text_bytes<'a>(texts: impl Iterator<Item = &'a Box<str>>) -> usize {
-    texts.map(|s| (s.len() + 8).next_multiple_of(16)).sum()
 }
 
 #[cfg(test)]

@@ -73,6 +73,25 @@ pub struct Catalog {
     log: LogPos,
 }
 
+/// Sets the compact JSON attributes of `slot` in the per-slot list, which
+/// is only as long as the last slot with attributes: a catalog without
+/// attributes holds none of it (the heap count assumes the allocator's
+/// 8-byte header and 16-byte rounding per text).
+fn put_attrs(attrs: &mut Vec<Option<Box<str>>>, slot: u32, json: Option<Box<str>>) {
+    let slot = slot as usize;
+    match json {
+        Some(json) => {
+            crate::growth::resize_by_eighths(attrs, slot + 1, None);
+            attrs[slot] = Some(json);
+        }
+        None => {
+            if let Some(a) = attrs.get_mut(slot) {
+                *a = None;
+            }
+        }
+    }
+}
+
 /// Checks an item id: non-empty, at most [`MAX_ID_LEN`] bytes.
 pub fn check_id(id: &str) -> Result<()> {
     if id.is_empty() {
@@ -189,15 +208,12 @@ impl Catalog {
         };
         let prepared = self.index.prepare(v);
         let slot = self.index.insert(&prepared) as usize;
-        if slot >= self.attrs.len() {
-            self.attrs.resize(slot + 1, None);
-            self.popularity.grow(slot + 1);
-        }
+        self.popularity.grow(slot + 1);
         // The id was freed above when it existed: it cannot be elsewhere.
         self.ids.insert(slot as u32, id);
         self.columns
             .set(slot as u32, attrs.as_ref().map(Attrs::object));
-        self.attrs[slot] = attrs.map(Attrs::into_json);
+        put_attrs(&mut self.attrs, slot as u32, attrs.map(Attrs::into_json));
         self.popularity.clear(slot as u32);
         Ok(created)
     }
@@ -209,14 +225,14 @@ impl Catalog {
             .slot_of(id)
             .ok_or_else(|| Error::invalid(format!("item '{id}' does not exist in this catalog")))?;
         self.columns.set(slot, attrs.as_ref().map(Attrs::object));
-        self.attrs[slot as usize] = attrs.map(Attrs::into_json);
+        put_attrs(&mut self.attrs, slot, attrs.map(Attrs::into_json));
         Ok(())
     }
 
     fn forget_slot(&mut self, slot: u32) {
         self.index.remove(slot);
         self.ids.remove_slot(slot);
-        self.attrs[slot as usize] = None;
+        put_attrs(&mut self.attrs, slot, None);
         self.columns.clear(slot);
         self.popularity.clear(slot);
     }
@@ -239,10 +255,7 @@ impl Catalog {
     /// Stored vector (normalized for COSINE, dequantized for Q8) and attributes.
     pub fn get(&self, id: &str) -> Option<(Vec<f32>, Option<&str>)> {
         let slot = self.ids.slot(id)?;
-        Some((
-            self.index.vector(slot),
-            self.attrs[slot as usize].as_deref(),
-        ))
+        Some((self.index.vector(slot), self.attrs_of(slot)))
     }
 
     pub fn slot_of(&self, id: &str) -> Option<u32> {
@@ -365,7 +378,12 @@ impl Catalog {
 
     /// Heap bytes held by the catalog (index, ids, attributes, id map).
     pub fn memory_bytes(&self) -> usize {
-        let attrs = ids::boxed_text_bytes(self.attrs.iter().flatten());
+        let attrs: usize = self
+            .attrs
+            .iter()
+            .flatten()
+            .map(|s| (s.len() + 8).next_multiple_of(16))
+            .sum();
         self.index.memory_bytes()
             + self.ids.heap_bytes()
             + self.attrs.capacity() * std::mem::size_of::<Option<Box<str>>>()

@@ -45,6 +45,11 @@ impl Popularity {
     /// Room for `slots` slots (new ones at zero).
     pub fn grow(&mut self, slots: usize) {
         if slots > self.scores.len() {
+            // Grows by eighths as crate::growth does (atomics are not Clone).
+            if slots > self.scores.capacity() {
+                let spare = (slots / 8).max(64);
+                self.scores.reserve_exact(slots + spare - self.scores.len());
+            }
             self.scores.resize_with(slots, || AtomicU64::new(0));
         }
     }

@@ -58,7 +58,7 @@ impl Column {
             if id == 0 {
                 return;
             }
-            self.ids.resize(slot + 1, 0);
+            crate::growth::resize_by_eighths(&mut self.ids, slot + 1, 0);
         }
         self.ids[slot] = id;
     }

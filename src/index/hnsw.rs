@@ -1,9 +1,10 @@
 //! The HNSW graph (Malkov & Yashunin) over a [`VectorStore`]: insert, delete
 //! with slot reuse, filtered k-NN search.
 //!
-//! Layout follows hnswlib: layer-0 links of all nodes live in one flat `u32`
-//! array (`[count, id * 2M]` per slot), so a search walks contiguous memory;
-//! upper-layer links (few nodes) live in a small per-node vector. Node levels
+//! Layout follows hnswlib: each slot's layer-0 links sit next to its vector
+//! in the [`VectorStore`]'s blocks, so scoring a node fetches the links to
+//! expand it; upper-layer links (about one node in M has any) live in a map
+//! from slot to a small block, so the other nodes pay nothing for them. Node levels
 //! come from a seeded generator stored with the index, so a replica that
 //! replays the same writes builds the same graph.
 //!
@@ -16,10 +17,13 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use hashbrown::HashMap;
+
 use super::distance::{kernels, Kernels};
 use super::params::{IndexParams, Metric};
 use super::store::{with_distance, Query, VectorStore};
 use super::visited::with_visited;
+use crate::growth::push_by_eighths;
 use crate::rng::SplitMix;
 
 /// No node (empty graph).
@@ -58,8 +62,10 @@ pub struct Hit {
 pub struct Hnsw {
     pub(crate) params: IndexParams,
     pub(crate) store: VectorStore,
-    /// Layers 1..=level: per slot, `level` blocks of `[count, ids...]`, stride `1 + M`.
-    pub(crate) upper: Vec<Vec<u32>>,
+    /// Layers 1..=level of the nodes above layer 0 (about one in M):
+    /// `level` blocks of `[count, ids...]`, stride `1 + M`, by slot. A
+    /// slot keeps its level when reused, so its block never changes size.
+    pub(crate) upper: HashMap<u32, Box<[u32]>>,
     pub(crate) levels: Vec<u8>,
     pub(crate) deleted: Vec<bool>,
     /// Tombstoned slots waiting for reuse.
@@ -87,7 +93,7 @@ impl Hnsw {
                 kernels,
             ),
             params,
-            upper: Vec::new(),
+            upper: HashMap::new(),
             levels: Vec::new(),
             deleted: Vec::new(),
             free: Vec::new(),
@@ -123,8 +129,12 @@ impl Hnsw {
     /// Bytes of heap held by the index.
     pub fn memory_bytes(&self) -> usize {
         self.store.heap_bytes()
-            + self.upper.capacity() * std::mem::size_of::<Vec<u32>>()
-            + self.upper.iter().map(|u| u.capacity() * 4).sum::<usize>()
+            + self.upper.capacity() * (std::mem::size_of::<(u32, Box<[u32]>)>() + 1)
+            + self
+                .upper
+                .values()
+                .map(|u| (u.len() * 4 + 8).next_multiple_of(16))
+                .sum::<usize>()
             + self.levels.capacity()
             + self.deleted.capacity()
             + self.free.capacity() * 4
@@ -167,7 +177,9 @@ impl Hnsw {
             self.store.links0(slot)
         } else {
             let base = (level - 1) * (1 + self.params.m);
-            let u = &self.upper[slot as usize];
+            let Some(u) = self.upper.get(&slot) else {
+                return &[];
+            };
             let n = u[base] as usize;
             &u[base + 1..base + 1 + n]
         }
@@ -190,7 +202,10 @@ impl Hnsw {
         let ids = &ids[..ids.len().min(cap)];
         let block = {
             let base = (level - 1) * (1 + self.params.m);
-            &mut self.upper[slot as usize][base..base + 1 + cap]
+            match self.upper.get_mut(&slot) {
+                Some(u) => &mut u[base..base + 1 + cap],
+                None => return,
+            }
         };
         block[0] = ids.len() as u32;
         block[1..1 + ids.len()].copy_from_slice(ids);
@@ -370,9 +385,12 @@ impl Hnsw {
                 let slot = self.levels.len() as u32;
                 let level = self.random_level();
                 self.store.push_zeroed();
-                self.upper.push(vec![0; level * (1 + self.params.m)]);
-                self.levels.push(level as u8);
-                self.deleted.push(false);
+                if level > 0 {
+                    let words = level * (1 + self.params.m);
+                    self.upper.insert(slot, vec![0; words].into_boxed_slice());
+                }
+                push_by_eighths(&mut self.levels, level as u8);
+                push_by_eighths(&mut self.deleted, false);
                 (slot, level)
             }
         };

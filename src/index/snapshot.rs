@@ -10,13 +10,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::hnsw::{Hnsw, NONE};
-use super::params::IndexParams;
+use super::params::{IndexParams, Metric, Quant};
 use crate::codec::{Reader, Writer};
 use crate::rng::SplitMix;
 
 const MAGIC: &[u8; 8] = b"RCSYSIDX";
 /// Bumped whenever the layout changes; older versions stay decodable.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: Q8 blocks of IP and COSINE indexes no longer hold a squared norm
+/// (version 1 had one word more per block; decoding drops it).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -50,9 +52,15 @@ pub fn encode(h: &Hnsw, out: &mut Vec<u8>) {
     let deleted: Vec<u8> = h.deleted.iter().map(|&d| d as u8).collect();
     w.bytes(&deleted);
     w.bytes(&h.free);
-    w.bytes(&h.store.nodes);
-    for u in &h.upper {
-        w.bytes(u);
+    for words in h.store.words() {
+        w.bytes(words);
+    }
+    for (slot, &level) in h.levels.iter().enumerate() {
+        if level > 0 {
+            if let Some(u) = h.upper.get(&(slot as u32)) {
+                w.bytes(u);
+            }
+        }
     }
 }
 
@@ -99,7 +107,20 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     }
     let mut h = Hnsw::new(p);
     let stride = h.store.stride;
-    let nodes: Vec<u32> = r.array(slots * stride)?;
+    let stored_stride = match (version, p.quant, p.metric) {
+        (1, Quant::Q8, m) if m != Metric::L2 => stride + 1,
+        _ => stride,
+    };
+    let stored: Vec<u32> = r.array(slots.saturating_mul(stored_stride))?;
+    let nodes: Vec<u32> = if stored_stride == stride {
+        stored
+    } else {
+        stored
+            .chunks_exact(stored_stride)
+            .flat_map(|block| &block[..stride])
+            .copied()
+            .collect()
+    };
     let check_block = |block: &[u32], cap: usize| -> Result<(), String> {
         let n = block[0] as usize;
         if n > cap || block[1..1 + n].iter().any(|&id| id as usize >= slots) {
@@ -110,8 +131,11 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     for block in nodes.chunks_exact(stride) {
         check_block(&block[..1 + m0], m0)?;
     }
-    let mut upper = Vec::with_capacity(slots);
-    for &l in &levels {
+    let mut upper = hashbrown::HashMap::new();
+    for (slot, &l) in levels.iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
         let u: Vec<u32> = r.array(l as usize * (1 + p.m))?;
         for (layer, block) in (1..).zip(u.chunks_exact(1 + p.m)) {
             check_block(block, p.m)?;
@@ -125,7 +149,7 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
                 ));
             }
         }
-        upper.push(u);
+        upper.insert(slot as u32, u.into_boxed_slice());
     }
     let live = deleted.iter().filter(|&&d| !d).count();
     if live as u64 != header.live {
@@ -154,7 +178,7 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
             return Err("free list repeats a slot or names the entry point".into());
         }
     }
-    h.store.nodes = nodes;
+    h.store.set_words(slots, &nodes);
     h.upper = upper;
     h.levels = levels;
     h.deleted = deleted;

@@ -49,13 +49,19 @@ impl<'a> Query<'a> {
     }
 }
 
-/// All nodes' layer-0 data in one flat array of `u32` words, one block per
-/// slot: `[link count, 2M link slots, vector words]`. Keeping a node's links
-/// next to its vector (hnswlib's layout) means the cache lines fetched to
-/// score a node also hold the links needed to expand it.
+/// All nodes' layer-0 data as `u32` words, one block per slot: `[link
+/// count, 2M link slots, vector words]`. Keeping a node's links next to its
+/// vector (hnswlib's layout) means the cache lines fetched to score a node
+/// also hold the links needed to expand it.
+///
+/// Blocks live in pages of [`PAGE_BLOCKS`] slots, allocated exactly: a
+/// catalog never holds more than one partly used page, where one growing
+/// array would hold up to an eighth of itself in spare capacity (and copy
+/// itself on every growth).
 ///
 /// Vector words: F32 stores `dim` floats; Q8 stores `ceil(dim/4)` words of
-/// int8 codes, then the scale and the squared norm as `f32` bits.
+/// int8 codes, then the scale as `f32` bits and, for L2 only (the one
+/// metric whose distance needs it), the squared norm.
 #[derive(Clone)]
 pub(crate) struct VectorStore {
     pub dim: usize,
@@ -66,14 +72,27 @@ pub(crate) struct VectorStore {
     pub m0: usize,
     /// Words per node block.
     pub stride: usize,
-    pub nodes: Vec<u32>,
+    /// Slots with a block.
+    slots: usize,
+    /// Full pages of [`PAGE_BLOCKS`] blocks, the last one partly used.
+    pages: Vec<Box<[u32]>>,
 }
+
+/// Words of a Q8 vector: the codes, the scale, and the squared norm for L2.
+pub(crate) fn q8_words(dim: usize, metric: Metric) -> usize {
+    dim.div_ceil(4) + 1 + (metric == Metric::L2) as usize
+}
+
+/// Slots per page (a power of two: a slot's page is a shift away).
+pub(crate) const PAGE_SHIFT: u32 = 8;
+pub(crate) const PAGE_BLOCKS: usize = 1 << PAGE_SHIFT;
+const PAGE_MASK: usize = PAGE_BLOCKS - 1;
 
 impl VectorStore {
     pub fn new(dim: usize, metric: Metric, quant: Quant, m0: usize, kernels: Kernels) -> Self {
         let vector_words = match quant {
             Quant::F32 => dim,
-            Quant::Q8 => dim.div_ceil(4) + 2,
+            Quant::Q8 => q8_words(dim, metric),
         };
         VectorStore {
             dim,
@@ -82,69 +101,107 @@ impl VectorStore {
             kernels,
             m0,
             stride: 1 + m0 + vector_words,
-            nodes: Vec::new(),
+            slots: 0,
+            pages: Vec::new(),
         }
     }
 
-    /// Appends a zeroed block for a new slot. The array grows by an eighth
-    /// at a time (at least 64 blocks), not by doubling: a large catalog
-    /// wastes at most 12.5% instead of up to half of its biggest array.
-    pub fn push_zeroed(&mut self) {
-        let need = self.nodes.len() + self.stride;
-        if need > self.nodes.capacity() {
-            let grow = (self.nodes.len() / 8).max(self.stride * 64);
-            self.nodes.reserve_exact(grow);
-        }
-        self.nodes.resize(need, 0);
+    /// The block of `slot`.
+    #[inline(always)]
+    fn block(&self, slot: u32) -> &[u32] {
+        let page = &self.pages[slot as usize >> PAGE_SHIFT];
+        let b = (slot as usize & PAGE_MASK) * self.stride;
+        &page[b..b + self.stride]
     }
 
     #[inline(always)]
-    fn vector_start(&self, slot: u32) -> usize {
-        slot as usize * self.stride + 1 + self.m0
+    fn block_mut(&mut self, slot: u32) -> &mut [u32] {
+        let page = &mut self.pages[slot as usize >> PAGE_SHIFT];
+        let b = (slot as usize & PAGE_MASK) * self.stride;
+        &mut page[b..b + self.stride]
+    }
+
+    /// Every slot's block in slot order, as one run of words per page.
+    pub fn words(&self) -> impl Iterator<Item = &[u32]> {
+        let (stride, slots) = (self.stride, self.slots);
+        self.pages.iter().enumerate().map(move |(i, p)| {
+            let used = (slots - i * PAGE_BLOCKS).min(PAGE_BLOCKS);
+            &p[..used * stride]
+        })
+    }
+
+    /// Replaces the content with `slots` blocks taken from `words`
+    /// (`slots * stride` of them, in slot order).
+    pub fn set_words(&mut self, slots: usize, words: &[u32]) {
+        let page_words = PAGE_BLOCKS * self.stride;
+        self.pages = words
+            .chunks(page_words)
+            .map(|chunk| {
+                let mut page = vec![0u32; page_words].into_boxed_slice();
+                page[..chunk.len()].copy_from_slice(chunk);
+                page
+            })
+            .collect();
+        self.slots = slots;
+    }
+
+    /// Appends a zeroed block for a new slot (a new page when the last
+    /// one is full).
+    pub fn push_zeroed(&mut self) {
+        if self.slots == self.pages.len() * PAGE_BLOCKS {
+            self.pages
+                .push(vec![0u32; PAGE_BLOCKS * self.stride].into_boxed_slice());
+        }
+        self.slots += 1;
+    }
+
+    /// Words of the vector inside a block.
+    #[inline(always)]
+    fn vector_words(&self) -> std::ops::Range<usize> {
+        1 + self.m0..self.stride
     }
 
     /// Layer-0 links of `slot`.
     #[inline(always)]
     pub fn links0(&self, slot: u32) -> &[u32] {
-        let base = slot as usize * self.stride;
-        let n = (self.nodes[base] as usize).min(self.m0);
-        &self.nodes[base + 1..base + 1 + n]
+        let block = self.block(slot);
+        let n = (block[0] as usize).min(self.m0);
+        &block[1..1 + n]
     }
 
     pub fn set_links0(&mut self, slot: u32, ids: &[u32]) {
-        let base = slot as usize * self.stride;
         let ids = &ids[..ids.len().min(self.m0)];
-        self.nodes[base] = ids.len() as u32;
-        self.nodes[base + 1..base + 1 + ids.len()].copy_from_slice(ids);
+        let block = self.block_mut(slot);
+        block[0] = ids.len() as u32;
+        block[1..1 + ids.len()].copy_from_slice(ids);
     }
 
     /// The F32 row of `slot` (F32 stores only).
     #[inline(always)]
     pub fn row_f32(&self, slot: u32) -> &[f32] {
-        let b = self.vector_start(slot);
-        bytemuck::cast_slice(&self.nodes[b..b + self.dim])
+        let b = 1 + self.m0;
+        bytemuck::cast_slice(&self.block(slot)[b..b + self.dim])
     }
 
-    /// Q8 codes, scale and squared norm of `slot` (Q8 stores only).
+    /// Q8 codes, scale and squared norm (0 unless L2) of `slot` (Q8
+    /// stores only).
     #[inline(always)]
     fn row_q8(&self, slot: u32) -> (&[i8], f32, f32) {
-        let b = self.vector_start(slot);
+        let w = &self.block(slot)[self.vector_words()];
         let cw = self.dim.div_ceil(4);
-        let codes: &[i8] = bytemuck::cast_slice(&self.nodes[b..b + cw]);
-        (
-            &codes[..self.dim],
-            f32::from_bits(self.nodes[b + cw]),
-            f32::from_bits(self.nodes[b + cw + 1]),
-        )
+        let codes: &[i8] = bytemuck::cast_slice(&w[..cw]);
+        let sqnorm = w.get(cw + 1).map_or(0.0, |&b| f32::from_bits(b));
+        (&codes[..self.dim], f32::from_bits(w[cw]), sqnorm)
     }
 
     /// Stores an already prepared (normalized where needed) vector at `slot`.
     pub fn write(&mut self, slot: usize, v: &[f32]) {
-        let b = self.vector_start(slot as u32);
         let dim = self.dim;
-        match self.quant {
+        let (quant, words) = (self.quant, self.vector_words());
+        let w = &mut self.block_mut(slot as u32)[words];
+        match quant {
             Quant::F32 => {
-                let row: &mut [f32] = bytemuck::cast_slice_mut(&mut self.nodes[b..b + dim]);
+                let row: &mut [f32] = bytemuck::cast_slice_mut(&mut w[..dim]);
                 row.copy_from_slice(v);
             }
             Quant::Q8 => {
@@ -153,7 +210,7 @@ impl VectorStore {
                 let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
                 let mut sq = 0f32;
                 {
-                    let codes: &mut [i8] = bytemuck::cast_slice_mut(&mut self.nodes[b..b + cw]);
+                    let codes: &mut [i8] = bytemuck::cast_slice_mut(&mut w[..cw]);
                     codes.iter_mut().for_each(|c| *c = 0);
                     for (c, x) in codes.iter_mut().zip(v) {
                         let q = (x / scale).round().clamp(-127.0, 127.0);
@@ -161,8 +218,10 @@ impl VectorStore {
                         sq += (q * scale) * (q * scale);
                     }
                 }
-                self.nodes[b + cw] = scale.to_bits();
-                self.nodes[b + cw + 1] = sq.to_bits();
+                w[cw] = scale.to_bits();
+                if let Some(norm) = w.get_mut(cw + 1) {
+                    *norm = sq.to_bits();
+                }
             }
         }
     }
@@ -201,12 +260,24 @@ impl VectorStore {
         }
     }
 
+    /// Where the block of `slot` starts, for prefetching (a dangling
+    /// pointer for a slot past the end, which prefetching tolerates).
+    #[inline(always)]
+    fn block_ptr(&self, slot: u32) -> *const u32 {
+        match self.pages.get(slot as usize >> PAGE_SHIFT) {
+            Some(page) => page
+                .as_ptr()
+                .wrapping_add((slot as usize & PAGE_MASK) * self.stride),
+            None => std::ptr::null(),
+        }
+    }
+
     /// Hints the CPU to start loading the vector of `slot`.
     #[inline(always)]
     pub fn prefetch(&self, slot: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let ptr = self.nodes.as_ptr().wrapping_add(self.vector_start(slot)) as *const i8;
+            let ptr = self.block_ptr(slot).wrapping_add(1 + self.m0) as *const i8;
             // SAFETY: prefetch never faults, even on an invalid address.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -221,10 +292,7 @@ impl VectorStore {
     pub fn prefetch_links(&self, slot: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let ptr = self
-                .nodes
-                .as_ptr()
-                .wrapping_add(slot as usize * self.stride) as *const i8;
+            let ptr = self.block_ptr(slot) as *const i8;
             // SAFETY: prefetch never faults.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -242,6 +310,7 @@ impl VectorStore {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * 4
+        self.pages.len() * PAGE_BLOCKS * self.stride * 4
+            + self.pages.capacity() * std::mem::size_of::<Box<[u32]>>()
     }
 }

@@ -139,6 +139,33 @@ fn snapshot_round_trip_preserves_answers() {
     }
 }
 
+/// A version-1 snapshot of a Q8 COSINE index (one more word per block,
+/// the squared norm that only L2 uses) decodes to the same index.
+#[test]
+fn version_1_q8_snapshots_still_decode() {
+    let data = clustered(1500, 32, 10, 0.6, 8);
+    let h = build(small_params(Metric::Cosine, Quant::Q8), &data);
+    let mut v2 = Vec::new();
+    encode(&h, &mut v2);
+    // Rewrite as version 1: the version word, and a norm word after each block.
+    let header_len = u64::from_le_bytes(v2[12..20].try_into().unwrap()) as usize;
+    let slots = h.slots();
+    let nodes_at = 20 + header_len + 2 * slots + 4 * h.free.len();
+    let block_bytes = 4 * h.store.stride;
+    let mut v1 = v2[..nodes_at].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    for block in v2[nodes_at..nodes_at + slots * block_bytes].chunks_exact(block_bytes) {
+        v1.extend_from_slice(block);
+        v1.extend_from_slice(&1.0f32.to_le_bytes());
+    }
+    v1.extend_from_slice(&v2[nodes_at + slots * block_bytes..]);
+    let back = decode(&mut Reader::new(&v1)).expect("decode version 1");
+    let mut again = Vec::new();
+    encode(&back, &mut again);
+    assert_eq!(again, v2, "decoded to the same index");
+    assert!(decode(&mut Reader::new(&v1[..v1.len() - 4])).is_err());
+}
+
 #[test]
 fn corrupt_or_truncated_snapshots_fail_cleanly() {
     let data = clustered(300, 16, 5, 0.6, 10);
@@ -193,7 +220,7 @@ fn structurally_inconsistent_snapshots_are_refused() {
     let h = build(IndexParams::new(16), &data);
     let (upper_node, ground_node) = {
         let up = (0..h.slots() as u32)
-            .find(|&s| h.levels[s as usize] >= 1 && h.upper[s as usize][0] > 0)
+            .find(|&s| h.levels[s as usize] >= 1 && h.upper[&s][0] > 0)
             .expect("a node with upper-layer links");
         let ground = (0..h.slots() as u32)
             .find(|&s| h.levels[s as usize] == 0)
@@ -207,7 +234,7 @@ fn structurally_inconsistent_snapshots_are_refused() {
     };
     // An upper-layer link to a node that has no such layer.
     let mut bad = build(IndexParams::new(16), &data);
-    bad.upper[upper_node as usize][1] = ground_node;
+    bad.upper.get_mut(&upper_node).unwrap()[1] = ground_node;
     let e = decode(&mut Reader::new(&encoded(&bad)))
         .err()
         .expect("refused");

@@ -58,7 +58,7 @@ const SECTIONS: &[Section] = &[
     Section {
         name: "redis",
         title: "Through Redis: SEARCH and SIMILAR next to GET",
-        about: "100,000 x 64-d (EF_SEARCH 32) loaded with RECSYS.ITEM.MSET (1,000 items per call), its MEMORY USAGE per item next to the same items in a Q8 catalog; then redis-benchmark with 50 clients: plain GET (the machine's ceiling for one round trip), RECSYS.SEARCH with a fixed query vector given as VALUES, and RECSYS.SIMILAR for a random item (`__rand_int__`), K=10. Five rounds, the three commands interleaved within each; req/s as median (min-max), latencies of the median run.",
+        about: "100,000 x 64-d (EF_SEARCH 32) loaded with RECSYS.ITEM.MSET (1,000 items per call), its MEMORY USAGE per item next to the same items in a Q8 catalog, and the recall@10 of RECSYS.SEARCH on each at EF 32 against exact search (200 queries); then redis-benchmark with 50 clients: plain GET (the machine's ceiling for one round trip), RECSYS.SEARCH with a fixed query vector given as VALUES, and RECSYS.SIMILAR for a random item (`__rand_int__`), K=10. Five rounds, the three commands interleaved within each; req/s as median (min-max), latencies of the median run; last, the CPU each command cost inside redis-server, main thread and workers.",
         args: &["bench", "redis"],
     },
     Section {

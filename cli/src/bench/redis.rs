@@ -387,11 +387,56 @@ fn memory(b: &RedisBench, c: &mut redis::Connection, data: &[Vec<f32>]) -> Resul
         cmd.query::<i64>(c)?;
     }
     let q8_bytes = per_item(c, "bench_q8")?;
+    let queries = clustered_lowrank(200, b.dim, 100, 8, 11);
+    let (f32_recall, q8_recall) = (
+        search_recall(c, "bench", b.ef, data, &queries)?,
+        search_recall(c, "bench_q8", b.ef, data, &queries)?,
+    );
     redis::cmd("DEL").arg("bench_q8").query::<()>(c)?;
     println!(
-        "memory (MEMORY USAGE / items, 12-byte ids, no attributes): F32 {f32_bytes:.0} B per item, Q8 {q8_bytes:.0} B per item (the vector alone: {} B in F32, {} B in Q8)",
+        "memory (MEMORY USAGE / items, 12-byte ids, no attributes): F32 {f32_bytes:.0} B per item, Q8 {q8_bytes:.0} B per item (the vector alone: {} B in F32, {} B in Q8: codes and a scale)",
         b.dim * 4,
-        b.dim + 8
+        b.dim + 4
+    );
+    println!(
+        "recall@10 of RECSYS.SEARCH ... EF {} against exact search ({} queries): F32 {f32_recall:.3}, Q8 {q8_recall:.3}",
+        b.ef,
+        queries.len()
     );
     Ok(())
+}
+
+/// recall@10 of `RECSYS.SEARCH key 10 FP32 q EF ef` against exact search
+/// over `data` (unit vectors, ids `{:012}` by position).
+fn search_recall(
+    c: &mut redis::Connection,
+    key: &str,
+    ef: usize,
+    data: &[Vec<f32>],
+    queries: &[Vec<f32>],
+) -> Result<f64> {
+    use rayon::prelude::*;
+    let mut hits = 0usize;
+    for q in queries {
+        let mut scored: Vec<(f32, usize)> = data
+            .par_iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), i))
+            .collect();
+        scored.select_nth_unstable_by(9, |a, b| b.0.total_cmp(&a.0));
+        let exact: Vec<String> = scored[..10]
+            .iter()
+            .map(|(_, i)| format!("{i:012}"))
+            .collect();
+        let got: Vec<String> = redis::cmd("RECSYS.SEARCH")
+            .arg(key)
+            .arg(10)
+            .arg("FP32")
+            .arg(to_fp32_blob(q))
+            .arg("EF")
+            .arg(ef)
+            .query(c)?;
+        hits += got.iter().filter(|id| exact.contains(id)).count();
+    }
+    Ok(hits as f64 / (10 * queries.len()) as f64)
 }
