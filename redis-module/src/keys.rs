@@ -1,14 +1,13 @@
 //! Opening the keys commands work on: catalogs (the module type) and user
 //! hashes, with WRONGTYPE for keys of another type, and reading a user's
-//! hash into the pipeline's [`UserInput`].
+//! hash as a [`RawUser`] (copies of its fields, parsed off the main thread).
 
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 use recsys_core::catalog::Catalog;
-use recsys_core::pipeline::request::UserInput;
-use recsys_core::user::{parse_recent, SeenSet, EMB_FIELD, RECENT_FIELD, SEEN_FIELD};
-use recsys_core::vector::from_fp32_blob;
+use recsys_core::pipeline::request::RawUser;
+use recsys_core::user::{EMB_FIELD, RECENT_FIELD, SEEN_FIELD};
 use recsys_core::Error;
 use redis_module::key::RedisKey;
 use redis_module::{Context, KeyType, RedisString};
@@ -68,17 +67,8 @@ pub fn hash_field(key: &RedisKey, field: &str) -> CmdResult<Option<RedisString>>
         .map_err(|e| Error::invalid(e.to_string()))
 }
 
-/// The user's recent item ids (the `recent` field).
-pub fn read_recent(key: &RedisKey, user: &RedisString) -> CmdResult<Vec<String>> {
-    let raw = hash_field(key, RECENT_FIELD)?;
-    parse_recent(raw.as_ref().map(|s| s.as_slice()), || {
-        user.to_string_lossy()
-    })
-}
-
 /// What a request reads of a user's hash.
 pub struct UserFields<'a> {
-    pub dim: usize,
     /// The request brought its own vector: `emb` is not read.
     pub vector_given: bool,
     /// EXCLUDE_SEEN: the `seen` set is read.
@@ -87,46 +77,36 @@ pub struct UserFields<'a> {
     pub features: &'a [String],
 }
 
-/// The user's seen set (the `seen` field).
-pub fn read_seen(key: &RedisKey, user: &RedisString) -> CmdResult<SeenSet> {
-    let raw = hash_field(key, SEEN_FIELD)?;
-    SeenSet::parse(raw.as_ref().map(|s| s.as_slice()), || {
-        user.to_string_lossy()
-    })
-}
-
 /// What a request reads (`emb` unless the vector is given, `recent`,
 /// `seen` for EXCLUDE_SEEN, and the models' feature fields) on the main
-/// thread or under the GIL.
-pub fn read_user(ctx: &Context, user: &RedisString, what: &UserFields) -> CmdResult<UserInput> {
-    let dim = what.dim;
+/// thread or under the GIL: copies of the fields, parsed later off that
+/// thread ([`RawUser::parse`]).
+pub fn read_user(ctx: &Context, user: &RedisString, what: &UserFields) -> CmdResult<RawUser> {
     let u = ctx.open_key(user);
     check_user_key(u.key_type(), user)?;
-    let mut input = UserInput {
+    let mut raw = RawUser {
         now_ms: now_ms(),
         user_id: user.to_string_lossy(),
-        ..UserInput::default()
+        ..RawUser::default()
     };
     if u.key_type() == KeyType::Hash {
+        let copy = |field: &str| -> CmdResult<Option<Vec<u8>>> {
+            Ok(hash_field(&u, field)?.map(|v| v.as_slice().to_vec()))
+        };
         if !what.vector_given {
-            if let Some(emb) = hash_field(&u, EMB_FIELD)? {
-                input.embedding = Some(
-                    from_fp32_blob(emb.as_slice(), dim)
-                        .map_err(|e| format!("field '{EMB_FIELD}' of user '{user}': {e}"))?,
-                );
-            }
+            raw.emb = copy(EMB_FIELD)?;
         }
-        input.recent = read_recent(&u, user)?;
+        raw.recent = copy(RECENT_FIELD)?;
         if what.seen {
-            input.seen = read_seen(&u, user)?;
+            raw.seen = copy(SEEN_FIELD)?;
         }
         for f in what.features {
             if let Some(v) = hash_field(&u, f)? {
-                input.features.insert(f.clone(), v.to_string_lossy());
+                raw.features.insert(f.clone(), v.to_string_lossy());
             }
         }
     }
-    Ok(input)
+    Ok(raw)
 }
 
 /// Tells Redis that a command changed `key` in place: WATCH aborts the

@@ -7,8 +7,9 @@
 //! there and replies at once. A command whose work grows with the data
 //! (SEARCH, SIMILAR, RECOMMEND, PLUGIN.LOAD's compilation, MODEL.SET's
 //! build) parses and validates on the main thread, reads what it needs
-//! from the keyspace (the user's hash, the catalog's `Arc`), then blocks
-//! its client ([`Blocked`]) and hands a job to this pool ([`run_blocking`]).
+//! from the keyspace (copies of the user's hash fields, the catalog's
+//! `Arc`), then blocks its client ([`Blocked`]) and hands a job to this
+//! pool ([`run_blocking`]), which parses those fields and runs it.
 //! The worker computes a [`Reply`], a small owned tree, and unblocks the
 //! client; Redis calls the reply callback on the main thread, which writes
 //! it. Other clients are served meanwhile.

@@ -59,6 +59,14 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// What a graph walk did: the nodes it scored (each a distance
+/// computation) and whether it stopped at its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    pub visits: usize,
+    pub cut: bool,
+}
+
 pub struct Hnsw {
     pub(crate) params: IndexParams,
     pub(crate) store: VectorStore,
@@ -246,7 +254,7 @@ impl Hnsw {
         level: usize,
         accept: F,
         budget: usize,
-    ) -> (BinaryHeap<Cand>, bool) {
+    ) -> (BinaryHeap<Cand>, WalkStats) {
         with_visited(self.slots(), |visited| {
             let mut visits = 0usize;
             let mut cut = false;
@@ -299,7 +307,7 @@ impl Hnsw {
                     }
                 }
             }
-            (top, cut)
+            (top, WalkStats { visits, cut })
         })
     }
 
@@ -567,7 +575,7 @@ impl Hnsw {
     }
 
     /// Like [`Hnsw::search`], but gives up after visiting about `budget`
-    /// nodes; the flag says whether it did (a selective filter may then be
+    /// nodes; the stats say how many it visited and whether it gave up (a selective filter may then be
     /// better served by [`Hnsw::scan`]). Small indexes (see
     /// [`Hnsw::prefers_scan`]) are scanned, exactly.
     pub fn search_within<F: Fn(u32) -> bool>(
@@ -577,10 +585,10 @@ impl Hnsw {
         ef: usize,
         accept: F,
         budget: usize,
-    ) -> (Vec<Hit>, bool) {
+    ) -> (Vec<Hit>, WalkStats) {
         let ef = ef.max(k);
         if self.prefers_scan(ef) {
-            return (self.scan(v, k, accept), false);
+            return (self.scan(v, k, accept), WalkStats::default());
         }
         self.walk(v, k, ef, accept, budget)
     }
@@ -593,9 +601,9 @@ impl Hnsw {
         ef: usize,
         accept: F,
         budget: usize,
-    ) -> (Vec<Hit>, bool) {
+    ) -> (Vec<Hit>, WalkStats) {
         if self.live == 0 || k == 0 {
-            return (Vec::new(), false);
+            return (Vec::new(), WalkStats::default());
         }
         let q = Query::new(v);
         let deleted = &self.deleted;
@@ -616,7 +624,7 @@ impl Hnsw {
             };
         }
         let l2 = self.params.metric == Metric::L2;
-        let (found, cut) = match self.store.quant {
+        let (found, stats) = match self.store.quant {
             // SAFETY (both arms): the flag is only set after run-time detection.
             #[cfg(target_arch = "x86_64")]
             super::params::Quant::F32 if self.store.kernels.avx512 => {
@@ -631,7 +639,7 @@ impl Hnsw {
                 with_accept!(|acc| self.search_layer(&dist, entry, ef, 0, acc, budget))
             }),
         };
-        (self.to_hits(found.into_sorted_vec(), k), cut)
+        (self.to_hits(found.into_sorted_vec(), k), stats)
     }
 
     fn to_hits(&self, mut best: Vec<Cand>, k: usize) -> Vec<Hit> {
@@ -750,7 +758,7 @@ macro_rules! simd_search {
                 ef: usize,
                 accept: F,
                 budget: usize,
-            ) -> (BinaryHeap<Cand>, bool) {
+            ) -> (BinaryHeap<Cand>, WalkStats) {
                 use super::distance::$kernels::{dot_impl, l2sq_impl};
                 let store = &self.store;
                 if l2 {

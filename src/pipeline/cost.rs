@@ -13,7 +13,7 @@
 //! interpreter), and nothing else: no graph walk, no model, no plugin.
 
 use crate::catalog::Catalog;
-use crate::pipeline::request::{Request, UserInput};
+use crate::pipeline::request::{Request, UserShape};
 
 /// Most multiply-adds a request may need to run on the main thread: an
 /// exact scan of 2,048 items x 64 dimensions, about 10 µs on the 2-core
@@ -33,7 +33,7 @@ pub fn search_work(catalog: &Catalog, k: usize, ef: usize) -> Option<usize> {
 /// Multiply-adds of a RECOMMEND whose every stage has a bound known now,
 /// `None` otherwise (a WHERE the typed filters cannot express, a RANK
 /// model, plugins, the QUERY model, a graph walk).
-pub fn recommend_work(catalog: &Catalog, user: &UserInput, req: &Request) -> Option<usize> {
+pub fn recommend_work(catalog: &Catalog, user: &UserShape, req: &Request) -> Option<usize> {
     if req.rank.is_some() || req.has_plugins() {
         return None;
     }
@@ -47,8 +47,7 @@ pub fn recommend_work(catalog: &Catalog, user: &UserInput, req: &Request) -> Opt
         // Only typed filters have a per-item cost known up front.
         filter.typed()?;
     }
-    let has_vector = user.vector_arg.is_some() || user.embedding.is_some();
-    if !has_vector && catalog.models().query_model().is_some() {
+    if !user.has_vector && catalog.models().query_model().is_some() {
         return None;
     }
     let dim = catalog.params().dim;
@@ -63,11 +62,11 @@ pub fn recommend_work(catalog: &Catalog, user: &UserInput, req: &Request) -> Opt
     let session = req
         .session
         .or(catalog.session_default())
-        .map_or(0, |s| s.items.min(user.recent.len()));
+        .map_or(0, |s| s.items.min(user.recent));
     // EXCLUDE_SEEN sorts the user's seen hashes and sets their bits (up
     // to 100,000 of them): a large history sends the request to a worker.
     let exclusions = if req.exclude_seen {
-        (user.seen.len() + user.recent.len()).saturating_mul(SEEN_HASH_WORK)
+        (user.seen + user.recent).saturating_mul(SEEN_HASH_WORK)
     } else {
         0
     };

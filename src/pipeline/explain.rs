@@ -52,6 +52,9 @@ pub struct Explain {
     pub filter_evaluated: usize,
     pub filter_rejected: usize,
     pub filter_mode: &'static str,
+    /// Nodes the graph walk scored (0 when retrieval scanned or used
+    /// popularity).
+    pub walk_visits: usize,
     /// The model that ranked, and how many candidates it scored.
     pub rank_model: Option<String>,
     pub ranked: usize,

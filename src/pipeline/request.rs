@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::pipeline::filter::Filter;
 use crate::plugin::{Plugin, World};
+use crate::user::{parse_recent, SeenSet, EMB_FIELD};
 
 /// Most items a request returns (and most results of SEARCH / SIMILAR).
 pub const MAX_K: usize = 10_000;
@@ -181,4 +182,76 @@ pub struct UserInput {
     pub now_ms: i64,
     /// User hash fields the models read (by field name).
     pub features: HashMap<String, String>,
+}
+
+/// A user's hash fields as the main thread copies them, still unparsed:
+/// the copies are a few hundred bytes; the parsing (`emb` floats, the JSON
+/// `recent` list, the `seen` hashes) runs on the worker that serves the
+/// request, or inline when the whole request does ([`RawUser::parse`]).
+#[derive(Debug, Default, Clone)]
+pub struct RawUser {
+    pub user_id: String,
+    pub now_ms: i64,
+    /// `emb` (unless the request brings its own vector).
+    pub emb: Option<Vec<u8>>,
+    /// `recent`, a JSON array of ids.
+    pub recent: Option<Vec<u8>>,
+    /// `seen`, 8 bytes per item (read for EXCLUDE_SEEN only).
+    pub seen: Option<Vec<u8>>,
+    /// The feature fields the request's models read.
+    pub features: HashMap<String, String>,
+}
+
+/// How much of a user a request will handle, known before parsing (upper
+/// bounds where the exact count needs the parse).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserShape {
+    pub has_vector: bool,
+    pub recent: usize,
+    pub seen: usize,
+}
+
+impl UserInput {
+    pub fn shape(&self) -> UserShape {
+        UserShape {
+            has_vector: self.vector_arg.is_some() || self.embedding.is_some(),
+            recent: self.recent.len(),
+            seen: self.seen.len(),
+        }
+    }
+}
+
+impl RawUser {
+    /// The shape before parsing: `recent` holds at most one id per 3 bytes
+    /// (`"x",`), `seen` one per 8.
+    pub fn shape(&self, vector_given: bool) -> UserShape {
+        UserShape {
+            has_vector: vector_given || self.emb.is_some(),
+            recent: self.recent.as_ref().map_or(0, |r| r.len() / 3),
+            seen: self.seen.as_ref().map_or(0, |s| s.len() / 8),
+        }
+    }
+
+    /// Parses the fields into a [`UserInput`] for vectors of `dim`; the
+    /// errors name the field and the user.
+    pub fn parse(self, dim: usize) -> Result<UserInput> {
+        let user = &self.user_id;
+        let embedding = match &self.emb {
+            Some(b) => Some(crate::vector::from_fp32_blob(b, dim).map_err(|e| {
+                Error::invalid(format!("field '{EMB_FIELD}' of user '{user}': {e}"))
+            })?),
+            None => None,
+        };
+        let recent = parse_recent(self.recent.as_deref(), || user.clone())?;
+        let seen = SeenSet::parse(self.seen.as_deref(), || user.clone())?;
+        Ok(UserInput {
+            vector_arg: None,
+            embedding,
+            recent,
+            seen,
+            user_id: self.user_id,
+            now_ms: self.now_ms,
+            features: self.features,
+        })
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 use recsys_core::pipeline::recommend as run_pipeline;
-use recsys_core::pipeline::request::{Request, UserInput};
+use recsys_core::pipeline::request::{RawUser, Request};
 use recsys_core::Error;
 use redis_module::{
     CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, RedisString, RedisValue,
@@ -248,7 +248,7 @@ fn run(job: &Job) -> Result<(), String> {
                 Some(RedisValue::Array(keys)) => keys.iter().filter_map(as_bytes).collect(),
                 _ => Vec::new(),
             };
-            let mut users: Vec<(Vec<u8>, Result<UserInput, String>)> = Vec::new();
+            let mut users: Vec<(Vec<u8>, Result<RawUser, String>)> = Vec::new();
             for k in keys {
                 if !job.caller.may(&ctx, &k, KeyAccess::Read)? {
                     read_denied += 1;
@@ -256,7 +256,6 @@ fn run(job: &Job) -> Result<(), String> {
                 }
                 let name = redis_string(&ctx, &k);
                 let what = UserFields {
-                    dim: job.dim,
                     vector_given: false,
                     seen: job.req.exclude_seen,
                     features: &job.fields,
@@ -272,9 +271,12 @@ fn run(job: &Job) -> Result<(), String> {
             users
                 .into_iter()
                 .map(|(k, input)| {
-                    let r = input.and_then(|u| {
-                        run_pipeline(&c, &u, &job.req, plugin_store::host()).map_err(String::from)
-                    });
+                    let r = input
+                        .and_then(|raw| raw.parse(job.dim).map_err(String::from))
+                        .and_then(|u| {
+                            run_pipeline(&c, &u, &job.req, plugin_store::host())
+                                .map_err(String::from)
+                        });
                     (
                         k,
                         r.map(|r| r.items.into_iter().map(|(id, _)| id).collect()),

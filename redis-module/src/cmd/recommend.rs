@@ -10,7 +10,7 @@
 use recsys_core::catalog::popularity::{check_event_time, MAX_EVENT_MS, MAX_WEIGHT};
 use recsys_core::pipeline::explain::{Explain, Stage};
 use recsys_core::pipeline::recommend as run_pipeline;
-use recsys_core::pipeline::request::Request;
+use recsys_core::pipeline::request::{Request, UserInput};
 use recsys_core::user::{
     check_event_type, event_count_field, format_recent, parse_recent, push_recent, SeenSet,
     RECENT_FIELD, SEEN_FIELD,
@@ -69,16 +69,22 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         None => None,
     };
     let what = UserFields {
-        dim,
         vector_given: vector_arg.is_some(),
         seen: req.exclude_seen,
         features: &fields,
     };
-    let mut input = read_user(ctx, user, &what)?;
-    input.vector_arg = vector_arg;
-    let inline = runs_inline(recommend_work(&catalog.read(), &input, &req));
+    let raw = read_user(ctx, user, &what)?;
+    let shape = raw.shape(vector_arg.is_some());
+    let inline = runs_inline(recommend_work(&catalog.read(), &shape, &req));
 
     Ok(run_blocking_unless(ctx, inline, move || {
+        let input = match raw.parse(dim) {
+            Ok(input) => UserInput {
+                vector_arg,
+                ..input
+            },
+            Err(e) => return Reply::Error(e),
+        };
         let c = catalog.read();
         match run_pipeline(&c, &input, &req, plugin_store::host()) {
             Ok(r) => {
@@ -112,6 +118,7 @@ fn explain_reply(e: &Explain) -> Reply {
         ("user_us".into(), us(Stage::UserVector)),
         ("retrieved".into(), n(e.retrieved)),
         ("retrieve_us".into(), us(Stage::Retrieve)),
+        ("walk_visits".into(), n(e.walk_visits)),
         ("filter_mode".into(), Reply::Text(e.filter_mode.into())),
         ("filter_evaluated".into(), n(e.filter_evaluated)),
         ("filter_rejected".into(), n(e.filter_rejected)),
