@@ -281,10 +281,24 @@ impl VectorStore {
             // SAFETY: prefetch never faults, even on an invalid address.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch(ptr, _MM_HINT_T0);
-                _mm_prefetch(ptr.wrapping_add(64), _MM_HINT_T0);
+                // Every cache line the vector touches: its rows start
+                // anywhere in a line (blocks are 4-byte aligned), so the
+                // last byte's line is asked for too.
+                let end = ptr.wrapping_add(self.vector_bytes());
+                let mut line = ptr;
+                while line < end {
+                    _mm_prefetch(line, _MM_HINT_T0);
+                    line = line.wrapping_add(64);
+                }
+                _mm_prefetch(end.wrapping_sub(1), _MM_HINT_T0);
             }
         }
+    }
+
+    /// Bytes of one stored vector (what a distance reads).
+    #[inline(always)]
+    fn vector_bytes(&self) -> usize {
+        (self.stride - 1 - self.m0) * 4
     }
 
     /// Hints the CPU to start loading the links of `slot`.
