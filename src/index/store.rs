@@ -54,10 +54,11 @@ impl<'a> Query<'a> {
 /// vector (hnswlib's layout) means the cache lines fetched to score a node
 /// also hold the links needed to expand it.
 ///
-/// Blocks live in pages of [`PAGE_BLOCKS`] slots, allocated exactly: a
-/// catalog never holds more than one partly used page, where one growing
-/// array would hold up to an eighth of itself in spare capacity (and copy
-/// itself on every growth).
+/// Blocks live in pages of [`PAGE_BLOCKS`] slots: the first page grows by
+/// doubling from 8 blocks (a tiny catalog stays tiny), later pages are
+/// allocated whole. Spare capacity stays under one page, where one growing
+/// array would hold up to an eighth of itself (and copy itself on every
+/// growth).
 ///
 /// Vector words: F32 stores `dim` floats; Q8 stores `ceil(dim/4)` words of
 /// int8 codes, then the scale as `f32` bits and, for L2 only (the one
@@ -74,8 +75,8 @@ pub(crate) struct VectorStore {
     pub stride: usize,
     /// Slots with a block.
     slots: usize,
-    /// Full pages of [`PAGE_BLOCKS`] blocks, the last one partly used.
-    pages: Vec<Box<[u32]>>,
+    /// Full pages of [`PAGE_BLOCKS`] blocks, the last one growing.
+    pages: Vec<Vec<u32>>,
 }
 
 /// Words of a Q8 vector: the codes, the scale, and the squared norm for L2.
@@ -136,11 +137,7 @@ impl VectorStore {
         let page_words = PAGE_BLOCKS * self.stride;
         self.pages = words
             .chunks(page_words)
-            .map(|chunk| {
-                let mut page = vec![0u32; page_words].into_boxed_slice();
-                page[..chunk.len()].copy_from_slice(chunk);
-                page
-            })
+            .map(|chunk| chunk.to_vec())
             .collect();
         self.slots = slots;
     }
@@ -149,8 +146,22 @@ impl VectorStore {
     /// one is full).
     pub fn push_zeroed(&mut self) {
         if self.slots == self.pages.len() * PAGE_BLOCKS {
-            self.pages
-                .push(vec![0u32; PAGE_BLOCKS * self.stride].into_boxed_slice());
+            self.pages.push(Vec::new());
+        }
+        let page_words = PAGE_BLOCKS * self.stride;
+        let (stride, first) = (self.stride, self.pages.len() == 1);
+        if let Some(last) = self.pages.last_mut() {
+            if last.len() == last.capacity() {
+                // The first page doubles from 8 blocks; a catalog past one
+                // page takes its next pages whole.
+                let grow = if first {
+                    last.len().max(8 * stride)
+                } else {
+                    page_words
+                };
+                last.reserve_exact(grow.min(page_words - last.len()));
+            }
+            last.resize(last.len() + stride, 0);
         }
         self.slots += 1;
     }
@@ -324,7 +335,7 @@ impl VectorStore {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.pages.len() * PAGE_BLOCKS * self.stride * 4
-            + self.pages.capacity() * std::mem::size_of::<Box<[u32]>>()
+        self.pages.iter().map(|p| p.capacity() * 4).sum::<usize>()
+            + self.pages.capacity() * std::mem::size_of::<Vec<u32>>()
     }
 }
