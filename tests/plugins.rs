@@ -255,6 +255,23 @@ fn hostile_plugins_never_hurt_the_server() {
     assert!(s.is_alive());
 }
 
+/// A plugin that counts its calls in its own memory keeps 1 candidate on
+/// every request: nothing it wrote survives into the next request.
+#[test]
+fn plugin_memory_does_not_survive_between_requests() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    catalog(&mut c);
+    load(&mut c, "bad", "hostile").unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            rec(&mut c, &["K", "5", "FILTER", "bad", "ARGS", "remember"]).unwrap(),
+            vec!["i0"]
+        );
+    }
+    assert_eq!(info_int(&mut c, "bad", "calls"), 20);
+}
+
 #[test]
 fn limits_are_module_arguments() {
     let s = server_with(&["PLUGIN_MAX_KB", "10", "PLUGIN_TIMEOUT_MS", "20"], &[]);

@@ -3,62 +3,74 @@
 //! in sequence, then the order plugin. A failing plugin fails the request,
 //! or with FAILOPEN skips its stage (counted in EXPLAIN).
 
-use std::collections::HashMap;
-
 use cel::Value;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::features::attrs::cel_number;
+use crate::features::columns::Column;
 use crate::pipeline::explain::Explain;
 use crate::pipeline::request::{PluginStage, Request, UserInput};
 use crate::plugin::{CallError, Host, PluginInput, MISSING};
 
-/// Builds the plugin request for `cands` (slot, score), best first.
+/// Builds the plugin request for `cands` (slot, score), best first. Columns
+/// are filled one at a time (the value-id gathers of a column are
+/// independent loads the CPU overlaps); text values are numbered column by
+/// column in the order they first appear.
 pub fn plugin_input(catalog: &Catalog, user_id: &str, cands: &[(u32, f32)]) -> PluginInput {
+    let n = cands.len();
     let mut input = PluginInput {
         user_id: user_id.to_string(),
+        ids: String::with_capacity(n * 16),
+        id_offsets: Vec::with_capacity(n + 1),
+        scores: cands.iter().map(|c| c.1).collect(),
         ..PluginInput::default()
     };
-    for (slot, score) in cands {
-        input.push_id(catalog.id_of(*slot).unwrap_or(""));
-        input.scores.push(*score);
-    }
-    let mut numeric_cols = Vec::new();
-    let mut text_cols = Vec::new();
-    let mut columns: Vec<_> = catalog.columns().iter().collect();
-    columns.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, col) in columns {
-        if col.is_numeric() {
-            numeric_cols.push(col);
-            input.numeric_names.push(name.to_string());
-        } else if col.is_text() {
-            text_cols.push(col);
-            input.text_names.push(name.to_string());
-        }
-    }
-    let mut dict: HashMap<(usize, u32), u32> = HashMap::new();
     for (slot, _) in cands {
-        for col in &numeric_cols {
-            input.numeric_values.push(
-                col.value(col.id(*slot))
-                    .and_then(cel_number)
-                    .unwrap_or(f64::NAN),
-            );
+        input.push_id(catalog.id_of(*slot).unwrap_or(""));
+    }
+    let mut columns: Vec<_> = catalog
+        .columns()
+        .iter()
+        .filter(|(_, c)| c.is_numeric() || c.is_text())
+        .collect();
+    columns.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let (numeric, text): (Vec<_>, Vec<_>) = columns.into_iter().partition(|(_, c)| c.is_numeric());
+    input.numeric_names = numeric.iter().map(|(name, _)| name.to_string()).collect();
+    input.text_names = text.iter().map(|(name, _)| name.to_string()).collect();
+    let mut value_ids = vec![0u32; n];
+    let width = numeric.len();
+    input.numeric_values = vec![f64::NAN; n * width];
+    for (j, (_, col)) in numeric.iter().enumerate() {
+        gather_ids(col, cands, &mut value_ids);
+        for (i, &id) in value_ids.iter().enumerate() {
+            if let Some(x) = col.value(id).and_then(cel_number) {
+                input.numeric_values[i * width + j] = x;
+            }
         }
-        for (j, col) in text_cols.iter().enumerate() {
-            let id = col.id(*slot);
-            let entry = match col.value(id) {
-                Some(Value::String(s)) => *dict.entry((j, id)).or_insert_with(|| {
+    }
+    let width = text.len();
+    input.text_values = vec![MISSING; n * width];
+    let mut dict: hashbrown::HashMap<(usize, u32), u32> = hashbrown::HashMap::new();
+    for (j, (_, col)) in text.iter().enumerate() {
+        gather_ids(col, cands, &mut value_ids);
+        for (i, &id) in value_ids.iter().enumerate() {
+            if let Some(Value::String(s)) = col.value(id) {
+                input.text_values[i * width + j] = *dict.entry((j, id)).or_insert_with(|| {
                     input.text_dict.push(s.to_string());
                     input.text_dict.len() as u32 - 1
-                }),
-                _ => MISSING,
-            };
-            input.text_values.push(entry);
+                });
+            }
         }
     }
     input
+}
+
+/// The value id of `col` for every candidate, into `out`.
+fn gather_ids(col: &Column, cands: &[(u32, f32)], out: &mut [u32]) {
+    for (o, (slot, _)) in out.iter_mut().zip(cands) {
+        *o = col.id(*slot);
+    }
 }
 
 /// Runs the request's plugins over the ranked candidates; without plugins
@@ -119,7 +131,7 @@ pub fn run_plugins(
         match host.call_filter(&stage.plugin, &input, &stage.config) {
             Ok(mut keep) => {
                 keep.sort_unstable();
-                input = input.subset(&keep);
+                input.retain_rows(&keep);
                 cands = keep.into_iter().map(|i| cands[i as usize]).collect();
             }
             Err(e) => on_error(stage, e)?,

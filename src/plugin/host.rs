@@ -17,9 +17,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::filter::recsys::plugin::host::{self as host_api, Level};
-use super::bindings::filter::recsys::plugin::types::{
-    Ordering as WitOrdering, Request as WitRequest,
-};
+use super::bindings::filter::recsys::plugin::types::Ordering as WitOrdering;
 use super::bindings::filter::FilterPre;
 use super::bindings::order::OrderPre;
 use super::{OrderOutput, PluginInput};
@@ -180,11 +178,12 @@ pub struct Plugin {
     pre: Pre,
 }
 
-/// Per-call state: the WASI context, its resources, limits and the log.
+/// Per-call state: the WASI context (built on the guest's first WASI call;
+/// most plugins never make one), its resources, limits and the log.
 struct StoreData {
-    wasi: WasiCtx,
-    /// stdout and stderr of the guest (bounded).
-    output: MemoryOutputPipe,
+    wasi: Option<WasiCtx>,
+    /// stdout and stderr of the guest (bounded), once WASI is in use.
+    output: Option<MemoryOutputPipe>,
     table: ResourceTable,
     limits: StoreLimits,
     log: String,
@@ -193,18 +192,28 @@ struct StoreData {
 
 impl StoreData {
     /// host.log lines, then whatever the guest printed.
-    fn log_text(&self) -> String {
-        let printed = self.output.contents();
-        let mut log = self.log.clone();
-        log.push_str(&String::from_utf8_lossy(&printed));
+    fn log_text(&mut self) -> String {
+        let mut log = std::mem::take(&mut self.log);
+        if let Some(out) = &self.output {
+            log.push_str(&String::from_utf8_lossy(&out.contents()));
+        }
         log
     }
 }
 
 impl WasiView for StoreData {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let cap = self.log_cap;
+        let output = &mut self.output;
+        let wasi = self.wasi.get_or_insert_with(|| {
+            let out = output.get_or_insert_with(|| MemoryOutputPipe::new(cap));
+            WasiCtxBuilder::new()
+                .stdout(out.clone())
+                .stderr(out.clone())
+                .build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: wasi,
             table: &mut self.table,
         }
     }
@@ -392,14 +401,9 @@ impl Host {
 
     fn store(&self) -> Store<StoreData> {
         let limits = self.limits();
-        let out = MemoryOutputPipe::new(limits.log_bytes);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(out.clone())
-            .stderr(out.clone())
-            .build();
         let data = StoreData {
-            wasi,
-            output: out,
+            wasi: None,
+            output: None,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
@@ -414,15 +418,18 @@ impl Host {
         // Every epoch tick (1 ms) the guest stops at a check: it may go on
         // while the CPU time this thread spent in the call is under the limit.
         // CPU time, not wall time, so a worker preempted on a busy machine is
-        // not punished; a wall-clock backstop of 50x the limit stays.
-        let budget = self.limits.read().timeout;
-        let cpu_start = thread_cpu_time();
+        // not punished; a wall-clock backstop of 50x the limit stays. The
+        // thread's CPU clock is a system call, so it is first read at the
+        // first tick: a call that ends within a tick (nearly all) never reads
+        // it, and a long one may run up to one tick past the limit.
+        let budget = limits.timeout;
         let wall_start = Instant::now();
+        let mut cpu_start: Option<Duration> = None;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if thread_cpu_time().saturating_sub(cpu_start) >= budget
-                || wall_start.elapsed() >= budget * 50
-            {
+            let now = thread_cpu_time();
+            let start = *cpu_start.get_or_insert(now);
+            if now.saturating_sub(start) >= budget || wall_start.elapsed() >= budget * 50 {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
             Ok(wasmtime::UpdateDeadline::Continue(1))
@@ -436,14 +443,13 @@ impl Host {
         &self,
         plugin: &Plugin,
         input: &PluginInput,
-        call: impl FnOnce(&mut Store<StoreData>, &WitRequest) -> wasmtime::Result<Result<T, String>>,
+        call: impl FnOnce(&mut Store<StoreData>, &PluginInput) -> wasmtime::Result<Result<T, String>>,
         validate: impl FnOnce(T) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         let _in_flight = InFlight::new(&self.ticker);
         let t = Instant::now();
         let mut store = self.store();
-        let req = to_wit(input);
-        let result = call(&mut store, &req)
+        let result = call(&mut store, input)
             .map_err(|e| CallError::Trap(trap_message(&e)))
             .and_then(|r| r.map_err(CallError::Guest))
             .and_then(validate);
@@ -451,7 +457,7 @@ impl Host {
         plugin.stats.record(
             t.elapsed().as_micros() as u64,
             &outcome,
-            store.data().log_text(),
+            store.data_mut().log_text(),
         );
         result
     }
@@ -575,20 +581,4 @@ fn check_indices(indices: &[u32], n: usize) -> Result<(), CallError> {
         *slot = true;
     }
     Ok(())
-}
-
-fn to_wit(input: &PluginInput) -> WitRequest {
-    WitRequest {
-        user_id: input.user_id.clone(),
-        context_keys: input.context.iter().map(|(k, _)| k.clone()).collect(),
-        context_values: input.context.iter().map(|(_, v)| v.clone()).collect(),
-        ids: input.ids.clone(),
-        id_offsets: input.id_offsets.clone(),
-        scores: input.scores.clone(),
-        numeric_names: input.numeric_names.clone(),
-        numeric_values: input.numeric_values.clone(),
-        text_names: input.text_names.clone(),
-        text_dict: input.text_dict.clone(),
-        text_values: input.text_values.clone(),
-    }
 }

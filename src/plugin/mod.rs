@@ -17,23 +17,33 @@ pub use host::{CallError, Host, Limits, Plugin, PluginStats, PluginTotals, World
 /// Marks a missing text attribute in [`PluginInput::text_values`].
 pub const MISSING: u32 = u32::MAX;
 
-/// The flattened request a plugin sees (mirrors `types.request` in the WIT):
-/// lists of numbers and a few strings, so the canonical ABI copies in bulk.
-#[derive(Debug, Clone, Default)]
-pub struct PluginInput {
-    pub user_id: String,
-    pub context: Vec<(String, String)>,
-    /// Candidate ids concatenated, with `n + 1` offsets.
-    pub ids: String,
-    pub id_offsets: Vec<u32>,
-    pub scores: Vec<f32>,
-    pub numeric_names: Vec<String>,
-    /// Row-major: candidate i, column j at `i * numeric_names.len() + j`.
-    pub numeric_values: Vec<f64>,
-    pub text_names: Vec<String>,
-    pub text_dict: Vec<String>,
-    /// Row-major indices into `text_dict` ([`MISSING`] when absent).
-    pub text_values: Vec<u32>,
+/// The flattened request a plugin sees: the WIT `types.request` record
+/// itself (lists of numbers and a few strings, so the canonical ABI copies in
+/// bulk), built once per request and lowered into each plugin without an
+/// intermediate copy.
+///
+/// `ids` holds the candidate ids concatenated with `n + 1` offsets;
+/// `numeric_values` and `text_values` are row-major (candidate i, column j at
+/// `i * names.len() + j`); `text_values` index `text_dict` ([`MISSING`] when
+/// absent).
+pub type PluginInput = bindings::filter::recsys::plugin::types::Request;
+
+impl Default for PluginInput {
+    fn default() -> Self {
+        PluginInput {
+            user_id: String::new(),
+            context_keys: Vec::new(),
+            context_values: Vec::new(),
+            ids: String::new(),
+            id_offsets: Vec::new(),
+            scores: Vec::new(),
+            numeric_names: Vec::new(),
+            numeric_values: Vec::new(),
+            text_names: Vec::new(),
+            text_dict: Vec::new(),
+            text_values: Vec::new(),
+        }
+    }
 }
 
 impl PluginInput {
@@ -46,29 +56,28 @@ impl PluginInput {
         self.scores.is_empty()
     }
 
-    /// The request restricted to the candidates at `keep` (in that order);
-    /// names and the text dictionary are shared.
-    pub fn subset(&self, keep: &[u32]) -> PluginInput {
+    /// Keeps only the candidates at `keep` (ascending, in range), in place:
+    /// rows move down, names and the text dictionary stay.
+    pub fn retain_rows(&mut self, keep: &[u32]) {
         let (nw, tw) = (self.numeric_names.len(), self.text_names.len());
-        let mut out = PluginInput {
-            user_id: self.user_id.clone(),
-            context: self.context.clone(),
-            numeric_names: self.numeric_names.clone(),
-            text_names: self.text_names.clone(),
-            text_dict: self.text_dict.clone(),
-            ..PluginInput::default()
-        };
-        for &i in keep {
+        let mut ids = String::with_capacity(self.ids.len());
+        let mut offsets = Vec::with_capacity(keep.len() + 1);
+        offsets.push(0);
+        for (row, &i) in keep.iter().enumerate() {
             let i = i as usize;
             let (a, b) = (self.id_offsets[i] as usize, self.id_offsets[i + 1] as usize);
-            out.push_id(&self.ids[a..b]);
-            out.scores.push(self.scores[i]);
-            out.numeric_values
-                .extend_from_slice(&self.numeric_values[i * nw..(i + 1) * nw]);
-            out.text_values
-                .extend_from_slice(&self.text_values[i * tw..(i + 1) * tw]);
+            ids.push_str(&self.ids[a..b]);
+            offsets.push(ids.len() as u32);
+            self.scores[row] = self.scores[i];
+            self.numeric_values
+                .copy_within(i * nw..(i + 1) * nw, row * nw);
+            self.text_values.copy_within(i * tw..(i + 1) * tw, row * tw);
         }
-        out
+        self.ids = ids;
+        self.id_offsets = offsets;
+        self.scores.truncate(keep.len());
+        self.numeric_values.truncate(keep.len() * nw);
+        self.text_values.truncate(keep.len() * tw);
     }
 
     /// Appends a candidate id (call once per candidate, in order).

@@ -112,6 +112,32 @@ fn hostile_plugins_are_contained() {
         .contains("not a valid"));
 }
 
+/// A plugin that counts its calls in a static (its linear memory) sees 1
+/// every time: each call starts from the component's initial state, on one
+/// thread or several.
+#[test]
+fn no_state_survives_between_calls() {
+    let host = std::sync::Arc::new(Host::new(Limits::default()).unwrap());
+    let bad = std::sync::Arc::new(host.compile("bad", wasm("hostile")).unwrap());
+    let inp = input(20);
+    for _ in 0..5 {
+        assert_eq!(host.call_filter(&bad, &inp, "remember").unwrap(), vec![0]);
+    }
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (host, bad, inp) = (host.clone(), bad.clone(), inp.clone());
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|_| host.call_filter(&bad, &inp, "remember").unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap().iter().all(|kept| kept == &[0]));
+    }
+}
+
 #[test]
 #[ignore]
 fn print_call_cost() {

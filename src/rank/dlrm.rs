@@ -1,8 +1,9 @@
 //! The native DLRM: embedding tables for the sparse features, a bottom MLP
 //! for the dense features, pairwise dot interaction, a top MLP, and a
 //! sigmoid (rankers) or the raw top output (query towers). Weights come from
-//! safetensors; the CPU forward pass runs batched matrix products through
-//! `matrixmultiply` (one thread).
+//! safetensors; the CPU forward pass runs batched matrix products (one
+//! thread) on weights packed at load with AVX-512 ([`super::kernels`]), or
+//! through `matrixmultiply` on CPUs without it.
 //!
 //! Tensor names (float32, PyTorch `nn.Linear` layout):
 //!
@@ -51,6 +52,42 @@ pub struct Dlrm {
     pub top: Vec<Linear>,
     /// Sigmoid on the output (rankers); query towers return the raw output.
     pub sigmoid: bool,
+    /// The layers packed for the AVX-512 kernels, when the CPU has them.
+    packed: Option<Packed>,
+}
+
+/// Which kernels the CPU forward pass uses on this machine.
+pub fn cpu_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if super::kernels::available() {
+        return "AVX-512 kernels, packed weights";
+    }
+    "matrixmultiply"
+}
+
+/// Both MLPs packed for [`super::kernels`].
+#[derive(Debug, Clone)]
+struct Packed {
+    #[cfg(target_arch = "x86_64")]
+    bottom: Vec<super::kernels::PackedLinear>,
+    #[cfg(target_arch = "x86_64")]
+    top: Vec<super::kernels::PackedLinear>,
+}
+
+impl Packed {
+    /// The packed layers, or None where the kernels cannot run.
+    fn new(bottom: &[Linear], top: &[Linear]) -> Option<Packed> {
+        #[cfg(target_arch = "x86_64")]
+        if super::kernels::available() {
+            use super::kernels::PackedLinear;
+            return Some(Packed {
+                bottom: bottom.iter().map(PackedLinear::new).collect(),
+                top: top.iter().map(PackedLinear::new).collect(),
+            });
+        }
+        let _ = (bottom, top);
+        None
+    }
 }
 
 /// The shape of a generated DLRM (fixtures and benchmarks).
@@ -74,6 +111,21 @@ impl DlrmShape {
             bottom: vec![64, 32],
             top: vec![128, 64, 1],
         }
+    }
+
+    /// Multiply-adds one row costs: both MLPs and the pairwise dots.
+    pub fn multiply_adds_per_row(&self) -> usize {
+        let mlp = |input: usize, widths: &[usize]| {
+            let mut i = input;
+            widths.iter().fold(0, |sum, &o| {
+                let cost = i * o;
+                i = o;
+                sum + cost
+            })
+        };
+        let bottom = if self.dense > 0 { mlp(self.dense, &self.bottom) } else { 0 };
+        let top_in = if self.dense > 0 { self.dim } else { 0 } + self.pairs();
+        bottom + self.pairs() * self.dim + mlp(top_in, &self.top)
     }
 
     /// Number of interaction pairs for this shape.
@@ -238,6 +290,7 @@ impl Dlrm {
             }
             _ => return Err("DLRM has no top MLP (top.0.weight)".into()),
         }
+        let packed = Packed::new(&bottom, &top);
         Ok(Dlrm {
             dim,
             dense_inputs: dense,
@@ -245,6 +298,7 @@ impl Dlrm {
             bottom,
             top,
             sigmoid,
+            packed,
         })
     }
 
@@ -260,12 +314,45 @@ impl Dlrm {
     /// Scores `rows` rows: `dense` is `[rows, #DENSE]`, `sparse` `[rows,
     /// #tables]`. Returns `[rows, outputs]`.
     pub fn forward(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Vec<f32> {
+        self.forward_on(self.packed.as_ref(), rows, dense, sparse)
+    }
+
+    /// [`Dlrm::forward`] through `matrixmultiply` even where the AVX-512
+    /// kernels could run (tests compare the two).
+    pub fn forward_portable(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Vec<f32> {
+        self.forward_on(None, rows, dense, sparse)
+    }
+
+    fn forward_on(
+        &self,
+        packed: Option<&Packed>,
+        rows: usize,
+        dense: &[f32],
+        sparse: &[i64],
+    ) -> Vec<f32> {
         let (dw, sw, outs) = (self.dense_inputs, self.tables.len(), self.outputs());
         let mut out = vec![0f32; rows * outs];
         let mut scratch = Scratch::default();
         let mut start = 0;
         while start < rows {
             let n = CHUNK.min(rows - start);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(p) = packed {
+                // SAFETY: `Packed` exists only where the CPU has AVX-512F.
+                unsafe {
+                    self.forward_chunk_packed(
+                        p,
+                        n,
+                        &dense[start * dw..(start + n) * dw],
+                        &sparse[start * sw..(start + n) * sw],
+                        &mut out[start * outs..(start + n) * outs],
+                        &mut scratch,
+                    )
+                };
+                start += n;
+                continue;
+            }
+            let _ = packed;
             self.forward_chunk(
                 n,
                 &dense[start * dw..(start + n) * dw],
@@ -335,6 +422,82 @@ impl Dlrm {
             }
         } else {
             out.copy_from_slice(&s.a[..out.len()]);
+        }
+    }
+
+    /// One chunk through the AVX-512 kernels: every layer writes its
+    /// activations (bias and ReLU fused) straight into the next one's input,
+    /// the bottom output lands in place in the interaction rows.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn forward_chunk_packed(
+        &self,
+        p: &Packed,
+        n: usize,
+        dense: &[f32],
+        sparse: &[i64],
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) {
+        let d = self.dim;
+        let width = self.interaction_width();
+        let widest = self
+            .bottom
+            .iter()
+            .chain(&self.top)
+            .map(|l| l.output)
+            .chain([width])
+            .max()
+            .unwrap_or(width);
+        for buf in [&mut s.a, &mut s.b] {
+            if buf.len() < n * widest {
+                buf.resize(n * widest, 0.0);
+            }
+        }
+        // Bottom MLP: the first layer reads the dense features in place;
+        // every layer's output ends up in `s.a`.
+        for (i, layer) in p.bottom.iter().enumerate() {
+            if i == 0 {
+                layer.forward(n, dense, &mut s.a, true);
+            } else {
+                layer.forward(n, &s.a, &mut s.b, true);
+                std::mem::swap(&mut s.a, &mut s.b);
+            }
+        }
+        // Interaction rows into `s.b`: [bottom output, pairwise dots].
+        let has_bottom = !p.bottom.is_empty();
+        let sw = self.tables.len();
+        let mut vectors: Vec<*const f32> = Vec::with_capacity(sw + 1);
+        for r in 0..n {
+            vectors.clear();
+            let row = &mut s.b[r * width..(r + 1) * width];
+            let mut k = 0;
+            if has_bottom {
+                let b = &s.a[r * d..(r + 1) * d];
+                row[..d].copy_from_slice(b);
+                vectors.push(b.as_ptr());
+                k = d;
+            }
+            for (t, table) in self.tables.iter().enumerate() {
+                let id = (sparse[r * sw + t].max(0) as usize).min(table.rows - 1);
+                vectors.push(table.data[id * d..(id + 1) * d].as_ptr());
+            }
+            super::kernels::interact(&vectors, d, &mut row[k..]);
+        }
+        std::mem::swap(&mut s.a, &mut s.b);
+        // Top MLP.
+        let last = p.top.len() - 1;
+        for (i, layer) in p.top.iter().enumerate() {
+            layer.forward(n, &s.a, &mut s.b, i < last);
+            std::mem::swap(&mut s.a, &mut s.b);
+        }
+        let result = &s.a;
+        if self.sigmoid {
+            for (o, &x) in out.iter_mut().zip(result.iter()) {
+                *o = 1.0 / (1.0 + (-x).exp());
+            }
+        } else {
+            out.copy_from_slice(&result[..out.len()]);
         }
     }
 
@@ -499,11 +662,21 @@ mod tests {
         let bytes = Dlrm::generate(&shape, 3);
         let m = Dlrm::from_safetensors(&bytes, 8, &[50; 8], 1, true).unwrap();
         assert_eq!(m.interaction_width(), 32 + 36);
+        assert_eq!(
+            shape.multiply_adds_per_row(),
+            8 * 64 + 64 * 32 + 36 * 32 + 68 * 128 + 128 * 64 + 64
+        );
         let mut rng = SplitMix::new(9);
         let rows = 2500; // crosses a chunk boundary
         let dense: Vec<f32> = (0..rows * 8).map(|_| rng.normal() as f32).collect();
         let sparse: Vec<i64> = (0..rows * 8).map(|_| rng.below(50) as i64).collect();
         let out = m.forward(rows, &dense, &sparse);
+        // The AVX-512 kernels (where this CPU has them) and the portable
+        // path agree.
+        let portable = m.forward_portable(rows, &dense, &sparse);
+        for (r, (a, b)) in out.iter().zip(&portable).enumerate() {
+            assert!((a - b).abs() < 1e-5, "row {r}: {a} vs portable {b}");
+        }
         let mut spread = (f32::MAX, f32::MIN);
         for r in (0..rows).step_by(97) {
             let want = reference_forward(&m, &dense[r * 8..r * 8 + 8], &sparse[r * 8..r * 8 + 8]);

@@ -10,6 +10,8 @@
 
 pub mod dlrm;
 pub mod gpu;
+#[cfg(target_arch = "x86_64")]
+pub mod kernels;
 pub mod models;
 pub mod onnx;
 pub mod schema;

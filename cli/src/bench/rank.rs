@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
+use recsys::rank::dlrm::{self, DlrmShape};
 use recsys::rank::schema::Batch;
 use recsys::rank::{gpu, onnx, GpuMode, Kind, Model, ModelSpec, Role};
 use recsys::rng::SplitMix;
@@ -102,6 +103,63 @@ fn time_batch(m: &Model, batch: &Batch) -> Result<f64> {
     Ok(median(times))
 }
 
+/// This core's peak multiply-add rate in GFMA/s (median of 5 runs of 12
+/// independent FMA chains on the widest vectors it has), and which vectors.
+fn fma_peak() -> (f64, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        unsafe fn chains512(iters: usize) -> f32 {
+            let mut acc = [_mm512_set1_ps(0.0); 12];
+            let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(0.001));
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_fmadd_ps(*x, a, b);
+                }
+            }
+            acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn chains256(iters: usize) -> f32 {
+            let mut acc = [_mm256_set1_ps(0.0); 12];
+            let (a, b) = (_mm256_set1_ps(0.999), _mm256_set1_ps(0.001));
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm256_fmadd_ps(*x, a, b);
+                }
+            }
+            let mut lanes = [0f32; 8];
+            for x in acc {
+                let mut l = [0f32; 8];
+                _mm256_storeu_ps(l.as_mut_ptr(), x);
+                lanes.iter_mut().zip(l).for_each(|(s, v)| *s += v);
+            }
+            lanes.iter().sum()
+        }
+        let iters = 2_000_000;
+        let (run, width, name): (unsafe fn(usize) -> f32, usize, &str) =
+            if std::is_x86_feature_detected!("avx512f") {
+                (chains512, 16, "AVX-512")
+            } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                (chains256, 8, "AVX2")
+            } else {
+                return (f64::NAN, "no FMA");
+            };
+        let rates: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                // SAFETY: the features were detected above.
+                std::hint::black_box(unsafe { run(iters) });
+                (iters * 12 * width) as f64 / t.elapsed().as_secs_f64() / 1e9
+            })
+            .collect();
+        (median(rates), name)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    (f64::NAN, "not measured on this architecture")
+}
+
 pub fn run(b: &RankBench) -> Result<()> {
     let mode = match b.gpu.as_str() {
         "auto" => GpuMode::Auto,
@@ -151,9 +209,16 @@ pub fn run(b: &RankBench) -> Result<()> {
         "\n## Scoring 200 candidates (one call = one batched inference), {} calls each",
         b.calls
     );
-    println!("| engine | median us | p99 us |");
-    println!("|---|---:|---:|");
-    let mut engines: Vec<(&str, &Model)> = vec![("native DLRM (CPU, matrixmultiply)", &native)];
+    let multiply_adds = DlrmShape::reference(100).multiply_adds_per_row() * batch.rows;
+    let peak = fma_peak();
+    println!(
+        "{multiply_adds} multiply-adds per call; this core's FMA peak, measured: {:.1} GFMA/s ({})",
+        peak.0, peak.1
+    );
+    println!("| engine | median us | p99 us | of the FMA peak |");
+    println!("|---|---:|---:|---:|");
+    let native_name = format!("native DLRM (CPU, {})", dlrm::cpu_kernels());
+    let mut engines: Vec<(&str, &Model)> = vec![(&native_name, &native)];
     if let Some(m) = &ort {
         engines.push(("ONNX Runtime 1.31 (CPU, 1 intra-op thread)", m));
     }
@@ -168,10 +233,11 @@ pub fn run(b: &RankBench) -> Result<()> {
             m.score_batch(&batch).map_err(|e| anyhow!(e))?;
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
+        let med = median(times.clone());
         println!(
-            "| {name} | {:.1} | {:.1} |",
-            median(times.clone()),
-            p99(times)
+            "| {name} | {med:.1} | {:.1} | {:.0}% |",
+            p99(times),
+            100.0 * multiply_adds as f64 / (med * 1e3) / peak.0
         );
     }
 

@@ -3,12 +3,16 @@
 //! `alloc:<MiB>` (hold that much memory, then keep everything: fine under
 //! the memory cap, a trap above it), `deep:<n>` (recurse n calls deep in wasm
 //! frames only, no shadow stack: fine under PLUGIN_STACK_KB, a trap above
-//! it), or anything else to behave (keep
-//! everything).
+//! it), `remember` (count its calls in a static and keep that many
+//! candidates: 1 every time when no state survives between calls), or
+//! anything else to behave (keep everything).
 
 wit_bindgen::generate!({ world: "filter", path: "../../../wit" });
 
 struct Plugin;
+
+/// Calls this instance has served (`remember`): lives in linear memory.
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 #[inline(never)]
 #[allow(unconditional_recursion)]
@@ -62,6 +66,10 @@ impl Guest for Plugin {
             "dup" => Ok(vec![0, 0]),
             "huge" => Ok((0..300_000).collect()),
             "error" => Err("refusing on purpose".into()),
+            "remember" => {
+                let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Ok((0..calls.min(n)).collect())
+            }
             alloc if alloc.starts_with("alloc:") => {
                 let mib: usize = alloc[6..].parse().map_err(|_| "alloc:<MiB>".to_string())?;
                 let held: Vec<Vec<u8>> = (0..mib).map(|i| vec![i as u8; 1 << 20]).collect();
