@@ -123,7 +123,11 @@ impl DlrmShape {
                 sum + cost
             })
         };
-        let bottom = if self.dense > 0 { mlp(self.dense, &self.bottom) } else { 0 };
+        let bottom = if self.dense > 0 {
+            mlp(self.dense, &self.bottom)
+        } else {
+            0
+        };
         let top_in = if self.dense > 0 { self.dim } else { 0 } + self.pairs();
         bottom + self.pairs() * self.dim + mlp(top_in, &self.top)
     }

@@ -254,11 +254,7 @@ pub unsafe fn interact(vectors: &[*const f32], d: usize, out: &mut [f32]) {
         for g in &mut group[filled..] {
             *g = _mm512_setzero_ps();
         }
-        _mm512_mask_storeu_ps(
-            out.as_mut_ptr().add(written),
-            lanes(filled),
-            sum16(&group),
-        );
+        _mm512_mask_storeu_ps(out.as_mut_ptr().add(written), lanes(filled), sum16(&group));
     }
 }
 
@@ -278,7 +274,13 @@ mod tests {
             return;
         }
         let mut rng = SplitMix::new(4);
-        for (input, output, n) in [(8, 64, 200), (68, 128, 13), (7, 33, 9), (64, 1, 5), (5, 17, 1)] {
+        for (input, output, n) in [
+            (8, 64, 200),
+            (68, 128, 13),
+            (7, 33, 9),
+            (64, 1, 5),
+            (5, 17, 1),
+        ] {
             let l = Linear {
                 input,
                 output,
@@ -333,7 +335,10 @@ mod tests {
                     k += 1;
                 }
             }
-            assert!(out[pairs..].iter().all(|x| x.is_nan()), "wrote past the pairs");
+            assert!(
+                out[pairs..].iter().all(|x| x.is_nan()),
+                "wrote past the pairs"
+            );
         }
     }
 }

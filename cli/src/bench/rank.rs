@@ -141,7 +141,8 @@ fn fma_peak() -> (f64, &'static str) {
         let (run, width, name): (unsafe fn(usize) -> f32, usize, &str) =
             if std::is_x86_feature_detected!("avx512f") {
                 (chains512, 16, "AVX-512")
-            } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            {
                 (chains256, 8, "AVX2")
             } else {
                 return (f64::NAN, "no FMA");
