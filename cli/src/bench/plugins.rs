@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use recsys::plugin::{Host, Limits, PluginInput};
 
 use super::recommend::{load_shop, recommend_args, RecommendBench};
-use super::redis::{interleaved, print_table, Case};
+use super::redis::{interleaved_with_cpu, print_cpu_table, print_table, Case};
 use crate::server::RedisServer;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -143,8 +143,9 @@ pub fn run(b: &PluginBench) -> Result<()> {
             args: &with,
         },
     ];
-    let runs = interleaved(server.port, b.repeats, b.requests, &cases, |_, _| Ok(()))?;
+    let (runs, spent) = interleaved_with_cpu(server.port, &mut c, b.repeats, b.requests, &cases)?;
     print_table(&cases, &runs);
+    print_cpu_table(&cases, &spent, b.requests * b.repeats.max(1));
     println!(
         "\nthroughput with plugins / without (medians): {:.2}",
         runs[1].median().rps / runs[0].median().rps
