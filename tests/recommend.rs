@@ -402,6 +402,7 @@ fn resp3_explain_is_a_map_with_stages() {
         "filter_mode",
         "filter_evaluated",
         "rank_us",
+        "rank_features_us",
         "order_us",
         "returned",
     ] {

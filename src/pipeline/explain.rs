@@ -58,6 +58,9 @@ pub struct Explain {
     /// The model that ranked, and how many candidates it scored.
     pub rank_model: Option<String>,
     pub ranked: usize,
+    /// Of the rank stage: microseconds spent assembling the model's input
+    /// (user hash fields, item attribute columns, vocabularies).
+    pub rank_features_us: u64,
     /// Candidates left after the plugin stages, and failures skipped
     /// (FAILOPEN).
     pub after_plugins: usize,

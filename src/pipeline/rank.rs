@@ -37,10 +37,13 @@ pub fn rank(
 ) -> Result<Vec<(u32, f32)>> {
     if let Some(name) = &req.rank {
         let model = rank_model(catalog, name)?;
-        let scores = model
-            .score(&user.features, catalog.columns(), &candidates)
-            .map_err(Error::invalid)?;
-        candidates.iter_mut().zip(scores).for_each(|(c, s)| c.1 = s);
+        if !candidates.is_empty() {
+            let t = std::time::Instant::now();
+            let batch = model.features(&user.features, catalog.columns(), &candidates);
+            ex.rank_features_us = t.elapsed().as_micros() as u64;
+            let scores = model.score_batch(&batch).map_err(Error::invalid)?;
+            candidates.iter_mut().zip(scores).for_each(|(c, s)| c.1 = s);
+        }
         ex.rank_model = Some(name.clone());
         ex.ranked = candidates.len();
     }

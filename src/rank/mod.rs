@@ -450,7 +450,18 @@ impl Model {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        self.score_batch(&self.schema.assemble(user, columns, candidates))
+        self.score_batch(&self.features(user, columns, candidates))
+    }
+
+    /// The model's input for `candidates`: user features broadcast to every
+    /// row, item features from the attribute `columns`.
+    pub fn features(
+        &self,
+        user: &HashMap<String, String>,
+        columns: &Columns,
+        candidates: &[(u32, f32)],
+    ) -> Batch {
+        self.schema.assemble(user, columns, candidates)
     }
 
     /// The query vector for a user (ROLE QUERY): the user's features alone.

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 
 use crate::features::attrs::{cel_number, cel_text};
-use crate::features::columns::Columns;
+use crate::features::columns::{Column, Columns};
 
 /// Largest cardinality a sparse feature may declare.
 pub const MAX_CARDINALITY: u64 = 1 << 32;
@@ -338,26 +338,21 @@ impl Schema {
                     .iter()
                     .enumerate()
                     .for_each(|(r, c)| batch.dense[r * dw + j] = c.1),
-                Source::Item(attr) => {
-                    let column = columns.column(attr);
-                    let mut memo: HashMap<u32, f32> = HashMap::new();
-                    for (r, &(slot, _)) in candidates.iter().enumerate() {
-                        let x = match column {
-                            Some(col) => {
-                                let id = col.id(slot);
-                                *memo.entry(id).or_insert_with(|| {
-                                    col.value(id)
-                                        .and_then(cel_number)
-                                        .map(|x| x as f32)
-                                        .filter(|x| x.is_finite())
-                                        .unwrap_or(f.default)
-                                })
-                            }
-                            None => f.default,
-                        };
-                        batch.dense[r * dw + j] = x;
-                    }
-                }
+                Source::Item(attr) => match columns.column(attr) {
+                    Some(col) => per_value(
+                        col,
+                        candidates,
+                        |id| {
+                            col.value(id)
+                                .and_then(cel_number)
+                                .map(|x| x as f32)
+                                .filter(|x| x.is_finite())
+                                .unwrap_or(f.default)
+                        },
+                        |r, x| batch.dense[r * dw + j] = x,
+                    ),
+                    None => (0..rows).for_each(|r| batch.dense[r * dw + j] = f.default),
+                },
             }
         }
         for (j, f) in self.sparse.iter().enumerate() {
@@ -366,22 +361,15 @@ impl Schema {
                     let id = f.user_value(user);
                     (0..rows).for_each(|r| batch.sparse[r * sw + j] = id);
                 }
-                Source::Item(attr) => {
-                    let column = columns.column(attr);
-                    let mut memo: HashMap<u32, i64> = HashMap::new();
-                    for (r, &(slot, _)) in candidates.iter().enumerate() {
-                        let id = match column {
-                            Some(col) => {
-                                let v = col.id(slot);
-                                *memo.entry(v).or_insert_with(|| {
-                                    f.id_of(col.value(v).and_then(cel_text).as_deref())
-                                })
-                            }
-                            None => f.default,
-                        };
-                        batch.sparse[r * sw + j] = id;
-                    }
-                }
+                Source::Item(attr) => match columns.column(attr) {
+                    Some(col) => per_value(
+                        col,
+                        candidates,
+                        |id| f.id_of(col.value(id).and_then(cel_text).as_deref()),
+                        |r, id| batch.sparse[r * sw + j] = id,
+                    ),
+                    None => (0..rows).for_each(|r| batch.sparse[r * sw + j] = f.default),
+                },
                 // Refused by Schema::parse; the default keeps the batch whole.
                 Source::Score => (0..rows).for_each(|r| batch.sparse[r * sw + j] = f.default),
             }
@@ -409,6 +397,38 @@ impl Schema {
             rows,
             dense: dense_row.repeat(rows),
             sparse: sparse_row.repeat(rows),
+        }
+    }
+}
+
+/// Columns with at most this many distinct values memoize per value id in
+/// a plain array; larger ones in a hash map.
+const ARRAY_MEMO: usize = 4096;
+
+/// Feeds `put(row, value)` for every candidate, `value` being
+/// `resolve(value id)` of the candidate's item in `col`, resolved once per
+/// distinct value. The value ids are gathered first in a tight loop (random
+/// reads the CPU overlaps), then resolved.
+fn per_value<T: Copy>(
+    col: &Column,
+    candidates: &[(u32, f32)],
+    mut resolve: impl FnMut(u32) -> T,
+    mut put: impl FnMut(usize, T),
+) {
+    let ids: Vec<u32> = candidates.iter().map(|&(slot, _)| col.id(slot)).collect();
+    if col.values() < ARRAY_MEMO {
+        let mut memo: Vec<Option<T>> = vec![None; col.values() + 1];
+        for (r, &id) in ids.iter().enumerate() {
+            let v = match memo.get_mut(id as usize) {
+                Some(m) => *m.get_or_insert_with(|| resolve(id)),
+                None => resolve(id),
+            };
+            put(r, v);
+        }
+    } else {
+        let mut memo: hashbrown::HashMap<u32, T> = hashbrown::HashMap::new();
+        for (r, &id) in ids.iter().enumerate() {
+            put(r, *memo.entry(id).or_insert_with(|| resolve(id)));
         }
     }
 }
@@ -472,5 +492,33 @@ mod tests {
         assert_eq!(batch.sparse, vec![1, 1999, 0, 7, 0, 0]);
         assert!(Mapping::Hash == s.sparse[2].mapping);
         assert_ne!(s.sparse[2].id_of(Some("fr")), s.sparse[2].id_of(Some("de")));
+    }
+
+    /// Columns with more distinct values than the array memo holds resolve
+    /// through the hash map, to the same ids and numbers.
+    #[test]
+    fn assembles_columns_with_many_distinct_values() {
+        let mut columns = Columns::default();
+        let n = ARRAY_MEMO as u32 + 500;
+        for slot in 0..n {
+            let a = Attrs::parse(&format!(r#"{{"code":"{slot}","w":{slot}}}"#)).unwrap();
+            columns.set(slot, Some(a.object()));
+        }
+        let s = Schema::parse(&toks("DENSE item.w SPARSE item.code 100000")).unwrap();
+        let cands: Vec<(u32, f32)> = (0..n)
+            .rev()
+            .step_by(7)
+            .chain([3, 3, n + 9])
+            .map(|i| (i, 0.0))
+            .collect();
+        let batch = s.assemble(&HashMap::new(), &columns, &cands);
+        for (r, &(slot, _)) in cands.iter().enumerate() {
+            let (w, code) = if slot < n {
+                (slot as f32, slot as i64)
+            } else {
+                (0.0, 0)
+            };
+            assert_eq!((batch.dense[r], batch.sparse[r]), (w, code), "slot {slot}");
+        }
     }
 }

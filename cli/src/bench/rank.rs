@@ -15,7 +15,7 @@ use recsys::rank::{gpu, onnx, GpuMode, Kind, Model, ModelSpec, Role};
 use recsys::rng::SplitMix;
 
 use super::index::median;
-use super::recommend::{load_shop, recommend_args, RecommendBench};
+use super::recommend::{explain_medians, load_shop, recommend_args, RecommendBench};
 use super::redis::{interleaved, print_table, Case};
 use crate::server::{find_onnxruntime, RedisServer};
 
@@ -364,6 +364,34 @@ fn recommend_with_rank(b: &RankBench, fixtures: &Path) -> Result<()> {
             })
             .collect();
         println!("RECSYS.MODEL.INFO bench {name}: {}", fields.join(" "));
+    }
+    // The rank stage inside a request: the model's input assembled from the
+    // user's hash and the items' attribute columns, then the model.
+    println!("\nRank stage, median over 500 requests sent one at a time (EXPLAIN):");
+    println!("| model | rank_us | rank_features_us | model part us | rank stage / model part | features / model part |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, _, _) in &models {
+        let m = explain_medians(
+            &mut c,
+            500.min(b.users),
+            &["rank_us", "rank_features_us"],
+            |u| {
+                let mut args = recommend_args(b.users, &["RANK", name])[2..].to_vec();
+                args[2] = format!("user:{u:012}");
+                args
+            },
+        )?;
+        match (m[0], m[1]) {
+            (Some(rank), Some(features)) if rank > features => {
+                let model = (rank - features) as f64;
+                println!(
+                    "| {name} | {rank} | {features} | {model:.0} | {:.2} | {:.2} |",
+                    rank as f64 / model,
+                    features as f64 / model
+                )
+            }
+            _ => println!("| {name} | - | - | - | - | - |"),
+        }
     }
     Ok(())
 }

@@ -117,21 +117,50 @@ fn explain_split(c: &mut redis::Connection, b: &RecommendBench) -> Result<()> {
         "filter_evaluated",
         "filter_rejected",
     ];
+    let users = 1000.min(b.users);
+    let medians = explain_medians(c, users, &fields, |u| {
+        [
+            "RECSYS.RECOMMEND",
+            "bench",
+            &format!("user:{u:012}"),
+            "K",
+            "10",
+            "CANDIDATES",
+            "200",
+            "WHERE",
+            WHERE,
+            "EXCLUDE_SEEN",
+        ]
+        .map(String::from)
+        .to_vec()
+    })?;
+    println!("\nEXPLAIN, median over {users} users (one request at a time):");
+    println!("| {} |", fields.join(" | "));
+    println!("|{}", "---:|".repeat(fields.len()));
+    let medians: Vec<String> = medians
+        .iter()
+        .map(|m| m.map_or("-".into(), |v| v.to_string()))
+        .collect();
+    println!("| {} |", medians.join(" | "));
+    Ok(())
+}
+
+/// Medians of the EXPLAIN `fields` over `requests` RECOMMENDs sent one at a
+/// time; `command(u)` is request u's command (EXPLAIN is appended).
+pub fn explain_medians(
+    c: &mut redis::Connection,
+    requests: usize,
+    fields: &[&str],
+    command: impl Fn(usize) -> Vec<String>,
+) -> Result<Vec<Option<i64>>> {
     let mut samples: Vec<Vec<i64>> = vec![Vec::new(); fields.len()];
-    for u in 0..1000.min(b.users) {
-        let v: Value = redis::cmd("RECSYS.RECOMMEND")
-            .arg("bench")
-            .arg(format!("user:{u:012}"))
-            .arg("K")
-            .arg(10)
-            .arg("CANDIDATES")
-            .arg(200)
-            .arg("WHERE")
-            .arg(WHERE)
-            .arg("EXCLUDE_SEEN")
-            .arg("EXPLAIN")
-            .query(c)?;
-        let Value::Array(top) = v else { continue };
+    for u in 0..requests {
+        let args = command(u);
+        let mut cmd = redis::cmd(&args[0]);
+        cmd.arg(&args[1..]).arg("EXPLAIN");
+        let Value::Array(top) = cmd.query(c)? else {
+            continue;
+        };
         let Some(Value::Array(ex)) = top.get(3) else {
             continue;
         };
@@ -142,21 +171,13 @@ fn explain_split(c: &mut redis::Connection, b: &RecommendBench) -> Result<()> {
             }
         }
     }
-    println!(
-        "\nEXPLAIN, median over {} users (one request at a time):",
-        1000.min(b.users)
-    );
-    println!("| {} |", fields.join(" | "));
-    println!("|{}", "---:|".repeat(fields.len()));
-    let medians: Vec<String> = samples
+    Ok(samples
         .iter_mut()
         .map(|s| {
             s.sort_unstable();
-            s.get(s.len() / 2).map_or("-".into(), |v| v.to_string())
+            s.get(s.len() / 2).copied()
         })
-        .collect();
-    println!("| {} |", medians.join(" | "));
-    Ok(())
+        .collect())
 }
 
 /// redis-benchmark arguments for `RECSYS.RECOMMEND bench user:<random> K 10

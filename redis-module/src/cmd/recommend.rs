@@ -131,6 +131,10 @@ fn explain_reply(e: &Explain) -> Reply {
         ),
         ("ranked".into(), n(e.ranked)),
         ("rank_us".into(), us(Stage::Rank)),
+        (
+            "rank_features_us".into(),
+            Reply::Int(e.rank_features_us as i64),
+        ),
         ("plugin_us".into(), us(Stage::Plugins)),
         ("after_plugins".into(), n(e.after_plugins)),
         (
