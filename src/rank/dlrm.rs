@@ -340,30 +340,24 @@ impl Dlrm {
         let mut start = 0;
         while start < rows {
             let n = CHUNK.min(rows - start);
-            #[cfg(target_arch = "x86_64")]
-            if let Some(p) = packed {
+            let chunk_dense = &dense[start * dw..(start + n) * dw];
+            let chunk_sparse = &sparse[start * sw..(start + n) * sw];
+            let chunk_out = &mut out[start * outs..(start + n) * outs];
+            match packed {
                 // SAFETY: `Packed` exists only where the CPU has AVX-512F.
-                unsafe {
+                #[cfg(target_arch = "x86_64")]
+                Some(p) => unsafe {
                     self.forward_chunk_packed(
                         p,
                         n,
-                        &dense[start * dw..(start + n) * dw],
-                        &sparse[start * sw..(start + n) * sw],
-                        &mut out[start * outs..(start + n) * outs],
+                        chunk_dense,
+                        chunk_sparse,
+                        chunk_out,
                         &mut scratch,
                     )
-                };
-                start += n;
-                continue;
+                },
+                _ => self.forward_chunk(n, chunk_dense, chunk_sparse, chunk_out, &mut scratch),
             }
-            let _ = packed;
-            self.forward_chunk(
-                n,
-                &dense[start * dw..(start + n) * dw],
-                &sparse[start * sw..(start + n) * sw],
-                &mut out[start * outs..(start + n) * outs],
-                &mut scratch,
-            );
             start += n;
         }
         out
