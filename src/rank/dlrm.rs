@@ -42,6 +42,15 @@ pub struct Table {
     pub data: Vec<f32>,
 }
 
+impl Table {
+    /// Row `id` of `d` floats, the id clamped into the table (negative ids
+    /// read row 0, ids past the end the last row).
+    fn row(&self, id: i64, d: usize) -> &[f32] {
+        let id = (id.max(0) as usize).min(self.rows - 1);
+        &self.data[id * d..(id + 1) * d]
+    }
+}
+
 /// DLRM weights, checked for consistent shapes.
 #[derive(Debug, Clone)]
 pub struct Dlrm {
@@ -397,8 +406,7 @@ impl Dlrm {
                 k = d;
             }
             for (t, table) in self.tables.iter().enumerate() {
-                let id = (sparse[r * sw + t].max(0) as usize).min(table.rows - 1);
-                vectors.push(&table.data[id * d..(id + 1) * d]);
+                vectors.push(table.row(sparse[r * sw + t], d));
             }
             for i in 1..vectors.len() {
                 for j in 0..i {
@@ -414,12 +422,18 @@ impl Dlrm {
             linear(layer, n, &s.a, &mut s.b, i < last);
             std::mem::swap(&mut s.a, &mut s.b);
         }
+        self.write_output(&s.a, out);
+    }
+
+    /// The top MLP's last activations into `out`: through the sigmoid for
+    /// rankers, as they are for query towers.
+    fn write_output(&self, top: &[f32], out: &mut [f32]) {
         if self.sigmoid {
-            for (o, &x) in out.iter_mut().zip(&s.a) {
+            for (o, &x) in out.iter_mut().zip(top) {
                 *o = 1.0 / (1.0 + (-x).exp());
             }
         } else {
-            out.copy_from_slice(&s.a[..out.len()]);
+            out.copy_from_slice(&top[..out.len()]);
         }
     }
 
@@ -477,8 +491,7 @@ impl Dlrm {
                 k = d;
             }
             for (t, table) in self.tables.iter().enumerate() {
-                let id = (sparse[r * sw + t].max(0) as usize).min(table.rows - 1);
-                vectors.push(table.data[id * d..(id + 1) * d].as_ptr());
+                vectors.push(table.row(sparse[r * sw + t], d).as_ptr());
             }
             super::kernels::interact(&vectors, d, &mut row[k..]);
         }
@@ -489,14 +502,7 @@ impl Dlrm {
             layer.forward(n, &s.a, &mut s.b, i < last);
             std::mem::swap(&mut s.a, &mut s.b);
         }
-        let result = &s.a;
-        if self.sigmoid {
-            for (o, &x) in out.iter_mut().zip(result.iter()) {
-                *o = 1.0 / (1.0 + (-x).exp());
-            }
-        } else {
-            out.copy_from_slice(&result[..out.len()]);
-        }
+        self.write_output(&s.a, out);
     }
 
     /// Random weights of the given shape (Xavier-uniform layers, small
