@@ -401,9 +401,10 @@ impl Schema {
     }
 }
 
-/// Columns with at most this many distinct values memoize per value id in
-/// a plain array; larger ones in a hash map.
-const ARRAY_MEMO: usize = 4096;
+/// A column memoizes per value id in a plain array when it has at most this
+/// many distinct values per candidate (the array, zeroed per request, stays
+/// proportional to the request); otherwise in a hash map.
+const ARRAY_MEMO_PER_CANDIDATE: usize = 8;
 
 /// Feeds `put(row, value)` for every candidate, `value` being
 /// `resolve(value id)` of the candidate's item in `col`, resolved once per
@@ -416,7 +417,7 @@ fn per_value<T: Copy>(
     mut put: impl FnMut(usize, T),
 ) {
     let ids: Vec<u32> = candidates.iter().map(|&(slot, _)| col.id(slot)).collect();
-    if col.values() < ARRAY_MEMO {
+    if col.values() <= ARRAY_MEMO_PER_CANDIDATE * candidates.len() {
         let mut memo: Vec<Option<T>> = vec![None; col.values() + 1];
         for (r, &id) in ids.iter().enumerate() {
             let v = match memo.get_mut(id as usize) {
@@ -499,7 +500,7 @@ mod tests {
     #[test]
     fn assembles_columns_with_many_distinct_values() {
         let mut columns = Columns::default();
-        let n = ARRAY_MEMO as u32 + 500;
+        let n = 5000;
         for slot in 0..n {
             let a = Attrs::parse(&format!(r#"{{"code":"{slot}","w":{slot}}}"#)).unwrap();
             columns.set(slot, Some(a.object()));
