@@ -31,7 +31,7 @@ pub const MAX_SESSION_ITEMS: usize = 1000;
 /// vector plus `weight` times the normalized mean of the user's `n` most
 /// recent items (long-term taste and the current session together).
 /// `items == 0` turns the blend off (a request overriding a catalog default).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub items: usize,
     pub weight: f32,

@@ -5,9 +5,9 @@
 mod common;
 use common::*;
 use recsys_cli::data::generate::{shop, Shape};
-use recsys_cli::data::Split;
-use recsys_cli::loader::{self, CatalogSettings, Keys};
+use recsys_cli::loader::{self, CatalogSettings, Keys, RankerInstall};
 use recsys_cli::train::als::AlsParams;
+use recsys_cli::train::{Embeddings, Plan};
 use recsys_cli::verbs::eval::evaluate;
 use redis::Value;
 
@@ -23,17 +23,67 @@ fn small_shop() -> recsys_cli::data::Dataset {
 #[test]
 fn train_load_eval_round_trip_beats_popularity_through_redis() {
     let ds = small_shop();
-    let mut emb = recsys_cli::train::train(&ds, true, &AlsParams::default(), |_| {});
-    let session = recsys::user::Session {
-        items: 3,
-        weight: 1.0,
-    };
-    recsys_cli::train::add_ranker(&ds, &mut emb, session, &Default::default()).unwrap();
+    let emb = recsys_cli::train::fit(&ds, &Plan::default(), |_| {}).unwrap();
+    let tuning = emb.manifest.tuning.clone().expect("chosen on validation");
+    let verdict = emb.manifest.ranker.expect("a verdict on validation");
+    assert!(tuning.chosen.ndcg >= tuning.given.ndcg, "{tuning:?}");
+    assert!(
+        verdict.epochs >= 1 && verdict.retrieval_ndcg > 0.0,
+        "{verdict:?}"
+    );
+    // The model directory round-trips through its manifest.
+    let dir = tempfile::tempdir().unwrap();
+    emb.save(dir.path()).unwrap();
+    let loaded = Embeddings::load(dir.path()).unwrap();
+    assert!(loaded.factors == emb.factors && loaded.ranker == emb.ranker);
+    assert_eq!(loaded.manifest.tuning, emb.manifest.tuning);
+    assert_eq!(
+        (
+            loaded.manifest.als,
+            loaded.manifest.session,
+            loaded.manifest.ranker
+        ),
+        (emb.manifest.als, emb.manifest.session, emb.manifest.ranker)
+    );
+    assert_eq!(
+        loaded.manifest.files,
+        ["als.bin", "ranker.safetensors", "ranker.schema"]
+    );
     let s = server();
     let mut c = s.connection().unwrap();
     let keys = Keys { prefix: "t".into() };
+    // By default the ranker goes in only when validation suggests it.
     let settings = CatalogSettings::default();
-    let report = loader::load(&mut c, &ds, &emb, &keys, &settings, false, |_, _, _| {}).unwrap();
+    loader::load(&mut c, &ds, &emb, &keys, &settings, false, |_, _, _| {}).unwrap();
+    let models: Vec<String> = redis::cmd("RECSYS.MODEL.LIST")
+        .arg("t:items")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        !models.is_empty(),
+        verdict.suggested,
+        "{models:?} {verdict:?}"
+    );
+    // The catalog's default SESSION is the one chosen on validation.
+    let info: std::collections::HashMap<String, redis::Value> = redis::cmd("RECSYS.INFO")
+        .arg("t:items")
+        .query(&mut c)
+        .unwrap();
+    let session: String = redis::from_redis_value(&info["session"]).unwrap();
+    let chosen = emb.manifest.session;
+    assert_eq!(
+        session
+            .split_whitespace()
+            .map(|x| x.parse::<f64>().unwrap())
+            .collect::<Vec<_>>(),
+        vec![chosen.items as f64, chosen.weight as f64],
+        "{session}"
+    );
+    let settings = CatalogSettings {
+        ranker: RankerInstall::Always,
+        ..CatalogSettings::default()
+    };
+    let report = loader::load(&mut c, &ds, &emb, &keys, &settings, true, |_, _, _| {}).unwrap();
     assert_eq!((report.items, report.users), (800, 500));
     assert_eq!(info_field(&mut c, "t:items", "items"), 800);
     // The user hash holds what the pipeline reads.
@@ -43,13 +93,39 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
     }
     let r = evaluate(&mut c, &ds, &emb, &keys, &[]).unwrap();
     let pop = r.row("popularity").unwrap().recall;
-    let served = r
+    let served_row = r
         .rows
         .iter()
         .find(|r| r.how.contains("catalog default SESSION"))
+        .unwrap();
+    let served = served_row.metrics;
+    let exact = r
+        .rows
+        .iter()
+        .find(|x| x.how == "in-process, exact" && x.name == served_row.name)
         .unwrap()
         .metrics;
-    let exact = r.rows[2].metrics;
+    // Rows are labelled with the blend they ran (the one chosen, or a
+    // request's own SESSION).
+    let s = emb.manifest.session;
+    if s.is_on() {
+        assert_eq!(
+            served_row.name,
+            format!("ALS + SESSION {} {}", s.items, s.weight)
+        );
+    }
+    let own = evaluate(
+        &mut c,
+        &ds,
+        &emb,
+        &keys,
+        &["SESSION".into(), "7".into(), "0.5".into()],
+    )
+    .unwrap();
+    assert!(own
+        .rows
+        .iter()
+        .any(|r| r.name == "ALS + SESSION 7 0.5" && r.us_per_user.is_some()));
     // The trained ranker was loaded and serves (its quality: docs/benchmarks.md).
     let ranked = r.rows.last().unwrap();
     assert!(
@@ -64,8 +140,25 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
         (served.recall - exact.recall).abs() < 0.02,
         "through Redis {served:?} ~ exact {exact:?}"
     );
+    // No test item reached a user's `recent` or `seen` in Redis.
+    let split = emb.split(&ds);
+    for (u, test) in split.evaluated() {
+        let test = &ds.items[test as usize].id;
+        let (recent, seen): (String, Vec<u8>) = redis::cmd("HMGET")
+            .arg(keys.user(&ds.users[u]))
+            .arg("recent")
+            .arg("seen")
+            .query(&mut c)
+            .unwrap();
+        let recent: Vec<String> = serde_json::from_str(&recent).unwrap();
+        assert!(!recent.contains(test), "user {u}: {test} in recent");
+        let seen = recsys::user::SeenSet::parse(Some(&seen), || "u".into()).unwrap();
+        assert!(!seen.contains(test), "user {u}: {test} in seen");
+        assert!(split.train[u]
+            .iter()
+            .all(|&i| ds.items[i as usize].id != *test));
+    }
     // EXCLUDE_SEEN held: no training positive of any user comes back.
-    let split = Split::new(&ds, true);
     for u in (0..ds.users.len()).step_by(25) {
         let got: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
             .arg("t:items")
@@ -114,7 +207,17 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
     });
     let e = loader::load(&mut c, &other, &emb, &keys, &settings, true, |_, _, _| {}).unwrap_err();
     assert!(format!("{e:#}").contains("not on this dataset"), "{e:#}");
-    let full = recsys_cli::train::train(&ds, false, &AlsParams::default(), |_| {});
+    let full = recsys_cli::train::fit(
+        &ds,
+        &Plan {
+            holdout: false,
+            tune: None,
+            ranker: None,
+            ..Plan::default()
+        },
+        |_| {},
+    )
+    .unwrap();
     let e = evaluate(&mut c, &ds, &full, &keys, &[]).unwrap_err();
     assert!(format!("{e:#}").contains("--holdout"), "{e:#}");
     assert_eq!(
@@ -126,15 +229,20 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
 #[test]
 fn training_is_deterministic_for_a_seed() {
     let ds = small_shop();
-    let p = AlsParams {
-        iterations: 3,
-        ..AlsParams::default()
+    let plan = |seed| Plan {
+        als: AlsParams {
+            iterations: 3,
+            seed,
+            ..AlsParams::default()
+        },
+        tune: None,
+        ranker: None,
+        ..Plan::default()
     };
-    let a = recsys_cli::train::train(&ds, true, &p, |_| {});
-    let b = recsys_cli::train::train(&ds, true, &p, |_| {});
-    assert_eq!(a, b);
-    let c = recsys_cli::train::train(&ds, true, &AlsParams { seed: 9, ..p }, |_| {});
-    assert_ne!(a.factors, c.factors);
+    let fit = |seed| recsys_cli::train::fit(&ds, &plan(seed), |_| {}).unwrap();
+    let a = fit(1);
+    assert_eq!(a, fit(1));
+    assert_ne!(a.factors, fit(9).factors);
 }
 
 /// `target/release/recsys` (or debug), next to this test's executable.

@@ -16,12 +16,15 @@ use anyhow::{Context, Result};
 use redis::Value;
 
 use crate::data::generate::{shop, Shape};
-use crate::data::{import, Dataset, Split};
-use crate::loader::{self, CatalogSettings, Keys, RANKER};
+use crate::data::{import, Dataset};
+use crate::loader::{self, CatalogSettings, Keys, RankerInstall, RANKER};
 use crate::server::RedisServer;
-use crate::train::als::AlsParams;
-use crate::train::ranker::{RankerParams, CANDIDATES};
+use crate::train::ranker::CANDIDATES;
+use crate::train::Plan;
 use crate::verbs::eval::evaluate;
+
+/// Seconds the demo spends choosing settings on validation.
+const DEMO_TUNE_SECONDS: u64 = 10;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Demo {
@@ -221,30 +224,23 @@ pub fn run(d: &Demo) -> Result<()> {
     };
     println!("{}\n{}", ds.source, ds.summary());
 
-    step("2. Train ALS embeddings (each user's latest positive held out, to measure quality)");
+    step("2. Train (settings chosen on each user's second-latest positive; the latest is held out, to measure quality)");
     let t = Instant::now();
-    let mut emb = crate::train::train(&ds, true, &AlsParams::default(), |_| {});
-    println!(
-        "{} factors, {} iterations in {:.2} s",
-        emb.params.factors,
-        emb.params.iterations,
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let settings = CatalogSettings::default();
-    let ranker =
-        crate::train::add_ranker(&ds, &mut emb, settings.session, &RankerParams::default())?;
-    println!(
-        "a DLRM ranker (candle) on {} rows in {:.2} s, over: {}",
-        ranker.examples,
-        t.elapsed().as_secs_f64(),
-        ranker
-            .schema
-            .split_whitespace()
-            .filter(|t| t.starts_with("user.") || t.starts_with("item.") || *t == "score")
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let plan = Plan {
+        tune: Some(std::time::Duration::from_secs(DEMO_TUNE_SECONDS)),
+        ..Plan::default()
+    };
+    let emb = crate::train::fit(&ds, &plan, |line| {
+        if !line.starts_with("  tried") {
+            println!("{line}");
+        }
+    })?;
+    println!("trained in {:.2} s", t.elapsed().as_secs_f64());
+    let settings = CatalogSettings {
+        // The demo shows the ranker whatever its verdict.
+        ranker: RankerInstall::Always,
+        ..CatalogSettings::default()
+    };
 
     step("3. Load into Redis");
     let _server;
@@ -284,7 +280,7 @@ pub fn run(d: &Demo) -> Result<()> {
         ds: &ds,
         facet,
     };
-    let split = Split::new(&ds, true);
+    let split = emb.split(&ds);
     let active: Vec<usize> = (0..ds.users.len())
         .filter(|&u| split.train[u].len() >= 5)
         .step_by(97)

@@ -1,8 +1,7 @@
-//! The quality protocol: positives are interactions weighing at least the
-//! dataset's `positive_min`; each user's latest positive is held out; users
-//! with at least 2 positives are evaluated; every item not among the user's
-//! training positives is a candidate; recall@K (= hit rate, one held-out
-//! item) and NDCG@K. Scored in-process here (popularity, ALS, ALS with the
+//! The quality protocol's scores: for each user with a target in the split
+//! ([`crate::data::Split`]: validation or test), every item not among the
+//! user's training positives is a candidate; recall@K (= hit rate, one
+//! target item) and NDCG@K. Scored in-process here (popularity, ALS, ALS with the
 //! session blend); `recsys eval` scores the same users through Redis.
 
 use serde::Serialize;
@@ -11,6 +10,9 @@ use crate::data::Split;
 use recsys::user::Session;
 
 use crate::train::als::{dot, Factors};
+
+/// The list length every figure is measured at.
+pub const K: usize = 10;
 
 /// Recall@K and NDCG@K over the evaluated users.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -1,8 +1,8 @@
 //! Puts a dataset's trained artifacts into Redis, pipelined: the catalog
 //! (item vectors and ATTRS through RECSYS.ITEM.MSET WITHATTRS, popularity
-//! from the training positives, the default SESSION blend) and one hash per
-//! user (`emb`, `recent`, `seen` and the user's features), and the ranker
-//! when one was trained (RECSYS.MODEL.SET). Key names come
+//! from the training positives, the default SESSION blend the model chose)
+//! and one hash per user (`emb`, `recent`, `seen` and the user's features),
+//! and the ranker when its verdict suggests it (RECSYS.MODEL.SET). Key names come
 //! from one [`Keys`] so `load`, `eval`, `batch` and the demo agree.
 
 use std::collections::HashMap;
@@ -11,11 +11,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use recsys::catalog::Catalog;
 use recsys::index::{IndexParams, Metric};
-use recsys::user::{SeenSet, Session};
+use recsys::user::SeenSet;
 use recsys::vector::to_fp32_blob;
 use redis::{Connection, Value};
 
-use crate::data::{Dataset, Split};
+use crate::data::Dataset;
 use crate::train::Embeddings;
 
 /// The ranker's model name in the catalog (RECOMMEND ... RANK ranker).
@@ -48,13 +48,24 @@ impl Keys {
     }
 }
 
-/// How the catalog is built.
+/// When the trained ranker goes into the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RankerInstall {
+    /// When its verdict on validation says it beats retrieval.
+    #[default]
+    Suggested,
+    Always,
+    Never,
+}
+
+/// How the catalog is built (its default SESSION blend comes from the
+/// model's manifest).
 #[derive(Debug, Clone, Copy)]
 pub struct CatalogSettings {
     pub m: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
-    pub session: Session,
+    pub ranker: RankerInstall,
 }
 
 impl Default for CatalogSettings {
@@ -63,12 +74,20 @@ impl Default for CatalogSettings {
             m: 16,
             ef_construction: 200,
             ef_search: 100,
-            // Chosen with the ALS defaults on MovieLens 100K.
-            session: Session {
-                items: 3,
-                weight: 1.0,
-            },
+            ranker: RankerInstall::default(),
         }
+    }
+}
+
+impl CatalogSettings {
+    /// Whether `emb`'s ranker (if any) goes into the catalog.
+    pub fn installs_ranker(&self, emb: &Embeddings) -> bool {
+        emb.ranker.is_some()
+            && match self.ranker {
+                RankerInstall::Always => true,
+                RankerInstall::Never => false,
+                RankerInstall::Suggested => emb.manifest.ranker.is_some_and(|v| v.suggested),
+            }
     }
 }
 
@@ -138,7 +157,7 @@ pub fn load(
 ) -> Result<LoadReport> {
     emb.check_matches(ds)?;
     let f = &emb.factors;
-    let split = Split::new(ds, emb.hold_out);
+    let split = emb.split(ds);
     let cat = keys.catalog();
     let exists: bool = redis::cmd("EXISTS").arg(&cat).query(con)?;
     if exists && !replace {
@@ -161,8 +180,8 @@ pub fn load(
         .arg("EF_SEARCH")
         .arg(settings.ef_search)
         .arg("SESSION")
-        .arg(settings.session.items)
-        .arg(settings.session.weight)
+        .arg(emb.manifest.session.items)
+        .arg(emb.manifest.session.weight)
         .query::<()>(con)
         .context("RECSYS.CREATE")?;
     let items_started = Instant::now();
@@ -208,7 +227,11 @@ pub fn load(
         }
         send(con, &[c], "RECSYS.POPULARITY.SET")?;
     }
-    if let Some(r) = &emb.ranker {
+    if let Some(r) = emb
+        .ranker
+        .as_ref()
+        .filter(|_| settings.installs_ranker(emb))
+    {
         redis::cmd("RECSYS.MODEL.SET")
             .arg(&cat)
             .arg(RANKER)

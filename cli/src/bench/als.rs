@@ -60,7 +60,8 @@ pub fn run(b: &AlsBench) -> Result<()> {
             positive_min: f32::MIN,
             ..ds
         },
-        false,
+        crate::data::Protocol::LatestPerUser,
+        crate::data::Stage::Full,
     );
     let m = crate::train::positives_matrix(&split);
     println!(

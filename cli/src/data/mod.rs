@@ -1,10 +1,13 @@
 //! The dataset the tool's verbs share: users (with features), items (with
 //! titles and attributes), and timestamped weighted interactions, in one
 //! compact file written by `recsys import` (or generated), plus the
-//! evaluation protocol's split ([`split`]).
+//! evaluation protocol's split ([`Split`]).
 
 pub mod generate;
 pub mod import;
+mod split;
+
+pub use split::{Protocol, Split, Stage};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -112,70 +115,11 @@ impl Dataset {
     }
 }
 
-/// The evaluation protocol's split: per user, the positives (weight >=
-/// `positive_min`, each item once at its latest time) in time order; with
-/// `hold_out`, each user with at least 2 positives has the latest one held
-/// out (ties: the later line of the input wins).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Split {
-    /// Training positives per user, oldest first.
-    pub train: Vec<Vec<u32>>,
-    /// The held-out positive per user (`None`: not evaluated).
-    pub held_out: Vec<Option<u32>>,
-}
-
-impl Split {
-    pub fn new(ds: &Dataset, hold_out: bool) -> Split {
-        let mut per_user: Vec<Vec<(i64, usize, u32)>> = vec![Vec::new(); ds.users.len()];
-        for (line, i) in ds.interactions.iter().enumerate() {
-            if i.weight >= ds.positive_min {
-                per_user[i.user as usize].push((i.ts, line, i.item));
-            }
-        }
-        let mut train = Vec::with_capacity(per_user.len());
-        let mut held_out = Vec::with_capacity(per_user.len());
-        for mut events in per_user {
-            events.sort_unstable();
-            // Each item once, at its latest time.
-            let mut latest = std::collections::HashMap::new();
-            for (at, &(_, _, item)) in events.iter().enumerate() {
-                latest.insert(item, at);
-            }
-            let mut items: Vec<u32> = events
-                .iter()
-                .enumerate()
-                .filter(|(at, (_, _, item))| latest[item] == *at)
-                .map(|(_, &(_, _, item))| item)
-                .collect();
-            let held = if hold_out && items.len() >= 2 {
-                items.pop()
-            } else {
-                None
-            };
-            train.push(items);
-            held_out.push(held);
-        }
-        Split { train, held_out }
-    }
-
-    /// Users with a held-out item.
-    pub fn evaluated(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
-        self.held_out
-            .iter()
-            .enumerate()
-            .filter_map(|(u, h)| h.map(|h| (u, h)))
-    }
-
-    pub fn train_pairs(&self) -> usize {
-        self.train.iter().map(Vec::len).sum()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tiny() -> Dataset {
+    pub(crate) fn tiny() -> Dataset {
         let i = |user, item, weight, ts| Interaction {
             user,
             item,
@@ -202,16 +146,6 @@ mod tests {
             ],
             positive_min: 4.0,
         }
-    }
-
-    #[test]
-    fn split_holds_out_the_latest_positive() {
-        let s = Split::new(&tiny(), true);
-        assert_eq!(s.train, vec![vec![2], vec![3]]);
-        assert_eq!(s.held_out, vec![Some(0), None]);
-        let all = Split::new(&tiny(), false);
-        assert_eq!(all.train, vec![vec![2, 0], vec![3]]);
-        assert_eq!(all.evaluated().count(), 0);
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl Default for AlsParams {
         AlsParams {
             factors: 64,
             iterations: 15,
-            // Chosen on MovieLens 100K (docs/benchmarks.md, "Quality").
+            // The starting point of the choice on validation (train::tune).
             regularization: 1.0,
             alpha: 5.0,
             cg_steps: 3,

@@ -1,33 +1,72 @@
-//! `recsys train`: item and user embeddings by implicit ALS ([`als`]) on a
-//! dataset's training positives and a DLRM ranker over them ([`ranker`]),
-//! saved in a model directory (`als.bin`, `ranker.safetensors`,
-//! `ranker.schema`) that `recsys load` and `recsys eval` read.
+//! `recsys train`: a model directory from a dataset. Its manifest
+//! (`manifest.json`, [`Manifest`]) says what it holds and how it was made:
+//! the protocol stage it was trained at, the ALS settings and the SESSION
+//! blend (chosen on the validation stage by [`tune`] unless given), the
+//! ranker's verdict ([`verdict`]); beside it the ALS factors (`als.bin`)
+//! and the ranker (`ranker.safetensors`, `ranker.schema`). `recsys load`
+//! and `recsys eval` read it.
 
 pub mod als;
 pub mod ranker;
+pub mod tune;
+pub mod verdict;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use recsys::user::Session;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, Protocol, Split, Stage};
 use als::{AlsParams, Csr, Factors};
+use ranker::RankerParams;
+use tune::Tuning;
+use verdict::{RankerCheck, Verdict};
 
 /// First bytes of `als.bin`.
-const MAGIC: &[u8] = b"recsys-als 1\n";
+const MAGIC: &[u8] = b"recsys-als 2\n";
+/// The manifest's format; a directory of another format is refused.
+const FORMAT: u32 = 2;
+const MANIFEST: &str = "manifest.json";
+const FACTORS: &str = "als.bin";
+const RANKER_WEIGHTS: &str = "ranker.safetensors";
+const RANKER_SCHEMA: &str = "ranker.schema";
 
-/// What `recsys train` produced.
+/// The SESSION blend used when none is chosen on validation.
+pub const DEFAULT_SESSION: Session = Session {
+    items: 3,
+    weight: 1.0,
+};
+
+/// What a model directory holds and how it was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Embeddings {
+pub struct Manifest {
+    pub format: u32,
     /// The dataset's `source` line (load and eval check they match).
     pub dataset: String,
-    /// Trained without each user's latest positive (the evaluation split).
-    pub hold_out: bool,
-    pub params: AlsParams,
+    pub protocol: Protocol,
+    /// [`Stage::Test`]: trained without the test items (evaluable);
+    /// [`Stage::Full`]: on every positive.
+    pub stage: Stage,
+    pub als: AlsParams,
+    /// The catalog's default SESSION blend `recsys load` sets.
+    pub session: Session,
+    /// What was chosen on validation and why (`None`: settings as given).
+    pub tuning: Option<Tuning>,
+    /// The ranker's verdict on validation (`None`: no ranker, or no user
+    /// with a validation item).
+    pub ranker: Option<Verdict>,
+    /// The files beside the manifest.
+    pub files: Vec<String>,
+}
+
+/// What `recsys train` produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub manifest: Manifest,
     pub factors: Factors,
-    /// The ranker, when one was trained (its own files).
-    #[serde(skip)]
+    /// The ranker, when one was trained.
     pub ranker: Option<SavedRanker>,
 }
 
@@ -38,68 +77,106 @@ pub struct SavedRanker {
     pub weights: Vec<u8>,
 }
 
-const RANKER_WEIGHTS: &str = "ranker.safetensors";
-const RANKER_SCHEMA: &str = "ranker.schema";
-
 impl Embeddings {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+        };
         let mut bytes = MAGIC.to_vec();
         bytes.extend(bincode::serde::encode_to_vec(
-            self,
+            &self.factors,
             bincode::config::standard(),
         )?);
-        let path = dir.join("als.bin");
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        write(FACTORS, &bytes)?;
         // A ranker of an earlier training must not outlive these embeddings.
         for f in [RANKER_WEIGHTS, RANKER_SCHEMA] {
             let _ = std::fs::remove_file(dir.join(f));
         }
+        let mut manifest = self.manifest.clone();
+        manifest.files = vec![FACTORS.to_string()];
         if let Some(r) = &self.ranker {
-            std::fs::write(dir.join(RANKER_WEIGHTS), &r.weights)?;
-            std::fs::write(dir.join(RANKER_SCHEMA), &r.schema)?;
+            write(RANKER_WEIGHTS, &r.weights)?;
+            write(RANKER_SCHEMA, r.schema.as_bytes())?;
+            manifest
+                .files
+                .extend([RANKER_WEIGHTS, RANKER_SCHEMA].map(String::from));
         }
-        Ok(())
+        // Last: a directory with a manifest is complete.
+        write(
+            MANIFEST,
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )
     }
 
     pub fn load(dir: &Path) -> Result<Embeddings> {
-        let path = dir.join("als.bin");
-        let bytes = std::fs::read(&path)
+        let path = dir.join(MANIFEST);
+        if !path.exists() && dir.join(FACTORS).exists() {
+            bail!(
+                "{} was written by an older recsys (no {MANIFEST}): train again",
+                dir.display()
+            );
+        }
+        let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {} (train first: recsys train)", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a recsys model manifest", path.display()))?;
+        if manifest.format != FORMAT {
+            bail!(
+                "{}: format {} (this recsys reads {FORMAT}): train again",
+                path.display(),
+                manifest.format
+            );
+        }
+        let path = dir.join(FACTORS);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let Some(body) = bytes.strip_prefix(MAGIC) else {
-            bail!("{} is not written by recsys train", path.display());
+            bail!("{} is not written by this recsys train", path.display());
         };
-        let (mut e, _): (Embeddings, usize) =
+        let (factors, _): (Factors, usize) =
             bincode::serde::decode_from_slice(body, bincode::config::standard())
                 .with_context(|| format!("{}: corrupt", path.display()))?;
-        if dir.join(RANKER_WEIGHTS).exists() {
-            let schema = dir.join(RANKER_SCHEMA);
-            e.ranker = Some(SavedRanker {
-                weights: std::fs::read(dir.join(RANKER_WEIGHTS))?,
-                schema: std::fs::read_to_string(&schema)
-                    .with_context(|| format!("reading {}", schema.display()))?,
-            });
-        }
-        let k = e.factors.k;
-        if k == 0 || e.factors.users.len() % k != 0 || e.factors.items.len() % k != 0 {
+        let k = factors.k;
+        if k == 0 || factors.users.len() % k != 0 || factors.items.len() % k != 0 {
             bail!("{}: factor sizes do not match", path.display());
         }
-        Ok(e)
+        let ranker = if manifest.files.iter().any(|f| f == RANKER_WEIGHTS) {
+            let schema = dir.join(RANKER_SCHEMA);
+            Some(SavedRanker {
+                weights: std::fs::read(dir.join(RANKER_WEIGHTS))
+                    .with_context(|| format!("reading the ranker in {}", dir.display()))?,
+                schema: std::fs::read_to_string(&schema)
+                    .with_context(|| format!("reading {}", schema.display()))?,
+            })
+        } else {
+            None
+        };
+        Ok(Embeddings {
+            manifest,
+            factors,
+            ranker,
+        })
     }
 
     /// Checks that these embeddings were trained on `ds`.
     pub fn check_matches(&self, ds: &Dataset) -> Result<()> {
-        if self.dataset != ds.source
+        if self.manifest.dataset != ds.source
             || self.factors.users.len() != ds.users.len() * self.factors.k
             || self.factors.items.len() != ds.items.len() * self.factors.k
         {
             bail!(
                 "the model was trained on '{}', not on this dataset ('{}'): train again",
-                self.dataset,
+                self.manifest.dataset,
                 ds.source
             );
         }
         Ok(())
+    }
+
+    /// The split these embeddings were trained on.
+    pub fn split(&self, ds: &Dataset) -> Split {
+        Split::new(ds, self.manifest.protocol, self.manifest.stage)
     }
 }
 
@@ -113,38 +190,188 @@ pub fn positives_matrix(split: &Split) -> Csr {
     Csr::from_rows(&rows)
 }
 
-/// Trains the ranker for embeddings `emb` of `ds` (same split) and keeps it
-/// with them.
-pub fn add_ranker(
-    ds: &Dataset,
-    emb: &mut Embeddings,
-    session: recsys::user::Session,
-    p: &ranker::RankerParams,
-) -> Result<ranker::Ranker> {
-    let split = Split::new(ds, emb.hold_out);
-    let r = ranker::train(ds, &split, &emb.params, session, p)?;
-    emb.ranker = Some(SavedRanker {
-        schema: r.schema.clone(),
-        weights: r.weights.clone(),
-    });
-    Ok(r)
+/// What to train and how.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub protocol: Protocol,
+    /// Leave the test items out (to evaluate them); else train on every
+    /// positive.
+    pub holdout: bool,
+    /// ALS settings (the starting point when tuning).
+    pub als: AlsParams,
+    /// SESSION blend (the starting point when tuning).
+    pub session: Session,
+    /// Choose ALS settings and the SESSION blend on validation within this
+    /// time; `None`: use them as given.
+    pub tune: Option<Duration>,
+    /// Train a ranker: its epochs are the most, validation picks fewer.
+    pub ranker: Option<RankerParams>,
 }
 
-/// Trains on `ds` (without the held-out positives when `hold_out`).
-pub fn train(
-    ds: &Dataset,
-    hold_out: bool,
-    params: &AlsParams,
-    on_iteration: impl FnMut(usize),
-) -> Embeddings {
-    let split = Split::new(ds, hold_out);
-    let m = positives_matrix(&split);
-    let factors = als::train(&m, ds.items.len(), params, on_iteration);
-    Embeddings {
-        dataset: ds.source.clone(),
-        hold_out,
-        params: *params,
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            protocol: Protocol::default(),
+            holdout: true,
+            als: AlsParams::default(),
+            session: DEFAULT_SESSION,
+            tune: Some(Duration::from_secs(30)),
+            ranker: Some(RankerParams::default()),
+        }
+    }
+}
+
+/// Trains what `plan` says on `ds`; `log` gets a line per step.
+pub fn fit(ds: &Dataset, plan: &Plan, mut log: impl FnMut(String)) -> Result<Embeddings> {
+    let (mut als_params, mut session) = (plan.als, plan.session);
+    let tuning = plan.tune.and_then(|budget| {
+        let t = tune::tune(ds, plan.protocol, &plan.als, plan.session, budget, |t| {
+            log(format!("  tried {}", t.describe()))
+        });
+        match &t {
+            Some(t) => {
+                als_params = t.chosen.als(&plan.als);
+                session = t.chosen.session;
+                log(format!(
+                    "chosen on validation ({} users, {} settings in {:.1} s{}): {}; the given settings scored NDCG@10 {:.4}",
+                    t.validation_users,
+                    t.trials.len(),
+                    t.spent_s,
+                    if t.out_of_budget { ", budget spent" } else { "" },
+                    t.chosen.describe(),
+                    t.given.ndcg
+                ));
+            }
+            None => log("no user has a validation item: settings used as given".into()),
+        }
+        t
+    });
+    let stage = if plan.holdout {
+        Stage::Test
+    } else {
+        Stage::Full
+    };
+    let split = Split::new(ds, plan.protocol, stage);
+    let started = Instant::now();
+    let factors = als::train(
+        &positives_matrix(&split),
+        ds.items.len(),
+        &als_params,
+        |_| {},
+    );
+    log(format!(
+        "ALS: {} factors, {} iterations in {:.2} s",
+        als_params.factors,
+        als_params.iterations,
+        started.elapsed().as_secs_f64()
+    ));
+    let (ranker, verdict) = match &plan.ranker {
+        Some(p) => fit_ranker(ds, plan.protocol, &split, &als_params, session, p, &mut log)?,
+        None => (None, None),
+    };
+    Ok(Embeddings {
+        manifest: Manifest {
+            format: FORMAT,
+            dataset: ds.source.clone(),
+            protocol: plan.protocol,
+            stage,
+            als: als_params,
+            session,
+            tuning,
+            ranker: verdict,
+            files: Vec::new(),
+        },
         factors,
-        ranker: None,
+        ranker,
+    })
+}
+
+/// The ranker on `split`, its epochs and verdict from the validation stage.
+fn fit_ranker(
+    ds: &Dataset,
+    protocol: Protocol,
+    split: &Split,
+    als_params: &AlsParams,
+    session: Session,
+    p: &RankerParams,
+    log: &mut impl FnMut(String),
+) -> Result<(Option<SavedRanker>, Option<Verdict>)> {
+    let started = Instant::now();
+    let schema = p.schema.clone().unwrap_or_else(|| ranker::schema_for(ds));
+    let mut p = RankerParams {
+        schema: Some(schema.clone()),
+        ..p.clone()
+    };
+    let validation = Split::new(ds, protocol, Stage::Validation);
+    let mut verdict = None;
+    if validation.evaluated().next().is_some() {
+        let f = als::train(
+            &positives_matrix(&validation),
+            ds.items.len(),
+            als_params,
+            |_| {},
+        );
+        let check = RankerCheck::new(ds, &validation, &f, session, &schema)?;
+        let (mut best, mut best_epoch) = (f64::NEG_INFINITY, 0);
+        ranker::train_with(ds, &validation, als_params, session, &p, |epoch, w| {
+            let ndcg = check.ranker_ndcg(w)?;
+            if ndcg > best {
+                (best, best_epoch) = (ndcg, epoch);
+            }
+            Ok(epoch - best_epoch < verdict::PATIENCE)
+        })?;
+        let retrieval_ndcg = check.retrieval_ndcg();
+        p.epochs = best_epoch.max(1);
+        let v = Verdict {
+            epochs: p.epochs,
+            validation_users: check.validation_users(),
+            retrieval_ndcg,
+            ranker_ndcg: best,
+            suggested: best > retrieval_ndcg,
+        };
+        log(format!("ranker: {}", v.describe()));
+        verdict = Some(v);
+    }
+    let r = ranker::train(ds, split, als_params, session, &p)?;
+    log(format!(
+        "ranker: DLRM on {} rows ({} epochs, final loss {:.4}) in {:.2} s; SCHEMA {}",
+        r.examples,
+        p.epochs,
+        r.final_loss,
+        started.elapsed().as_secs_f64(),
+        r.schema
+    ));
+    Ok((
+        Some(SavedRanker {
+            schema: r.schema,
+            weights: r.weights,
+        }),
+        verdict,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_without_a_manifest_or_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |d: &Path| format!("{:#}", Embeddings::load(d).unwrap_err());
+        assert!(err(dir.path()).contains("train first"));
+        std::fs::write(dir.path().join(FACTORS), b"recsys-als 1\n").unwrap();
+        assert!(err(dir.path()).contains("older recsys"));
+        std::fs::write(
+            dir.path().join(MANIFEST),
+            br#"{"format": 1, "dataset": "x", "protocol": "LatestPerUser", "stage": "Test",
+                "als": {"factors": 1, "iterations": 1, "regularization": 1.0, "alpha": 1.0,
+                        "cg_steps": 0, "seed": 1},
+                "session": {"items": 0, "weight": 0.0}, "tuning": null, "ranker": null,
+                "files": []}"#,
+        )
+        .unwrap();
+        assert!(err(dir.path()).contains("format 1"), "{}", err(dir.path()));
+        std::fs::write(dir.path().join(MANIFEST), b"{").unwrap();
+        assert!(err(dir.path()).contains("not a recsys model manifest"));
     }
 }

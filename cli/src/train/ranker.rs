@@ -50,6 +50,8 @@ const MAX_INTEGER_ID: i64 = 4096;
 /// Training settings of the ranker.
 #[derive(Debug, Clone)]
 pub struct RankerParams {
+    /// Epochs at most (`recsys train` stops earlier when validation NDCG
+    /// stops improving).
     pub epochs: usize,
     pub learning_rate: f64,
     pub batch: usize,
@@ -62,7 +64,7 @@ pub struct RankerParams {
 impl Default for RankerParams {
     fn default() -> Self {
         RankerParams {
-            epochs: 5,
+            epochs: 20,
             learning_rate: 0.01,
             batch: 256,
             seed: 1,
@@ -360,13 +362,27 @@ fn examples(
 }
 
 /// Trains the ranker for `ds` on the training positives of `split` (the
-/// same split as the embeddings).
+/// same split as the embeddings) for `p.epochs` epochs.
 pub fn train(
     ds: &Dataset,
     split: &Split,
     als_params: &AlsParams,
     session: Session,
     p: &RankerParams,
+) -> Result<Ranker> {
+    train_with(ds, split, als_params, session, p, |_, _| Ok(true))
+}
+
+/// [`train`], calling `after_epoch(epoch, weights)` after each epoch
+/// (counted from 1) with that epoch's safetensors; training stops early
+/// when it returns false.
+pub fn train_with(
+    ds: &Dataset,
+    split: &Split,
+    als_params: &AlsParams,
+    session: Session,
+    p: &RankerParams,
+    mut after_epoch: impl FnMut(usize, &[u8]) -> Result<bool>,
 ) -> Result<Ranker> {
     let schema_text = p.schema.clone().unwrap_or_else(|| schema_for(ds));
     let tokens: Vec<String> = schema_text.split_whitespace().map(str::to_string).collect();
@@ -386,7 +402,8 @@ pub fn train(
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = SplitMix::new(p.seed);
     let mut final_loss = f32::NAN;
-    for _ in 0..p.epochs {
+    let mut weights = net.safetensors()?;
+    for epoch in 1..=p.epochs {
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
@@ -415,10 +432,14 @@ pub fn train(
             batches += 1;
         }
         final_loss = total / batches.max(1) as f32;
+        weights = net.safetensors()?;
+        if !after_epoch(epoch, &weights)? {
+            break;
+        }
     }
     Ok(Ranker {
         schema: schema_text,
-        weights: net.safetensors()?,
+        weights,
         examples: n,
         final_loss,
     })
@@ -428,6 +449,7 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::data::generate::{shop, Shape};
+    use crate::data::{Protocol, Stage};
     use recsys::rank::dlrm::Dlrm;
 
     #[test]
@@ -438,7 +460,7 @@ mod tests {
             per_user: 20,
             seed: 5,
         });
-        let split = Split::new(&ds, true);
+        let split = Split::new(&ds, Protocol::LatestPerUser, Stage::Test);
         let als_params = AlsParams {
             iterations: 3,
             ..AlsParams::default()

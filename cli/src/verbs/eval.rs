@@ -11,10 +11,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::Served;
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, Split, Stage};
 use recsys::user::Session;
 
-use crate::eval::{self, Metrics, Scorer};
+use crate::eval::{self, Metrics, Scorer, K};
 use crate::loader::{Keys, RANKER};
 use crate::train::ranker::CANDIDATES;
 use crate::train::Embeddings;
@@ -38,6 +38,8 @@ pub struct Row {
     pub how: String,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// Served rows: RECOMMEND time per user through Redis (pipelined), µs.
+    pub us_per_user: Option<f64>,
 }
 
 /// The whole report.
@@ -46,8 +48,11 @@ pub struct Report {
     pub dataset: String,
     pub k: usize,
     pub rows: Vec<Row>,
-    /// Mean RECOMMEND time per user through Redis (pipelined), microseconds.
-    pub served_us_per_user: f64,
+    /// What was chosen on validation (never on these test items).
+    pub chosen: Vec<String>,
+    /// Evaluated users whose test item has the time of their latest
+    /// training positive (the input line decided).
+    pub tied: usize,
 }
 
 impl Report {
@@ -60,28 +65,35 @@ impl Report {
 
     /// The rows as a Markdown table.
     pub fn print_table(&self) {
-        println!("| method | how | recall@{} | NDCG@{} |", self.k, self.k);
-        println!("|---|---|---:|---:|");
+        println!(
+            "| method | how | recall@{} | NDCG@{} | µs per user |",
+            self.k, self.k
+        );
+        println!("|---|---|---:|---:|---:|");
         for r in &self.rows {
             println!(
-                "| {} | {} | {:.4} | {:.4} |",
-                r.name, r.how, r.metrics.recall, r.metrics.ndcg
+                "| {} | {} | {:.4} | {:.4} | {} |",
+                r.name,
+                r.how,
+                r.metrics.recall,
+                r.metrics.ndcg,
+                r.us_per_user.map_or("-".into(), |us| format!("{us:.0}"))
             );
         }
     }
 
     pub fn print(&self) {
         println!(
-            "{} — recall@{k} / NDCG@{k}, {} users",
+            "{} — recall@{k} / NDCG@{k} of each user's test item, {} users ({} of them: test item at the same second as their latest training positive)",
             self.dataset,
             self.rows[0].metrics.users,
+            self.tied,
             k = self.k
         );
+        for line in &self.chosen {
+            println!("{line}");
+        }
         self.print_table();
-        println!(
-            "served: {:.0} µs per RECOMMEND (pipelined)",
-            self.served_us_per_user
-        );
     }
 }
 
@@ -128,8 +140,51 @@ pub fn served(
     Ok((scorer.metrics(), us))
 }
 
-/// Runs the protocol: popularity and exact in-process ALS rows, then the
-/// served rows (the catalog's default SESSION, and without it).
+/// The SESSION blend a request with `extra` options runs with: theirs when
+/// they name one, else the catalog's default (`None`: off).
+fn served_session(con: &mut redis::Connection, catalog: &str, extra: &[String]) -> Option<Session> {
+    if let Some(at) = extra.iter().position(|o| o.eq_ignore_ascii_case("SESSION")) {
+        let n = extra.get(at + 1)?.parse().ok()?;
+        let w = extra.get(at + 2)?.parse().ok()?;
+        return Session::new(n, w).ok().filter(Session::is_on);
+    }
+    let info: HashMap<String, redis::Value> =
+        redis::cmd("RECSYS.INFO").arg(catalog).query(con).ok()?;
+    let text: String = redis::from_redis_value(info.get("session")?).ok()?;
+    let (n, w) = text.split_once(' ')?;
+    Session::new(n.parse().ok()?, w.parse().ok()?)
+        .ok()
+        .filter(Session::is_on)
+}
+
+/// What the model chose on validation, a line each.
+pub fn chosen_on_validation(emb: &Embeddings) -> Vec<String> {
+    let m = &emb.manifest;
+    let mut lines = vec![format!("protocol: {}", m.protocol.describe())];
+    match &m.tuning {
+        Some(t) => lines.push(format!(
+            "chosen on validation ({} users, {} ALS settings tried in {:.1} s{}): {} (the given settings: NDCG@{K} {:.4})",
+            t.validation_users,
+            t.trials.len(),
+            t.spent_s,
+            if t.out_of_budget { ", budget spent" } else { "" },
+            t.chosen.describe(),
+            t.given.ndcg
+        )),
+        None => lines.push(format!(
+            "ALS factors {}, alpha {}, regularization {}, SESSION {} {}: as given (not tuned)",
+            m.als.factors, m.als.alpha, m.als.regularization, m.session.items, m.session.weight
+        )),
+    }
+    if let Some(v) = &m.ranker {
+        lines.push(format!("ranker: {}", v.describe()));
+    }
+    lines
+}
+
+/// Runs the protocol on the test items: popularity and exact in-process
+/// ALS rows, then the served rows (without SESSION, with the one requests
+/// get, and with the ranker when the catalog has it).
 pub fn evaluate(
     con: &mut redis::Connection,
     ds: &Dataset,
@@ -137,70 +192,79 @@ pub fn evaluate(
     keys: &Keys,
     extra: &[String],
 ) -> Result<Report> {
-    if !emb.hold_out {
+    if emb.manifest.stage != Stage::Test {
         bail!("the model was trained on every positive: train with --holdout to evaluate");
     }
     emb.check_matches(ds)?;
-    let k = 10;
-    let split = Split::new(ds, true);
-    let session: String = redis::cmd("RECSYS.INFO")
-        .arg(keys.catalog())
-        .query::<HashMap<String, redis::Value>>(con)
-        .ok()
-        .and_then(|m| {
-            m.get("session")
-                .and_then(|v| redis::from_redis_value::<String>(v).ok())
-        })
-        .unwrap_or_else(|| "off".into());
-    let blend = session
-        .split_once(' ')
-        .and_then(|(n, w)| Session::new(n.parse().ok()?, w.parse().ok()?).ok());
+    let split = emb.split(ds);
+    let blend = served_session(con, &keys.catalog(), extra);
+    let label = match blend {
+        Some(b) => format!("ALS + SESSION {} {}", b.items, b.weight),
+        None => "ALS".to_string(),
+    };
     let mut rows = vec![Row {
         name: "popularity".into(),
         how: "in-process, training positives counted".into(),
-        metrics: eval::popularity(&split, ds.items.len(), k),
+        metrics: eval::popularity(&split, ds.items.len(), K),
+        us_per_user: None,
     }];
     rows.push(Row {
         name: "ALS".into(),
         how: "in-process, exact".into(),
-        metrics: eval::embeddings(&emb.factors, &split, Session::new(0, 0.0)?, k),
+        metrics: eval::embeddings(&emb.factors, &split, Session::new(0, 0.0)?, K),
+        us_per_user: None,
     });
     if let Some(b) = blend {
         rows.push(Row {
-            name: format!("ALS + SESSION {session}"),
+            name: label.clone(),
             how: "in-process, exact".into(),
-            metrics: eval::embeddings(&emb.factors, &split, b, k),
+            metrics: eval::embeddings(&emb.factors, &split, b, K),
+            us_per_user: None,
         });
     }
     let mut plain = extra.to_vec();
     plain.extend(["SESSION".into(), "0".into(), "0".into()]);
-    let (m, _) = served(con, ds, &split, keys, k, &plain)?;
+    let (m, us) = served(con, ds, &split, keys, K, &plain)?;
     rows.push(Row {
         name: "ALS".into(),
         how: "RECSYS.RECOMMEND ... EXCLUDE_SEEN SESSION 0 0".into(),
         metrics: m,
+        us_per_user: Some(us),
     });
-    let (m, us) = served(con, ds, &split, keys, k, extra)?;
+    let (m, us) = served(con, ds, &split, keys, K, extra)?;
+    let options = if extra.is_empty() {
+        "(catalog default SESSION)".to_string()
+    } else {
+        extra.join(" ")
+    };
     rows.push(Row {
-        name: format!("ALS + SESSION {session}"),
-        how: "RECSYS.RECOMMEND ... EXCLUDE_SEEN (catalog default SESSION)".into(),
+        name: label.clone(),
+        how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {options}"),
         metrics: m,
+        us_per_user: Some(us),
     });
-    if emb.ranker.is_some() {
+    let has_ranker = redis::cmd("RECSYS.MODEL.INFO")
+        .arg(keys.catalog())
+        .arg(RANKER)
+        .query::<redis::Value>(con)
+        .is_ok();
+    if has_ranker {
         let mut ranked = extra.to_vec();
         ranked.extend(["CANDIDATES", &CANDIDATES.to_string(), "RANK", RANKER].map(str::to_string));
-        let (m, _) = served(con, ds, &split, keys, k, &ranked)?;
+        let (m, us) = served(con, ds, &split, keys, K, &ranked)?;
         rows.push(Row {
-            name: format!("ALS + SESSION {session} + DLRM ranker"),
+            name: format!("{label} + DLRM ranker"),
             how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN CANDIDATES {CANDIDATES} RANK {RANKER}"),
             metrics: m,
+            us_per_user: Some(us),
         });
     }
     Ok(Report {
         dataset: ds.source.clone(),
-        k,
+        k: K,
         rows,
-        served_us_per_user: us,
+        chosen: chosen_on_validation(emb),
+        tied: split.tied.len(),
     })
 }
 

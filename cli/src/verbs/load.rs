@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Served;
-use crate::loader::{self, CatalogSettings};
+use crate::loader::{self, CatalogSettings, RankerInstall};
 
 #[derive(Args)]
 pub struct Load {
@@ -17,12 +17,19 @@ pub struct Load {
     /// Also build the catalog in this process and print the ratio of rates.
     #[arg(long)]
     pub compare: bool,
+    /// Install the trained ranker as the catalog's model `ranker`: when its
+    /// verdict on validation suggests it, always, or never.
+    #[arg(long, value_enum, default_value_t = RankerInstall::Suggested)]
+    pub ranker: RankerInstall,
 }
 
 pub fn run(a: &Load) -> Result<()> {
     let (ds, emb, mut con) = a.target.open()?;
     let keys = a.target.keys();
-    let settings = CatalogSettings::default();
+    let settings = CatalogSettings {
+        ranker: a.ranker,
+        ..CatalogSettings::default()
+    };
     let bar = super::bar((ds.items.len() + ds.users.len()) as u64, "loading");
     let report = loader::load(
         &mut con,
@@ -39,6 +46,30 @@ pub fn run(a: &Load) -> Result<()> {
     )?;
     bar.finish_and_clear();
     println!("{}", report.summary(&keys.catalog()));
+    let s = emb.manifest.session;
+    println!(
+        "default SESSION {} {} ({}); ranker: {}",
+        s.items,
+        s.weight,
+        if emb.manifest.tuning.is_some() {
+            "chosen on validation"
+        } else {
+            "as given to recsys train"
+        },
+        match (&emb.ranker, emb.manifest.ranker) {
+            (None, _) => "none trained".to_string(),
+            (Some(_), v) if settings.installs_ranker(&emb) => format!(
+                "installed as model '{}'{}",
+                loader::RANKER,
+                v.map(|v| format!(" ({})", v.describe()))
+                    .unwrap_or_default()
+            ),
+            (Some(_), v) => format!(
+                "left out{} (--ranker always installs it)",
+                v.map(|v| format!(": {}", v.describe())).unwrap_or_default()
+            ),
+        }
+    );
     if a.compare {
         let local = loader::in_process_build_rate(&ds, &emb, &settings)?;
         println!(

@@ -1,18 +1,21 @@
-//! `recsys train`: ALS embeddings (and the evaluation split's in-process
-//! figures with `--holdout`).
+//! `recsys train`: a model directory ([`crate::train::fit`]): settings
+//! chosen on the validation stage within a time budget unless `--no-tune`,
+//! ALS, the ranker and its verdict; with `--holdout`, the test stage's
+//! in-process figures.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, Protocol};
 use recsys::user::Session;
 
-use crate::eval;
+use crate::eval::{self, K};
 use crate::train::als::AlsParams;
 use crate::train::ranker::RankerParams;
+use crate::train::{Plan, DEFAULT_SESSION};
 
 #[derive(Args)]
 pub struct Train {
@@ -21,10 +24,22 @@ pub struct Train {
     /// The model directory to write.
     #[arg(long, short, default_value = "model")]
     out: PathBuf,
-    /// Hold out each user's latest positive (the evaluation split); then
-    /// print the in-process figures of the protocol.
+    /// Leave each user's test item out (to evaluate with `recsys eval`),
+    /// then print the in-process test figures; without it every positive
+    /// trains (production).
     #[arg(long)]
     holdout: bool,
+    /// Hold out by global time instead of per user: the latest FRACTION of
+    /// the positives is the test period, the FRACTION before it validation.
+    #[arg(long, value_name = "FRACTION")]
+    global_split: Option<f64>,
+    /// Seconds to spend choosing ALS settings and the SESSION blend on
+    /// validation.
+    #[arg(long, default_value_t = 30.0)]
+    tune_seconds: f64,
+    /// Use the settings below as given (no choice on validation).
+    #[arg(long)]
+    no_tune: bool,
     #[arg(long, default_value_t = AlsParams::default().factors)]
     factors: usize,
     #[arg(long, default_value_t = AlsParams::default().iterations)]
@@ -44,16 +59,57 @@ pub struct Train {
     /// Skip the DLRM ranker.
     #[arg(long)]
     no_ranker: bool,
-    /// Ranker training epochs.
+    /// Ranker training epochs at most (validation stops it earlier).
     #[arg(long, default_value_t = RankerParams::default().epochs)]
     ranker_epochs: usize,
     /// The ranker's features in RECSYS.MODEL.SET's SCHEMA syntax (default:
     /// the score, every categorical user feature and item attribute).
     #[arg(long)]
     ranker_schema: Option<String>,
-    /// SESSION blend reported with --holdout: recent items and weight.
-    #[arg(long, num_args = 2, value_names = ["ITEMS", "WEIGHT"], default_values = ["3", "1"])]
-    session: Vec<f32>,
+    /// SESSION blend: recent items and weight (the starting point of the
+    /// choice on validation, or the one used with --no-tune).
+    #[arg(long, num_args = 2, value_names = ["ITEMS", "WEIGHT"])]
+    session: Option<Vec<f32>>,
+}
+
+impl Train {
+    fn plan(&self) -> Result<Plan> {
+        let protocol = match self.global_split {
+            None => Protocol::LatestPerUser,
+            Some(f) if f > 0.0 && f < 0.5 => Protocol::GlobalTime { fraction: f },
+            Some(f) => bail!("--global-split must be between 0 and 0.5 (exclusive), got {f}"),
+        };
+        if !(self.tune_seconds >= 0.0 && self.tune_seconds <= 86_400.0) {
+            bail!(
+                "--tune-seconds must be between 0 and 86400, got {}",
+                self.tune_seconds
+            );
+        }
+        let session = match &self.session {
+            Some(s) => Session::new(s[0] as usize, s[1])?,
+            None => DEFAULT_SESSION,
+        };
+        Ok(Plan {
+            protocol,
+            holdout: self.holdout,
+            als: AlsParams {
+                factors: self.factors.max(1),
+                iterations: self.iterations,
+                regularization: self.regularization,
+                alpha: self.alpha,
+                cg_steps: self.cg_steps,
+                seed: self.seed,
+            },
+            session,
+            tune: (!self.no_tune).then(|| Duration::from_secs_f64(self.tune_seconds)),
+            ranker: (!self.no_ranker).then(|| RankerParams {
+                epochs: self.ranker_epochs.max(1),
+                seed: self.seed,
+                schema: self.ranker_schema.clone(),
+                ..RankerParams::default()
+            }),
+        })
+    }
 }
 
 pub fn run(a: &Train) -> Result<()> {
@@ -63,54 +119,31 @@ pub fn run(a: &Train) -> Result<()> {
             .num_threads(t)
             .build_global();
     }
+    let plan = a.plan()?;
     let ds = Dataset::load(&a.data)?;
     println!("{}", ds.summary());
-    let params = AlsParams {
-        factors: a.factors.max(1),
-        iterations: a.iterations,
-        regularization: a.regularization,
-        alpha: a.alpha,
-        cg_steps: a.cg_steps,
-        seed: a.seed,
-    };
+    println!("protocol: {}", plan.protocol.describe());
     let started = Instant::now();
-    let bar = super::bar(params.iterations as u64, "ALS");
-    let mut emb = crate::train::train(&ds, a.holdout, &params, |i| bar.set_position(i as u64));
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
+    let emb = crate::train::fit(&ds, &plan, |line| println!("{line}"))?;
     println!(
-        "ALS: {} factors, {} iterations in {secs:.2} s ({:.3} s/iteration)",
-        params.factors,
-        params.iterations,
-        secs / params.iterations.max(1) as f64
+        "trained in {:.2} s, everything included",
+        started.elapsed().as_secs_f64()
     );
-    let blend = Session::new(a.session[0] as usize, a.session[1])?;
-    if !a.no_ranker {
-        let started = Instant::now();
-        let rp = RankerParams {
-            epochs: a.ranker_epochs,
-            seed: a.seed,
-            schema: a.ranker_schema.clone(),
-            ..RankerParams::default()
-        };
-        let r = crate::train::add_ranker(&ds, &mut emb, blend, &rp)?;
-        println!(
-            "ranker: DLRM on {} rows ({} epochs, final loss {:.4}) in {:.2} s; SCHEMA {}",
-            r.examples,
-            rp.epochs,
-            r.final_loss,
-            started.elapsed().as_secs_f64(),
-            r.schema
-        );
-    }
     emb.save(&a.out)?;
-    println!("wrote {}", a.out.join("als.bin").display());
+    println!(
+        "wrote {} (manifest.json says what it holds)",
+        a.out.display()
+    );
     if a.holdout {
-        let split = Split::new(&ds, true);
-        let pop = eval::popularity(&split, ds.items.len(), 10);
-        let plain = eval::embeddings(&emb.factors, &split, Session::new(0, 0.0)?, 10);
-        let blended = eval::embeddings(&emb.factors, &split, blend, 10);
-        println!("in-process, {} users: recall@10 / NDCG@10", pop.users);
+        let split = emb.split(&ds);
+        let pop = eval::popularity(&split, ds.items.len(), K);
+        let plain = eval::embeddings(&emb.factors, &split, Session::new(0, 0.0)?, K);
+        let s = emb.manifest.session;
+        let blended = eval::embeddings(&emb.factors, &split, s, K);
+        println!(
+            "test items, in-process, {} users: recall@{K} / NDCG@{K}",
+            pop.users
+        );
         println!("  popularity         {:.4} / {:.4}", pop.recall, pop.ndcg);
         println!(
             "  ALS                {:.4} / {:.4}",
@@ -118,7 +151,7 @@ pub fn run(a: &Train) -> Result<()> {
         );
         println!(
             "  ALS + SESSION {} {}  {:.4} / {:.4}",
-            blend.items, blend.weight, blended.recall, blended.ndcg
+            s.items, s.weight, blended.recall, blended.ndcg
         );
     }
     Ok(())
