@@ -47,8 +47,15 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
     );
     assert_eq!(
         loaded.manifest.files,
-        ["als.bin", "ranker.safetensors", "ranker.schema"]
+        [
+            "als.bin",
+            "ranker.safetensors",
+            "ranker.schema",
+            "tower.safetensors"
+        ]
     );
+    assert!(loaded.tower.is_some() && loaded.tower == emb.tower);
+    assert_eq!(loaded.manifest.tower, emb.manifest.tower);
     let s = server();
     let mut c = s.connection().unwrap();
     let keys = Keys { prefix: "t".into() };

@@ -136,9 +136,20 @@ pub fn popularity(split: &Split, n_items: usize, k: usize) -> Metrics {
 /// ALS (with the session blend, or `Session` of 0 items for none) scored
 /// exactly, in-process, at `k`.
 pub fn embeddings(f: &Factors, split: &Split, session: Session, k: usize) -> Metrics {
+    with_queries(f, split, k, |u, history| query_for(f, u, history, session))
+}
+
+/// Scored exactly, in-process, at `k`, with `query(user, history)` as each
+/// user's query vector.
+pub fn with_queries(
+    f: &Factors,
+    split: &Split,
+    k: usize,
+    query: impl Fn(usize, &[u32]) -> Vec<f32>,
+) -> Metrics {
     let mut s = Scorer::default();
     for (u, held) in split.evaluated() {
-        let q = query_for(f, u, &split.train[u], session);
+        let q = query(u, &split.train[u]);
         let list: Vec<u32> = top_k_scored(f, &q, &split.train[u], k)
             .into_iter()
             .map(|(i, _)| i)
@@ -146,6 +157,16 @@ pub fn embeddings(f: &Factors, split: &Split, session: Session, k: usize) -> Met
         s.add(&list, held);
     }
     s.metrics()
+}
+
+/// `unit(a) + weight x unit(b)`: a long-term vector blended with a
+/// short-term one, as SESSION and the sequence tower do.
+pub fn blend(a: &[f32], weight: f32, b: &[f32]) -> Vec<f32> {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    unit(&mut a);
+    unit(&mut b);
+    a.iter_mut().zip(&b).for_each(|(x, y)| *x += weight * y);
+    a
 }
 
 #[cfg(test)]

@@ -148,13 +148,19 @@ impl DlrmShape {
     }
 }
 
-fn f32_tensor(st: &SafeTensors, name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+/// The F32 tensor `name` of `model`'s weights (`model` names it in errors),
+/// checked finite.
+pub(crate) fn f32_tensor(
+    st: &SafeTensors,
+    model: &str,
+    name: &str,
+) -> Result<(Vec<usize>, Vec<f32>), String> {
     let t = st
         .tensor(name)
-        .map_err(|_| format!("DLRM weights lack tensor '{name}'"))?;
+        .map_err(|_| format!("{model} weights lack tensor '{name}'"))?;
     if t.dtype() != Dtype::F32 {
         return Err(format!(
-            "DLRM tensor '{name}' is {:?}, expected F32",
+            "{model} tensor '{name}' is {:?}, expected F32",
             t.dtype()
         ));
     }
@@ -164,7 +170,9 @@ fn f32_tensor(st: &SafeTensors, name: &str) -> Result<(Vec<usize>, Vec<f32>), St
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect::<Vec<f32>>();
     if data.iter().any(|x| !x.is_finite()) {
-        return Err(format!("DLRM tensor '{name}' holds NaN or infinite values"));
+        return Err(format!(
+            "{model} tensor '{name}' holds NaN or infinite values"
+        ));
     }
     Ok((t.shape().to_vec(), data))
 }
@@ -176,8 +184,8 @@ fn load_mlp(st: &SafeTensors, prefix: &str) -> Result<Vec<Linear>, String> {
         if st.tensor(&wname).is_err() {
             break;
         }
-        let (ws, weight) = f32_tensor(st, &wname)?;
-        let (bs, bias) = f32_tensor(st, &format!("{prefix}.{j}.bias"))?;
+        let (ws, weight) = f32_tensor(st, "DLRM", &wname)?;
+        let (bs, bias) = f32_tensor(st, "DLRM", &format!("{prefix}.{j}.bias"))?;
         if ws.len() != 2 || bs != [ws[0]] {
             return Err(format!(
                 "DLRM layer {prefix}.{j}: weight {ws:?} and bias {bs:?} do not form a layer ([out, in] and [out])"
@@ -222,7 +230,7 @@ impl Dlrm {
             if st.tensor(&name).is_err() {
                 break;
             }
-            let (shape, data) = f32_tensor(&st, &name)?;
+            let (shape, data) = f32_tensor(&st, "DLRM", &name)?;
             if shape.len() != 2 {
                 return Err(format!(
                     "DLRM table {name} has shape {shape:?}, expected [rows, d]"

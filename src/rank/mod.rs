@@ -5,6 +5,7 @@
 //!
 //! - [`schema`]: feature declarations and batch assembly;
 //! - [`dlrm`]: the native DLRM and its safetensors weights;
+//! - [`sequence`]: the sequence tower (recent items to a query vector);
 //! - [`onnx`]: ONNX Runtime sessions;
 //! - [`gpu`]: the DLRM forward pass on CUDA (cudarc), when a GPU is present.
 
@@ -15,6 +16,7 @@ pub mod kernels;
 pub mod models;
 pub mod onnx;
 pub mod schema;
+pub mod sequence;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -8,6 +8,7 @@
 
 pub mod als;
 pub mod ranker;
+pub mod sequence;
 pub mod tune;
 pub mod verdict;
 
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Protocol, Split, Stage};
 use als::{AlsParams, Csr, Factors};
 use ranker::RankerParams;
+use recsys::rank::sequence::SequenceTower;
+use sequence::{TowerParams, TowerVerdict};
 use tune::Tuning;
 use verdict::{RankerCheck, Verdict};
 
@@ -32,6 +35,7 @@ const MANIFEST: &str = "manifest.json";
 const FACTORS: &str = "als.bin";
 const RANKER_WEIGHTS: &str = "ranker.safetensors";
 const RANKER_SCHEMA: &str = "ranker.schema";
+const TOWER: &str = "tower.safetensors";
 
 /// The SESSION blend used when none is chosen on validation.
 pub const DEFAULT_SESSION: Session = Session {
@@ -57,6 +61,9 @@ pub struct Manifest {
     /// The ranker's verdict on validation (`None`: no ranker, or no user
     /// with a validation item).
     pub ranker: Option<Verdict>,
+    /// The sequence tower's verdict on validation (`None`: no tower).
+    #[serde(default)]
+    pub tower: Option<TowerVerdict>,
     /// The files beside the manifest.
     pub files: Vec<String>,
 }
@@ -68,6 +75,8 @@ pub struct Embeddings {
     pub factors: Factors,
     /// The ranker, when one was trained.
     pub ranker: Option<SavedRanker>,
+    /// The sequence tower's safetensors, when one was trained.
+    pub tower: Option<Vec<u8>>,
 }
 
 /// A ranker as RECSYS.MODEL.SET takes it: SCHEMA tokens and DLRM weights.
@@ -91,7 +100,7 @@ impl Embeddings {
         )?);
         write(FACTORS, &bytes)?;
         // A ranker of an earlier training must not outlive these embeddings.
-        for f in [RANKER_WEIGHTS, RANKER_SCHEMA] {
+        for f in [RANKER_WEIGHTS, RANKER_SCHEMA, TOWER] {
             let _ = std::fs::remove_file(dir.join(f));
         }
         let mut manifest = self.manifest.clone();
@@ -152,10 +161,21 @@ impl Embeddings {
         } else {
             None
         };
+        let tower = if manifest.files.iter().any(|f| f == TOWER) {
+            let path = dir.join(TOWER);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            SequenceTower::from_safetensors(&bytes, factors.k)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(bytes)
+        } else {
+            None
+        };
         Ok(Embeddings {
             manifest,
             factors,
             ranker,
+            tower,
         })
     }
 
@@ -206,6 +226,8 @@ pub struct Plan {
     pub tune: Option<Duration>,
     /// Train a ranker: its epochs are the most, validation picks fewer.
     pub ranker: Option<RankerParams>,
+    /// Train a sequence tower: epochs likewise.
+    pub tower: Option<TowerParams>,
 }
 
 impl Default for Plan {
@@ -217,6 +239,7 @@ impl Default for Plan {
             session: DEFAULT_SESSION,
             tune: Some(Duration::from_secs(30)),
             ranker: Some(RankerParams::default()),
+            tower: Some(TowerParams::default()),
         }
     }
 }
@@ -269,6 +292,19 @@ pub fn fit(ds: &Dataset, plan: &Plan, mut log: impl FnMut(String)) -> Result<Emb
         Some(p) => fit_ranker(ds, plan.protocol, &split, &als_params, session, p, &mut log)?,
         None => (None, None),
     };
+    let (tower, tower_verdict) = match &plan.tower {
+        Some(p) => fit_tower(
+            ds,
+            plan.protocol,
+            &split,
+            &factors,
+            &als_params,
+            session,
+            p,
+            &mut log,
+        )?,
+        None => (None, None),
+    };
     Ok(Embeddings {
         manifest: Manifest {
             format: FORMAT,
@@ -279,11 +315,76 @@ pub fn fit(ds: &Dataset, plan: &Plan, mut log: impl FnMut(String)) -> Result<Emb
             session,
             tuning,
             ranker: verdict,
+            tower: tower_verdict,
             files: Vec::new(),
         },
         factors,
         ranker,
+        tower,
     })
+}
+
+/// The sequence tower on `split` over `factors`, its epochs, blend weight
+/// and verdict from the validation stage.
+#[allow(clippy::too_many_arguments)]
+fn fit_tower(
+    ds: &Dataset,
+    protocol: Protocol,
+    split: &Split,
+    factors: &Factors,
+    als_params: &AlsParams,
+    session: Session,
+    p: &TowerParams,
+    log: &mut impl FnMut(String),
+) -> Result<(Option<Vec<u8>>, Option<TowerVerdict>)> {
+    let started = Instant::now();
+    let validation = Split::new(ds, protocol, Stage::Validation);
+    let mut p = *p;
+    let mut verdict = None;
+    if validation.evaluated().next().is_some() {
+        let f = als::train(
+            &positives_matrix(&validation),
+            ds.items.len(),
+            als_params,
+            |_| {},
+        );
+        let session_ndcg = tune::score_sessions(&f, &validation, &[session])[0].ndcg;
+        let (mut best, mut best_epoch, mut best_weight) = (f64::NEG_INFINITY, 0, 0.0);
+        sequence::train_with(&f, &validation, &p, |epoch, w| {
+            let tower = SequenceTower::from_safetensors(w, f.k).map_err(anyhow::Error::msg)?;
+            let queries: Vec<Option<Vec<f32>>> = validation
+                .train
+                .iter()
+                .map(|history| sequence::query(&tower, &f, history))
+                .collect();
+            let scored = tune::score_blends(&f, &validation, &queries, &sequence::BLEND_WEIGHTS);
+            for (m, &w) in scored.iter().zip(&sequence::BLEND_WEIGHTS) {
+                if m.ndcg > best {
+                    (best, best_epoch, best_weight) = (m.ndcg, epoch, w);
+                }
+            }
+            Ok(epoch - best_epoch < verdict::PATIENCE)
+        })?;
+        p.epochs = best_epoch.max(1);
+        let v = TowerVerdict {
+            params: p,
+            epochs: p.epochs,
+            weight: best_weight,
+            validation_users: validation.evaluated().count(),
+            session_ndcg,
+            tower_ndcg: best,
+            suggested: best > session_ndcg,
+        };
+        log(v.describe());
+        verdict = Some(v);
+    }
+    let weights = sequence::train_with(factors, split, &p, |_, _| Ok(true))?;
+    log(format!(
+        "sequence tower: {} epochs in {:.2} s",
+        p.epochs,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok((Some(weights), verdict))
 }
 
 /// The ranker on `split`, its epochs and verdict from the validation stage.

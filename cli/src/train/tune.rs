@@ -110,6 +110,71 @@ fn unit(v: &mut [f32]) {
     }
 }
 
+/// The NDCG@K gain of target `t` under `score` (0 outside the top K),
+/// unseen items only, ties by item number.
+fn gain(score: impl Fn(usize) -> f32, seen: &[bool], t: usize) -> f64 {
+    let at = score(t);
+    let mut rank = 0;
+    for (i, _) in seen.iter().enumerate().filter(|&(i, s)| !s && i != t) {
+        let x = score(i);
+        if x > at || (x == at && i < t) {
+            rank += 1;
+            if rank == K {
+                return 0.0;
+            }
+        }
+    }
+    1.0 / ((rank + 2) as f64).log2()
+}
+
+/// Recall@K and NDCG@K from per-user gains (one row per user, one column
+/// per setting).
+fn metrics(gains: &[Vec<f64>], settings: usize) -> Vec<Metrics> {
+    let n = gains.len().max(1) as f64;
+    (0..settings)
+        .map(|s| Metrics {
+            users: gains.len(),
+            recall: gains.iter().filter(|g| g[s] > 0.0).count() as f64 / n,
+            ndcg: gains.iter().map(|g| g[s]).sum::<f64>() / n,
+        })
+        .collect()
+}
+
+/// Recall@K and NDCG@K of the targets of `split` for the long-term vector
+/// blended with `other[user]` (a short-term query, `None`: the long-term
+/// vector alone) at each of `weights`.
+pub fn score_blends(
+    f: &Factors,
+    split: &Split,
+    other: &[Option<Vec<f32>>],
+    weights: &[f32],
+) -> Vec<Metrics> {
+    let n_items = f.items.len() / f.k.max(1);
+    let users: Vec<(usize, u32)> = split.evaluated().collect();
+    let gains: Vec<Vec<f64>> = users
+        .par_iter()
+        .map(|&(u, target)| {
+            let mut seen = vec![false; n_items];
+            split.train[u].iter().for_each(|&i| seen[i as usize] = true);
+            let scores = |q: &[f32]| -> Vec<f32> {
+                let mut q = q.to_vec();
+                unit(&mut q);
+                (0..n_items).map(|i| dot(&q, f.item(i))).collect()
+            };
+            let by_user = scores(f.user(u));
+            let by_other = other[u].as_deref().map(scores);
+            weights
+                .iter()
+                .map(|&w| match &by_other {
+                    Some(o) => gain(|i| by_user[i] + w * o[i], &seen, target as usize),
+                    None => gain(|i| by_user[i], &seen, target as usize),
+                })
+                .collect()
+        })
+        .collect();
+    metrics(&gains, weights.len())
+}
+
 /// Recall@K and NDCG@K of the targets of `split` for each of `sessions`,
 /// with the candidates and ties of [`crate::eval::embeddings`].
 pub fn score_sessions(f: &Factors, split: &Split, sessions: &[Session]) -> Vec<Metrics> {
@@ -156,30 +221,12 @@ pub fn score_sessions(f: &Factors, split: &Split, sessions: &[Session]) -> Vec<M
                         Some(r) => by_user[i] + s.weight * r[i],
                         None => by_user[i],
                     };
-                    let at = score(t);
-                    let mut rank = 0;
-                    for (i, _) in seen.iter().enumerate().filter(|&(i, s)| !s && i != t) {
-                        let x = score(i);
-                        if x > at || (x == at && i < t) {
-                            rank += 1;
-                            if rank == K {
-                                return 0.0;
-                            }
-                        }
-                    }
-                    1.0 / ((rank + 2) as f64).log2()
+                    gain(score, &seen, t)
                 })
                 .collect()
         })
         .collect();
-    let n = users.len().max(1) as f64;
-    (0..sessions.len())
-        .map(|s| Metrics {
-            users: users.len(),
-            recall: gains.iter().filter(|g| g[s] > 0.0).count() as f64 / n,
-            ndcg: gains.iter().map(|g| g[s]).sum::<f64>() / n,
-        })
-        .collect()
+    metrics(&gains, sessions.len())
 }
 
 /// Chooses ALS settings and the SESSION blend on the validation stage of

@@ -18,6 +18,7 @@ use crate::eval::{self, Metrics, Scorer, K};
 use crate::loader::{Keys, RANKER};
 use crate::train::ranker::CANDIDATES;
 use crate::train::Embeddings;
+use recsys::rank::sequence::SequenceTower;
 
 #[derive(Args)]
 pub struct Eval {
@@ -179,6 +180,9 @@ pub fn chosen_on_validation(emb: &Embeddings) -> Vec<String> {
     if let Some(v) = &m.ranker {
         lines.push(format!("ranker: {}", v.describe()));
     }
+    if let Some(v) = &m.tower {
+        lines.push(v.describe());
+    }
     lines
 }
 
@@ -219,6 +223,22 @@ pub fn evaluate(
             name: label.clone(),
             how: "in-process, exact".into(),
             metrics: eval::embeddings(&emb.factors, &split, b, K),
+            us_per_user: None,
+        });
+    }
+    if let (Some(bytes), Some(v)) = (&emb.tower, emb.manifest.tower) {
+        let tower =
+            SequenceTower::from_safetensors(bytes, emb.factors.k).map_err(anyhow::Error::msg)?;
+        let f = &emb.factors;
+        rows.push(Row {
+            name: format!("ALS + sequence tower x {}", v.weight),
+            how: "in-process, exact (not served yet)".into(),
+            metrics: eval::with_queries(f, &split, K, |u, history| {
+                match crate::train::sequence::query(&tower, f, history) {
+                    Some(q) => eval::blend(f.user(u), v.weight, &q),
+                    None => f.user(u).to_vec(),
+                }
+            }),
             us_per_user: None,
         });
     }

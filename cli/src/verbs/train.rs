@@ -15,6 +15,7 @@ use recsys::user::Session;
 use crate::eval::{self, K};
 use crate::train::als::AlsParams;
 use crate::train::ranker::RankerParams;
+use crate::train::sequence::TowerParams;
 use crate::train::{Plan, DEFAULT_SESSION};
 
 #[derive(Args)]
@@ -59,6 +60,12 @@ pub struct Train {
     /// Skip the DLRM ranker.
     #[arg(long)]
     no_ranker: bool,
+    /// Skip the sequence tower.
+    #[arg(long)]
+    no_tower: bool,
+    /// Sequence tower training epochs at most (validation stops it earlier).
+    #[arg(long, default_value_t = TowerParams::default().epochs)]
+    tower_epochs: usize,
     /// Ranker training epochs at most (validation stops it earlier).
     #[arg(long, default_value_t = RankerParams::default().epochs)]
     ranker_epochs: usize,
@@ -107,6 +114,11 @@ impl Train {
                 seed: self.seed,
                 schema: self.ranker_schema.clone(),
                 ..RankerParams::default()
+            }),
+            tower: (!self.no_tower).then(|| TowerParams {
+                epochs: self.tower_epochs.max(1),
+                seed: self.seed,
+                ..TowerParams::default()
             }),
         })
     }
