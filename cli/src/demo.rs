@@ -228,6 +228,8 @@ pub fn run(d: &Demo) -> Result<()> {
     let t = Instant::now();
     let plan = Plan {
         tune: Some(std::time::Duration::from_secs(DEMO_TUNE_SECONDS)),
+        // Not served inside RECOMMEND yet: the demo skips its training time.
+        tower: None,
         ..Plan::default()
     };
     let emb = crate::train::fit(&ds, &plan, |line| {

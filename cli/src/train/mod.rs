@@ -112,6 +112,10 @@ impl Embeddings {
                 .files
                 .extend([RANKER_WEIGHTS, RANKER_SCHEMA].map(String::from));
         }
+        if let Some(t) = &self.tower {
+            write(TOWER, t)?;
+            manifest.files.push(TOWER.to_string());
+        }
         // Last: a directory with a manifest is complete.
         write(
             MANIFEST,
@@ -255,15 +259,7 @@ pub fn fit(ds: &Dataset, plan: &Plan, mut log: impl FnMut(String)) -> Result<Emb
             Some(t) => {
                 als_params = t.chosen.als(&plan.als);
                 session = t.chosen.session;
-                log(format!(
-                    "chosen on validation ({} users, {} settings in {:.1} s{}): {}; the given settings scored NDCG@10 {:.4}",
-                    t.validation_users,
-                    t.trials.len(),
-                    t.spent_s,
-                    if t.out_of_budget { ", budget spent" } else { "" },
-                    t.chosen.describe(),
-                    t.given.ndcg
-                ));
+                log(t.describe());
             }
             None => log("no user has a validation item: settings used as given".into()),
         }

@@ -89,6 +89,21 @@ pub struct Tuning {
     pub trials: Vec<Trial>,
 }
 
+impl Tuning {
+    /// One line for people: what was chosen, on what, against what.
+    pub fn describe(&self) -> String {
+        format!(
+            "chosen on validation ({} users, {} ALS settings tried in {:.1} s{}): {} (the given settings: NDCG@{K} {:.4})",
+            self.validation_users,
+            self.trials.len(),
+            self.spent_s,
+            if self.out_of_budget { ", budget spent" } else { "" },
+            self.chosen.describe(),
+            self.given.ndcg
+        )
+    }
+}
+
 /// The SESSION settings scored for each ALS setting: off, then the grid.
 fn session_grid() -> Vec<Session> {
     let mut grid = vec![Session {

@@ -163,15 +163,7 @@ pub fn chosen_on_validation(emb: &Embeddings) -> Vec<String> {
     let m = &emb.manifest;
     let mut lines = vec![format!("protocol: {}", m.protocol.describe())];
     match &m.tuning {
-        Some(t) => lines.push(format!(
-            "chosen on validation ({} users, {} ALS settings tried in {:.1} s{}): {} (the given settings: NDCG@{K} {:.4})",
-            t.validation_users,
-            t.trials.len(),
-            t.spent_s,
-            if t.out_of_budget { ", budget spent" } else { "" },
-            t.chosen.describe(),
-            t.given.ndcg
-        )),
+        Some(t) => lines.push(t.describe()),
         None => lines.push(format!(
             "ALS factors {}, alpha {}, regularization {}, SESSION {} {}: as given (not tuned)",
             m.als.factors, m.als.alpha, m.als.regularization, m.session.items, m.session.weight
