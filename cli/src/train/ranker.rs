@@ -28,7 +28,7 @@ use recsys::user::Session;
 
 use crate::data::{Dataset, Split};
 use crate::eval::{query_for, top_k_scored};
-use crate::train::als::{self, AlsParams, Csr};
+use crate::train::als::{self, AlsParams, Csr, Factors};
 
 /// Candidates per training user (and the CANDIDATES RECOMMEND ... RANK uses).
 pub const CANDIDATES: usize = 50;
@@ -282,6 +282,23 @@ struct Examples {
     labels: Vec<f32>,
 }
 
+/// The catalog RECOMMEND would serve for `ds` with item vectors `factors`
+/// (attributes and all), in this process, and each item's slot in it.
+pub fn in_process_catalog(ds: &Dataset, factors: &Factors) -> Result<(Catalog, Vec<u32>)> {
+    let mut params = IndexParams::new(factors.k);
+    params.metric = Metric::Ip;
+    let mut catalog = Catalog::new(params)?;
+    for (i, item) in ds.items.iter().enumerate() {
+        catalog.set(&item.id, factors.item(i), Some(Attrs::parse(&item.attrs)?))?;
+    }
+    let slots: Vec<u32> = ds
+        .items
+        .iter()
+        .map(|it| catalog.slot_of(&it.id).context("item slot"))
+        .collect::<Result<_>>()?;
+    Ok((catalog, slots))
+}
+
 /// Builds the training rows (see the module doc).
 fn examples(
     ds: &Dataset,
@@ -304,17 +321,7 @@ fn examples(
         .map(|it| it.iter().map(|&i| (i, 1.0)).collect())
         .collect();
     let factors = als::train(&Csr::from_rows(&rows), ds.items.len(), als_params, |_| {});
-    let mut params = IndexParams::new(factors.k);
-    params.metric = Metric::Ip;
-    let mut catalog = Catalog::new(params)?;
-    for (i, item) in ds.items.iter().enumerate() {
-        catalog.set(&item.id, factors.item(i), Some(Attrs::parse(&item.attrs)?))?;
-    }
-    let slots: Vec<u32> = ds
-        .items
-        .iter()
-        .map(|it| catalog.slot_of(&it.id).context("item slot"))
-        .collect::<Result<_>>()?;
+    let (catalog, slots) = in_process_catalog(ds, &factors)?;
     let mut rng = SplitMix::new(seed ^ 0x5A5A);
     let mut out = Batch {
         rows: 0,

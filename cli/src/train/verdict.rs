@@ -9,17 +9,15 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use recsys::catalog::Catalog;
-use recsys::features::attrs::Attrs;
-use recsys::index::{IndexParams, Metric};
 use recsys::rank::dlrm::Dlrm;
 use recsys::rank::schema::Schema;
 use recsys::user::Session;
 use serde::{Deserialize, Serialize};
 
 use super::als::Factors;
-use super::ranker::CANDIDATES;
+use super::ranker::{in_process_catalog, CANDIDATES};
 use crate::data::{Dataset, Split};
 use crate::eval::{query_for, top_k_scored, K};
 
@@ -92,17 +90,7 @@ impl RankerCheck {
     ) -> Result<RankerCheck> {
         let tokens: Vec<String> = schema.split_whitespace().map(str::to_string).collect();
         let schema = Schema::parse(&tokens).map_err(|e| anyhow::anyhow!("ranker schema: {e}"))?;
-        let mut params = IndexParams::new(factors.k);
-        params.metric = Metric::Ip;
-        let mut catalog = Catalog::new(params)?;
-        for (i, item) in ds.items.iter().enumerate() {
-            catalog.set(&item.id, factors.item(i), Some(Attrs::parse(&item.attrs)?))?;
-        }
-        let slots: Vec<u32> = ds
-            .items
-            .iter()
-            .map(|it| catalog.slot_of(&it.id).context("item slot"))
-            .collect::<Result<_>>()?;
+        let (catalog, slots) = in_process_catalog(ds, factors)?;
         let mut users = Vec::new();
         let mut validation_users = 0;
         for (u, target) in split.evaluated() {
