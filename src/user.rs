@@ -59,6 +59,19 @@ impl Session {
     }
 }
 
+/// Largest SEQUENCE weight (as SESSION's).
+pub const MAX_SEQUENCE_WEIGHT: f32 = 1000.0;
+
+/// Checks a SEQUENCE weight: finite, 0 (off) to [`MAX_SEQUENCE_WEIGHT`].
+pub fn check_sequence_weight(weight: f32) -> Result<f32> {
+    if !(0.0..=MAX_SEQUENCE_WEIGHT).contains(&weight) {
+        return Err(Error::invalid(format!(
+            "SEQUENCE weight must be between 0 and {MAX_SEQUENCE_WEIGHT}, got {weight}"
+        )));
+    }
+    Ok(weight)
+}
+
 /// The 64-bit hash of an item id stored in `seen`: FNV-1a 64 over the id's
 /// UTF-8 bytes (offset basis 0xcbf29ce484222325, prime 0x100000001b3), so
 /// any language can write the field. Two ids of one catalog collide with

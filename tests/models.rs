@@ -458,7 +458,7 @@ fn bad_models_and_arguments_are_refused_with_the_reason() {
         ),
         (
             set_model(&mut c, "m", "XGB", "dlrm_ranker.onnx", "RANK", &schema),
-            "unknown model kind 'XGB', expected ONNX or DLRM",
+            "unknown model kind 'XGB', expected ONNX, DLRM or SEQUENCE",
         ),
         (
             set_model(&mut c, "m", "ONNX", "dlrm_ranker.onnx", "SCORE", &schema),
@@ -830,4 +830,190 @@ fn model_set_inside_multi_runs_inline() {
         "the model is in place within the transaction"
     );
     assert_eq!(recommend(&mut c, "cat u K 5 RANK native").len(), 5);
+}
+
+/// `unit(a) + w x unit(b)`.
+fn blend(a: &[f32], w: f32, b: &[f32]) -> Vec<f32> {
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    unit(a)
+        .iter()
+        .zip(unit(b))
+        .map(|(x, y)| x + w * y)
+        .collect()
+}
+
+/// The ids RECOMMEND returns for `user` (no emb, no recent items) searching
+/// with `v`.
+fn with_vector(c: &mut Connection, v: &[f32]) -> Vec<String> {
+    redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("nobody")
+        .arg("K")
+        .arg(10)
+        .arg("VECTOR")
+        .arg(to_fp32_blob(v))
+        .arg("SEQUENCE")
+        .arg(0)
+        .query(c)
+        .unwrap()
+}
+
+fn ids(c: &mut Connection, args: &str) -> Vec<String> {
+    recommend(c, args).into_iter().map(|p| p.0).collect()
+}
+
+#[test]
+fn sequence_model_turns_a_new_users_events_into_personal_results() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let (local, vs) = load(&mut c);
+    let weights = recsys::rank::sequence::random_weights(DIM, 12, 24, 5, 0.4, 7);
+    // Before the model: SEQUENCE names a model the catalog does not have.
+    let e = err_line(&mut c, "RECSYS.RECOMMEND cat u:new SEQUENCE 1");
+    assert!(
+        e.contains("SEQUENCE needs the catalog's RECENT model"),
+        "{e}"
+    );
+    let set = |c: &mut Connection, name: &str, extra: &[&str]| {
+        let mut cmd = redis::cmd("RECSYS.MODEL.SET");
+        cmd.arg("cat").arg(name).arg("SEQUENCE").arg(&weights);
+        for a in extra {
+            cmd.arg(*a);
+        }
+        cmd.query::<Value>(c)
+    };
+    // Bad input: a role other than RECENT, a SCHEMA, the wrong dimension,
+    // a second RECENT model, weights out of range.
+    for (extra, want) in [
+        (&["ROLE", "RANK"][..], "cannot have ROLE RANK"),
+        (&["SCHEMA", "DENSE", "user.a"][..], "takes no SCHEMA"),
+    ] {
+        let e = set(&mut c, "seq", extra).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    let wrong = recsys::rank::sequence::random_weights(DIM + 1, 12, 24, 5, 0.4, 7);
+    let e: redis::RedisResult<Value> = redis::cmd("RECSYS.MODEL.SET")
+        .arg("cat")
+        .arg("seq")
+        .arg("SEQUENCE")
+        .arg(wrong)
+        .query(&mut c);
+    assert!(e.unwrap_err().to_string().contains("w_in"));
+    assert_eq!(text(set(&mut c, "seq", &[]).unwrap()), "OK");
+    let e = set(&mut c, "seq2", &["ROLE", "RECENT"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already has RECENT model 'seq'"), "{e}");
+    for bad in ["-1", "nan", "1001", "x"] {
+        let e = err_line(
+            &mut c,
+            &format!("RECSYS.RECOMMEND cat u:new SEQUENCE {bad}"),
+        );
+        assert!(e.contains("SEQUENCE weight"), "{bad}: {e}");
+    }
+    let info = cmd(&mut c, "RECSYS.MODEL.INFO cat seq").unwrap();
+    assert_eq!(text(field(&info, "kind")), "SEQUENCE");
+    assert_eq!(text(field(&info, "role")), "RECENT");
+
+    // A user created by three EVENTs: the model's vector over their items.
+    let local_model = Model::build(
+        ModelSpec {
+            name: "local".into(),
+            kind: Kind::Sequence,
+            role: Role::Recent,
+            schema: Vec::new(),
+            bytes: weights.clone().into(),
+        },
+        DIM,
+    )
+    .unwrap();
+    let tower_of = |recent: &[usize]| -> Vec<f32> {
+        let vectors: Vec<Vec<f32>> = recent
+            .iter()
+            .map(|&i| {
+                local
+                    .index()
+                    .vector(local.slot_of(&format!("item:{i}")).unwrap())
+            })
+            .collect();
+        local_model
+            .recent_query(vectors.iter().map(Vec::as_slice))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(ids(&mut c, "cat u:new K 10").len(), 10);
+    for i in [11, 500, 1234] {
+        cmd(
+            &mut c,
+            &format!("RECSYS.EVENT cat u:new item:{i} TYPE click"),
+        )
+        .unwrap();
+    }
+    let first = ids(&mut c, "cat u:new K 10");
+    assert_eq!(first, with_vector(&mut c, &tower_of(&[1234, 500, 11])));
+    let r = cmd(&mut c, "RECSYS.RECOMMEND cat u:new K 10 EXPLAIN").unwrap();
+    let ex = field(&r, "explain");
+    assert_eq!(
+        text(field(&ex, "user_vector")),
+        "sequence model over 3 recent items"
+    );
+    assert_eq!(field(&ex, "sequence_items"), Value::Int(3));
+    // SEQUENCE 0 turns it off: the mean of the recent items, another list.
+    let r = cmd(&mut c, "RECSYS.RECOMMEND cat u:new K 10 SEQUENCE 0 EXPLAIN").unwrap();
+    let ex = field(&r, "explain");
+    assert_eq!(text(field(&ex, "user_vector")), "mean of 3 recent items");
+    assert_eq!(field(&ex, "sequence_items"), Value::Int(0));
+    // Two more EVENTs change the next answer, without retraining.
+    for i in [77, 1900] {
+        cmd(
+            &mut c,
+            &format!("RECSYS.EVENT cat u:new item:{i} TYPE click"),
+        )
+        .unwrap();
+    }
+    let second = ids(&mut c, "cat u:new K 10");
+    assert_ne!(second, first);
+    assert_eq!(
+        second,
+        with_vector(&mut c, &tower_of(&[1900, 77, 1234, 500, 11]))
+    );
+
+    // A user with an emb: unit(emb) + weight x unit(tower), by request or
+    // by the catalog's default.
+    hset_user(&mut c, "u:emb", &[], Some(&vs[42]));
+    for i in [3, 4] {
+        cmd(
+            &mut c,
+            &format!("RECSYS.EVENT cat u:emb item:{i} TYPE click"),
+        )
+        .unwrap();
+    }
+    let tower = tower_of(&[4, 3]);
+    assert_eq!(
+        ids(&mut c, "cat u:emb K 10"),
+        with_vector(&mut c, &blend(&vs[42], 1.0, &tower))
+    );
+    let heavy = ids(&mut c, "cat u:emb K 10 SEQUENCE 3");
+    assert_eq!(heavy, with_vector(&mut c, &blend(&vs[42], 3.0, &tower)));
+    assert_eq!(
+        ids(&mut c, "cat u:emb K 10 SEQUENCE 0"),
+        with_vector(&mut c, &vs[42])
+    );
+    cmd(&mut c, "RECSYS.ALTER cat SEQUENCE 3").unwrap();
+    assert_eq!(ids(&mut c, "cat u:emb K 10"), heavy);
+    let info = cmd(&mut c, "RECSYS.INFO cat").unwrap();
+    assert_eq!(text(field(&info, "sequence")), "3");
+    let e = err_line(&mut c, "RECSYS.ALTER cat SEQUENCE -2");
+    assert!(e.contains("SEQUENCE weight"), "{e}");
+
+    // The model and the default survive a reload.
+    cmd(&mut c, "DEBUG RELOAD").unwrap();
+    assert_eq!(ids(&mut c, "cat u:emb K 10"), heavy);
+    assert_eq!(ids(&mut c, "cat u:new K 10"), second);
+    // Deleting the model turns the blend off.
+    cmd(&mut c, "RECSYS.MODEL.DEL cat seq").unwrap();
+    assert_eq!(ids(&mut c, "cat u:emb K 10"), with_vector(&mut c, &vs[42]));
 }

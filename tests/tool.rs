@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use recsys_cli::data::generate::{shop, Shape};
-use recsys_cli::loader::{self, CatalogSettings, Keys, RankerInstall};
+use recsys_cli::loader::{self, CatalogSettings, Install, Keys};
 use recsys_cli::train::als::AlsParams;
 use recsys_cli::train::{Embeddings, Plan};
 use recsys_cli::verbs::eval::evaluate;
@@ -62,15 +62,24 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
     // By default the ranker goes in only when validation suggests it.
     let settings = CatalogSettings::default();
     loader::load(&mut c, &ds, &emb, &keys, &settings, false, |_, _, _| {}).unwrap();
-    let models: Vec<String> = redis::cmd("RECSYS.MODEL.LIST")
+    let list: Vec<Vec<redis::Value>> = redis::cmd("RECSYS.MODEL.LIST")
         .arg("t:items")
         .query(&mut c)
         .unwrap();
+    // Each model is a map (a flat array in RESP2): its name follows "name".
+    let models: Vec<String> = list
+        .iter()
+        .map(|m| redis::from_redis_value(&m[1]).unwrap())
+        .collect();
     assert_eq!(
-        !models.is_empty(),
+        models.contains(&"ranker".to_string()),
         verdict.suggested,
         "{models:?} {verdict:?}"
     );
+    // The sequence tower is stored either way; requests blend it in by
+    // default only when validation suggests it.
+    let tower = emb.manifest.tower.expect("a tower verdict on validation");
+    assert!(models.contains(&"sequence".to_string()), "{models:?}");
     // The catalog's default SESSION is the one chosen on validation.
     let info: std::collections::HashMap<String, redis::Value> = redis::cmd("RECSYS.INFO")
         .arg("t:items")
@@ -86,8 +95,14 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
         vec![chosen.items as f64, chosen.weight as f64],
         "{session}"
     );
+    let sequence: f64 = redis::from_redis_value::<String>(&info["sequence"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let want = if tower.suggested { tower.weight } else { 0.0 };
+    assert_eq!(sequence, want as f64, "{tower:?}");
     let settings = CatalogSettings {
-        ranker: RankerInstall::Always,
+        ranker: Install::Always,
         ..CatalogSettings::default()
     };
     let report = loader::load(&mut c, &ds, &emb, &keys, &settings, true, |_, _, _| {}).unwrap();
@@ -103,7 +118,7 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
     let served_row = r
         .rows
         .iter()
-        .find(|r| r.how.contains("catalog default SESSION"))
+        .find(|r| r.how.contains("(catalog defaults)"))
         .unwrap();
     let served = served_row.metrics;
     let exact = r
@@ -116,9 +131,36 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
     // request's own SESSION).
     let s = emb.manifest.session;
     if s.is_on() {
-        assert_eq!(
-            served_row.name,
-            format!("ALS + SESSION {} {}", s.items, s.weight)
+        assert!(
+            served_row
+                .name
+                .starts_with(&format!("ALS + SESSION {} {}", s.items, s.weight)),
+            "{}",
+            served_row.name
+        );
+    }
+    // Every served row but the ranker's has its exact in-process twin,
+    // the sequence tower's included (served with `SEQUENCE w` when the
+    // default leaves it out).
+    let towered = r
+        .rows
+        .iter()
+        .filter(|x| x.us_per_user.is_some() && x.name.contains("sequence x"))
+        .count();
+    assert_eq!(towered, 1, "{:?}", r.rows);
+    for row in r
+        .rows
+        .iter()
+        .filter(|x| x.us_per_user.is_some() && !x.name.contains("ranker"))
+    {
+        let twin = r
+            .rows
+            .iter()
+            .find(|x| x.how == "in-process, exact" && x.name == row.name)
+            .unwrap_or_else(|| panic!("no in-process row for {row:?}"));
+        assert!(
+            (row.metrics.recall - twin.metrics.recall).abs() < 0.02,
+            "through Redis {row:?} ~ exact {twin:?}"
         );
     }
     let own = evaluate(

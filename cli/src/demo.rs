@@ -17,7 +17,7 @@ use redis::Value;
 
 use crate::data::generate::{shop, Shape};
 use crate::data::{import, Dataset};
-use crate::loader::{self, CatalogSettings, Keys, RankerInstall, RANKER};
+use crate::loader::{self, CatalogSettings, Install, Keys, RANKER};
 use crate::server::RedisServer;
 use crate::train::ranker::CANDIDATES;
 use crate::train::Plan;
@@ -240,7 +240,7 @@ pub fn run(d: &Demo) -> Result<()> {
     println!("trained in {:.2} s", t.elapsed().as_secs_f64());
     let settings = CatalogSettings {
         // The demo shows the ranker whatever its verdict.
-        ranker: RankerInstall::Always,
+        ranker: Install::Always,
         ..CatalogSettings::default()
     };
 

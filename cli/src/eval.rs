@@ -10,6 +10,7 @@ use crate::data::Split;
 use recsys::user::Session;
 
 use crate::train::als::{dot, Factors};
+use recsys::rank::sequence::SequenceTower;
 
 /// The list length every figure is measured at.
 pub const K: usize = 10;
@@ -62,20 +63,44 @@ fn unit(v: &mut [f32]) {
 /// the normalized user vector plus `weight` x the normalized mean of the
 /// last `items` of the history.
 pub fn query_for(f: &Factors, u: usize, history: &[u32], session: Session) -> Vec<f32> {
-    let mut q = f.user(u).to_vec();
-    if !session.is_on() || history.is_empty() {
-        return q;
+    query_with(f, u, history, session, None)
+}
+
+/// The query vector RECOMMEND computes with a SESSION blend and the
+/// catalog's sequence model at a weight (the module's
+/// `pipeline::user_vector`): `unit(user) + s x unit(mean of the last
+/// items) + t x unit(tower(history))`, or the user vector alone when
+/// neither part applies.
+pub fn query_with(
+    f: &Factors,
+    u: usize,
+    history: &[u32],
+    session: Session,
+    sequence: Option<(&SequenceTower, f32)>,
+) -> Vec<f32> {
+    let mut parts: Vec<(f32, Vec<f32>)> = Vec::new();
+    if session.is_on() && !history.is_empty() {
+        let mut mean = vec![0f32; f.k];
+        for &i in history.iter().rev().take(session.items) {
+            for (m, x) in mean.iter_mut().zip(f.item(i as usize)) {
+                *m += x;
+            }
+        }
+        parts.push((session.weight, mean));
     }
-    let mut mean = vec![0f32; f.k];
-    for &i in history.iter().rev().take(session.items) {
-        for (m, x) in mean.iter_mut().zip(f.item(i as usize)) {
-            *m += x;
+    if let Some((tower, weight)) = sequence.filter(|(_, w)| *w > 0.0) {
+        if let Some(v) = crate::train::sequence::query(tower, f, history) {
+            parts.push((weight, v));
         }
     }
+    let mut q = f.user(u).to_vec();
+    if parts.is_empty() {
+        return q;
+    }
     unit(&mut q);
-    unit(&mut mean);
-    for (x, m) in q.iter_mut().zip(&mean) {
-        *x += session.weight * m;
+    for (weight, mut part) in parts {
+        unit(&mut part);
+        q.iter_mut().zip(&part).for_each(|(x, m)| *x += weight * m);
     }
     q
 }
@@ -157,16 +182,6 @@ pub fn with_queries(
         s.add(&list, held);
     }
     s.metrics()
-}
-
-/// `unit(a) + weight x unit(b)`: a long-term vector blended with a
-/// short-term one, as SESSION and the sequence tower do.
-pub fn blend(a: &[f32], weight: f32, b: &[f32]) -> Vec<f32> {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    unit(&mut a);
-    unit(&mut b);
-    a.iter_mut().zip(&b).for_each(|(x, y)| *x += weight * y);
-    a
 }
 
 #[cfg(test)]

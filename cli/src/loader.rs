@@ -20,6 +20,8 @@ use crate::train::Embeddings;
 
 /// The ranker's model name in the catalog (RECOMMEND ... RANK ranker).
 pub const RANKER: &str = "ranker";
+/// The sequence tower's model name in the catalog (ROLE RECENT).
+pub const SEQUENCE_MODEL: &str = "sequence";
 /// Items per RECSYS.ITEM.MSET.
 const ITEMS_PER_MSET: usize = 256;
 /// Commands in flight per pipeline round trip.
@@ -48,10 +50,11 @@ impl Keys {
     }
 }
 
-/// When the trained ranker goes into the catalog.
+/// When a trained model (the ranker, the sequence tower) is used by the
+/// catalog's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum RankerInstall {
-    /// When its verdict on validation says it beats retrieval.
+pub enum Install {
+    /// When its verdict on validation says it beats what serves without it.
     #[default]
     Suggested,
     Always,
@@ -65,7 +68,11 @@ pub struct CatalogSettings {
     pub m: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
-    pub ranker: RankerInstall,
+    pub ranker: Install,
+    /// Whether requests blend the sequence tower in by default (the
+    /// catalog's SEQUENCE weight: the one chosen on validation, or 0); the
+    /// model is stored in the catalog either way, for `SEQUENCE w`.
+    pub tower: Install,
 }
 
 impl Default for CatalogSettings {
@@ -74,7 +81,8 @@ impl Default for CatalogSettings {
             m: 16,
             ef_construction: 200,
             ef_search: 100,
-            ranker: RankerInstall::default(),
+            ranker: Install::default(),
+            tower: Install::default(),
         }
     }
 }
@@ -83,11 +91,33 @@ impl CatalogSettings {
     /// Whether `emb`'s ranker (if any) goes into the catalog.
     pub fn installs_ranker(&self, emb: &Embeddings) -> bool {
         emb.ranker.is_some()
-            && match self.ranker {
-                RankerInstall::Always => true,
-                RankerInstall::Never => false,
-                RankerInstall::Suggested => emb.manifest.ranker.is_some_and(|v| v.suggested),
-            }
+            && self
+                .ranker
+                .applies(emb.manifest.ranker.is_some_and(|v| v.suggested))
+    }
+
+    /// The catalog's default SEQUENCE weight for `emb`'s tower (0: not
+    /// blended in unless a request asks); `None` without a tower.
+    pub fn sequence_weight(&self, emb: &Embeddings) -> Option<f32> {
+        emb.tower.as_ref()?;
+        let verdict = emb.manifest.tower;
+        let on = self.tower.applies(verdict.is_some_and(|v| v.suggested));
+        Some(if on {
+            verdict.map_or(1.0, |v| v.weight)
+        } else {
+            0.0
+        })
+    }
+}
+
+impl Install {
+    /// Whether the model is used, given its verdict.
+    pub fn applies(&self, suggested: bool) -> bool {
+        match self {
+            Install::Always => true,
+            Install::Never => false,
+            Install::Suggested => suggested,
+        }
     }
 }
 
@@ -241,6 +271,21 @@ pub fn load(
             .arg(&r.schema)
             .query::<()>(con)
             .context("RECSYS.MODEL.SET of the ranker")?;
+    }
+    if let (Some(tower), Some(weight)) = (&emb.tower, settings.sequence_weight(emb)) {
+        redis::cmd("RECSYS.MODEL.SET")
+            .arg(&cat)
+            .arg(SEQUENCE_MODEL)
+            .arg("SEQUENCE")
+            .arg(tower)
+            .query::<()>(con)
+            .context("RECSYS.MODEL.SET of the sequence tower")?;
+        redis::cmd("RECSYS.ALTER")
+            .arg(&cat)
+            .arg("SEQUENCE")
+            .arg(weight)
+            .query::<()>(con)
+            .context("RECSYS.ALTER ... SEQUENCE")?;
     }
     let catalog_seconds = started.elapsed().as_secs_f64();
 

@@ -98,4 +98,10 @@ impl<'a> Args<'a> {
         let weight = self.next_float("SESSION weight", 0.0, 1e3)? as f32;
         Session::new(items, weight)
     }
+
+    /// `SEQUENCE weight`: 0 (off) to [`recsys_core::user::MAX_SEQUENCE_WEIGHT`].
+    pub fn next_sequence_weight(&mut self) -> CmdResult<f32> {
+        let max = recsys_core::user::MAX_SEQUENCE_WEIGHT;
+        Ok(self.next_float("SEQUENCE weight", 0.0, max as f64)? as f32)
+    }
 }

@@ -172,7 +172,7 @@ macro_rules! pipeline_options {
          [ORDER order=(plugin:string [ARGS args:string])] [FAILOPEN] \
          [SOFTMAX softmax=(temperature:double [SEED seed:integer])] \
          [DIVERSITY diversity=(attribute:string max:integer)] \
-         [SESSION session=(items:integer weight:double)]"
+         [SESSION session=(items:integer weight:double)] [SEQUENCE sequence:double]"
     };
 }
 
@@ -223,9 +223,9 @@ const SPECS: &[Spec] = &[
         flags: "write deny-oom fast",
         arity: -2,
         keys: &[KeyUse::Update],
-        summary: "Changes a catalog's settings (the default SESSION blend)",
+        summary: "Changes a catalog's settings (the default SESSION blend and SEQUENCE weight)",
         complexity: "O(1)",
-        syntax: "key:key SESSION session=(items:integer weight:double)",
+        syntax: "key:key [SESSION session=(items:integer weight:double)] [SEQUENCE sequence:double]",
     },
     Spec {
         name: "RECSYS.ITEM.GET",
@@ -307,10 +307,10 @@ const SPECS: &[Spec] = &[
     Spec { name: "RECSYS.PLUGIN.DEL", func: cmd_plugin_del, flags: "write admin fast", arity: 2, keys: &[],
         summary: "Removes a plugin (calls in flight finish)", complexity: "O(1)",
         syntax: "name:string" },
-    Spec { name: "RECSYS.MODEL.SET", func: cmd_model_set, flags: "write admin deny-oom", arity: -7, keys: &[KeyUse::Insert],
-        summary: "Adds or atomically replaces a ranking (ROLE RANK) or query (ROLE QUERY) model of a catalog: ONNX or native DLRM weights, with a feature SCHEMA; builds on a worker thread",
+    Spec { name: "RECSYS.MODEL.SET", func: cmd_model_set, flags: "write admin deny-oom", arity: -5, keys: &[KeyUse::Insert],
+        summary: "Adds or atomically replaces a ranking (ROLE RANK), query (ROLE QUERY) or sequence (SEQUENCE, ROLE RECENT) model of a catalog: ONNX or native DLRM weights with a feature SCHEMA, or native sequence-tower weights; builds on a worker thread",
         complexity: "O(model size)",
-        syntax: "catalog:key name:string model=(ONNX onnx:string | DLRM dlrm:string) [ROLE role=(RANK | QUERY)] SCHEMA feature:string..." },
+        syntax: "catalog:key name:string model=(ONNX onnx:string | DLRM dlrm:string | SEQUENCE sequence:string) [ROLE role=(RANK | QUERY | RECENT)] [SCHEMA feature:string...]" },
     Spec { name: "RECSYS.MODEL.LIST", func: cmd_model_list, flags: "readonly fast", arity: 2, keys: &[KeyUse::Read],
         summary: "Lists a catalog's models", complexity: "O(models)",
         syntax: "catalog:key" },

@@ -341,6 +341,11 @@ unsafe extern "C" fn aof_rewrite(
             let alter: [&[u8]; 4] = [key, b"SESSION", items.as_bytes(), weight.as_bytes()];
             unsafe { emit(aof, "RECSYS.ALTER", &alter) };
         }
+        if let Some(weight) = catalog.sequence_default() {
+            let weight = weight.to_string();
+            let alter: [&[u8]; 3] = [key, b"SEQUENCE", weight.as_bytes()];
+            unsafe { emit(aof, "RECSYS.ALTER", &alter) };
+        }
         for model in catalog.models().iter() {
             let args = model.spec.command_args(key);
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();

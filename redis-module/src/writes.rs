@@ -97,16 +97,17 @@ pub fn create(argv: &[RedisString]) -> CmdResult<Catalog> {
     Ok(catalog)
 }
 
-/// RECSYS.ALTER key SESSION items weight [LOGPOS seq:hash]: the default
-/// SESSION blend; LOGPOS (written by AOF rewrite, like XSETID) sets the
+/// RECSYS.ALTER key [SESSION items weight] [SEQUENCE weight] [LOGPOS seq:hash]:
+/// the default SESSION blend and SEQUENCE weight; LOGPOS (written by AOF rewrite, like XSETID) sets the
 /// write-log position.
 pub fn alter(c: &SharedCatalog, argv: &[RedisString]) -> CmdResult<Applied> {
     let mut a = Args::new(argv);
     a.next_string("key")?;
-    let (mut session, mut log_pos) = (None, None);
+    let (mut session, mut tower, mut log_pos) = (None, None, None);
     while a.has_more() {
         match a.next_keyword()?.as_str() {
             "SESSION" => session = Some(a.next_session()?),
+            "SEQUENCE" => tower = Some(a.next_sequence_weight()?),
             "LOGPOS" => {
                 let t = a.next_str("LOGPOS")?;
                 log_pos = Some(
@@ -116,19 +117,22 @@ pub fn alter(c: &SharedCatalog, argv: &[RedisString]) -> CmdResult<Applied> {
             }
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected SESSION items weight"
+                    "unknown option '{other}', expected SESSION items weight or SEQUENCE weight"
                 )))
             }
         }
     }
-    if session.is_none() && log_pos.is_none() {
+    if session.is_none() && tower.is_none() && log_pos.is_none() {
         return Err(Error::invalid(
-            "nothing to change: RECSYS.ALTER key SESSION items weight",
+            "nothing to change: RECSYS.ALTER key [SESSION items weight] [SEQUENCE weight]",
         ));
     }
     let mut c = c.write();
     if let Some(s) = session {
         c.set_session_default(Some(s));
+    }
+    if tower.is_some() {
+        c.set_sequence_default(tower);
     }
     if let Some(p) = log_pos {
         c.set_log_pos(p);
@@ -329,18 +333,26 @@ pub fn model_spec(argv: &[RedisString]) -> CmdResult<ModelSpec> {
     let name = a.next_str("model name")?.to_string();
     check_name("model name", &name)?;
     let kind_text = a.next_str("model kind")?;
-    let kind = Kind::parse(kind_text)
-        .ok_or_else(|| format!("unknown model kind '{kind_text}', expected ONNX or DLRM"))?;
+    let kind = Kind::parse(kind_text).ok_or_else(|| {
+        format!(
+            "unknown model kind '{kind_text}', expected {}",
+            names(Kind::ALL.iter().map(Kind::name))
+        )
+    })?;
     let bytes = a.next_bytes("model bytes")?;
     check_size(bytes.len())?;
-    let mut role = Role::Rank;
+    let mut role = kind.default_role();
     let mut schema = None;
     while a.has_more() {
         match a.next_keyword()?.as_str() {
             "ROLE" => {
                 let r = a.next_str("ROLE")?;
-                role = Role::parse(r)
-                    .ok_or_else(|| format!("unknown ROLE '{r}', expected RANK or QUERY"))?;
+                role = Role::parse(r).ok_or_else(|| {
+                    format!(
+                        "unknown ROLE '{r}', expected {}",
+                        names(Role::ALL.iter().map(Role::name))
+                    )
+                })?;
             }
             "SCHEMA" => schema = Some(schema_tokens(&mut a)?),
             other => {
@@ -350,11 +362,14 @@ pub fn model_spec(argv: &[RedisString]) -> CmdResult<ModelSpec> {
             }
         }
     }
-    let schema = schema.ok_or_else(|| {
-        Error::invalid(
-            "SCHEMA is required: SCHEMA DENSE <source> ... SPARSE <source> <cardinality> ...",
-        )
-    })?;
+    let schema =
+        match schema {
+            Some(s) => s,
+            None if !kind.takes_schema() => Vec::new(),
+            None => return Err(Error::invalid(
+                "SCHEMA is required: SCHEMA DENSE <source> ... SPARSE <source> <cardinality> ...",
+            )),
+        };
     let spec = ModelSpec {
         name,
         kind,
@@ -364,6 +379,15 @@ pub fn model_spec(argv: &[RedisString]) -> CmdResult<ModelSpec> {
     };
     spec.parse_schema()?;
     Ok(spec)
+}
+
+/// `A, B or C`.
+fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = all.collect();
+    match all.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => all.join(""),
+    }
 }
 
 /// Builds and installs a model in place (a cluster copy applying its

@@ -1,6 +1,6 @@
 //! The byte format of a catalog (RDB payloads, COPY): the index snapshot,
 //! then the items (slot, id, ATTRS), then tagged sections (popularity,
-//! default SESSION, write-log position, models). Decoding checks every record against the index and refuses
+//! default SESSION and SEQUENCE weight, write-log position, models). Decoding checks every record against the index and refuses
 //! anything inconsistent.
 
 use super::ids::ItemIds;
@@ -20,6 +20,8 @@ const POPULARITY_TAG: u32 = 0x504F_5055; // "POPU"
 const MODELS_TAG: u32 = 0x4D4F_444C; // "MODL"
 /// Section tag of the default SESSION blend.
 const SESSION_TAG: u32 = 0x5345_5353; // "SESS"
+/// Section tag of the default SEQUENCE weight.
+const SEQUENCE_TAG: u32 = 0x544F_5752; // "TOWR"
 /// Section tag of the write-log position.
 const LOG_TAG: u32 = 0x4C4F_4750; // "LOGP"
 /// Bytes an item record takes at least: slot, and two blob lengths.
@@ -58,6 +60,10 @@ impl Catalog {
             w.u32(SESSION_TAG);
             w.u64(session.items as u64);
             w.u32(session.weight.to_bits());
+        }
+        if let Some(weight) = self.sequence_default {
+            w.u32(SEQUENCE_TAG);
+            w.u32(weight.to_bits());
         }
         if self.log != LogPos::ZERO {
             w.u32(LOG_TAG);
@@ -114,6 +120,7 @@ impl Catalog {
         let mut models = ModelSet::default();
         let mut restore_notes = Vec::new();
         let mut session_default = None;
+        let mut sequence_default = None;
         let mut log = LogPos::ZERO;
         while r.remaining() > 0 {
             match r.u32()? {
@@ -122,6 +129,11 @@ impl Catalog {
                     let weight = f32::from_bits(r.u32()?);
                     let s = Session::new(items, weight).map_err(String::from)?;
                     session_default = Some(s).filter(Session::is_on);
+                }
+                SEQUENCE_TAG => {
+                    let weight = f32::from_bits(r.u32()?);
+                    crate::user::check_sequence_weight(weight).map_err(String::from)?;
+                    sequence_default = Some(weight);
                 }
                 LOG_TAG => {
                     log.seq = r.u64()?;
@@ -143,6 +155,7 @@ impl Catalog {
             models,
             restore_notes,
             session_default,
+            sequence_default,
             log,
         })
     }

@@ -47,6 +47,8 @@ pub struct CatalogInfo {
     pub memory_bytes: usize,
     pub models: usize,
     pub session_default: Option<Session>,
+    /// The SEQUENCE weight requests get unless they say otherwise (`None`: 1).
+    pub sequence_default: Option<f32>,
     /// The most slots a search at EF_SEARCH answers by an exact scan.
     pub scan_up_to: usize,
     /// Whether a search at EF_SEARCH scans now.
@@ -69,6 +71,9 @@ pub struct Catalog {
     restore_notes: Vec<String>,
     /// The SESSION blend requests get unless they say otherwise.
     session_default: Option<Session>,
+    /// The weight of the RECENT model requests get unless they say
+    /// otherwise (`None`: 1).
+    sequence_default: Option<f32>,
     /// Where the catalog is in its write history.
     log: LogPos,
 }
@@ -118,6 +123,7 @@ impl Catalog {
             models: ModelSet::default(),
             restore_notes: Vec::new(),
             session_default: None,
+            sequence_default: None,
             log: LogPos::ZERO,
         })
     }
@@ -130,6 +136,16 @@ impl Catalog {
     /// Sets (or with `None` or 0 items clears) the default SESSION blend.
     pub fn set_session_default(&mut self, session: Option<Session>) {
         self.session_default = session.filter(Session::is_on);
+    }
+
+    /// The SEQUENCE weight requests get unless they say otherwise (`None`: 1).
+    pub fn sequence_default(&self) -> Option<f32> {
+        self.sequence_default
+    }
+
+    /// Sets (or with `None` clears) the default SEQUENCE weight.
+    pub fn set_sequence_default(&mut self, weight: Option<f32>) {
+        self.sequence_default = weight;
     }
 
     pub fn models(&self) -> &ModelSet {
@@ -371,6 +387,7 @@ impl Catalog {
             memory_bytes: self.memory_bytes(),
             models: self.models.len(),
             session_default: self.session_default,
+            sequence_default: self.sequence_default,
             scan_up_to: crate::index::hnsw::scan_limit(self.params().ef_search, self.params().dim),
             scans: self.index.prefers_scan(self.params().ef_search),
         }
@@ -400,7 +417,12 @@ impl Catalog {
     /// MODEL.SET arguments). Popularity is left out: it decays with the
     /// clock. Feeds DEBUG DIGEST, which compares a master with its replicas.
     pub fn canonical_records(&self, mut visit: impl FnMut(&[&[u8]])) {
-        let params = format!("{:?} {:?}", self.params(), self.session_default);
+        let params = format!(
+            "{:?} {:?} {:?}",
+            self.params(),
+            self.session_default,
+            self.sequence_default
+        );
         visit(&[params.as_bytes()]);
         let mut items: Vec<_> = self.items().collect();
         items.sort_unstable_by(|a, b| a.0.cmp(b.0));

@@ -10,7 +10,9 @@
 //! most [`crate::user::MAX_SESSION_ITEMS`] vectors, the user's seen set
 //! (at most [`crate::user::MAX_SEEN_ITEMS`], counted in the work), typed
 //! filters whose cost per item is a few loads (never the CEL
-//! interpreter), and nothing else: no graph walk, no model, no plugin.
+//! interpreter), the sequence tower (its multiply-adds over the recent items
+//! it reads are counted), and nothing else: no graph walk, no ranking or
+//! QUERY model, no plugin.
 
 use crate::catalog::Catalog;
 use crate::pipeline::request::{Request, UserShape};
@@ -70,12 +72,18 @@ pub fn recommend_work(catalog: &Catalog, user: &UserShape, req: &Request) -> Opt
     } else {
         0
     };
+    // A SEQUENCE that names no RECENT model fails in the pipeline, at once.
+    let tower = match crate::pipeline::user_vector::sequence_blend(catalog, req.sequence) {
+        Ok(Some(t)) => t.model.recent_work(user.recent),
+        _ => 0,
+    };
     Some(
         index
             .slots()
             .saturating_add(session)
             .saturating_mul(dim)
-            .saturating_add(exclusions),
+            .saturating_add(exclusions)
+            .saturating_add(tower),
     )
 }
 

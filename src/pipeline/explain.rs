@@ -13,6 +13,9 @@ pub enum VectorSource {
     QueryModel,
     /// Mean of this many recent items' vectors.
     Session(usize),
+    /// The catalog's RECENT model (the sequence tower) over this many
+    /// recent items.
+    Sequence(usize),
     /// No vector: cold start from popular items.
     Popular,
 }
@@ -24,6 +27,7 @@ impl VectorSource {
             VectorSource::Embedding => "user hash field emb".into(),
             VectorSource::QueryModel => "query model".into(),
             VectorSource::Session(n) => format!("mean of {n} recent items"),
+            VectorSource::Sequence(n) => format!("sequence model over {n} recent items"),
             VectorSource::Popular => "cold start: popular items".into(),
         }
     }
@@ -47,6 +51,10 @@ pub struct Explain {
     pub source: Option<VectorSource>,
     /// Recent items blended into the user vector by SESSION (0: none).
     pub session_items: usize,
+    /// Recent items the tower (RECENT model) read, and its microseconds
+    /// (part of the user-vector stage).
+    pub tower_items: usize,
+    pub tower_us: u64,
     pub retrieved: usize,
     /// Filter evaluations during retrieval, and how many were rejected.
     pub filter_evaluated: usize,

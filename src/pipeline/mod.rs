@@ -1,7 +1,8 @@
 //! The online recommendation pipeline, one file per stage:
 //!
 //! 1. [`user_vector`]: the request's VECTOR, the user's `emb`, the catalog's
-//!    QUERY model, the session mean, or cold start;
+//!    QUERY model, blended with the session mean and the sequence tower
+//!    (RECENT model), or those alone, or cold start;
 //! 2. [`retrieve`]: HNSW top-CANDIDATES with EXCLUDE_SEEN and WHERE
 //!    ([`filter`]) admitted inside the graph walk;
 //! 3. [`rank`]: the RANK model scores all candidates in one batch;
@@ -47,10 +48,13 @@ pub fn recommend(
     let mut ex = Explain::new();
     let user_vector = ex.timed(Stage::UserVector, |_| {
         let session = req.session.or(catalog.session_default());
-        user_vector::user_vector(catalog, user, session.filter(Session::is_on))
+        let tower = user_vector::sequence_blend(catalog, req.sequence)?;
+        user_vector::user_vector(catalog, user, session.filter(Session::is_on), tower)
     })?;
     ex.source = Some(user_vector.source);
     ex.session_items = user_vector.session_items;
+    ex.tower_items = user_vector.tower_items;
+    ex.tower_us = user_vector.tower_us;
     let vector = user_vector.vector;
     let candidates = ex.timed(Stage::Retrieve, |ex| {
         retrieve::retrieve(catalog, user, req, vector.as_deref(), ex)

@@ -69,6 +69,9 @@ pub struct Request {
     /// Blend the user vector with the current session (`None`: the
     /// catalog's default; a session of 0 items: no blend).
     pub session: Option<Session>,
+    /// The weight of the catalog's RECENT model (the sequence tower) in the
+    /// user vector (`None`: the catalog's default; 0: off).
+    pub sequence: Option<f32>,
 }
 
 impl Request {
@@ -86,6 +89,7 @@ impl Request {
             fail_open: false,
             rank: None,
             session: None,
+            sequence: None,
         }
     }
 

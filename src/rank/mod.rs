@@ -1,7 +1,9 @@
-//! Ranking models: a catalog's named models (ONNX through ort, or the native
-//! DLRM on CPU or GPU), their schemas, and the two things they do in a
-//! request: score the candidates in one batched call (ROLE RANK) or turn the
-//! user's features into the query vector (ROLE QUERY).
+//! Ranking models: a catalog's named models (ONNX through ort, the native
+//! DLRM on CPU or GPU, or the native sequence tower), their schemas, and the
+//! three things they do in a request: score the candidates in one batched
+//! call (ROLE RANK), turn the user's features into the query vector (ROLE
+//! QUERY), or turn the user's recent items into a vector blended into the
+//! query (ROLE RECENT, kind SEQUENCE).
 //!
 //! - [`schema`]: feature declarations and batch assembly;
 //! - [`dlrm`]: the native DLRM and its safetensors weights;
@@ -28,26 +30,42 @@ use crate::features::columns::Columns;
 use dlrm::Dlrm;
 use onnx::OnnxModel;
 use schema::{Batch, Schema};
+use sequence::SequenceTower;
 
 /// What a model file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Onnx,
     Dlrm,
+    /// The native sequence tower ([`sequence::SequenceTower`]).
+    Sequence,
 }
 
 impl Kind {
+    /// Every kind, in the order error messages list them.
+    pub const ALL: [Kind; 3] = [Kind::Onnx, Kind::Dlrm, Kind::Sequence];
+
     pub fn parse(s: &str) -> Option<Kind> {
-        match s.to_ascii_uppercase().as_str() {
-            "ONNX" => Some(Kind::Onnx),
-            "DLRM" => Some(Kind::Dlrm),
-            _ => None,
-        }
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s))
     }
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Onnx => "ONNX",
             Kind::Dlrm => "DLRM",
+            Kind::Sequence => "SEQUENCE",
+        }
+    }
+    /// Whether MODEL.SET needs a feature SCHEMA for it.
+    pub fn takes_schema(&self) -> bool {
+        *self != Kind::Sequence
+    }
+    /// The role a model of this kind has when MODEL.SET names none.
+    pub fn default_role(&self) -> Role {
+        match self {
+            Kind::Sequence => Role::Recent,
+            Kind::Onnx | Kind::Dlrm => Role::Rank,
         }
     }
 }
@@ -59,21 +77,31 @@ pub enum Role {
     Rank,
     /// Computes the user vector from user features.
     Query,
+    /// Computes a vector from the user's recent items, blended into the
+    /// query vector (RECOMMEND ... SEQUENCE weight).
+    Recent,
 }
 
 impl Role {
+    /// Every role, in the order error messages list them.
+    pub const ALL: [Role; 3] = [Role::Rank, Role::Query, Role::Recent];
+
     pub fn parse(s: &str) -> Option<Role> {
-        match s.to_ascii_uppercase().as_str() {
-            "RANK" => Some(Role::Rank),
-            "QUERY" => Some(Role::Query),
-            _ => None,
-        }
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(s))
     }
     pub fn name(&self) -> &'static str {
         match self {
             Role::Rank => "RANK",
             Role::Query => "QUERY",
+            Role::Recent => "RECENT",
         }
+    }
+    /// Whether a catalog holds at most one model of this role (it is used
+    /// without being named, so two would be ambiguous).
+    pub fn is_implicit(&self) -> bool {
+        matches!(self, Role::Query | Role::Recent)
     }
 }
 
@@ -149,21 +177,41 @@ impl ModelSpec {
     /// The arguments of the `RECSYS.MODEL.SET` that recreates this model in
     /// the catalog at `key` (replicated, and written by AOF rewrite).
     pub fn command_args(&self, key: &[u8]) -> Vec<Vec<u8>> {
-        vec![
+        let mut args = vec![
             key.to_vec(),
             self.name.as_bytes().to_vec(),
             self.kind.name().as_bytes().to_vec(),
             self.bytes.to_vec(),
             b"ROLE".to_vec(),
             self.role.name().as_bytes().to_vec(),
-            b"SCHEMA".to_vec(),
-            self.schema.join(" ").into_bytes(),
-        ]
+        ];
+        if self.kind.takes_schema() {
+            args.push(b"SCHEMA".to_vec());
+            args.push(self.schema.join(" ").into_bytes());
+        }
+        args
     }
 
-    /// The parsed schema, checked against the role (a QUERY model reads
-    /// only the user).
+    /// The parsed schema, checked against the kind and the role (a QUERY
+    /// model reads only the user; a SEQUENCE model reads recent items, no schema,
+    /// and is the RECENT role's only kind).
     pub fn parse_schema(&self) -> Result<Schema, String> {
+        if (self.kind == Kind::Sequence) != (self.role == Role::Recent) {
+            return Err(format!(
+                "a {} model cannot have ROLE {}: ROLE RECENT is for SEQUENCE models, and a SEQUENCE model is always RECENT",
+                self.kind.name(),
+                self.role.name()
+            ));
+        }
+        if !self.kind.takes_schema() {
+            if self.schema.iter().any(|t| !t.trim().is_empty()) {
+                return Err(format!(
+                    "a {} model takes no SCHEMA: it reads the user's recent items",
+                    self.kind.name()
+                ));
+            }
+            return Ok(Schema::default());
+        }
         let schema = Schema::parse(&self.schema)?;
         if self.role == Role::Query {
             schema.check_user_only()?;
@@ -224,6 +272,7 @@ enum Engine {
         gpu: Result<Option<Box<gpu::GpuDlrm>>, String>,
     },
     Onnx(OnnxModel),
+    Sequence(Box<SequenceTower>),
 }
 
 /// A named model of a catalog.
@@ -261,12 +310,19 @@ impl Model {
         check_size(spec.bytes.len())?;
         let model = Model::assemble(spec, dim);
         model.runnable()?;
+        if model.spec.role == Role::Recent {
+            // A zero item: every shape was checked when the weights were read.
+            if model.recent_query([&vec![0f32; dim][..]])?.is_none() {
+                return Err("the tower outputs NaN or infinity for a zero item vector".into());
+            }
+            model.stats.reset();
+            return Ok(model);
+        }
         // Try it once on the schema's defaults: catches models whose shapes
         // only fail at run time, and outputs of the wrong size.
-        let trial = model.schema.defaults(match model.spec.role {
-            Role::Rank => 2,
-            Role::Query => 1,
-        });
+        let trial = model
+            .schema
+            .defaults(if model.spec.role == Role::Rank { 2 } else { 1 });
         let out = model.run(&trial)?;
         if has_nan(&out).is_some() {
             return Err(
@@ -312,7 +368,7 @@ impl Model {
                     let cards: Vec<u64> = schema.sparse.iter().map(|f| f.cardinality).collect();
                     let (outputs, sigmoid) = match spec.role {
                         Role::Rank => (1, true),
-                        Role::Query => (dim, false),
+                        Role::Query | Role::Recent => (dim, false),
                     };
                     let cpu = Dlrm::from_safetensors(&spec.bytes, dense, &cards, outputs, sigmoid)?;
                     let gpu = gpu::upload(&cpu).map(|g| g.map(Box::new));
@@ -323,6 +379,8 @@ impl Model {
                 }
                 Kind::Onnx => OnnxModel::compile(&spec.bytes, dense, sparse, settings().sessions)
                     .map(Engine::Onnx),
+                Kind::Sequence => SequenceTower::from_safetensors(&spec.bytes, dim)
+                    .map(|t| Engine::Sequence(Box::new(t))),
             }
         });
         Model {
@@ -349,6 +407,7 @@ impl Model {
             Ok(Engine::Native { gpu: Ok(None), .. }) => "cpu".into(),
             Ok(Engine::Native { gpu: Err(e), .. }) => format!("cpu (the GPU copy failed: {e})"),
             Ok(Engine::Onnx(m)) => format!("onnxruntime cpu, {} sessions", m.sessions()),
+            Ok(Engine::Sequence(_)) => "cpu".into(),
             Err(e) => format!("unavailable: {e}"),
         }
     }
@@ -394,6 +453,10 @@ impl Model {
                 Ok((vec![batch.rows, cpu.outputs()], out))
             }
             Engine::Onnx(m) => m.run(batch),
+            Engine::Sequence(_) => Err(format!(
+                "model '{}' is a SEQUENCE model: it reads recent items and scores no batch",
+                self.spec.name
+            )),
         }
     }
 
@@ -478,12 +541,61 @@ impl Model {
         Ok(v)
     }
 
+    /// The tower's vector for the user's recent items (ROLE RECENT; newest
+    /// first, as catalog vectors; items past the tower's positions are not
+    /// read); `None` without items. Counted like a call of one row.
+    pub fn recent_query<'a>(
+        &self,
+        recent: impl IntoIterator<Item = &'a [f32]>,
+    ) -> Result<Option<Vec<f32>>, String> {
+        let Ok(Engine::Sequence(tower)) = &self.engine else {
+            return Err(format!(
+                "model '{}' is not a SEQUENCE model",
+                self.spec.name
+            ));
+        };
+        let t = std::time::Instant::now();
+        let mut items = 0;
+        let out = tower.query(recent.into_iter().inspect(|_| items += 1));
+        self.stats.count(|s| &s.calls, 1);
+        self.stats.count(|s| &s.rows, items as u64);
+        self.stats
+            .count(|s| &s.micros, t.elapsed().as_micros() as u64);
+        match out {
+            Some(v) if has_nan(&v).is_some() => {
+                self.stats.count(|s| &s.errors, 1);
+                Err(format!(
+                    "tower '{}' produced NaN or infinity",
+                    self.spec.name
+                ))
+            }
+            out => Ok(out),
+        }
+    }
+
+    /// Multiply-adds of a RECENT call on `n` recent items (0 for other
+    /// models).
+    pub fn recent_work(&self, n: usize) -> usize {
+        match &self.engine {
+            Ok(Engine::Sequence(t)) if n > 0 => t.multiply_adds(n),
+            _ => 0,
+        }
+    }
+
+    /// Most recent items a RECENT model reads (0 for other models).
+    pub fn recent_positions(&self) -> usize {
+        match &self.engine {
+            Ok(Engine::Sequence(t)) => t.positions(),
+            _ => 0,
+        }
+    }
+
     /// Approximate heap held: the bytes kept for persistence plus the
     /// engine's copies of the weights (one per ONNX session).
     pub fn memory_bytes(&self) -> usize {
         let copies = match &self.engine {
             Ok(Engine::Onnx(m)) => m.sessions(),
-            Ok(Engine::Native { .. }) => 1,
+            Ok(Engine::Native { .. } | Engine::Sequence(_)) => 1,
             Err(_) => 0,
         };
         (1 + copies) * self.spec.bytes.len()

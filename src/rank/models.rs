@@ -1,6 +1,6 @@
-//! A catalog's models by name, with at most one QUERY model (it is used
-//! automatically, so two would be ambiguous), and their persistence inside
-//! the catalog's encoding.
+//! A catalog's models by name, with at most one QUERY and one RECENT model
+//! (they are used without being named, so two would be ambiguous), and
+//! their persistence inside the catalog's encoding.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,17 +30,29 @@ impl ModelSet {
         self.models.is_empty()
     }
 
-    /// The QUERY model, if the catalog has one.
-    pub fn query_model(&self) -> Option<&Arc<Model>> {
-        self.models.values().find(|m| m.spec.role == Role::Query)
+    /// The model of `role`, the first by name (QUERY and RECENT have at
+    /// most one).
+    pub fn with_role(&self, role: Role) -> Option<&Arc<Model>> {
+        self.models.values().find(|m| m.spec.role == role)
     }
 
-    /// Checks that `name` with `role` may be stored (a second QUERY model
-    /// under another name may not).
+    /// The QUERY model, if the catalog has one.
+    pub fn query_model(&self) -> Option<&Arc<Model>> {
+        self.with_role(Role::Query)
+    }
+
+    /// The RECENT model (the sequence tower), if the catalog has one.
+    pub fn recent_model(&self) -> Option<&Arc<Model>> {
+        self.with_role(Role::Recent)
+    }
+
+    /// Checks that `name` with `role` may be stored (a second QUERY or
+    /// RECENT model under another name may not).
     pub fn check_put(&self, name: &str, role: Role) -> Result<(), String> {
-        match self.query_model() {
-            Some(q) if role == Role::Query && q.spec.name != name => Err(format!(
-                "the catalog already has QUERY model '{}' (delete it, or set it again under that name)",
+        match self.with_role(role) {
+            Some(q) if role.is_implicit() && q.spec.name != name => Err(format!(
+                "the catalog already has {} model '{}' (delete it, or set it again under that name)",
+                role.name(),
                 q.spec.name
             )),
             _ => Ok(()),
@@ -87,7 +99,11 @@ impl ModelSet {
             let kind = Kind::parse(&text(r.blob()?)?).ok_or("unknown model kind")?;
             let role = Role::parse(&text(r.blob()?)?).ok_or("unknown model role")?;
             let schema_text = text(r.blob()?)?;
-            let schema = schema_text.split('\n').map(str::to_string).collect();
+            let schema = schema_text
+                .split('\n')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
             let bytes: Arc<[u8]> = r.blob()?.into();
             let spec = ModelSpec {
                 name: name.clone(),

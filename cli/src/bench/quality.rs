@@ -14,7 +14,7 @@ use crate::bench::index::median;
 use crate::data::generate::{shop, Shape};
 use crate::data::{import, Dataset};
 use crate::eval::{embeddings, K};
-use crate::loader::{self, CatalogSettings, Keys, RankerInstall};
+use crate::loader::{self, CatalogSettings, Install, Keys};
 use crate::server::RedisServer;
 use crate::train::als::AlsParams;
 use crate::train::Plan;
@@ -75,7 +75,7 @@ fn one(con: &mut redis::Connection, b: &QualityBench, ds: &Dataset, prefix: &str
     // Served as `recsys load` serves it, and the ranker beside it whatever
     // its verdict, so the table shows what the verdict decided against.
     let settings = CatalogSettings {
-        ranker: RankerInstall::Always,
+        ranker: Install::Always,
         ..CatalogSettings::default()
     };
     let keys = Keys {

@@ -353,7 +353,8 @@ fn fit_tower(
                 .iter()
                 .map(|history| sequence::query(&tower, &f, history))
                 .collect();
-            let scored = tune::score_blends(&f, &validation, &queries, &sequence::BLEND_WEIGHTS);
+            let scored =
+                tune::score_blends(&f, &validation, session, &queries, &sequence::BLEND_WEIGHTS);
             for (m, &w) in scored.iter().zip(&sequence::BLEND_WEIGHTS) {
                 if m.ndcg > best {
                     (best, best_epoch, best_weight) = (m.ndcg, epoch, w);

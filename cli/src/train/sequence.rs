@@ -60,7 +60,8 @@ pub struct TowerVerdict {
     /// The blend weight chosen on validation.
     pub weight: f32,
     pub validation_users: usize,
-    /// Validation NDCG@10: the chosen SESSION blend, the tower's blend.
+    /// Validation NDCG@10: the chosen SESSION blend, and that blend with
+    /// the tower added at `weight`.
     pub session_ndcg: f64,
     pub tower_ndcg: f64,
     pub suggested: bool,
@@ -70,7 +71,7 @@ impl TowerVerdict {
     /// One line for people.
     pub fn describe(&self) -> String {
         format!(
-            "sequence tower: validation NDCG@10 {:.4} (user vector + {} x tower, {} epochs) vs {:.4} with the SESSION blend ({:+.1}%): {}",
+            "sequence tower: validation NDCG@10 {:.4} (SESSION blend + {} x tower, {} epochs) vs {:.4} with the SESSION blend alone ({:+.1}%): {}",
             self.tower_ndcg,
             self.weight,
             self.epochs,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::als::{self, dot, AlsParams, Factors};
 use super::positives_matrix;
 use crate::data::{Dataset, Protocol, Split, Stage};
-use crate::eval::{Metrics, K};
+use crate::eval::{query_for, Metrics, K};
 
 /// Recent-item counts of the SESSION grid.
 const SESSION_ITEMS: [usize; 7] = [1, 2, 3, 5, 8, 13, 21];
@@ -155,12 +155,15 @@ fn metrics(gains: &[Vec<f64>], settings: usize) -> Vec<Metrics> {
         .collect()
 }
 
-/// Recall@K and NDCG@K of the targets of `split` for the long-term vector
-/// blended with `other[user]` (a short-term query, `None`: the long-term
-/// vector alone) at each of `weights`.
+/// Recall@K and NDCG@K of the targets of `split` for the query of
+/// `session` (the long-term vector, blended with the recent mean when the
+/// session is on) plus `weight x unit(other[user])` (a short-term query,
+/// `None`: nothing added) at each of `weights`: what RECOMMEND serves with
+/// SESSION and a SEQUENCE weight.
 pub fn score_blends(
     f: &Factors,
     split: &Split,
+    session: Session,
     other: &[Option<Vec<f32>>],
     weights: &[f32],
 ) -> Vec<Metrics> {
@@ -171,13 +174,22 @@ pub fn score_blends(
         .map(|&(u, target)| {
             let mut seen = vec![false; n_items];
             split.train[u].iter().for_each(|&i| seen[i as usize] = true);
-            let scores = |q: &[f32]| -> Vec<f32> {
+            let scores =
+                |q: &[f32]| -> Vec<f32> { (0..n_items).map(|i| dot(q, f.item(i))).collect() };
+            let unit_scores = |q: &[f32]| {
                 let mut q = q.to_vec();
                 unit(&mut q);
-                (0..n_items).map(|i| dot(&q, f.item(i))).collect()
+                scores(&q)
             };
-            let by_user = scores(f.user(u));
-            let by_other = other[u].as_deref().map(scores);
+            // The SESSION query with its user vector normalized, as
+            // RECOMMEND makes it before adding more parts.
+            let history = &split.train[u];
+            let by_user = if session.is_on() && !history.is_empty() {
+                scores(&query_for(f, u, history, session))
+            } else {
+                unit_scores(f.user(u))
+            };
+            let by_other = other[u].as_deref().map(unit_scores);
             weights
                 .iter()
                 .map(|&w| match &by_other {

@@ -15,7 +15,7 @@ use crate::data::{Dataset, Split, Stage};
 use recsys::user::Session;
 
 use crate::eval::{self, Metrics, Scorer, K};
-use crate::loader::{Keys, RANKER};
+use crate::loader::{Keys, RANKER, SEQUENCE_MODEL};
 use crate::train::ranker::CANDIDATES;
 use crate::train::Embeddings;
 use recsys::rank::sequence::SequenceTower;
@@ -141,21 +141,67 @@ pub fn served(
     Ok((scorer.metrics(), us))
 }
 
-/// The SESSION blend a request with `extra` options runs with: theirs when
-/// they name one, else the catalog's default (`None`: off).
-fn served_session(con: &mut redis::Connection, catalog: &str, extra: &[String]) -> Option<Session> {
-    if let Some(at) = extra.iter().position(|o| o.eq_ignore_ascii_case("SESSION")) {
-        let n = extra.get(at + 1)?.parse().ok()?;
-        let w = extra.get(at + 2)?.parse().ok()?;
-        return Session::new(n, w).ok().filter(Session::is_on);
+/// What a served request blends into the user vector: the SESSION blend
+/// and the sequence tower's weight (0: off).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Blend {
+    session: Option<Session>,
+    sequence: f32,
+}
+
+impl Blend {
+    fn label(&self) -> String {
+        let mut label = "ALS".to_string();
+        if let Some(s) = self.session {
+            label += &format!(" + SESSION {} {}", s.items, s.weight);
+        }
+        if self.sequence > 0.0 {
+            label += &format!(" + sequence x {}", self.sequence);
+        }
+        label
     }
-    let info: HashMap<String, redis::Value> =
-        redis::cmd("RECSYS.INFO").arg(catalog).query(con).ok()?;
-    let text: String = redis::from_redis_value(info.get("session")?).ok()?;
-    let (n, w) = text.split_once(' ')?;
-    Session::new(n.parse().ok()?, w.parse().ok()?)
-        .ok()
-        .filter(Session::is_on)
+}
+
+/// The value after option `name` in `extra`, parsed.
+fn option_value<T: std::str::FromStr>(extra: &[String], name: &str, nth: usize) -> Option<T> {
+    let at = extra.iter().position(|o| o.eq_ignore_ascii_case(name))?;
+    extra.get(at + 1 + nth)?.parse().ok()
+}
+
+/// The blend a request with `extra` options runs with: what they name,
+/// else the catalog's defaults.
+fn served_blend(con: &mut redis::Connection, catalog: &str, extra: &[String]) -> Blend {
+    let info: HashMap<String, redis::Value> = redis::cmd("RECSYS.INFO")
+        .arg(catalog)
+        .query(con)
+        .unwrap_or_default();
+    let field = |name: &str| -> Option<String> { redis::from_redis_value(info.get(name)?).ok() };
+    let session = match (
+        option_value(extra, "SESSION", 0),
+        option_value(extra, "SESSION", 1),
+    ) {
+        (Some(n), Some(w)) => Session::new(n, w).ok(),
+        _ => field("session").and_then(|t| {
+            let (n, w) = t.split_once(' ')?;
+            Session::new(n.parse().ok()?, w.parse().ok()?).ok()
+        }),
+    };
+    let has_model = redis::cmd("RECSYS.MODEL.INFO")
+        .arg(catalog)
+        .arg(SEQUENCE_MODEL)
+        .query::<redis::Value>(con)
+        .is_ok();
+    let sequence = if has_model {
+        option_value(extra, "SEQUENCE", 0)
+            .or_else(|| field("sequence")?.parse().ok())
+            .unwrap_or(0.0)
+    } else {
+        0.0
+    };
+    Blend {
+        session: session.filter(Session::is_on),
+        sequence,
+    }
 }
 
 /// What the model chose on validation, a line each.
@@ -193,10 +239,35 @@ pub fn evaluate(
     }
     emb.check_matches(ds)?;
     let split = emb.split(ds);
-    let blend = served_session(con, &keys.catalog(), extra);
-    let label = match blend {
-        Some(b) => format!("ALS + SESSION {} {}", b.items, b.weight),
-        None => "ALS".to_string(),
+    let blend = served_blend(con, &keys.catalog(), extra);
+    let tower = match &emb.tower {
+        Some(bytes) => Some(
+            SequenceTower::from_safetensors(bytes, emb.factors.k).map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let f = &emb.factors;
+    // The exact in-process figure of a blend (None: it needs a tower this
+    // model directory does not have).
+    let exact = |b: Blend| -> Option<Metrics> {
+        let sequence = match (&tower, b.sequence > 0.0) {
+            (Some(t), true) => Some((t, b.sequence)),
+            (None, true) => return None,
+            (_, false) => None,
+        };
+        let session = b.session.unwrap_or(Session {
+            items: 0,
+            weight: 0.0,
+        });
+        Some(eval::with_queries(f, &split, K, |u, history| {
+            eval::query_with(f, u, history, session, sequence)
+        }))
+    };
+    let in_process = |name: String, metrics: Metrics| Row {
+        name,
+        how: "in-process, exact".into(),
+        metrics,
+        us_per_user: None,
     };
     let mut rows = vec![Row {
         name: "popularity".into(),
@@ -204,57 +275,64 @@ pub fn evaluate(
         metrics: eval::popularity(&split, ds.items.len(), K),
         us_per_user: None,
     }];
-    rows.push(Row {
-        name: "ALS".into(),
-        how: "in-process, exact".into(),
-        metrics: eval::embeddings(&emb.factors, &split, Session::new(0, 0.0)?, K),
-        us_per_user: None,
-    });
-    if let Some(b) = blend {
-        rows.push(Row {
-            name: label.clone(),
-            how: "in-process, exact".into(),
-            metrics: eval::embeddings(&emb.factors, &split, b, K),
-            us_per_user: None,
+    let als = Blend {
+        session: None,
+        sequence: 0.0,
+    };
+    rows.extend(exact(als).map(|m| in_process("ALS".into(), m)));
+    // The tower at its validation weight when the default leaves it out.
+    let tower_row = emb
+        .manifest
+        .tower
+        .filter(|_| blend.sequence == 0.0 && tower.is_some())
+        .map(|v| Blend {
+            sequence: v.weight,
+            ..blend
         });
-    }
-    if let (Some(bytes), Some(v)) = (&emb.tower, emb.manifest.tower) {
-        let tower =
-            SequenceTower::from_safetensors(bytes, emb.factors.k).map_err(anyhow::Error::msg)?;
-        let f = &emb.factors;
-        rows.push(Row {
-            name: format!("ALS + sequence tower x {}", v.weight),
-            how: "in-process, exact (not served yet)".into(),
-            metrics: eval::with_queries(f, &split, K, |u, history| {
-                match crate::train::sequence::query(&tower, f, history) {
-                    Some(q) => eval::blend(f.user(u), v.weight, &q),
-                    None => f.user(u).to_vec(),
-                }
-            }),
-            us_per_user: None,
-        });
+    for b in [Some(blend), tower_row].into_iter().flatten() {
+        if b != als {
+            rows.extend(exact(b).map(|m| in_process(b.label(), m)));
+        }
     }
     let mut plain = extra.to_vec();
-    plain.extend(["SESSION".into(), "0".into(), "0".into()]);
+    plain.extend(["SESSION", "0", "0", "SEQUENCE", "0"].map(str::to_string));
     let (m, us) = served(con, ds, &split, keys, K, &plain)?;
     rows.push(Row {
         name: "ALS".into(),
-        how: "RECSYS.RECOMMEND ... EXCLUDE_SEEN SESSION 0 0".into(),
+        how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {}", plain.join(" ")),
         metrics: m,
         us_per_user: Some(us),
     });
     let (m, us) = served(con, ds, &split, keys, K, extra)?;
     let options = if extra.is_empty() {
-        "(catalog default SESSION)".to_string()
+        "(catalog defaults)".to_string()
     } else {
         extra.join(" ")
     };
+    let label = blend.label();
     rows.push(Row {
         name: label.clone(),
         how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {options}"),
         metrics: m,
         us_per_user: Some(us),
     });
+    if let Some(b) = tower_row.filter(|_| {
+        redis::cmd("RECSYS.MODEL.INFO")
+            .arg(keys.catalog())
+            .arg(SEQUENCE_MODEL)
+            .query::<redis::Value>(con)
+            .is_ok()
+    }) {
+        let mut towered = extra.to_vec();
+        towered.extend(["SEQUENCE".to_string(), b.sequence.to_string()]);
+        let (m, us) = served(con, ds, &split, keys, K, &towered)?;
+        rows.push(Row {
+            name: b.label(),
+            how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {}", towered.join(" ")),
+            metrics: m,
+            us_per_user: Some(us),
+        });
+    }
     let has_ranker = redis::cmd("RECSYS.MODEL.INFO")
         .arg(keys.catalog())
         .arg(RANKER)

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Served;
-use crate::loader::{self, CatalogSettings, RankerInstall};
+use crate::loader::{self, CatalogSettings, Install};
 
 #[derive(Args)]
 pub struct Load {
@@ -19,8 +19,14 @@ pub struct Load {
     pub compare: bool,
     /// Install the trained ranker as the catalog's model `ranker`: when its
     /// verdict on validation suggests it, always, or never.
-    #[arg(long, value_enum, default_value_t = RankerInstall::Suggested)]
-    pub ranker: RankerInstall,
+    #[arg(long, value_enum, default_value_t = Install::Suggested)]
+    pub ranker: Install,
+    /// Blend the trained sequence tower into every request by default (the
+    /// catalog's SEQUENCE weight): when its verdict on validation suggests
+    /// it, always, or never. The model is stored either way (model
+    /// `sequence`), so a request can still say `SEQUENCE w`.
+    #[arg(long, value_enum, default_value_t = Install::Suggested)]
+    pub tower: Install,
 }
 
 pub fn run(a: &Load) -> Result<()> {
@@ -28,6 +34,7 @@ pub fn run(a: &Load) -> Result<()> {
     let keys = a.target.keys();
     let settings = CatalogSettings {
         ranker: a.ranker,
+        tower: a.tower,
         ..CatalogSettings::default()
     };
     let bar = super::bar((ds.items.len() + ds.users.len()) as u64, "loading");
@@ -70,6 +77,22 @@ pub fn run(a: &Load) -> Result<()> {
             ),
         }
     );
+    match settings.sequence_weight(&emb) {
+        None => println!("sequence tower: none trained"),
+        Some(w) => println!(
+            "sequence tower: stored as model '{}', catalog default SEQUENCE {w}{}{}",
+            loader::SEQUENCE_MODEL,
+            emb.manifest
+                .tower
+                .map(|v| format!(" ({})", v.describe()))
+                .unwrap_or_default(),
+            if w == 0.0 {
+                " (--tower always blends it in)"
+            } else {
+                ""
+            }
+        ),
+    }
     if a.compare {
         let local = loader::in_process_build_rate(&ds, &emb, &settings)?;
         println!(

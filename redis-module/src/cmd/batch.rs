@@ -25,7 +25,7 @@ use redis_module::{
 use crate::acl::{Caller, KeyAccess};
 use crate::args::{Args, CmdResult};
 use crate::cluster;
-use crate::cmd::request_args::{model_fields, pipeline_option};
+use crate::cmd::request_args::{model_fields, pipeline_option, unknown_option};
 use crate::keys::{read_user, SharedCatalog, UserFields};
 use crate::plugin_store;
 use crate::reply::Reply;
@@ -108,11 +108,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "MATCH" => pattern = Some(a.next_bytes("MATCH pattern")?.to_vec()),
             "INTO" => prefix = Some(a.next_bytes("INTO prefix")?.to_vec()),
             "TTL" => ttl_ms = Some(a.next_int("TTL", 1, i64::MAX / 2000)? * 1000),
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected MATCH, K, INTO, TTL, CANDIDATES, EF, WHERE, EXCLUDE_SEEN, RANK, FILTER, ORDER, FAILOPEN, SOFTMAX or DIVERSITY"
-                )))
-            }
+            other => return Err(unknown_option(other, &["MATCH", "INTO", "TTL"])),
         }
     }
     let pattern = pattern.ok_or_else(|| Error::invalid("MATCH pattern is required"))?;

@@ -53,8 +53,9 @@ fn write_key(
     Ok(applied.reply.into())
 }
 
-/// RECSYS.ALTER key SESSION items weight: changes the catalog's default
-/// SESSION blend (0 items: none); requests may still override it.
+/// RECSYS.ALTER key [SESSION items weight] [SEQUENCE weight]: changes the
+/// catalog's default SESSION blend (0 items: none) or SEQUENCE weight (0:
+/// off); requests may still override them.
 /// (`LOGPOS seq:hash`, written by AOF rewrite, restores the write-log
 /// position and is replicated, not logged.)
 pub fn alter(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
@@ -256,6 +257,10 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 Some(s) => format!("{} {}", s.items, s.weight),
                 None => "off".into(),
             }),
+        ),
+        (
+            "sequence".into(),
+            Reply::Double(i.sequence_default.unwrap_or(1.0) as f64),
         ),
         (
             "distance_kernels".into(),

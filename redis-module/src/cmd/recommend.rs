@@ -22,7 +22,7 @@ use redis_module::{Context, ContextFlags, RedisString};
 use crate::acl::KeyAccess;
 use crate::args::{Args, CmdResult};
 use crate::cluster;
-use crate::cmd::request_args::{model_fields, pipeline_option};
+use crate::cmd::request_args::{model_fields, pipeline_option, unknown_option};
 use crate::config;
 use crate::keys::{check_user_key, read_user, wrote, UserFields};
 use crate::plugin_store;
@@ -51,11 +51,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "VECTOR" => vector_blob = Some(a.next_bytes("VECTOR blob")?),
             "WITHSCORES" => with_scores = true,
             "EXPLAIN" => explain = true,
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected K, CANDIDATES, EF, VECTOR, WHERE, EXCLUDE_SEEN, RANK, FILTER, ORDER, FAILOPEN, SOFTMAX, DIVERSITY, WITHSCORES or EXPLAIN"
-                )))
-            }
+            other => return Err(unknown_option(other, &["VECTOR", "WITHSCORES", "EXPLAIN"])),
         }
     }
     let req = req.validate()?;
@@ -115,6 +111,8 @@ fn explain_reply(e: &Explain) -> Reply {
             Reply::Text(e.source.map(|s| s.describe()).unwrap_or_default()),
         ),
         ("session_items".into(), n(e.session_items)),
+        ("sequence_items".into(), n(e.tower_items)),
+        ("sequence_us".into(), Reply::Int(e.tower_us as i64)),
         ("user_us".into(), us(Stage::UserVector)),
         ("retrieved".into(), n(e.retrieved)),
         ("retrieve_us".into(), us(Stage::Retrieve)),

@@ -7,12 +7,42 @@ use recsys_core::index::params::MAX_EF;
 use recsys_core::pipeline::rank::rank_model;
 use recsys_core::pipeline::request::PluginStage;
 use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_K};
+use recsys_core::pipeline::user_vector::sequence_blend;
 use recsys_core::plugin::World;
 use recsys_core::Error;
 
 use crate::args::{Args, CmdResult};
 use crate::plugin_store;
 use crate::util::now_ms;
+
+/// The pipeline options, as [`pipeline_option`] reads them (error messages
+/// list them from here; a test checks the command table's syntax names
+/// every one).
+pub const PIPELINE_OPTIONS: &[&str] = &[
+    "K",
+    "CANDIDATES",
+    "EF",
+    "WHERE",
+    "EXCLUDE_SEEN",
+    "RANK",
+    "FILTER",
+    "ORDER",
+    "FAILOPEN",
+    "SOFTMAX",
+    "DIVERSITY",
+    "SESSION",
+    "SEQUENCE",
+];
+
+/// The "unknown option" error of a command that takes `own` options
+/// besides the pipeline's.
+pub fn unknown_option(other: &str, own: &[&str]) -> Error {
+    let all: Vec<&str> = own.iter().chain(PIPELINE_OPTIONS).copied().collect();
+    Error::invalid(format!(
+        "unknown option '{other}', expected {}",
+        all.join(", ")
+    ))
+}
 
 /// Parses one pipeline option (`kw` already read). Returns false when `kw`
 /// is not a pipeline option.
@@ -54,6 +84,7 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
         "FAILOPEN" => req.fail_open = true,
         "RANK" => req.rank = Some(a.next_str("RANK model name")?.to_string()),
         "SESSION" => req.session = Some(a.next_session()?),
+        "SEQUENCE" => req.sequence = Some(a.next_sequence_weight()?),
         "DIVERSITY" => {
             let attr = a.next_str("DIVERSITY attribute")?.to_string();
             let max = a.next_usize("DIVERSITY max", 1, MAX_K)?;
@@ -65,8 +96,10 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
 }
 
 /// The user hash fields a request's models read (its RANK model's and the
-/// catalog's QUERY model's); fails when the RANK model does not exist.
+/// catalog's QUERY model's); fails when the RANK model does not exist, or
+/// when SEQUENCE asks for a RECENT model the catalog does not have.
 pub fn model_fields(catalog: &Catalog, req: &Request) -> CmdResult<Vec<String>> {
+    sequence_blend(catalog, req.sequence)?;
     let mut fields = Vec::new();
     if let Some(name) = &req.rank {
         fields.extend_from_slice(rank_model(catalog, name)?.user_fields());
