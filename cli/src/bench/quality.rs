@@ -13,12 +13,13 @@ use anyhow::{Context, Result};
 use crate::bench::index::median;
 use crate::data::generate::{shop, Shape};
 use crate::data::{import, Dataset};
-use crate::eval::{embeddings, K};
+use crate::eval::{query_with, with_queries, K};
 use crate::loader::{self, CatalogSettings, Install, Keys};
 use crate::server::RedisServer;
 use crate::train::als::AlsParams;
 use crate::train::Plan;
 use crate::verbs::eval::evaluate;
+use recsys::rank::sequence::SequenceTower;
 
 /// Load rounds (each against an in-process build).
 const ROUNDS: usize = 5;
@@ -107,9 +108,28 @@ fn one(con: &mut redis::Connection, b: &QualityBench, ds: &Dataset, prefix: &str
     }
     println!();
     report.print_table();
+    // The configuration requests get: SESSION and the tower's default weight.
     let split = emb.split(ds);
-    let untied = embeddings(&emb.factors, &split.without_ties(), m.session, K);
-    let all = embeddings(&emb.factors, &split, m.session, K);
+    let tower = match &emb.tower {
+        Some(b) => {
+            Some(SequenceTower::from_safetensors(b, emb.factors.k).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    let weight = settings.sequence_weight(&emb).unwrap_or(0.0);
+    let f = &emb.factors;
+    let chosen = |split: &crate::data::Split| {
+        with_queries(f, split, K, |u, history| {
+            query_with(
+                f,
+                u,
+                history,
+                m.session,
+                tower.as_ref().map(|t| (t, weight)),
+            )
+        })
+    };
+    let (untied, all) = (chosen(&split.without_ties()), chosen(&split));
     println!(
         "\n{} users scored on their test item. Ties: for {} of them the test item has the same second as their latest training positive, and the input line decided which is the test item; over the other {} users the chosen configuration scores recall@{K} {:.4} / NDCG@{K} {:.4} (all users: {:.4} / {:.4}).",
         all.users,

@@ -224,9 +224,10 @@ pub fn chosen_on_validation(emb: &Embeddings) -> Vec<String> {
     lines
 }
 
-/// Runs the protocol on the test items: popularity and exact in-process
-/// ALS rows, then the served rows (without SESSION, with the one requests
-/// get, and with the ranker when the catalog has it).
+/// Runs the protocol on the test items: popularity, then each blend
+/// (plain ALS, SESSION alone, the blend requests get, the sequence tower
+/// when the default leaves it out) exact in-process and served, then the
+/// ranker when the catalog has it.
 pub fn evaluate(
     con: &mut redis::Connection,
     ds: &Dataset,
@@ -263,76 +264,76 @@ pub fn evaluate(
             eval::query_with(f, u, history, session, sequence)
         }))
     };
-    let in_process = |name: String, metrics: Metrics| Row {
-        name,
-        how: "in-process, exact".into(),
-        metrics,
-        us_per_user: None,
-    };
     let mut rows = vec![Row {
         name: "popularity".into(),
         how: "in-process, training positives counted".into(),
         metrics: eval::popularity(&split, ds.items.len(), K),
         us_per_user: None,
     }];
+    // Each blend with the RECOMMEND options that serve it: none at all,
+    // SESSION alone when the default adds the tower, the default (or what
+    // `extra` names), and the tower at its validation weight when the
+    // default leaves it out (the catalog stores it either way).
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let als = Blend {
         session: None,
         sequence: 0.0,
     };
-    rows.extend(exact(als).map(|m| in_process("ALS".into(), m)));
-    // The tower at its validation weight when the default leaves it out.
-    let tower_row = emb
+    let mut blends = Vec::new();
+    if blend != als {
+        blends.push((als, words(&["SESSION", "0", "0", "SEQUENCE", "0"])));
+    }
+    if blend.session.is_some() && blend.sequence > 0.0 {
+        let session_only = Blend {
+            sequence: 0.0,
+            ..blend
+        };
+        blends.push((session_only, words(&["SEQUENCE", "0"])));
+    }
+    blends.push((blend, Vec::new()));
+    let stored = redis::cmd("RECSYS.MODEL.INFO")
+        .arg(keys.catalog())
+        .arg(SEQUENCE_MODEL)
+        .query::<redis::Value>(con)
+        .is_ok();
+    if let Some(v) = emb
         .manifest
         .tower
-        .filter(|_| blend.sequence == 0.0 && tower.is_some())
-        .map(|v| Blend {
+        .filter(|_| blend.sequence == 0.0 && stored)
+    {
+        let towered = Blend {
             sequence: v.weight,
             ..blend
-        });
-    for b in [Some(blend), tower_row].into_iter().flatten() {
-        if b != als {
-            rows.extend(exact(b).map(|m| in_process(b.label(), m)));
+        };
+        blends.push((towered, words(&["SEQUENCE", &v.weight.to_string()])));
+    }
+    for (b, _) in &blends {
+        if let Some(metrics) = exact(*b) {
+            rows.push(Row {
+                name: b.label(),
+                how: "in-process, exact".into(),
+                metrics,
+                us_per_user: None,
+            });
         }
     }
-    let mut plain = extra.to_vec();
-    plain.extend(["SESSION", "0", "0", "SEQUENCE", "0"].map(str::to_string));
-    let (m, us) = served(con, ds, &split, keys, K, &plain)?;
-    rows.push(Row {
-        name: "ALS".into(),
-        how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {}", plain.join(" ")),
-        metrics: m,
-        us_per_user: Some(us),
-    });
-    let (m, us) = served(con, ds, &split, keys, K, extra)?;
-    let options = if extra.is_empty() {
-        "(catalog defaults)".to_string()
-    } else {
-        extra.join(" ")
-    };
-    let label = blend.label();
-    rows.push(Row {
-        name: label.clone(),
-        how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {options}"),
-        metrics: m,
-        us_per_user: Some(us),
-    });
-    if let Some(b) = tower_row.filter(|_| {
-        redis::cmd("RECSYS.MODEL.INFO")
-            .arg(keys.catalog())
-            .arg(SEQUENCE_MODEL)
-            .query::<redis::Value>(con)
-            .is_ok()
-    }) {
-        let mut towered = extra.to_vec();
-        towered.extend(["SEQUENCE".to_string(), b.sequence.to_string()]);
-        let (m, us) = served(con, ds, &split, keys, K, &towered)?;
+    for (b, options) in &blends {
+        let mut all = extra.to_vec();
+        all.extend_from_slice(options);
+        let (m, us) = served(con, ds, &split, keys, K, &all)?;
+        let shown = if all.is_empty() {
+            "(catalog defaults)".to_string()
+        } else {
+            all.join(" ")
+        };
         rows.push(Row {
             name: b.label(),
-            how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {}", towered.join(" ")),
+            how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {shown}"),
             metrics: m,
             us_per_user: Some(us),
         });
     }
+    let label = blend.label();
     let has_ranker = redis::cmd("RECSYS.MODEL.INFO")
         .arg(keys.catalog())
         .arg(RANKER)
