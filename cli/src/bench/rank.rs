@@ -242,6 +242,8 @@ pub fn run(b: &RankBench) -> Result<()> {
         );
     }
 
+    sequence_tower(b.calls, peak.0);
+
     // 2. Throughput over batch sizes.
     println!("\n## Throughput by batch size (median us per batch; rows/s)");
     let mut header = "| batch | native CPU us | native rows/s |".to_string();
@@ -281,6 +283,38 @@ pub fn run(b: &RankBench) -> Result<()> {
         recommend_with_rank(b, &b.fixtures)?;
     }
     Ok(())
+}
+
+/// The sequence tower's forward (ROLE RECENT), as RECOMMEND runs it once
+/// per request: 64-d items, hidden 64, feed-forward 128, over 20 recent
+/// items (what `recsys train` reads) and 50 (the budget case).
+fn sequence_tower(calls: usize, peak: f64) {
+    use recsys::rank::sequence::{random_weights, SequenceTower};
+    println!("\n## Sequence tower (SEQUENCE model, one user vector per request; 64-d items, hidden 64, feed-forward 128), {calls} calls each");
+    println!("| recent items read | multiply-adds | median us | p99 us | of the FMA peak |");
+    println!("|---:|---:|---:|---:|---:|");
+    let items = recsys::synth::clustered(50, 64, 8, 0.3, 9);
+    for n in [20, 50] {
+        let weights = random_weights(64, 64, 128, n, 0.1, 5);
+        let Ok(tower) = SequenceTower::from_safetensors(&weights, 64) else {
+            println!("| {n} | (weights refused) | - | - | - |");
+            continue;
+        };
+        let recent = || items.iter().take(n).map(Vec::as_slice);
+        let mut times = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let t = Instant::now();
+            std::hint::black_box(tower.query(recent()));
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let work = tower.multiply_adds(n);
+        let med = median(times.clone());
+        println!(
+            "| {n} | {work} | {med:.1} | {:.1} | {:.0}% |",
+            p99(times),
+            100.0 * work as f64 / (med * 1e3) / peak
+        );
+    }
 }
 
 /// RECOMMEND K=10 CANDIDATES 200 with RANK (native, ONNX) and without.
