@@ -215,7 +215,14 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
             .iter()
             .map(|(id, _)| (local.slot_of(id).unwrap(), 0.0))
             .collect();
-        let want = native_model.score(&user, local.columns(), &slots).unwrap();
+        let want = native_model
+            .score(
+                &user,
+                local.columns(),
+                &recsys::rank::schema::NoSignals,
+                &slots,
+            )
+            .unwrap();
         for ((id, got), want) in native.iter().zip(&want) {
             assert!((got - want).abs() < 1e-5, "{id}: {got} vs {want}");
         }
@@ -1016,4 +1023,95 @@ fn sequence_model_turns_a_new_users_events_into_personal_results() {
     // Deleting the model turns the blend off.
     cmd(&mut c, "RECSYS.MODEL.DEL cat seq").unwrap();
     assert_eq!(ids(&mut c, "cat u:emb K 10"), with_vector(&mut c, &vs[42]));
+}
+
+#[test]
+fn computed_signals_feed_the_ranker_as_computed_here() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let (local, vs) = load(&mut c);
+    // 8 dense (3 computed by the request, 5 user fields) and 8 sparse: the
+    // reference ranker's shape.
+    let schema = format!(
+        "DENSE popularity DENSE session DENSE activity {} {}",
+        (3..8)
+            .map(|i| format!("DENSE user.d{i}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        (0..8)
+            .map(|i| format!("SPARSE item.c{i} 100"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    set_ok(
+        &mut c,
+        "r",
+        "DLRM",
+        "dlrm_ranker.safetensors",
+        "RANK",
+        &schema,
+    );
+    let e = set_model(
+        &mut c,
+        "x",
+        "DLRM",
+        "dlrm_ranker.safetensors",
+        "RANK",
+        "SPARSE popularity 10",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("popularity is a number; declare it DENSE"),
+        "{e}"
+    );
+    // Popular items, at an epoch both sides read at (a few ms of decay).
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut pop = redis::cmd("RECSYS.POPULARITY.SET");
+    pop.arg("cat").arg("EPOCH").arg(epoch);
+    for i in 0..300 {
+        let (id, n) = (format!("item:{}", i * 6), (i % 13 + 1) as f64);
+        pop.arg(&id).arg(n);
+        local.set_popularity(&id, epoch, n).unwrap();
+    }
+    let _: () = pop.query(&mut c).unwrap();
+    let model = local_model(Kind::Dlrm, Role::Rank, "dlrm_ranker.safetensors", &schema);
+    for u in 0..4 {
+        let feats = user_features(u);
+        hset_user(&mut c, &format!("u:{u}"), &feats, Some(&vs[u * 50]));
+        let recent: Vec<String> = (0..u * 3).map(|j| format!("item:{}", j * 11 + u)).collect();
+        let _: () = redis::cmd("HSET")
+            .arg(format!("u:{u}"))
+            .arg("recent")
+            .arg(serde_json::to_string(&recent).unwrap())
+            .query(&mut c)
+            .unwrap();
+        let got = recommend(&mut c, &format!("cat u:{u} K 10 CANDIDATES 100 RANK r"));
+        let input = recsys::pipeline::request::UserInput {
+            recent,
+            features: feats.into_iter().collect(),
+            now_ms: epoch,
+            ..Default::default()
+        };
+        let signals = recsys::pipeline::rank::RequestSignals::new(&local, &input);
+        let slots: Vec<(u32, f32)> = got
+            .iter()
+            .map(|(id, _)| (local.slot_of(id).unwrap(), 0.0))
+            .collect();
+        let batch = model.features(&input.features, local.columns(), &signals, &slots);
+        // The signals are there: popularity of a popular candidate, the
+        // session's cosine for a user with recent items, the activity.
+        let dense = |r: usize, j: usize| batch.dense[r * 8 + j];
+        assert!((0..slots.len()).all(|r| (dense(r, 2) - ((u * 3) as f32).ln_1p()).abs() < 1e-6));
+        if u > 0 {
+            assert!((0..slots.len()).any(|r| dense(r, 1).abs() > 1e-3));
+        }
+        let want = model.score_batch(&batch).unwrap();
+        for ((id, got), want) in got.iter().zip(&want) {
+            assert!((got - want).abs() < 1e-5, "user {u} {id}: {got} vs {want}");
+        }
+    }
 }

@@ -29,7 +29,7 @@ const PIPELINE: usize = 8;
 /// Users per pipeline round trip.
 const USERS_PER_PIPE: usize = 500;
 /// Recent items written per user (the module's default HISTORY).
-const RECENT: usize = 50;
+pub const RECENT: usize = 50;
 
 /// The key names of one loaded dataset.
 #[derive(Debug, Clone)]

@@ -8,7 +8,67 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::pipeline::explain::Explain;
 use crate::pipeline::request::{Request, UserInput};
+use crate::rank::schema::{CandidateSignals, SESSION_SIGNAL_ITEMS};
 use crate::rank::{Model, Role};
+
+/// A request's [`CandidateSignals`]: the catalog's popularity at the
+/// request's time, the user's recent items (their mean computed on first
+/// use).
+pub struct RequestSignals<'a> {
+    catalog: &'a Catalog,
+    user: &'a UserInput,
+    session: std::cell::OnceCell<Option<Vec<f32>>>,
+}
+
+impl<'a> RequestSignals<'a> {
+    pub fn new(catalog: &'a Catalog, user: &'a UserInput) -> RequestSignals<'a> {
+        RequestSignals {
+            catalog,
+            user,
+            session: std::cell::OnceCell::new(),
+        }
+    }
+}
+
+/// `v` scaled to unit length; `None` when it is zero.
+fn unit(mut v: Vec<f32>) -> Option<Vec<f32>> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (norm > 0.0).then(|| {
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    })
+}
+
+impl CandidateSignals for RequestSignals<'_> {
+    fn popularity(&self, slot: u32) -> f32 {
+        self.catalog.popularity_at(slot, self.user.now_ms) as f32
+    }
+
+    fn session_similarity(&self, slot: u32) -> f32 {
+        let session = self.session.get_or_init(|| {
+            let mut sum = vec![0f32; self.catalog.params().dim];
+            let slots = self
+                .user
+                .recent
+                .iter()
+                .filter_map(|id| self.catalog.slot_of(id));
+            for slot in slots.take(SESSION_SIGNAL_ITEMS) {
+                for (s, x) in sum.iter_mut().zip(self.catalog.index().vector(slot)) {
+                    *s += x;
+                }
+            }
+            unit(sum)
+        });
+        match (session, unit(self.catalog.index().vector(slot))) {
+            (Some(s), Some(v)) => s.iter().zip(&v).map(|(a, b)| a * b).sum(),
+            _ => 0.0,
+        }
+    }
+
+    fn recent_items(&self) -> usize {
+        self.user.recent.len()
+    }
+}
 
 /// The model called `name`, which must have ROLE RANK.
 pub fn rank_model<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Arc<Model>> {
@@ -39,7 +99,8 @@ pub fn rank(
         let model = rank_model(catalog, name)?;
         if !candidates.is_empty() {
             let t = std::time::Instant::now();
-            let batch = model.features(&user.features, catalog.columns(), &candidates);
+            let signals = RequestSignals::new(catalog, user);
+            let batch = model.features(&user.features, catalog.columns(), &signals, &candidates);
             ex.rank_features_us = t.elapsed().as_micros() as u64;
             let scores = model.score_batch(&batch).map_err(Error::invalid)?;
             candidates.iter_mut().zip(scores).for_each(|(c, s)| c.1 = s);

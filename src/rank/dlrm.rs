@@ -580,8 +580,9 @@ struct Scratch {
     b: Vec<f32>,
 }
 
+/// A dot product in 8 lanes (one sequential sum would not vectorize).
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorize.
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

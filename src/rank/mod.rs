@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::features::columns::Columns;
 use dlrm::Dlrm;
 use onnx::OnnxModel;
-use schema::{Batch, Schema};
+use schema::{Batch, CandidateSignals, Schema};
 use sequence::SequenceTower;
 
 /// What a model file is.
@@ -510,12 +510,13 @@ impl Model {
         &self,
         user: &HashMap<String, String>,
         columns: &Columns,
+        signals: &dyn CandidateSignals,
         candidates: &[(u32, f32)],
     ) -> Result<Vec<f32>, String> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        self.score_batch(&self.features(user, columns, candidates))
+        self.score_batch(&self.features(user, columns, signals, candidates))
     }
 
     /// The model's input for `candidates`: user features broadcast to every
@@ -524,9 +525,10 @@ impl Model {
         &self,
         user: &HashMap<String, String>,
         columns: &Columns,
+        signals: &dyn CandidateSignals,
         candidates: &[(u32, f32)],
     ) -> Batch {
-        self.schema.assemble(user, columns, candidates)
+        self.schema.assemble(user, columns, signals, candidates)
     }
 
     /// The query vector for a user (ROLE QUERY): the user's features alone.

@@ -10,7 +10,15 @@
 //! DENSE  <source> [DEFAULT <number>]
 //! SPARSE <source> <cardinality> [VOCAB v1,v2,...] [HASH] [DEFAULT <id>]
 //! source := user.<hash field> | item.<attribute> | score
+//!         | popularity | session | activity
 //! ```
+//!
+//! `score`, `popularity`, `session` and `activity` are numbers the request
+//! computes ([`CandidateSignals`]), DENSE only: the retrieval score;
+//! `ln(1 + the item's time-decayed popularity now)`; the cosine between the
+//! item's vector and the mean of the user's [`SESSION_SIGNAL_ITEMS`] most
+//! recent items (0 without any); `ln(1 + the number of the user's recent
+//! items)`.
 //!
 //! Dense features fill the `dense` input (float32 `[n, #DENSE]`) and sparse
 //! features the `sparse` input (int64 `[n, #SPARSE]`), in the order given.
@@ -38,14 +46,60 @@ pub enum Source {
     Item(String),
     /// The candidate's retrieval score (higher is better).
     Score,
+    /// `ln(1 + the candidate's popularity now)`.
+    Popularity,
+    /// Cosine between the candidate and the user's recent items' mean.
+    Session,
+    /// `ln(1 + the user's recent items)`.
+    Activity,
 }
+
+/// Recent items whose mean the `session` source compares candidates with.
+pub const SESSION_SIGNAL_ITEMS: usize = 5;
+
+/// What the request knows about a candidate or the user beyond the hash
+/// and the attributes (the `popularity`, `session` and `activity` sources).
+pub trait CandidateSignals {
+    /// The item's popularity now.
+    fn popularity(&self, slot: u32) -> f32;
+    /// Cosine between the item and the user's recent items' mean (0 when
+    /// the user has none).
+    fn session_similarity(&self, slot: u32) -> f32;
+    /// The number of the user's recent items.
+    fn recent_items(&self) -> usize;
+}
+
+/// No signals: every one is 0 (a QUERY model's batch, benchmarks).
+pub struct NoSignals;
+
+impl CandidateSignals for NoSignals {
+    fn popularity(&self, _: u32) -> f32 {
+        0.0
+    }
+    fn session_similarity(&self, _: u32) -> f32 {
+        0.0
+    }
+    fn recent_items(&self) -> usize {
+        0
+    }
+}
+
+/// The sources that are numbers computed by the request, by name.
+const COMPUTED: [(&str, Source); 4] = [
+    ("score", Source::Score),
+    ("popularity", Source::Popularity),
+    ("session", Source::Session),
+    ("activity", Source::Activity),
+];
 
 impl Source {
     fn parse(s: &str) -> Result<Source, String> {
-        if s.eq_ignore_ascii_case("score") {
-            return Ok(Source::Score);
+        if let Some((_, source)) = COMPUTED.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
+            return Ok(source.clone());
         }
-        let bad = || format!("feature source '{s}' is not user.<field>, item.<attribute> or score");
+        let bad = || {
+            format!("feature source '{s}' is not user.<field>, item.<attribute>, score, popularity, session or activity")
+        };
         let (scope, name) = s.split_once('.').ok_or_else(bad)?;
         if name.is_empty() {
             return Err(bad());
@@ -61,8 +115,17 @@ impl Source {
         match self {
             Source::User(f) => format!("user.{f}"),
             Source::Item(a) => format!("item.{a}"),
-            Source::Score => "score".into(),
+            computed => COMPUTED
+                .iter()
+                .find(|(_, s)| s == computed)
+                .map_or("?", |(n, _)| n)
+                .into(),
         }
+    }
+
+    /// Whether the request computes it (a number: DENSE only).
+    fn is_computed(&self) -> bool {
+        COMPUTED.iter().any(|(_, s)| s == self)
     }
 }
 
@@ -204,8 +267,11 @@ impl Schema {
                 }
                 "SPARSE" => {
                     let source = Source::parse(&next(&mut i, "SPARSE source")?)?;
-                    if source == Source::Score {
-                        return Err("SCHEMA: score is a number; declare it DENSE".into());
+                    if source.is_computed() {
+                        return Err(format!(
+                            "SCHEMA: {} is a number; declare it DENSE",
+                            source.describe()
+                        ));
                     }
                     let card_text = next(&mut i, "SPARSE cardinality")?;
                     let cardinality = card_text
@@ -319,6 +385,7 @@ impl Schema {
         &self,
         user: &HashMap<String, String>,
         columns: &Columns,
+        signals: &dyn CandidateSignals,
         candidates: &[(u32, f32)],
     ) -> Batch {
         let rows = candidates.len();
@@ -338,6 +405,17 @@ impl Schema {
                     .iter()
                     .enumerate()
                     .for_each(|(r, c)| batch.dense[r * dw + j] = c.1),
+                Source::Popularity => candidates.iter().enumerate().for_each(|(r, c)| {
+                    batch.dense[r * dw + j] = signals.popularity(c.0).max(0.0).ln_1p()
+                }),
+                Source::Session => candidates
+                    .iter()
+                    .enumerate()
+                    .for_each(|(r, c)| batch.dense[r * dw + j] = signals.session_similarity(c.0)),
+                Source::Activity => {
+                    let x = (signals.recent_items() as f32).ln_1p();
+                    (0..rows).for_each(|r| batch.dense[r * dw + j] = x);
+                }
                 Source::Item(attr) => match columns.column(attr) {
                     Some(col) => per_value(
                         col,
@@ -371,7 +449,7 @@ impl Schema {
                     None => (0..rows).for_each(|r| batch.sparse[r * sw + j] = f.default),
                 },
                 // Refused by Schema::parse; the default keeps the batch whole.
-                Source::Score => (0..rows).for_each(|r| batch.sparse[r * sw + j] = f.default),
+                _ => (0..rows).for_each(|r| batch.sparse[r * sw + j] = f.default),
             }
         }
         batch
@@ -483,7 +561,7 @@ mod tests {
         let user: HashMap<String, String> = [("age".to_string(), "41".to_string())]
             .into_iter()
             .collect();
-        let batch = s.assemble(&user, &columns, &[(0, 0.5), (1, 0.25)]);
+        let batch = s.assemble(&user, &columns, &NoSignals, &[(0, 0.5), (1, 0.25)]);
         let one = s.assemble_user(&user);
         assert_eq!(one.dense, vec![41.0, -1.0, 0.0]);
         assert_eq!(one.sparse, vec![7, 0, s.sparse[2].id_of(None)]);
@@ -493,6 +571,35 @@ mod tests {
         assert_eq!(batch.sparse, vec![1, 1999, 0, 7, 0, 0]);
         assert!(Mapping::Hash == s.sparse[2].mapping);
         assert_ne!(s.sparse[2].id_of(Some("fr")), s.sparse[2].id_of(Some("de")));
+    }
+
+    #[test]
+    fn computed_sources_come_from_the_signals() {
+        struct Fixed;
+        impl CandidateSignals for Fixed {
+            fn popularity(&self, slot: u32) -> f32 {
+                slot as f32 * 10.0
+            }
+            fn session_similarity(&self, slot: u32) -> f32 {
+                -(slot as f32)
+            }
+            fn recent_items(&self) -> usize {
+                3
+            }
+        }
+        let s = Schema::parse(&toks(
+            "DENSE activity DENSE popularity DENSE session DENSE score",
+        ))
+        .unwrap();
+        assert_eq!(s.dense[1].source.describe(), "popularity");
+        let b = s.assemble(&HashMap::new(), &Columns::default(), &Fixed, &[(2, 0.5)]);
+        assert_eq!(b.dense, vec![3f32.ln_1p(), 20f32.ln_1p(), -2.0, 0.5]);
+        // Numbers only, and only for ranking (a QUERY model sees the user).
+        for bad in ["SPARSE session 4", "SPARSE activity 4"] {
+            let e = Schema::parse(&toks(bad)).unwrap_err();
+            assert!(e.contains("declare it DENSE"), "{bad}: {e}");
+        }
+        assert!(s.check_user_only().is_err());
     }
 
     /// Columns with more distinct values than the array memo holds resolve
@@ -512,7 +619,7 @@ mod tests {
             .chain([3, 3, n + 9])
             .map(|i| (i, 0.0))
             .collect();
-        let batch = s.assemble(&HashMap::new(), &columns, &cands);
+        let batch = s.assemble(&HashMap::new(), &columns, &NoSignals, &cands);
         for (r, &(slot, _)) in cands.iter().enumerate() {
             let (w, code) = if slot < n {
                 (slot as f32, slot as i64)

@@ -20,7 +20,7 @@
 
 use safetensors::SafeTensors;
 
-use super::dlrm::f32_tensor;
+use super::dlrm::{dot, f32_tensor};
 
 /// A row-major matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -303,24 +303,6 @@ pub fn random_weights(
         t("b_2", vec![h]),
         t("w_out", vec![h, d]),
     ])
-}
-
-/// A dot product in 8 lanes (one sequential sum would not vectorize).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -320,6 +320,32 @@ pub fn fit(ds: &Dataset, plan: &Plan, mut log: impl FnMut(String)) -> Result<Emb
     })
 }
 
+/// The best validation score over epochs so far, and its epoch: training
+/// goes on until [`verdict::PATIENCE`] epochs pass without a better one.
+struct EarlyStop {
+    score: f64,
+    epoch: usize,
+}
+
+impl Default for EarlyStop {
+    fn default() -> Self {
+        EarlyStop {
+            score: f64::NEG_INFINITY,
+            epoch: 0,
+        }
+    }
+}
+
+impl EarlyStop {
+    /// Records `epoch`'s score; whether to train another epoch.
+    fn keep_going(&mut self, epoch: usize, score: f64) -> bool {
+        if score > self.score {
+            (self.score, self.epoch) = (score, epoch);
+        }
+        epoch - self.epoch < verdict::PATIENCE
+    }
+}
+
 /// The sequence tower on `split` over `factors`, its epochs, blend weight
 /// and verdict from the validation stage.
 #[allow(clippy::too_many_arguments)]
@@ -345,7 +371,7 @@ fn fit_tower(
             |_| {},
         );
         let session_ndcg = tune::score_sessions(&f, &validation, &[session])[0].ndcg;
-        let (mut best, mut best_epoch, mut best_weight) = (f64::NEG_INFINITY, 0, 0.0);
+        let (mut best, mut best_weight) = (EarlyStop::default(), 0.0);
         sequence::train_with(&f, &validation, &p, |epoch, w| {
             let tower = SequenceTower::from_safetensors(w, f.k).map_err(anyhow::Error::msg)?;
             let queries: Vec<Option<Vec<f32>>> = validation
@@ -355,13 +381,17 @@ fn fit_tower(
                 .collect();
             let scored =
                 tune::score_blends(&f, &validation, session, &queries, &sequence::BLEND_WEIGHTS);
-            for (m, &w) in scored.iter().zip(&sequence::BLEND_WEIGHTS) {
-                if m.ndcg > best {
-                    (best, best_epoch, best_weight) = (m.ndcg, epoch, w);
-                }
+            let (m, &w) = scored
+                .iter()
+                .zip(&sequence::BLEND_WEIGHTS)
+                .max_by(|a, b| a.0.ndcg.total_cmp(&b.0.ndcg))
+                .context("no blend weight")?;
+            if m.ndcg > best.score {
+                best_weight = w;
             }
-            Ok(epoch - best_epoch < verdict::PATIENCE)
+            Ok(best.keep_going(epoch, m.ndcg))
         })?;
+        let (best, best_epoch) = (best.score, best.epoch);
         p.epochs = best_epoch.max(1);
         let v = TowerVerdict {
             params: p,
@@ -384,7 +414,11 @@ fn fit_tower(
     Ok((Some(weights), verdict))
 }
 
-/// The ranker on `split`, its epochs and verdict from the validation stage.
+/// The ranker on `split`, its features, epochs and verdict from the
+/// validation stage: the computed signals ([`ranker::SIGNALS`]) join the
+/// derived schema one at a time, each kept only when it raises validation
+/// NDCG by [`ranker::SIGNAL_MIN_GAIN`] (a schema given with
+/// `--ranker-schema` is used as it is).
 fn fit_ranker(
     ds: &Dataset,
     protocol: Protocol,
@@ -395,11 +429,9 @@ fn fit_ranker(
     log: &mut impl FnMut(String),
 ) -> Result<(Option<SavedRanker>, Option<Verdict>)> {
     let started = Instant::now();
-    let schema = p.schema.clone().unwrap_or_else(|| ranker::schema_for(ds));
-    let mut p = RankerParams {
-        schema: Some(schema.clone()),
-        ..p.clone()
-    };
+    let given = p.schema.is_some();
+    let mut schema = p.schema.clone().unwrap_or_else(|| ranker::schema_for(ds));
+    let mut p = p.clone();
     let validation = Split::new(ds, protocol, Stage::Validation);
     let mut verdict = None;
     if validation.evaluated().next().is_some() {
@@ -409,15 +441,35 @@ fn fit_ranker(
             als_params,
             |_| {},
         );
-        let check = RankerCheck::new(ds, &validation, &f, session, &schema)?;
-        let (mut best, mut best_epoch) = (f64::NEG_INFINITY, 0);
-        ranker::train_with(ds, &validation, als_params, session, &p, |epoch, w| {
-            let ndcg = check.ranker_ndcg(w)?;
-            if ndcg > best {
-                (best, best_epoch) = (ndcg, epoch);
+        // Validation NDCG of the best epoch, the epoch, and the check.
+        let judge = |schema: &str| -> Result<(f64, usize, RankerCheck)> {
+            let check = RankerCheck::new(ds, &validation, &f, session, schema)?;
+            let trial = RankerParams {
+                schema: Some(schema.to_string()),
+                ..p.clone()
+            };
+            let mut best = EarlyStop::default();
+            ranker::train_with(ds, &validation, als_params, session, &trial, |epoch, w| {
+                Ok(best.keep_going(epoch, check.ranker_ndcg(w)?))
+            })?;
+            Ok((best.score, best.epoch, check))
+        };
+        let (mut best, mut best_epoch, mut check) = judge(&schema)?;
+        if !given {
+            for signal in ranker::SIGNALS {
+                let trial = ranker::with_signal(&schema, signal);
+                let (ndcg, epoch, c) = judge(&trial)?;
+                let keep = ndcg > best * (1.0 + ranker::SIGNAL_MIN_GAIN);
+                log(format!(
+                    "ranker: validation NDCG@{} {ndcg:.4} with DENSE {signal} vs {best:.4} without: {}",
+                    crate::eval::K,
+                    if keep { "kept" } else { "left out" }
+                ));
+                if keep {
+                    (best, best_epoch, check, schema) = (ndcg, epoch, c, trial);
+                }
             }
-            Ok(epoch - best_epoch < verdict::PATIENCE)
-        })?;
+        }
         let retrieval_ndcg = check.retrieval_ndcg();
         p.epochs = best_epoch.max(1);
         let v = Verdict {
@@ -430,6 +482,7 @@ fn fit_ranker(
         log(format!("ranker: {}", v.describe()));
         verdict = Some(v);
     }
+    p.schema = Some(schema);
     let r = ranker::train(ds, split, als_params, session, &p)?;
     log(format!(
         "ranker: DLRM on {} rows ({} epochs, final loss {:.4}) in {:.2} s; SCHEMA {}",

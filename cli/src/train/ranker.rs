@@ -13,7 +13,7 @@
 //! schema code over an in-process catalog, so training sees exactly the ids
 //! serving computes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -21,6 +21,8 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use recsys::catalog::Catalog;
 use recsys::features::attrs::Attrs;
 use recsys::index::{IndexParams, Metric};
+use recsys::pipeline::rank::RequestSignals;
+use recsys::pipeline::request::UserInput;
 use recsys::rank::dlrm::write_safetensors;
 use recsys::rank::schema::{Batch, Schema};
 use recsys::rng::SplitMix;
@@ -109,6 +111,23 @@ fn sparse_decl(source: &str, values: &BTreeSet<String>, rows: usize) -> Option<S
     }
     // Nearly one value per row (titles, ids) carries nothing to learn.
     (values.len() * 2 < rows).then(|| format!("SPARSE {source} {HASH_BUCKETS} HASH"))
+}
+
+/// Signals the request computes that `recsys train` tries adding to the
+/// derived schema, one at a time, on validation: the item's popularity,
+/// its similarity to the user's latest items, the user's activity.
+pub const SIGNALS: [&str; 3] = ["session", "activity", "popularity"];
+
+/// The relative validation NDCG gain a signal must bring to be kept
+/// (smaller differences are within what another seed changes).
+pub const SIGNAL_MIN_GAIN: f64 = 0.005;
+
+/// `schema` with `DENSE signal` after its first declaration (the score).
+pub fn with_signal(schema: &str, signal: &str) -> String {
+    match schema.find(" DENSE ").or_else(|| schema.find(" SPARSE ")) {
+        Some(at) => format!("{} DENSE {signal}{}", &schema[..at], &schema[at..]),
+        None => format!("{schema} DENSE {signal}"),
+    }
 }
 
 /// The schema for a dataset: the retrieval score, then every user feature
@@ -282,14 +301,32 @@ struct Examples {
     labels: Vec<f32>,
 }
 
+/// The time the in-process catalogs' popularity is counted at (and read
+/// at): scores are then the plain counts, as right after `recsys load`.
+const POPULARITY_EPOCH_MS: i64 = 0;
+
 /// The catalog RECOMMEND would serve for `ds` with item vectors `factors`
-/// (attributes and all), in this process, and each item's slot in it.
-pub fn in_process_catalog(ds: &Dataset, factors: &Factors) -> Result<(Catalog, Vec<u32>)> {
+/// (attributes and all), in this process, with each item's popularity the
+/// number of `positives` (per user) naming it, as `recsys load` sets it;
+/// and each item's slot in it.
+pub fn in_process_catalog(
+    ds: &Dataset,
+    factors: &Factors,
+    positives: &[Vec<u32>],
+) -> Result<(Catalog, Vec<u32>)> {
     let mut params = IndexParams::new(factors.k);
     params.metric = Metric::Ip;
     let mut catalog = Catalog::new(params)?;
     for (i, item) in ds.items.iter().enumerate() {
         catalog.set(&item.id, factors.item(i), Some(Attrs::parse(&item.attrs)?))?;
+    }
+    let mut counts = vec![0usize; ds.items.len()];
+    positives
+        .iter()
+        .flatten()
+        .for_each(|&i| counts[i as usize] += 1);
+    for (item, &n) in ds.items.iter().zip(&counts).filter(|(_, &n)| n > 0) {
+        catalog.set_popularity(&item.id, POPULARITY_EPOCH_MS, n as f64)?;
     }
     let slots: Vec<u32> = ds
         .items
@@ -297,6 +334,26 @@ pub fn in_process_catalog(ds: &Dataset, factors: &Factors) -> Result<(Catalog, V
         .map(|it| catalog.slot_of(&it.id).context("item slot"))
         .collect::<Result<_>>()?;
     Ok((catalog, slots))
+}
+
+/// What RECOMMEND reads about user `u` whose positives are `history`
+/// (oldest first) once `recsys load` wrote them: the features and the
+/// latest [`crate::loader::RECENT`] items, newest first.
+pub fn user_input(ds: &Dataset, u: usize, history: &[u32]) -> UserInput {
+    UserInput {
+        recent: history
+            .iter()
+            .rev()
+            .take(crate::loader::RECENT)
+            .map(|&i| ds.items[i as usize].id.clone())
+            .collect(),
+        features: ds.user_features[u]
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        now_ms: POPULARITY_EPOCH_MS,
+        ..UserInput::default()
+    }
 }
 
 /// Builds the training rows (see the module doc).
@@ -321,7 +378,7 @@ fn examples(
         .map(|it| it.iter().map(|&i| (i, 1.0)).collect())
         .collect();
     let factors = als::train(&Csr::from_rows(&rows), ds.items.len(), als_params, |_| {});
-    let (catalog, slots) = in_process_catalog(ds, &factors)?;
+    let (catalog, slots) = in_process_catalog(ds, &factors, &prefix)?;
     let mut rng = SplitMix::new(seed ^ 0x5A5A);
     let mut out = Batch {
         rows: 0,
@@ -353,11 +410,9 @@ fn examples(
             picked.push((slots[c.0 as usize], c.1));
             ys.push(0.0);
         }
-        let user: HashMap<String, String> = ds.user_features[u]
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let b = schema.assemble(&user, catalog.columns(), &picked);
+        let user = user_input(ds, u, &prefix[u]);
+        let signals = RequestSignals::new(&catalog, &user);
+        let b = schema.assemble(&user.features, catalog.columns(), &signals, &picked);
         out.rows += b.rows;
         out.dense.extend(b.dense);
         out.sparse.extend(b.sparse);

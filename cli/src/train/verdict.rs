@@ -7,8 +7,6 @@
 //! order. Training stops at the epoch after which validation NDCG stopped
 //! improving ([`PATIENCE`]).
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use recsys::catalog::Catalog;
 use recsys::rank::dlrm::Dlrm;
@@ -17,9 +15,11 @@ use recsys::user::Session;
 use serde::{Deserialize, Serialize};
 
 use super::als::Factors;
-use super::ranker::{in_process_catalog, CANDIDATES};
+use super::ranker::{in_process_catalog, user_input, CANDIDATES};
 use crate::data::{Dataset, Split};
 use crate::eval::{query_for, top_k_scored, K};
+use recsys::pipeline::rank::RequestSignals;
+use recsys::pipeline::request::UserInput;
 
 /// Epochs without a better validation NDCG before training stops.
 pub const PATIENCE: usize = 2;
@@ -58,7 +58,8 @@ impl Verdict {
 /// One validation user: features, retrieval candidates (slot, score) best
 /// first, and where the validation item is among them.
 struct User {
-    features: HashMap<String, String>,
+    /// What RECOMMEND reads about the user (features, recent items).
+    input: UserInput,
     candidates: Vec<(u32, f32)>,
     target_at: usize,
 }
@@ -90,7 +91,7 @@ impl RankerCheck {
     ) -> Result<RankerCheck> {
         let tokens: Vec<String> = schema.split_whitespace().map(str::to_string).collect();
         let schema = Schema::parse(&tokens).map_err(|e| anyhow::anyhow!("ranker schema: {e}"))?;
-        let (catalog, slots) = in_process_catalog(ds, factors)?;
+        let (catalog, slots) = in_process_catalog(ds, factors, &split.train)?;
         let mut users = Vec::new();
         let mut validation_users = 0;
         for (u, target) in split.evaluated() {
@@ -102,10 +103,7 @@ impl RankerCheck {
                 continue;
             };
             users.push(User {
-                features: ds.user_features[u]
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                input: user_input(ds, u, &split.train[u]),
                 candidates: found.iter().map(|&(i, s)| (slots[i as usize], s)).collect(),
                 target_at,
             });
@@ -137,9 +135,13 @@ impl RankerCheck {
         let mut sum = 0.0;
         for u in &self.users {
             let at = u.target_at;
-            let b = self
-                .schema
-                .assemble(&u.features, self.catalog.columns(), &u.candidates);
+            let signals = RequestSignals::new(&self.catalog, &u.input);
+            let b = self.schema.assemble(
+                &u.input.features,
+                self.catalog.columns(),
+                &signals,
+                &u.candidates,
+            );
             let scores = dlrm.forward(b.rows, &b.dense, &b.sparse);
             let mine = scores[at];
             let rank = scores

@@ -333,7 +333,14 @@ pub fn evaluate(
             us_per_user: Some(us),
         });
     }
-    let label = blend.label();
+    // The ranker learned from the SESSION blend's candidates and scores
+    // (the tower is trained on the final item vectors, not on the ones the
+    // ranker's examples come from): it is served over that blend.
+    let label = Blend {
+        sequence: 0.0,
+        ..blend
+    }
+    .label();
     let has_ranker = redis::cmd("RECSYS.MODEL.INFO")
         .arg(keys.catalog())
         .arg(RANKER)
@@ -341,11 +348,21 @@ pub fn evaluate(
         .is_ok();
     if has_ranker {
         let mut ranked = extra.to_vec();
-        ranked.extend(["CANDIDATES", &CANDIDATES.to_string(), "RANK", RANKER].map(str::to_string));
+        ranked.extend(
+            [
+                "SEQUENCE",
+                "0",
+                "CANDIDATES",
+                &CANDIDATES.to_string(),
+                "RANK",
+                RANKER,
+            ]
+            .map(str::to_string),
+        );
         let (m, us) = served(con, ds, &split, keys, K, &ranked)?;
         rows.push(Row {
             name: format!("{label} + DLRM ranker"),
-            how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN CANDIDATES {CANDIDATES} RANK {RANKER}"),
+            how: format!("RECSYS.RECOMMEND ... EXCLUDE_SEEN {}", ranked.join(" ")),
             metrics: m,
             us_per_user: Some(us),
         });
