@@ -354,6 +354,32 @@ fn command_metadata_supports_acls_and_cluster_routing() {
     );
     let docs = format!("{:?}", cmd(&mut c, "COMMAND DOCS RECSYS.CREATE").unwrap());
     assert!(docs.contains("Creates a catalog"), "{docs}");
+    // Every option RECOMMEND and BATCH read (their "unknown option" lists
+    // come from the parser's one list) is documented as a token.
+    cmd(&mut c, "RECSYS.CREATE opts DIM 2").unwrap();
+    for (command, call) in [
+        ("RECSYS.RECOMMEND", "RECSYS.RECOMMEND opts u NOPE"),
+        (
+            "RECSYS.BATCH",
+            "RECSYS.BATCH opts MATCH u:* K 1 INTO r: NOPE",
+        ),
+    ] {
+        let e = err_line(&mut c, call);
+        let listed = e.split("expected ").nth(1).expect("a list of options");
+        let docs = format!(
+            "{:?}",
+            cmd(&mut c, &format!("COMMAND DOCS {command}")).unwrap()
+        );
+        let options: Vec<&str> = listed.split(", ").collect();
+        assert!(options.contains(&"SEQUENCE") && options.len() > 10, "{e}");
+        for option in options {
+            let token = format!("bulk-string('\"{option}\"')");
+            assert!(
+                docs.contains(&token),
+                "{command}: {option} not in COMMAND DOCS: {docs}"
+            );
+        }
+    }
     // ACLs: commands can be granted one by one, and key patterns apply
     // through the key specs (Redis 7.0 has no module ACL categories).
     cmd(

@@ -851,3 +851,77 @@ fn small_catalogs_are_scanned_exactly_on_the_main_thread() {
     assert_eq!(rec(&mut c, "heavy", &["K", "10"]).len(), 10);
     assert_eq!(recsys_counter(&mut c, "requests_inline"), inline_before + 1);
 }
+
+#[test]
+fn exclude_lists_and_min_score_change_the_answer_as_they_say() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    let _: () = redis::cmd("HSET")
+        .arg("u")
+        .arg("emb")
+        .arg(to_fp32_blob(&vs[7]))
+        .query(&mut c)
+        .unwrap();
+    let with_scores = |c: &mut Connection, opts: &[&str]| -> Vec<(String, f32)> {
+        let flat: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+            .arg("cat")
+            .arg("u")
+            .arg(opts)
+            .arg("WITHSCORES")
+            .query(c)
+            .unwrap();
+        flat.chunks(2)
+            .map(|p| (p[0].clone(), p[1].parse().unwrap()))
+            .collect()
+    };
+    let plain = rec(&mut c, "u", &["K", "20"]);
+    // EXCLUDE: the listed ids never come back, the next ones move up, and
+    // an id the catalog does not have is no error.
+    let dropped = [&plain[0], &plain[3], &plain[4]];
+    let mut opts = vec!["K", "20", "EXCLUDE", "4", "no-such-item"];
+    opts.extend(dropped.iter().map(|s| s.as_str()));
+    let excluded = rec(&mut c, "u", &opts);
+    let want: Vec<&String> = plain.iter().filter(|id| !dropped.contains(id)).collect();
+    assert_eq!(excluded.len(), 20);
+    assert_eq!(excluded[..17].iter().collect::<Vec<_>>(), want);
+    // It adds to EXCLUDE_SEEN rather than replacing it.
+    cmd(&mut c, &format!("RECSYS.EVENT cat u {}", plain[1])).unwrap();
+    let both = rec(
+        &mut c,
+        "u",
+        &["K", "20", "EXCLUDE_SEEN", "EXCLUDE", "1", plain[0].as_str()],
+    );
+    assert!(
+        !both.contains(&plain[0]) && !both.contains(&plain[1]),
+        "{both:?}"
+    );
+    // MIN_SCORE: a floor between the 5th and 6th scores keeps 5.
+    let scored = with_scores(&mut c, &["K", "20"]);
+    let floor = (scored[4].1 + scored[5].1) / 2.0;
+    let floored = with_scores(&mut c, &["K", "20", "MIN_SCORE", &floor.to_string()]);
+    assert_eq!(floored, scored[..5].to_vec());
+    let r = cmd(
+        &mut c,
+        &format!("RECSYS.RECOMMEND cat u K 20 MIN_SCORE {floor} EXPLAIN"),
+    )
+    .unwrap();
+    let explain = format!("{r:?}");
+    assert!(explain.contains("below_min_score"), "{explain}");
+    // Cold start (popularity) has no similarity: MIN_SCORE leaves it alone.
+    assert_eq!(
+        rec(&mut c, "nobody", &["K", "5", "MIN_SCORE", "1e9"]).len(),
+        5
+    );
+    // Bad input.
+    for (opts, want) in [
+        ("K 5 EXCLUDE 0", "EXCLUDE count"),
+        ("K 5 EXCLUDE 3 a b", "EXCLUDE id"),
+        ("K 5 EXCLUDE x", "EXCLUDE count"),
+        ("K 5 MIN_SCORE nan", "MIN_SCORE must be a finite number"),
+        ("K 5 MIN_SCORE", "MIN_SCORE"),
+    ] {
+        let e = err_line(&mut c, &format!("RECSYS.RECOMMEND cat u {opts}"));
+        assert!(e.contains(want), "{opts}: {e}");
+    }
+}

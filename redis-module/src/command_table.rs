@@ -168,6 +168,7 @@ struct Spec {
 macro_rules! pipeline_options {
     () => {
         "[CANDIDATES candidates:integer] [EF ef:integer] [WHERE where:string] [EXCLUDE_SEEN] \
+         [EXCLUDE exclude=(count:integer id:string...)] [MIN_SCORE min_score:double] \
          [RANK rank:string] [FILTER filter=(plugin:string [ARGS args:string])]... \
          [ORDER order=(plugin:string [ARGS args:string])] [FAILOPEN] \
          [SOFTMAX softmax=(temperature:double [SEED seed:integer])] \

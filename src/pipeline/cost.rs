@@ -67,11 +67,12 @@ pub fn recommend_work(catalog: &Catalog, user: &UserShape, req: &Request) -> Opt
         .map_or(0, |s| s.items.min(user.recent));
     // EXCLUDE_SEEN sorts the user's seen hashes and sets their bits (up
     // to 100,000 of them): a large history sends the request to a worker.
-    let exclusions = if req.exclude_seen {
-        (user.seen + user.recent).saturating_mul(SEEN_HASH_WORK)
+    let seen = if req.exclude_seen {
+        user.seen + user.recent
     } else {
         0
     };
+    let exclusions = (seen + req.exclude.len()).saturating_mul(SEEN_HASH_WORK);
     // A SEQUENCE that names no RECENT model fails in the pipeline, at once.
     let tower = match crate::pipeline::user_vector::sequence_blend(catalog, req.sequence) {
         Ok(Some(t)) => t.model.recent_work(user.recent),

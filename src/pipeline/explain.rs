@@ -60,6 +60,8 @@ pub struct Explain {
     pub filter_evaluated: usize,
     pub filter_rejected: usize,
     pub filter_mode: &'static str,
+    /// Candidates MIN_SCORE dropped.
+    pub below_min_score: usize,
     /// Nodes the graph walk scored (0 when retrieval scanned or used
     /// popularity).
     pub walk_visits: usize,

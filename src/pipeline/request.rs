@@ -14,6 +14,8 @@ use crate::user::{parse_recent, SeenSet, EMB_FIELD};
 pub const MAX_K: usize = 10_000;
 /// Most candidates retrieved.
 pub const MAX_CANDIDATES: usize = 100_000;
+/// Most ids one EXCLUDE lists.
+pub const MAX_EXCLUDE: usize = 100_000;
 /// Candidates retrieved unless the request says otherwise.
 pub const DEFAULT_CANDIDATES: usize = 200;
 pub use crate::user::{Session, MAX_SESSION_ITEMS};
@@ -55,6 +57,10 @@ pub struct Request {
     /// ([`Request::compile_filter`]).
     pub filter: Option<Arc<Filter>>,
     pub exclude_seen: bool,
+    /// Item ids never returned (EXCLUDE n id ...).
+    pub exclude: Vec<String>,
+    /// Candidates whose retrieval score is below this are dropped.
+    pub min_score: Option<f32>,
     pub ordering: Ordering,
     /// At most `.1` items per value of attribute `.0`.
     pub diversity: Option<(String, usize)>,
@@ -83,6 +89,8 @@ impl Request {
             where_text: None,
             filter: None,
             exclude_seen: false,
+            exclude: Vec::new(),
+            min_score: None,
             ordering: Ordering::TopK,
             diversity: None,
             plugins: Vec::new(),

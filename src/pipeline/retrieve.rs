@@ -9,6 +9,9 @@
 //!
 //! Scores leave this stage "higher is better": an L2 distance becomes its
 //! negative, so ranking, sampling and plugins treat all metrics alike.
+//! EXCLUDE's ids join the seen set's admission test; MIN_SCORE drops the
+//! candidates scored below it (a similarity floor: fewer than K may come
+//! back).
 
 use std::cell::Cell;
 
@@ -101,11 +104,14 @@ impl<'a> Admission<'a> {
         req: &Request,
         filter: Option<&'a Filter>,
     ) -> Self {
-        let exclude = req
-            .exclude_seen
-            .then(|| user.seen.with_ids(user.recent.iter().map(String::as_str)))
-            .filter(|set| !set.is_empty())
-            .map(Exclusions::new);
+        let listed = req.exclude.iter().map(String::as_str);
+        let exclude = if req.exclude_seen {
+            let recent = user.recent.iter().map(String::as_str);
+            Some(user.seen.with_ids(recent.chain(listed)))
+        } else {
+            (!req.exclude.is_empty()).then(|| SeenSet::default().with_ids(listed))
+        };
+        let exclude = exclude.filter(|set| !set.is_empty()).map(Exclusions::new);
         Admission {
             exclude,
             catalog,
@@ -117,7 +123,7 @@ impl<'a> Admission<'a> {
 
     /// Whether anything is filtered at all.
     fn is_active(&self, req: &Request) -> bool {
-        self.filter.is_some() || req.exclude_seen
+        self.filter.is_some() || req.exclude_seen || !req.exclude.is_empty()
     }
 
     /// Whether WHERE ran out of its evaluation budget.
@@ -239,6 +245,12 @@ pub fn retrieve(
     };
     if vector.is_some() && catalog.params().metric == Metric::L2 {
         scored.iter_mut().for_each(|(_, s)| *s = -*s);
+    }
+    // MIN_SCORE: a similarity floor (not for cold start's popularity).
+    if let (Some(floor), Some(_)) = (req.min_score, vector) {
+        let before = scored.len();
+        scored.retain(|&(_, s)| s >= floor);
+        ex.below_min_score = before - scored.len();
     }
     ex.filter_evaluated = admission.evaluated.get();
     ex.filter_rejected = admission.rejected.get();

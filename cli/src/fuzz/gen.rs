@@ -34,7 +34,7 @@ pub const COMMANDS: [&str; 23] = [
     "RECSYS.MODEL.DEL",
 ];
 /// Words the commands know, thrown in at random.
-pub const KEYWORDS: [&str; 40] = [
+pub const KEYWORDS: [&str; 43] = [
     "DIM",
     "METRIC",
     "M",
@@ -51,6 +51,9 @@ pub const KEYWORDS: [&str; 40] = [
     "VECTOR",
     "WHERE",
     "EXCLUDE_SEEN",
+    "EXCLUDE",
+    "MIN_SCORE",
+    "SEQUENCE",
     "SOFTMAX",
     "SEED",
     "DIVERSITY",
@@ -248,7 +251,15 @@ impl Gen {
             "RECSYS.RECOMMEND" => {
                 a.extend([cat(), self.pick(&USERS).into()]);
                 a.extend([b("K"), (1 + self.below(20)).to_string().into()]);
-                let options: [OptionGen; 10] = [
+                let options: [OptionGen; 13] = [
+                    |g| {
+                        let n = g.below(4);
+                        let mut o = vec![b"EXCLUDE".to_vec(), n.to_string().into()];
+                        o.extend((0..n).map(|_| format!("item:{}", g.below(300)).into_bytes()));
+                        o
+                    },
+                    |g| vec![b"MIN_SCORE".to_vec(), g.nasty()],
+                    |g| vec![b"SEQUENCE".to_vec(), g.nasty()],
                     |g| vec![b"WHERE".to_vec(), g.where_expr()],
                     |g| {
                         vec![

@@ -85,6 +85,12 @@ export interface PipelineOptions {
   softmax?: { temperature: number; seed?: number };
   diversity?: { attribute: string; max: number };
   session?: { items: number; weight: number };
+  /** Weight of the catalog's sequence model (0: off). */
+  sequence?: number;
+  /** Ids never returned. */
+  exclude?: string[];
+  /** Candidates scored below this are dropped. */
+  minScore?: number;
 }
 
 export interface RecommendOptions extends PipelineOptions {
@@ -183,6 +189,9 @@ function pipelineArgs(o: PipelineOptions): string[] {
   }
   if (o.diversity) a.push('DIVERSITY', o.diversity.attribute, num(o.diversity.max));
   if (o.session) a.push('SESSION', num(o.session.items), num(o.session.weight));
+  if (o.sequence !== undefined) a.push('SEQUENCE', num(o.sequence));
+  if (o.exclude && o.exclude.length > 0) a.push('EXCLUDE', num(o.exclude.length), ...o.exclude);
+  if (o.minScore !== undefined) a.push('MIN_SCORE', num(o.minScore));
   return a;
 }
 

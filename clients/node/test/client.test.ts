@@ -78,6 +78,9 @@ for (const RESP of [2, 3] as const) {
       assert.match(String(explained.explain?.user_vector), /^mean of/);
       await rs.setUser('user:7', new Float32Array([0.9, 0.1, 0.3, 0]), { age: 31 });
       assert.deepEqual((await rs.recommend('shop', 'user:7', { k: 1 })).ids, ['sku:3']);
+      const others = await rs.recommend('shop', 'user:7', { k: 1, exclude: ['sku:3', 'nope'] });
+      assert.ok(!others.ids.includes('sku:3'));
+      assert.deepEqual((await rs.recommend('shop', 'user:7', { k: 2, minScore: 1.5 })).ids, []);
 
       await assert.rejects(rs.search('shop', [1, 2, 3]), /DIM/);
       await assert.rejects(rs.recommend('shop', 'u', { k: Number.NaN }), /finite/);

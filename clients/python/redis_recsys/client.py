@@ -169,6 +169,9 @@ class _Commands:
         seed: Optional[int] = None,
         diversity: Optional[Tuple[str, int]] = None,
         session: Optional[Tuple[int, float]] = None,
+        sequence: Optional[float] = None,
+        exclude: Sequence[str] = (),
+        min_score: Optional[float] = None,
     ) -> List[Any]:
         a: List[Any] = []
         if candidates is not None:
@@ -195,6 +198,13 @@ class _Commands:
             a += ["DIVERSITY", diversity[0], _num(diversity[1])]
         if session is not None:
             a += ["SESSION", _num(session[0]), _num(session[1])]
+        if sequence is not None:
+            a += ["SEQUENCE", _num(sequence)]
+        if exclude:
+            ids = list(exclude)
+            a += ["EXCLUDE", _num(len(ids)), *ids]
+        if min_score is not None:
+            a += ["MIN_SCORE", _num(min_score)]
         return a
 
     def recommend(
@@ -210,7 +220,9 @@ class _Commands:
 
         Options: candidates, ef, where, exclude_seen, rank, filters (names or
         (name, args) pairs), order, fail_open, softmax, seed, diversity
-        ((attribute, max)), session ((items, weight)).
+        ((attribute, max)), session ((items, weight)), sequence (the sequence
+        model's weight), exclude (ids never returned), min_score (a
+        similarity floor).
         """
         args: List[Any] = ["RECSYS.RECOMMEND", catalog, user, "K", _num(k)]
         if vector is not None:

@@ -58,6 +58,9 @@ def test_recommend_with_events_filters_and_explain(client):
     assert rs.recommend("shop", "anyone", k=1, vector=[0.9, 0.1, 0.3, 0]).ids == ["sku:3"]
     rs.set_user("user:7", embedding=np.array([0.9, 0.1, 0.3, 0.0]), age=31)
     assert rs.recommend("shop", "user:7", k=1).ids == ["sku:3"]
+    # EXCLUDE drops listed ids; MIN_SCORE is a similarity floor (cosine <= 1).
+    assert "sku:3" not in rs.recommend("shop", "user:7", k=1, exclude=["sku:3", "nope"]).ids
+    assert rs.recommend("shop", "user:7", k=2, min_score=1.5).ids == []
 
 
 def test_errors_are_redis_errors_with_the_reason(client):

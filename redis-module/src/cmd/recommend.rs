@@ -118,6 +118,7 @@ fn explain_reply(e: &Explain) -> Reply {
         ("retrieve_us".into(), us(Stage::Retrieve)),
         ("walk_visits".into(), n(e.walk_visits)),
         ("filter_mode".into(), Reply::Text(e.filter_mode.into())),
+        ("below_min_score".into(), n(e.below_min_score)),
         ("filter_evaluated".into(), n(e.filter_evaluated)),
         ("filter_rejected".into(), n(e.filter_rejected)),
         (

@@ -6,7 +6,7 @@ use recsys_core::catalog::Catalog;
 use recsys_core::index::params::MAX_EF;
 use recsys_core::pipeline::rank::rank_model;
 use recsys_core::pipeline::request::PluginStage;
-use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_K};
+use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_EXCLUDE, MAX_K};
 use recsys_core::pipeline::user_vector::sequence_blend;
 use recsys_core::plugin::World;
 use recsys_core::Error;
@@ -24,6 +24,8 @@ pub const PIPELINE_OPTIONS: &[&str] = &[
     "EF",
     "WHERE",
     "EXCLUDE_SEEN",
+    "EXCLUDE",
+    "MIN_SCORE",
     "RANK",
     "FILTER",
     "ORDER",
@@ -53,6 +55,16 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
         "EF" => req.ef = Some(a.next_usize("EF", 1, MAX_EF)?),
         "WHERE" => req.where_text = Some(a.next_str("WHERE expression")?.to_string()),
         "EXCLUDE_SEEN" => req.exclude_seen = true,
+        "EXCLUDE" => {
+            let n = a.next_usize("EXCLUDE count", 1, MAX_EXCLUDE)?;
+            for _ in 0..n {
+                req.exclude.push(a.next_str("EXCLUDE id")?.to_string());
+            }
+        }
+        "MIN_SCORE" => {
+            let floor = a.next_float("MIN_SCORE", -1e30, 1e30)?;
+            req.min_score = Some(floor as f32);
+        }
         "SOFTMAX" => {
             let t = a.next_float("SOFTMAX temperature", 1e-6, 1e6)?;
             let mut seed = now_ms() as u64 ^ 0x5EED;
