@@ -284,21 +284,25 @@ pub fn fit(ds: &Dataset, plan: &Plan, mut log: impl FnMut(String)) -> Result<Emb
         als_params.iterations,
         started.elapsed().as_secs_f64()
     ));
+    // The validation stage and its ALS, shared by the ranker's and the
+    // tower's choices (`None` when no user has a validation item).
+    let validation = (plan.ranker.is_some() || plan.tower.is_some())
+        .then(|| Validation::new(ds, plan.protocol, &als_params))
+        .flatten();
     let (ranker, verdict) = match &plan.ranker {
-        Some(p) => fit_ranker(ds, plan.protocol, &split, &als_params, session, p, &mut log)?,
-        None => (None, None),
-    };
-    let (tower, tower_verdict) = match &plan.tower {
-        Some(p) => fit_tower(
+        Some(p) => fit_ranker(
             ds,
-            plan.protocol,
             &split,
-            &factors,
+            validation.as_ref(),
             &als_params,
             session,
             p,
             &mut log,
         )?,
+        None => (None, None),
+    };
+    let (tower, tower_verdict) = match &plan.tower {
+        Some(p) => fit_tower(&split, &factors, validation.as_ref(), session, p, &mut log)?,
         None => (None, None),
     };
     Ok(Embeddings {
@@ -346,41 +350,57 @@ impl EarlyStop {
     }
 }
 
+/// The validation stage (its split: no test item in it) and the ALS
+/// trained on it, which the ranker's and the tower's choices share.
+struct Validation {
+    split: Split,
+    factors: Factors,
+}
+
+impl Validation {
+    /// `None` when no user has a validation item.
+    fn new(ds: &Dataset, protocol: Protocol, als_params: &AlsParams) -> Option<Validation> {
+        let split = Split::new(ds, protocol, Stage::Validation);
+        split.evaluated().next()?;
+        let factors = als::train(
+            &positives_matrix(&split),
+            ds.items.len(),
+            als_params,
+            |_| {},
+        );
+        Some(Validation { split, factors })
+    }
+}
+
 /// The sequence tower on `split` over `factors`, its epochs, blend weight
 /// and verdict from the validation stage.
-#[allow(clippy::too_many_arguments)]
 fn fit_tower(
-    ds: &Dataset,
-    protocol: Protocol,
     split: &Split,
     factors: &Factors,
-    als_params: &AlsParams,
+    validation: Option<&Validation>,
     session: Session,
     p: &TowerParams,
     log: &mut impl FnMut(String),
 ) -> Result<(Option<Vec<u8>>, Option<TowerVerdict>)> {
     let started = Instant::now();
-    let validation = Split::new(ds, protocol, Stage::Validation);
     let mut p = *p;
     let mut verdict = None;
-    if validation.evaluated().next().is_some() {
-        let f = als::train(
-            &positives_matrix(&validation),
-            ds.items.len(),
-            als_params,
-            |_| {},
-        );
-        let session_ndcg = tune::score_sessions(&f, &validation, &[session])[0].ndcg;
+    if let Some(Validation {
+        split: validation,
+        factors: f,
+    }) = validation
+    {
+        let session_ndcg = tune::score_sessions(f, validation, &[session])[0].ndcg;
         let (mut best, mut best_weight) = (EarlyStop::default(), 0.0);
-        sequence::train_with(&f, &validation, &p, |epoch, w| {
+        sequence::train_with(f, validation, &p, |epoch, w| {
             let tower = SequenceTower::from_safetensors(w, f.k).map_err(anyhow::Error::msg)?;
             let queries: Vec<Option<Vec<f32>>> = validation
                 .train
                 .iter()
-                .map(|history| sequence::query(&tower, &f, history))
+                .map(|history| sequence::query(&tower, f, history))
                 .collect();
             let scored =
-                tune::score_blends(&f, &validation, session, &queries, &sequence::BLEND_WEIGHTS);
+                tune::score_blends(f, validation, session, &queries, &sequence::BLEND_WEIGHTS);
             let (m, &w) = scored
                 .iter()
                 .zip(&sequence::BLEND_WEIGHTS)
@@ -421,8 +441,8 @@ fn fit_tower(
 /// `--ranker-schema` is used as it is).
 fn fit_ranker(
     ds: &Dataset,
-    protocol: Protocol,
     split: &Split,
+    validation: Option<&Validation>,
     als_params: &AlsParams,
     session: Session,
     p: &RankerParams,
@@ -432,24 +452,21 @@ fn fit_ranker(
     let given = p.schema.is_some();
     let mut schema = p.schema.clone().unwrap_or_else(|| ranker::schema_for(ds));
     let mut p = p.clone();
-    let validation = Split::new(ds, protocol, Stage::Validation);
     let mut verdict = None;
-    if validation.evaluated().next().is_some() {
-        let f = als::train(
-            &positives_matrix(&validation),
-            ds.items.len(),
-            als_params,
-            |_| {},
-        );
+    if let Some(Validation {
+        split: validation,
+        factors: f,
+    }) = validation
+    {
         // Validation NDCG of the best epoch, the epoch, and the check.
         let judge = |schema: &str| -> Result<(f64, usize, RankerCheck)> {
-            let check = RankerCheck::new(ds, &validation, &f, session, schema)?;
+            let check = RankerCheck::new(ds, validation, f, session, schema)?;
             let trial = RankerParams {
                 schema: Some(schema.to_string()),
                 ..p.clone()
             };
             let mut best = EarlyStop::default();
-            ranker::train_with(ds, &validation, als_params, session, &trial, |epoch, w| {
+            ranker::train_with(ds, validation, als_params, session, &trial, |epoch, w| {
                 Ok(best.keep_going(epoch, check.ranker_ndcg(w)?))
             })?;
             Ok((best.score, best.epoch, check))
