@@ -48,6 +48,16 @@ fn rec(c: &mut Connection, user: &str, opts: &[&str]) -> Vec<String> {
         .unwrap()
 }
 
+/// Sets the user's `emb`.
+fn set_emb(c: &mut Connection, user: &str, v: &[f32]) {
+    let _: () = redis::cmd("HSET")
+        .arg(user)
+        .arg("emb")
+        .arg(to_fp32_blob(v))
+        .query(c)
+        .unwrap();
+}
+
 fn num(id: &str) -> usize {
     id[1..].parse().unwrap()
 }
@@ -115,12 +125,7 @@ fn filters_never_leak_and_fill_k() {
     let s = server();
     let mut c = s.connection().unwrap();
     let vs = shop(&mut c);
-    let _: () = redis::cmd("HSET")
-        .arg("u")
-        .arg("emb")
-        .arg(to_fp32_blob(&vs[1]))
-        .query(&mut c)
-        .unwrap();
+    set_emb(&mut c, "u", &vs[1]);
     let r = rec(
         &mut c,
         "u",
@@ -173,12 +178,7 @@ fn exclude_seen_never_returns_seen_items() {
     let s = server_with(&["HISTORY", "20"], &[]);
     let mut c = s.connection().unwrap();
     let vs = shop(&mut c);
-    let _: () = redis::cmd("HSET")
-        .arg("u")
-        .arg("emb")
-        .arg(to_fp32_blob(&vs[10]))
-        .query(&mut c)
-        .unwrap();
+    set_emb(&mut c, "u", &vs[10]);
     let before = rec(&mut c, "u", &["K", "10"]);
     for id in &before {
         cmd(
@@ -325,12 +325,7 @@ fn softmax_is_reproducible_and_diversity_caps() {
     let s = server();
     let mut c = s.connection().unwrap();
     let vs = shop(&mut c);
-    let _: () = redis::cmd("HSET")
-        .arg("u")
-        .arg("emb")
-        .arg(to_fp32_blob(&vs[3]))
-        .query(&mut c)
-        .unwrap();
+    set_emb(&mut c, "u", &vs[3]);
     let a = rec(&mut c, "u", &["K", "10", "SOFTMAX", "0.05", "SEED", "42"]);
     let b = rec(&mut c, "u", &["K", "10", "SOFTMAX", "0.05", "SEED", "42"]);
     let d = rec(&mut c, "u", &["K", "10", "SOFTMAX", "0.05", "SEED", "43"]);
@@ -368,12 +363,7 @@ fn resp3_explain_is_a_map_with_stages() {
         redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", s.port)).unwrap();
     let mut c = client.get_connection().unwrap();
     let vs = shop(&mut c);
-    let _: () = redis::cmd("HSET")
-        .arg("u")
-        .arg("emb")
-        .arg(to_fp32_blob(&vs[3]))
-        .query(&mut c)
-        .unwrap();
+    set_emb(&mut c, "u", &vs[3]);
     let v = redis::cmd("RECSYS.RECOMMEND")
         .arg("cat")
         .arg("u")
@@ -857,12 +847,7 @@ fn exclude_lists_and_min_score_change_the_answer_as_they_say() {
     let s = server();
     let mut c = s.connection().unwrap();
     let vs = shop(&mut c);
-    let _: () = redis::cmd("HSET")
-        .arg("u")
-        .arg("emb")
-        .arg(to_fp32_blob(&vs[7]))
-        .query(&mut c)
-        .unwrap();
+    set_emb(&mut c, "u", &vs[7]);
     let with_scores = |c: &mut Connection, opts: &[&str]| -> Vec<(String, f32)> {
         let flat: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
             .arg("cat")
