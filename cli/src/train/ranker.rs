@@ -435,6 +435,13 @@ pub fn train(
     train_with(ds, split, als_params, session, p, |_, _| Ok(true))
 }
 
+/// A ranker schema in RECSYS.MODEL.SET's SCHEMA syntax, parsed as the
+/// module parses it.
+pub fn parse_schema(text: &str) -> Result<Schema> {
+    let tokens: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    Schema::parse(&tokens).map_err(|e| anyhow::anyhow!("ranker schema: {e}"))
+}
+
 /// [`train`], calling `after_epoch(epoch, weights)` after each epoch
 /// (counted from 1) with that epoch's safetensors; training stops early
 /// when it returns false.
@@ -447,8 +454,7 @@ pub fn train_with(
     mut after_epoch: impl FnMut(usize, &[u8]) -> Result<bool>,
 ) -> Result<Ranker> {
     let schema_text = p.schema.clone().unwrap_or_else(|| schema_for(ds));
-    let tokens: Vec<String> = schema_text.split_whitespace().map(str::to_string).collect();
-    let schema = Schema::parse(&tokens).map_err(|e| anyhow::anyhow!("ranker schema: {e}"))?;
+    let schema = parse_schema(&schema_text)?;
     let ex = examples(ds, split, &schema, als_params, session, p.seed)?;
     let dev = Device::Cpu;
     let net = Net::new(&schema, p.seed, &dev)?;
@@ -560,8 +566,7 @@ mod tests {
             r.weights
         );
         // The exported weights, run by the module's DLRM, give candle's scores.
-        let tokens: Vec<String> = r.schema.split_whitespace().map(str::to_string).collect();
-        let schema = Schema::parse(&tokens).unwrap();
+        let schema = parse_schema(&r.schema).unwrap();
         let cards: Vec<u64> = schema.sparse.iter().map(|f| f.cardinality).collect();
         let dlrm = Dlrm::from_safetensors(&r.weights, schema.dense.len(), &cards, 1, true).unwrap();
         let ex = examples(&ds, &split, &schema, &als_params, session, 1).unwrap();

@@ -15,7 +15,7 @@ use recsys::user::Session;
 use serde::{Deserialize, Serialize};
 
 use super::als::Factors;
-use super::ranker::{in_process_catalog, user_input, CANDIDATES};
+use super::ranker::{in_process_catalog, parse_schema, user_input, CANDIDATES};
 use crate::data::{Dataset, Split};
 use crate::eval::{query_for, top_k_scored, K};
 use recsys::pipeline::rank::RequestSignals;
@@ -89,8 +89,7 @@ impl RankerCheck {
         session: Session,
         schema: &str,
     ) -> Result<RankerCheck> {
-        let tokens: Vec<String> = schema.split_whitespace().map(str::to_string).collect();
-        let schema = Schema::parse(&tokens).map_err(|e| anyhow::anyhow!("ranker schema: {e}"))?;
+        let schema = parse_schema(schema)?;
         let (catalog, slots) = in_process_catalog(ds, factors, &split.train)?;
         let mut users = Vec::new();
         let mut validation_users = 0;
