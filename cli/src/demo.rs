@@ -228,7 +228,8 @@ pub fn run(d: &Demo) -> Result<()> {
     let t = Instant::now();
     let plan = Plan {
         tune: Some(std::time::Duration::from_secs(DEMO_TUNE_SECONDS)),
-        // Not served inside RECOMMEND yet: the demo skips its training time.
+        // The sequence tower trains for tens of seconds on a shop; the demo
+        // keeps to the quick parts (`recsys train` trains it by default).
         tower: None,
         ..Plan::default()
     };
