@@ -8,6 +8,8 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::pipeline::explain::Explain;
 use crate::pipeline::request::{Request, UserInput};
+use crate::pipeline::user_vector::{recent_mean, unit};
+use crate::rank::dlrm::dot;
 use crate::rank::schema::{CandidateSignals, SESSION_SIGNAL_ITEMS};
 use crate::rank::{Model, Role};
 
@@ -30,15 +32,6 @@ impl<'a> RequestSignals<'a> {
     }
 }
 
-/// `v` scaled to unit length; `None` when it is zero.
-fn unit(mut v: Vec<f32>) -> Option<Vec<f32>> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    (norm > 0.0).then(|| {
-        v.iter_mut().for_each(|x| *x /= norm);
-        v
-    })
-}
-
 impl CandidateSignals for RequestSignals<'_> {
     fn popularity(&self, slot: u32) -> f32 {
         self.catalog.popularity_at(slot, self.user.now_ms) as f32
@@ -46,22 +39,11 @@ impl CandidateSignals for RequestSignals<'_> {
 
     fn session_similarity(&self, slot: u32) -> f32 {
         let session = self.session.get_or_init(|| {
-            let mut sum = vec![0f32; self.catalog.params().dim];
-            let slots = self
-                .user
-                .recent
-                .iter()
-                .filter_map(|id| self.catalog.slot_of(id));
-            for slot in slots.take(SESSION_SIGNAL_ITEMS) {
-                for (s, x) in sum.iter_mut().zip(self.catalog.index().vector(slot)) {
-                    *s += x;
-                }
-            }
-            unit(sum)
+            recent_mean(self.catalog, self.user, SESSION_SIGNAL_ITEMS).map(|(mean, _)| unit(&mean))
         });
-        match (session, unit(self.catalog.index().vector(slot))) {
-            (Some(s), Some(v)) => s.iter().zip(&v).map(|(a, b)| a * b).sum(),
-            _ => 0.0,
+        match session {
+            Some(s) => dot(s, &unit(&self.catalog.index().vector(slot))),
+            None => 0.0,
         }
     }
 

@@ -170,7 +170,11 @@ fn base_vector(catalog: &Catalog, user: &UserInput) -> Result<Option<(Vec<f32>, 
 /// Mean of the stored vectors of the user's `limit` most recent items that
 /// are in the catalog, and how many there were; `None` when none are or the
 /// mean is zero.
-fn recent_mean(catalog: &Catalog, user: &UserInput, limit: usize) -> Option<(Vec<f32>, usize)> {
+pub(crate) fn recent_mean(
+    catalog: &Catalog,
+    user: &UserInput,
+    limit: usize,
+) -> Option<(Vec<f32>, usize)> {
     let mut sum = vec![0f32; catalog.params().dim];
     let mut n = 0;
     for slot in user
@@ -192,7 +196,7 @@ fn recent_mean(catalog: &Catalog, user: &UserInput, limit: usize) -> Option<(Vec
 }
 
 /// `v` scaled to unit length (unchanged when zero).
-fn unit(v: &[f32]) -> Vec<f32> {
+pub(crate) fn unit(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         v.iter().map(|x| x / norm).collect()

@@ -168,9 +168,10 @@ fn option_value<T: std::str::FromStr>(extra: &[String], name: &str, nth: usize) 
     extra.get(at + 1 + nth)?.parse().ok()
 }
 
-/// The blend a request with `extra` options runs with: what they name,
-/// else the catalog's defaults.
-fn served_blend(con: &mut redis::Connection, catalog: &str, extra: &[String]) -> Blend {
+/// The blend a request with `extra` options runs with (what they name,
+/// else the catalog's defaults), and whether the catalog stores the
+/// sequence model.
+fn served_blend(con: &mut redis::Connection, catalog: &str, extra: &[String]) -> (Blend, bool) {
     let info: HashMap<String, redis::Value> = redis::cmd("RECSYS.INFO")
         .arg(catalog)
         .query(con)
@@ -198,10 +199,11 @@ fn served_blend(con: &mut redis::Connection, catalog: &str, extra: &[String]) ->
     } else {
         0.0
     };
-    Blend {
+    let blend = Blend {
         session: session.filter(Session::is_on),
         sequence,
-    }
+    };
+    (blend, has_model)
 }
 
 /// What the model chose on validation, a line each.
@@ -240,7 +242,7 @@ pub fn evaluate(
     }
     emb.check_matches(ds)?;
     let split = emb.split(ds);
-    let blend = served_blend(con, &keys.catalog(), extra);
+    let (blend, stored) = served_blend(con, &keys.catalog(), extra);
     let tower = match &emb.tower {
         Some(bytes) => Some(
             SequenceTower::from_safetensors(bytes, emb.factors.k).map_err(anyhow::Error::msg)?,
@@ -291,11 +293,6 @@ pub fn evaluate(
         blends.push((session_only, words(&["SEQUENCE", "0"])));
     }
     blends.push((blend, Vec::new()));
-    let stored = redis::cmd("RECSYS.MODEL.INFO")
-        .arg(keys.catalog())
-        .arg(SEQUENCE_MODEL)
-        .query::<redis::Value>(con)
-        .is_ok();
     if let Some(v) = emb
         .manifest
         .tower
