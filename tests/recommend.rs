@@ -910,3 +910,110 @@ fn exclude_lists_and_min_score_change_the_answer_as_they_say() {
         assert!(e.contains(want), "{opts}: {e}");
     }
 }
+
+/// POSITIVE / NEGATIVE through Redis (3,000 items: an exact scan, so the
+/// answer must equal the exact computation): AVERAGE with a user, BEST_SCORE
+/// keyless, missing ids counted, examples never returned, bad input refused.
+#[test]
+fn examples_steer_recommendations_exactly() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    let unit = |v: &[f32]| -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    };
+    let cos =
+        |a: &[f32], b: &[f32]| -> f32 { unit(a).iter().zip(unit(b)).map(|(x, y)| x * y).sum() };
+    let exact = |k: usize, skip: &[usize], score: &dyn Fn(&[f32]) -> Option<f32>| {
+        let mut all: Vec<(usize, f32)> = (0..N)
+            .filter(|i| !skip.contains(i))
+            .filter_map(|i| score(&vs[i]).map(|s| (i, s)))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.iter()
+            .take(k)
+            .map(|(i, _)| format!("i{i}"))
+            .collect::<Vec<_>>()
+    };
+    // AVERAGE with the user's emb as a positive of weight 1: q = 2P - N.
+    set_emb(&mut c, "u", &vs[7]);
+    let got = rec(
+        &mut c,
+        "u",
+        &[
+            "K", "10", "POSITIVE", "2", "i100", "WEIGHT", "3", "nope", "NEGATIVE", "1", "i200",
+        ],
+    );
+    let (a, b, n) = (unit(&vs[7]), unit(&vs[100]), unit(&vs[200]));
+    let q: Vec<f32> = (0..DIM)
+        .map(|d| 2.0 * (a[d] + 3.0 * b[d]) / 4.0 - n[d])
+        .collect();
+    let want = exact(10, &[100, 200], &|x| Some(cos(&q, x)));
+    assert_eq!(got, want);
+    let plain = rec(&mut c, "u", &["K", "10"]);
+    assert_ne!(got, plain, "the examples must change the answer");
+    // BEST_SCORE without a user (key "-"): the best similarity to either
+    // positive, items nearer the negative dropped.
+    let got = rec(
+        &mut c,
+        "-",
+        &[
+            "K",
+            "10",
+            "POSITIVE",
+            "2",
+            "i1",
+            "i2",
+            "NEGATIVE",
+            "1",
+            "i3",
+            "STRATEGY",
+            "BEST_SCORE",
+        ],
+    );
+    let want = exact(10, &[1, 2, 3], &|x| {
+        let best = cos(&vs[1], x).max(cos(&vs[2], x));
+        (best >= cos(&vs[3], x)).then_some(best)
+    });
+    assert_eq!(got, want);
+    let avg = rec(&mut c, "-", &["K", "10", "POSITIVE", "2", "i1", "i2"]);
+    assert_ne!(got, avg, "BEST_SCORE is not the average");
+    let r = cmd(
+        &mut c,
+        "RECSYS.RECOMMEND cat - K 5 POSITIVE 2 i1 gone NEGATIVE 1 i3 STRATEGY best_score EXPLAIN",
+    )
+    .unwrap();
+    let explain = format!("{r:?}");
+    for field in [
+        "examples_used\"'), int(2)",
+        "examples_missing\"'), int(1)",
+        "POSITIVE examples",
+    ] {
+        assert!(explain.contains(field), "{field}: {explain}");
+    }
+    // Bad input.
+    for (opts, want) in [
+        ("K 5 POSITIVE 0 i1", "POSITIVE count"),
+        ("K 5 POSITIVE 2 i1", "POSITIVE id"),
+        (
+            "K 5 POSITIVE 1 i1 WEIGHT 0",
+            "example WEIGHT must be a finite number above 0",
+        ),
+        (
+            "K 5 POSITIVE 1 i1 WEIGHT inf",
+            "example WEIGHT must be a finite number",
+        ),
+        ("K 5 POSITIVE 1 i1 WEIGHT -2", "above 0"),
+        (
+            "K 5 POSITIVE 1 i1 STRATEGY MAX",
+            "unknown STRATEGY 'MAX', expected AVERAGE or BEST_SCORE",
+        ),
+        ("K 5 WEIGHT 2", "WEIGHT must follow"),
+        ("K 5 POSITIVE 1 nope", "none of the 1 POSITIVE examples"),
+        ("K 5 NEGATIVE 1 i1", "NEGATIVE examples need"),
+    ] {
+        let e = err_line(&mut c, &format!("RECSYS.RECOMMEND cat - {opts}"));
+        assert!(e.contains(want), "{opts}: {e}");
+    }
+}

@@ -169,6 +169,9 @@ macro_rules! pipeline_options {
     () => {
         "[CANDIDATES candidates:integer] [EF ef:integer] [WHERE where:string] [EXCLUDE_SEEN] \
          [EXCLUDE exclude=(count:integer id:string...)] [MIN_SCORE min_score:double] \
+         [POSITIVE positive=(count:integer example=(id:string [WEIGHT weight:double])...)] \
+         [NEGATIVE negative=(count:integer example=(id:string [WEIGHT weight:double])...)] \
+         [STRATEGY strategy=(AVERAGE | BEST_SCORE)] \
          [RANK rank:string] [FILTER filter=(plugin:string [ARGS args:string])]... \
          [ORDER order=(plugin:string [ARGS args:string])] [FAILOPEN] \
          [SOFTMAX softmax=(temperature:double [SEED seed:integer])] \

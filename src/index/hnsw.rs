@@ -179,6 +179,17 @@ impl Hnsw {
         out
     }
 
+    /// The similarity of a prepared vector to `slot` as retrieval reports
+    /// it, higher is better: the dot product for IP and COSINE, the negative
+    /// Euclidean distance for L2.
+    pub fn similarity(&self, v: &[f32], slot: u32) -> f32 {
+        let d = self.store.distance(&Query::new(v), slot);
+        match self.params.metric {
+            Metric::L2 => -self.store.score(d),
+            _ => self.store.score(d),
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn links(&self, slot: u32, level: usize) -> &[u32] {
         if level == 0 {

@@ -78,12 +78,27 @@ pub fn recommend_work(catalog: &Catalog, user: &UserShape, req: &Request) -> Opt
         Ok(Some(t)) => t.model.recent_work(user.recent),
         _ => 0,
     };
+    // Examples: one scan per BEST_SCORE query (one for AVERAGE), each
+    // example's vector read, and BEST_SCORE's scoring of every candidate
+    // against every example.
+    let examples = &req.examples;
+    let searches = examples.searches(user.has_vector);
+    let example_count = examples.positive.len() + examples.negative.len();
+    let rescoring = match examples.strategy {
+        crate::pipeline::examples::Strategy::BestScore if !examples.is_empty() => {
+            req.candidates.saturating_mul(example_count + 1)
+        }
+        _ => 0,
+    };
     Some(
         index
             .slots()
+            .saturating_mul(searches)
             .saturating_add(session)
+            .saturating_add(example_count)
+            .saturating_add(rescoring)
             .saturating_mul(dim)
-            .saturating_add(exclusions)
+            .saturating_add(exclusions.saturating_add(example_count * SEEN_HASH_WORK))
             .saturating_add(tower),
     )
 }

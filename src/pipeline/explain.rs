@@ -16,6 +16,8 @@ pub enum VectorSource {
     /// The catalog's RECENT model (the sequence tower) over this many
     /// recent items.
     Sequence(usize),
+    /// No vector of the user's own: the POSITIVE examples alone.
+    Examples,
     /// No vector: cold start from popular items.
     Popular,
 }
@@ -28,6 +30,7 @@ impl VectorSource {
             VectorSource::QueryModel => "query model".into(),
             VectorSource::Session(n) => format!("mean of {n} recent items"),
             VectorSource::Sequence(n) => format!("sequence model over {n} recent items"),
+            VectorSource::Examples => "POSITIVE examples (no user vector)".into(),
             VectorSource::Popular => "cold start: popular items".into(),
         }
     }
@@ -62,6 +65,11 @@ pub struct Explain {
     pub filter_mode: &'static str,
     /// Candidates MIN_SCORE dropped.
     pub below_min_score: usize,
+    /// POSITIVE / NEGATIVE examples found in the catalog and missing from
+    /// it; candidates BEST_SCORE dropped as nearer a negative example.
+    pub examples_used: usize,
+    pub examples_missing: usize,
+    pub nearer_negative: usize,
     /// Nodes the graph walk scored (0 when retrieval scanned or used
     /// popularity).
     pub walk_visits: usize,

@@ -4,7 +4,8 @@
 //!    QUERY model, blended with the session mean and the sequence tower
 //!    (RECENT model), or those alone, or cold start;
 //! 2. [`retrieve`]: HNSW top-CANDIDATES with EXCLUDE_SEEN and WHERE
-//!    ([`filter`]) admitted inside the graph walk;
+//!    ([`filter`]) admitted inside the graph walk, for the user vector
+//!    steered by POSITIVE / NEGATIVE [`examples`];
 //! 3. [`rank`]: the RANK model scores all candidates in one batch;
 //! 4. [`plugins`]: WebAssembly filter plugins, then the order plugin;
 //! 5. [`order`]: softmax sampling, diversity cap, top-K.
@@ -15,6 +16,7 @@
 //! whole request, stage after stage.
 
 pub mod cost;
+pub mod examples;
 pub mod explain;
 pub mod filter;
 pub mod order;
@@ -28,7 +30,7 @@ pub mod user_vector;
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::plugin::Host;
-use explain::{Explain, Stage};
+use explain::{Explain, Stage, VectorSource};
 use request::{Request, Session, UserInput};
 
 /// The recommended items (id, score) best first, and how they came about.
@@ -55,9 +57,15 @@ pub fn recommend(
     ex.session_items = user_vector.session_items;
     ex.tower_items = user_vector.tower_items;
     ex.tower_us = user_vector.tower_us;
-    let vector = user_vector.vector;
     let candidates = ex.timed(Stage::Retrieve, |ex| {
-        retrieve::retrieve(catalog, user, req, vector.as_deref(), ex)
+        let had_vector = user_vector.vector.is_some();
+        let (plan, counts) = examples::plan(catalog, user_vector.vector, &req.examples)?;
+        if !had_vector && plan != examples::Plan::Single(None) {
+            ex.source = Some(VectorSource::Examples);
+        }
+        ex.examples_used = counts.used;
+        ex.examples_missing = counts.missing;
+        retrieve::retrieve(catalog, user, req, &plan, ex)
     })?;
     let ranked = ex.timed(Stage::Rank, |ex| {
         rank::rank(catalog, user, req, candidates, ex)

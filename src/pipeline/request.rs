@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::pipeline::examples::Examples;
 use crate::pipeline::filter::Filter;
 use crate::plugin::{Plugin, World};
 use crate::user::{parse_recent, SeenSet, EMB_FIELD};
@@ -61,6 +62,9 @@ pub struct Request {
     pub exclude: Vec<String>,
     /// Candidates whose retrieval score is below this are dropped.
     pub min_score: Option<f32>,
+    /// POSITIVE / NEGATIVE example items and the STRATEGY that combines
+    /// them with the user vector ([`crate::pipeline::examples`]).
+    pub examples: Examples,
     pub ordering: Ordering,
     /// At most `.1` items per value of attribute `.0`.
     pub diversity: Option<(String, usize)>,
@@ -91,6 +95,7 @@ impl Request {
             exclude_seen: false,
             exclude: Vec::new(),
             min_score: None,
+            examples: Examples::default(),
             ordering: Ordering::TopK,
             diversity: None,
             plugins: Vec::new(),

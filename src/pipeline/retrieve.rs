@@ -18,6 +18,7 @@ use std::cell::Cell;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::index::Metric;
+use crate::pipeline::examples::{best_score, Plan};
 use crate::pipeline::explain::Explain;
 use crate::pipeline::filter::{Filter, FilterEval, EVAL_BUDGET};
 use crate::pipeline::request::{Request, UserInput};
@@ -104,12 +105,17 @@ impl<'a> Admission<'a> {
         req: &Request,
         filter: Option<&'a Filter>,
     ) -> Self {
-        let listed = req.exclude.iter().map(String::as_str);
+        // EXCLUDE's ids and the examples are never candidates.
+        let listed = req
+            .exclude
+            .iter()
+            .map(String::as_str)
+            .chain(req.examples.ids());
         let exclude = if req.exclude_seen {
             let recent = user.recent.iter().map(String::as_str);
             Some(user.seen.with_ids(recent.chain(listed)))
         } else {
-            (!req.exclude.is_empty()).then(|| SeenSet::default().with_ids(listed))
+            Some(SeenSet::default().with_ids(listed))
         };
         let exclude = exclude.filter(|set| !set.is_empty()).map(Exclusions::new);
         Admission {
@@ -122,8 +128,8 @@ impl<'a> Admission<'a> {
     }
 
     /// Whether anything is filtered at all.
-    fn is_active(&self, req: &Request) -> bool {
-        self.filter.is_some() || req.exclude_seen || !req.exclude.is_empty()
+    fn is_active(&self) -> bool {
+        self.filter.is_some() || self.exclude.is_some()
     }
 
     /// Whether WHERE ran out of its evaluation budget.
@@ -176,63 +182,109 @@ impl<'a> Admission<'a> {
     }
 }
 
-/// The admitted candidates (slot, score), at most `req.candidates`.
+/// The `n` admitted items nearest `v` (slot, similarity: higher is
+/// better), by a scan or a walk as the catalog's size and the filter's
+/// estimated pass rate say, and how (EXPLAIN's `filter_mode`).
+fn search_admitted(
+    catalog: &Catalog,
+    v: &[f32],
+    n: usize,
+    ef: usize,
+    admission: &Admission,
+    ex: &mut Explain,
+) -> (Vec<(u32, f32)>, &'static str) {
+    let index = catalog.index();
+    let accept = |slot: u32| admission.accepts(slot);
+    let mut mode = "in-graph";
+    let hits = if index.prefers_scan(ef) {
+        mode = "scan (small catalog)";
+        index.scan(v, n, accept)
+    } else {
+        let pass_rate = admission.pass_rate(index.slots());
+        let scan_cost = scan_cost_in_visits(index.slots(), pass_rate.unwrap_or(1.0));
+        // A walk needs about 10 x EF visits for EF admitted items when
+        // they are spread evenly; predicted at over twice the scan (a
+        // margin: a walk that might just make it is cheaper than a scan),
+        // the scan runs up front.
+        let predicted_walk = pass_rate.map(|r| (ef * WALK_VISITS_PER_EF) as f64 / r);
+        if predicted_walk.is_some_and(|w| w > 2.0 * scan_cost as f64) {
+            mode = "scan (selective filter, estimated)";
+            index.scan(v, n, accept)
+        } else {
+            let budget = if admission.is_active() {
+                walk_budget(index.slots(), ef, pass_rate.unwrap_or(1.0))
+            } else {
+                usize::MAX
+            };
+            let (hits, walked) = index.walk(v, n, ef, accept, budget);
+            ex.walk_visits += walked.visits;
+            // A walk stopped at its budget may have missed closer items:
+            // the scan it paid for answers exactly.
+            if walked.cut {
+                mode = "in-graph, then scan (selective filter)";
+                index.scan(v, n, accept)
+            } else {
+                hits
+            }
+        }
+    };
+    let l2 = catalog.params().metric == Metric::L2;
+    let scored = hits
+        .into_iter()
+        .map(|h| (h.slot, if l2 { -h.score } else { h.score }))
+        .collect();
+    (scored, mode)
+}
+
+/// The admitted candidates (slot, score), at most `req.candidates`, for
+/// the retrieval plan (the user vector, steered by examples).
 pub fn retrieve(
     catalog: &Catalog,
     user: &UserInput,
     req: &Request,
-    vector: Option<&[f32]>,
+    plan: &Plan,
     ex: &mut Explain,
 ) -> Result<Vec<(u32, f32)>> {
     let filter = req.compiled_filter()?;
     let admission = Admission::new(catalog, user, req, filter.as_deref());
-    let filtered = admission.is_active(req);
+    let filtered = admission.is_active();
     let accept = |slot: u32| admission.accepts(slot);
     let mut mode = if filtered { "in-graph" } else { "none" };
-    let mut scored: Vec<(u32, f32)> = match vector {
-        Some(v) => {
-            let index = catalog.index();
-            let ef = req
-                .ef
-                .unwrap_or(catalog.params().ef_search)
-                .max(req.candidates);
-            let hits = if index.prefers_scan(ef) {
-                if filtered {
-                    mode = "scan (small catalog)";
-                }
-                index.scan(v, req.candidates, accept)
-            } else {
-                let pass_rate = admission.pass_rate(index.slots());
-                let scan_cost = scan_cost_in_visits(index.slots(), pass_rate.unwrap_or(1.0));
-                // A walk needs about 10 x EF visits for EF admitted items
-                // when they are spread evenly; predicted at over twice the
-                // scan (a margin: a walk that might just make it is cheaper
-                // than a scan), the scan runs up front.
-                let predicted_walk = pass_rate.map(|r| (ef * WALK_VISITS_PER_EF) as f64 / r);
-                if predicted_walk.is_some_and(|w| w > 2.0 * scan_cost as f64) {
-                    mode = "scan (selective filter, estimated)";
-                    index.scan(v, req.candidates, accept)
-                } else {
-                    let budget = if filtered {
-                        walk_budget(index.slots(), ef, pass_rate.unwrap_or(1.0))
-                    } else {
-                        usize::MAX
-                    };
-                    let (hits, walked) = index.walk(v, req.candidates, ef, accept, budget);
-                    ex.walk_visits = walked.visits;
-                    // A walk stopped at its budget may have missed
-                    // closer items: the scan it paid for answers exactly.
-                    if walked.cut {
-                        mode = "in-graph, then scan (selective filter)";
-                        index.scan(v, req.candidates, accept)
-                    } else {
-                        hits
-                    }
-                }
-            };
-            hits.into_iter().map(|h| (h.slot, h.score)).collect()
+    let ef = req
+        .ef
+        .unwrap_or(catalog.params().ef_search)
+        .max(req.candidates);
+    let mut search = |v: &[f32], n: usize, ef: usize| {
+        let (hits, how) = search_admitted(catalog, v, n, ef, &admission, ex);
+        if filtered {
+            mode = how;
         }
-        None => {
+        hits
+    };
+    let mut scored: Vec<(u32, f32)> = match plan {
+        Plan::Single(Some(v)) => search(v, req.candidates, ef),
+        Plan::BestScore { queries, negatives } => {
+            // Each query searches for its share of the candidates with its
+            // share of EF: together about the work of one search.
+            let share = req.candidates.div_ceil(queries.len()).max(req.k);
+            let ef_each = ef.div_ceil(queries.len()).max(share);
+            let mut slots: Vec<u32> = queries
+                .iter()
+                .flat_map(|(q, _)| search(q, share, ef_each))
+                .map(|(slot, _)| slot)
+                .collect();
+            slots.sort_unstable();
+            slots.dedup();
+            let mut best: Vec<(u32, f32)> = slots
+                .iter()
+                .filter_map(|&s| best_score(catalog, s, queries, negatives).map(|x| (s, x)))
+                .collect();
+            ex.nearer_negative = slots.len() - best.len();
+            best.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            best.truncate(req.candidates);
+            best
+        }
+        Plan::Single(None) => {
             if filtered {
                 mode = "scan";
             }
@@ -243,11 +295,9 @@ pub fn retrieve(
                 .collect()
         }
     };
-    if vector.is_some() && catalog.params().metric == Metric::L2 {
-        scored.iter_mut().for_each(|(_, s)| *s = -*s);
-    }
+    let by_similarity = !matches!(plan, Plan::Single(None));
     // MIN_SCORE: a similarity floor (not for cold start's popularity).
-    if let (Some(floor), Some(_)) = (req.min_score, vector) {
+    if let (Some(floor), true) = (req.min_score, by_similarity) {
         let before = scored.len();
         scored.retain(|&(_, s)| s >= floor);
         ex.below_min_score = before - scored.len();

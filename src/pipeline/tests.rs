@@ -203,3 +203,197 @@ mod behaviour {
         assert_eq!(ids, vec!["i7", "i11", "i9"]);
     }
 }
+
+/// POSITIVE / NEGATIVE examples against exact computations over the
+/// catalog (600 items: retrieval is an exact scan, so answers must match).
+mod examples {
+    use crate::catalog::Catalog;
+    use crate::index::{IndexParams, Metric};
+    use crate::pipeline::examples::{Examples, Strategy};
+    use crate::pipeline::recommend;
+    use crate::pipeline::request::{Request, UserInput};
+    use crate::synth::clustered;
+
+    fn catalog(metric: Metric) -> Catalog {
+        let mut params = IndexParams::new(16);
+        params.metric = metric;
+        let mut c = Catalog::new(params).unwrap();
+        for (i, v) in clustered(600, 16, 6, 0.5, 3).iter().enumerate() {
+            c.set(&format!("i{i}"), v, None).unwrap();
+        }
+        c
+    }
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    /// The `k` best items by `score` (None: dropped), best first, leaving
+    /// out the ids in `skip`.
+    fn exact(
+        c: &Catalog,
+        k: usize,
+        skip: &[&str],
+        score: impl Fn(&[f32]) -> Option<f32>,
+    ) -> Vec<String> {
+        let mut all: Vec<(String, f32)> = (0..600)
+            .map(|i| format!("i{i}"))
+            .filter(|id| !skip.contains(&id.as_str()))
+            .filter_map(|id| {
+                let v = c.get(&id).unwrap().0;
+                score(&v).map(|s| (id, s))
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.into_iter().take(k).map(|(id, _)| id).collect()
+    }
+
+    fn request(k: usize, strategy: Strategy, pos: &[(&str, f32)], neg: &[(&str, f32)]) -> Request {
+        let mut req = Request::new(k);
+        let list = |l: &[(&str, f32)]| l.iter().map(|(id, w)| (id.to_string(), *w)).collect();
+        req.examples = Examples {
+            positive: list(pos),
+            negative: list(neg),
+            strategy,
+        };
+        req.validate().unwrap()
+    }
+
+    fn ids(r: &crate::pipeline::Recommendation) -> Vec<String> {
+        r.items.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// AVERAGE without a user: one search with 2P - N over unit vectors,
+    /// weights applied; the examples themselves never come back.
+    #[test]
+    fn average_equals_the_exact_search_for_two_p_minus_n() {
+        let c = catalog(Metric::Ip);
+        let v = |id: &str| unit(&c.get(id).unwrap().0);
+        let (pos, neg) = ([("i1", 2.0), ("i7", 1.0)], [("i3", 1.0)]);
+        let req = request(10, Strategy::Average, &pos, &neg);
+        let r = recommend(&c, &UserInput::default(), &req, None).unwrap();
+        let p: Vec<f32> = (0..16)
+            .map(|d| (2.0 * v("i1")[d] + v("i7")[d]) / 3.0)
+            .collect();
+        let q: Vec<f32> = (0..16).map(|d| 2.0 * p[d] - v("i3")[d]).collect();
+        let want = exact(&c, 10, &["i1", "i7", "i3"], |x| Some(dot(&q, x)));
+        assert_eq!(ids(&r), want);
+        assert_eq!(r.explain.examples_used, 3);
+    }
+
+    /// BEST_SCORE is a multi-query search: each candidate scored by its best
+    /// weighted similarity to a positive (the user vector among them),
+    /// candidates nearer a negative dropped. Two positives in different
+    /// clusters: results come from both, unlike AVERAGE's.
+    #[test]
+    fn best_score_equals_the_exact_best_similarity() {
+        for metric in [Metric::Ip, Metric::L2] {
+            let c = catalog(metric);
+            let (a, b) = ("i0", "i1");
+            let sim = |q: &[f32], x: &[f32]| match metric {
+                Metric::L2 => -q
+                    .iter()
+                    .zip(x)
+                    .map(|(p, y)| (p - y) * (p - y))
+                    .sum::<f32>()
+                    .sqrt(),
+                _ => dot(q, x),
+            };
+            let dir = |id: &str| {
+                let v = c.get(id).unwrap().0;
+                if metric == Metric::L2 {
+                    v
+                } else {
+                    unit(&v)
+                }
+            };
+            let w = |s: f32, w: f32| if s >= 0.0 { s * w } else { s / w };
+            let user_v = c.get("i2").unwrap().0;
+            let user = UserInput {
+                vector_arg: Some(user_v.clone()),
+                ..UserInput::default()
+            };
+            let req = request(10, Strategy::BestScore, &[(a, 1.0), (b, 3.0)], &[]);
+            let r = recommend(&c, &user, &req, None).unwrap();
+            let queries = [(dir("i2"), 1.0), (dir(a), 1.0), (dir(b), 3.0)];
+            let best = |x: &[f32]| {
+                queries
+                    .iter()
+                    .map(|(q, wt)| w(sim(q, x), *wt))
+                    .fold(f32::MIN, f32::max)
+            };
+            let want = exact(&c, 10, &[a, b], |x| Some(best(x)));
+            assert_eq!(ids(&r), want, "{metric:?}");
+            for (id, score) in &r.items {
+                let x = c.get(id).unwrap().0;
+                assert!((score - best(&x)).abs() < 1e-4, "{metric:?} {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn best_score_drops_what_is_nearer_a_negative() {
+        let c = catalog(Metric::Cosine);
+        let req = request(20, Strategy::BestScore, &[("i0", 1.0)], &[("i5", 1.0)]);
+        let r = recommend(&c, &UserInput::default(), &req, None).unwrap();
+        let (p, n) = (c.get("i0").unwrap().0, c.get("i5").unwrap().0);
+        for (id, _) in &r.items {
+            let x = c.get(id).unwrap().0;
+            assert!(dot(&p, &x) >= dot(&n, &x), "{id} is nearer the negative");
+        }
+        let nearer = (0..600)
+            .map(|i| c.get(&format!("i{i}")).unwrap().0)
+            .filter(|x| dot(&n, x) > dot(&p, x))
+            .count();
+        assert!(nearer > 0 && r.explain.nearer_negative > 0);
+    }
+
+    /// Missing ids are skipped and counted; an error only when nothing is
+    /// left to search with.
+    #[test]
+    fn missing_examples_are_skipped_until_none_is_left() {
+        let c = catalog(Metric::Ip);
+        let req = request(
+            5,
+            Strategy::Average,
+            &[("nope", 1.0), ("i4", 1.0)],
+            &[("gone", 1.0)],
+        );
+        let r = recommend(&c, &UserInput::default(), &req, None).unwrap();
+        assert_eq!(
+            (r.explain.examples_used, r.explain.examples_missing),
+            (1, 2)
+        );
+        let alone = request(5, Strategy::Average, &[("i4", 1.0)], &[]);
+        let same = recommend(&c, &UserInput::default(), &alone, None).unwrap();
+        assert_eq!(ids(&r), ids(&same));
+        let none = request(5, Strategy::BestScore, &[("nope", 1.0)], &[]);
+        let e = recommend(&c, &UserInput::default(), &none, None).unwrap_err();
+        assert!(e.to_string().contains("none of the 1 POSITIVE"), "{e}");
+        let only_negative = request(5, Strategy::Average, &[], &[("i4", 1.0)]);
+        let e = recommend(&c, &UserInput::default(), &only_negative, None).unwrap_err();
+        assert!(e.to_string().contains("NEGATIVE examples need"), "{e}");
+        // With a user vector a missing positive is no error.
+        let user = UserInput {
+            vector_arg: Some(c.get("i9").unwrap().0),
+            ..UserInput::default()
+        };
+        assert!(recommend(&c, &user, &none, None).is_ok());
+    }
+
+    #[test]
+    fn strategy_and_weight_are_checked() {
+        assert_eq!(Strategy::parse("best_score").unwrap(), Strategy::BestScore);
+        let e = Strategy::parse("MAX").unwrap_err().to_string();
+        assert!(e.contains("AVERAGE or BEST_SCORE"), "{e}");
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1001.0] {
+            assert!(Examples::check_weight(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Examples::check_weight(2.5).unwrap(), 2.5);
+    }
+}

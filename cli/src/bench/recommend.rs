@@ -66,6 +66,17 @@ pub fn run(b: &RecommendBench) -> Result<()> {
     let n = |x: usize| x.to_string();
     let get = vec!["-t".to_string(), "get".to_string()];
     let recommend = recommend_args(b.users, &["WHERE", WHERE, "EXCLUDE_SEEN"]);
+    // Five examples (3 positive, 2 negative) next to each user's own vector.
+    let example_ids: Vec<String> = (0..5)
+        .map(|i| format!("{:012}", i * 7919 % b.items))
+        .collect();
+    let mut with_examples: Vec<&str> = vec!["WHERE", WHERE, "EXCLUDE_SEEN", "POSITIVE", "3"];
+    with_examples.extend(example_ids[..3].iter().map(String::as_str));
+    with_examples.extend(["NEGATIVE", "2"]);
+    with_examples.extend(example_ids[3..].iter().map(String::as_str));
+    let average = recommend_args(b.users, &with_examples);
+    with_examples.extend(["STRATEGY", "BEST_SCORE"]);
+    let best_score = recommend_args(b.users, &with_examples);
     let mut event: Vec<String> = vec![
         "-r".into(),
         n(b.items.min(b.users)),
@@ -90,6 +101,16 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             args: &recommend,
         },
         Case {
+            name: "same + POSITIVE 3 NEGATIVE 2 (STRATEGY AVERAGE)",
+            clients: b.clients,
+            args: &average,
+        },
+        Case {
+            name: "same + POSITIVE 3 NEGATIVE 2 STRATEGY BEST_SCORE",
+            clients: b.clients,
+            args: &best_score,
+        },
+        Case {
             name: "same RECOMMEND at 16 clients (the seed article's concurrency)",
             clients: 16,
             args: &recommend,
@@ -103,6 +124,12 @@ pub fn run(b: &RecommendBench) -> Result<()> {
     let (runs, spent) = interleaved_with_cpu(server.port, &mut c, b.repeats, b.requests, &cases)?;
     print_table(&cases, &runs);
     print_cpu_table(&cases, &spent, b.requests * b.repeats.max(1));
+    let plain = runs[1].median().rps;
+    println!(
+        "\nexamples (the user vector + 5 example items): a request costs {:.2}x (AVERAGE) and {:.2}x (BEST_SCORE: one search per positive) the plain RECOMMEND's (inverse of median req/s)",
+        plain / runs[2].median().rps,
+        plain / runs[3].median().rps
+    );
     explain_split(&mut c, b)
 }
 

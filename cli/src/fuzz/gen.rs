@@ -34,7 +34,7 @@ pub const COMMANDS: [&str; 23] = [
     "RECSYS.MODEL.DEL",
 ];
 /// Words the commands know, thrown in at random.
-pub const KEYWORDS: [&str; 43] = [
+pub const KEYWORDS: [&str; 47] = [
     "DIM",
     "METRIC",
     "M",
@@ -53,6 +53,10 @@ pub const KEYWORDS: [&str; 43] = [
     "EXCLUDE_SEEN",
     "EXCLUDE",
     "MIN_SCORE",
+    "POSITIVE",
+    "NEGATIVE",
+    "STRATEGY",
+    "BEST_SCORE",
     "SEQUENCE",
     "SOFTMAX",
     "SEED",
@@ -251,12 +255,32 @@ impl Gen {
             "RECSYS.RECOMMEND" => {
                 a.extend([cat(), self.pick(&USERS).into()]);
                 a.extend([b("K"), (1 + self.below(20)).to_string().into()]);
-                let options: [OptionGen; 13] = [
+                let options: [OptionGen; 15] = [
                     |g| {
                         let n = g.below(4);
                         let mut o = vec![b"EXCLUDE".to_vec(), n.to_string().into()];
                         o.extend((0..n).map(|_| format!("item:{}", g.below(300)).into_bytes()));
                         o
+                    },
+                    |g| {
+                        let n = g.below(4);
+                        let list = if g.below(2) == 0 {
+                            "POSITIVE"
+                        } else {
+                            "NEGATIVE"
+                        };
+                        let mut o = vec![list.as_bytes().to_vec(), n.to_string().into()];
+                        for _ in 0..n {
+                            o.push(format!("item:{}", g.below(320)).into_bytes());
+                            if g.below(3) == 0 {
+                                o.extend([b"WEIGHT".to_vec(), g.nasty()]);
+                            }
+                        }
+                        o
+                    },
+                    |g| {
+                        let s = ["AVERAGE", "BEST_SCORE", "best_score", "MAX"][g.below(4)];
+                        vec![b"STRATEGY".to_vec(), s.as_bytes().to_vec()]
                     },
                     |g| vec![b"MIN_SCORE".to_vec(), g.nasty()],
                     |g| vec![b"SEQUENCE".to_vec(), g.nasty()],

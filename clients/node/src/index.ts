@@ -91,6 +91,24 @@ export interface PipelineOptions {
   exclude?: string[];
   /** Candidates scored below this are dropped. */
   minScore?: number;
+  /** Items like these (ids, or [id, weight] pairs); never returned. */
+  positive?: Example[];
+  /** Items not like these. */
+  negative?: Example[];
+  strategy?: 'AVERAGE' | 'BEST_SCORE';
+}
+
+/** An example item: its id, or [id, weight]. */
+export type Example = string | [string, number];
+
+function exampleArgs(keyword: string, examples: Example[] | undefined): string[] {
+  if (!examples || examples.length === 0) return [];
+  const a = [keyword, num(examples.length)];
+  for (const e of examples) {
+    if (typeof e === 'string') a.push(e);
+    else a.push(e[0], 'WEIGHT', num(e[1]));
+  }
+  return a;
 }
 
 export interface RecommendOptions extends PipelineOptions {
@@ -192,6 +210,8 @@ function pipelineArgs(o: PipelineOptions): string[] {
   if (o.sequence !== undefined) a.push('SEQUENCE', num(o.sequence));
   if (o.exclude && o.exclude.length > 0) a.push('EXCLUDE', num(o.exclude.length), ...o.exclude);
   if (o.minScore !== undefined) a.push('MIN_SCORE', num(o.minScore));
+  a.push(...exampleArgs('POSITIVE', o.positive), ...exampleArgs('NEGATIVE', o.negative));
+  if (o.strategy !== undefined) a.push('STRATEGY', o.strategy);
   return a;
 }
 

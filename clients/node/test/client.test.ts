@@ -81,6 +81,11 @@ for (const RESP of [2, 3] as const) {
       const others = await rs.recommend('shop', 'user:7', { k: 1, exclude: ['sku:3', 'nope'] });
       assert.ok(!others.ids.includes('sku:3'));
       assert.deepEqual((await rs.recommend('shop', 'user:7', { k: 2, minScore: 1.5 })).ids, []);
+      const like = await rs.recommend('shop', '-', {
+        k: 2, positive: [['sku:3', 2], 'nope'], negative: ['20'], strategy: 'BEST_SCORE', explain: true,
+      });
+      assert.ok(!like.ids.includes('sku:3') && !like.ids.includes('20'));
+      assert.equal(like.explain?.examples_missing, 1);
 
       await assert.rejects(rs.search('shop', [1, 2, 3]), /DIM/);
       await assert.rejects(rs.recommend('shop', 'u', { k: Number.NaN }), /finite/);

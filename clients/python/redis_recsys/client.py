@@ -16,6 +16,8 @@ import numpy as np
 from .types import Hit, Item, Recommendations, as_dict, hits, item, plain, text, to_blob
 
 Plugin = Union[str, Tuple[str, str]]
+# Example items: ids, (id, weight) pairs, or a dict id -> weight.
+Examples = Union[Sequence[Union[str, Tuple[str, float]]], Dict[str, float]]
 
 
 def _num(x: Union[int, float]) -> str:
@@ -31,6 +33,19 @@ def _attrs(a: Optional[Dict[str, Any]]) -> Optional[str]:
 def _plugin(keyword: str, p: Plugin) -> List[Any]:
     name, args = (p, None) if isinstance(p, str) else p
     return [keyword, name] + (["ARGS", args] if args is not None else [])
+
+
+def _examples(keyword: str, examples: Examples) -> List[Any]:
+    pairs = list(examples.items()) if isinstance(examples, dict) else list(examples)
+    if not pairs:
+        return []
+    a: List[Any] = [keyword, _num(len(pairs))]
+    for e in pairs:
+        if isinstance(e, str):
+            a.append(e)
+        else:
+            a += [e[0], "WEIGHT", _num(e[1])]
+    return a
 
 
 class _Commands:
@@ -172,6 +187,9 @@ class _Commands:
         sequence: Optional[float] = None,
         exclude: Sequence[str] = (),
         min_score: Optional[float] = None,
+        positive: Examples = (),
+        negative: Examples = (),
+        strategy: Optional[str] = None,
     ) -> List[Any]:
         a: List[Any] = []
         if candidates is not None:
@@ -205,6 +223,9 @@ class _Commands:
             a += ["EXCLUDE", _num(len(ids)), *ids]
         if min_score is not None:
             a += ["MIN_SCORE", _num(min_score)]
+        a += _examples("POSITIVE", positive) + _examples("NEGATIVE", negative)
+        if strategy is not None:
+            a += ["STRATEGY", strategy]
         return a
 
     def recommend(
@@ -222,7 +243,10 @@ class _Commands:
         (name, args) pairs), order, fail_open, softmax, seed, diversity
         ((attribute, max)), session ((items, weight)), sequence (the sequence
         model's weight), exclude (ids never returned), min_score (a
-        similarity floor).
+        similarity floor), positive / negative (example ids: a list of ids,
+        of (id, weight) pairs, or a dict id -> weight) and strategy
+        ("AVERAGE" or "BEST_SCORE"). A user key that holds no hash ("-")
+        recommends from the examples alone.
         """
         args: List[Any] = ["RECSYS.RECOMMEND", catalog, user, "K", _num(k)]
         if vector is not None:

@@ -61,6 +61,14 @@ def test_recommend_with_events_filters_and_explain(client):
     # EXCLUDE drops listed ids; MIN_SCORE is a similarity floor (cosine <= 1).
     assert "sku:3" not in rs.recommend("shop", "user:7", k=1, exclude=["sku:3", "nope"]).ids
     assert rs.recommend("shop", "user:7", k=2, min_score=1.5).ids == []
+    # Examples: "more like sku:3" without a user, never sku:3 itself.
+    like = rs.recommend("shop", "-", k=2, positive=["sku:3"], explain=True)
+    assert "sku:3" not in like.ids and like.explain["examples_used"] == 1
+    both = rs.recommend(
+        "shop", "-", k=2, positive={"sku:3": 2.0, "nope": 1}, negative=[("sku:1", 1.0)],
+        strategy="BEST_SCORE", explain=True,
+    )
+    assert both.explain["examples_missing"] == 1 and "sku:1" not in both.ids
 
 
 def test_errors_are_redis_errors_with_the_reason(client):

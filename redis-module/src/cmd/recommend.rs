@@ -119,6 +119,9 @@ fn explain_reply(e: &Explain) -> Reply {
         ("walk_visits".into(), n(e.walk_visits)),
         ("filter_mode".into(), Reply::Text(e.filter_mode.into())),
         ("below_min_score".into(), n(e.below_min_score)),
+        ("examples_used".into(), n(e.examples_used)),
+        ("examples_missing".into(), n(e.examples_missing)),
+        ("nearer_negative".into(), n(e.nearer_negative)),
         ("filter_evaluated".into(), n(e.filter_evaluated)),
         ("filter_rejected".into(), n(e.filter_rejected)),
         (

@@ -4,6 +4,7 @@
 
 use recsys_core::catalog::Catalog;
 use recsys_core::index::params::MAX_EF;
+use recsys_core::pipeline::examples::{Examples, Strategy, MAX_EXAMPLES};
 use recsys_core::pipeline::rank::rank_model;
 use recsys_core::pipeline::request::PluginStage;
 use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_EXCLUDE, MAX_K};
@@ -26,6 +27,9 @@ pub const PIPELINE_OPTIONS: &[&str] = &[
     "EXCLUDE_SEEN",
     "EXCLUDE",
     "MIN_SCORE",
+    "POSITIVE",
+    "NEGATIVE",
+    "STRATEGY",
     "RANK",
     "FILTER",
     "ORDER",
@@ -65,6 +69,35 @@ pub fn pipeline_option(kw: &str, a: &mut Args, req: &mut Request) -> CmdResult<b
             let floor = a.next_float("MIN_SCORE", -1e30, 1e30)?;
             req.min_score = Some(floor as f32);
         }
+        "POSITIVE" | "NEGATIVE" => {
+            let n = a.next_usize(&format!("{kw} count"), 1, MAX_EXAMPLES)?;
+            let list = if kw == "POSITIVE" {
+                &mut req.examples.positive
+            } else {
+                &mut req.examples.negative
+            };
+            if list.len() + n > MAX_EXAMPLES {
+                return Err(Error::invalid(format!(
+                    "a request takes at most {MAX_EXAMPLES} {kw} examples"
+                )));
+            }
+            for _ in 0..n {
+                let id = a.next_str(&format!("{kw} id"))?.to_string();
+                let mut weight = 1.0;
+                if a.peek_keyword().as_deref() == Some("WEIGHT") {
+                    a.next_keyword()?;
+                    let w = a.next_float("example WEIGHT", f64::MIN, f64::MAX)?;
+                    weight = Examples::check_weight(w)?;
+                }
+                list.push((id, weight));
+            }
+        }
+        "WEIGHT" => {
+            return Err(Error::invalid(
+                "WEIGHT must follow an id of POSITIVE n id ... or NEGATIVE n id ...",
+            ))
+        }
+        "STRATEGY" => req.examples.strategy = Strategy::parse(a.next_str("STRATEGY")?)?,
         "SOFTMAX" => {
             let t = a.next_float("SOFTMAX temperature", 1e-6, 1e6)?;
             let mut seed = now_ms() as u64 ^ 0x5EED;
