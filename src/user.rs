@@ -5,8 +5,9 @@
 //! - `recent`: JSON array of the most recent item ids, newest first
 //!   (written by RECSYS.EVENT, bounded by the HISTORY setting);
 //! - `seen`: every item the user interacted with, as a set of 64-bit
-//!   hashes of the item ids ([`SeenSet`], 8 bytes per item; RECSYS.EVENT
-//!   adds to it, loaders may write it), read by EXCLUDE_SEEN;
+//!   hashes of the item ids ([`SeenSet`]: text, `b` and the base64 of 8
+//!   bytes per item, so text clients can read the hash; RECSYS.EVENT adds
+//!   to it, loaders may write it), read by EXCLUDE_SEEN;
 //! - `events:<type>`: number of events of each type (RECSYS.EVENT).
 //!
 //! Also the session blend's settings ([`Session`]), which a request or a
@@ -19,10 +20,12 @@ pub const EMB_FIELD: &str = "emb";
 /// Hash field with the recent item ids (JSON array, newest first).
 pub const RECENT_FIELD: &str = "recent";
 
-/// Hash field with the set of seen items ([`SeenSet`]'s bytes).
+/// Hash field with the set of seen items ([`SeenSet::to_text`]).
 pub const SEEN_FIELD: &str = "seen";
-/// Most items a user's `seen` set holds (800 KB); RECSYS.EVENT stops
-/// adding beyond it (the `recent` list still moves).
+/// First character of the text form of `seen`.
+pub const SEEN_TEXT_MARK: u8 = b'b';
+/// Most items a user's `seen` set holds (about 1.07 MB of text);
+/// RECSYS.EVENT stops adding beyond it (the `recent` list still moves).
 pub const MAX_SEEN_ITEMS: usize = 100_000;
 /// Most recent items a SESSION blend may average.
 pub const MAX_SESSION_ITEMS: usize = 1000;
@@ -81,8 +84,13 @@ pub fn seen_hash(id: &str) -> u64 {
 }
 
 /// Every item a user interacted with: the sorted, distinct [`seen_hash`]es
-/// of their ids. Stored as little-endian u64s, 8 bytes per item; any order
-/// and repeats are accepted when read (then sorted).
+/// of their ids. Stored as text: the letter `b`, then the base64 (standard
+/// alphabet, padded) of the little-endian u64s, 8 bytes per item (about
+/// 10.7 characters per item), so a client that decodes every field as
+/// UTF-8 reads the hash. The older binary form (the bare 8-byte u64s, as
+/// written before) is still read: its length is a multiple of 8, the text
+/// form's never is (a letter and a multiple of 4). Any order and repeats
+/// are accepted when read (then sorted).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SeenSet(Vec<u64>);
 
@@ -90,17 +98,29 @@ impl SeenSet {
     /// Parses the `seen` field (`None`: empty); `user` names the user in the
     /// error (called only then).
     pub fn parse(raw: Option<&[u8]>, user: impl FnOnce() -> String) -> Result<SeenSet> {
+        use base64::Engine;
         let Some(bytes) = raw else {
             return Ok(SeenSet::default());
         };
-        if !bytes.len().is_multiple_of(8) {
+        let decoded;
+        let binary = match bytes.split_first() {
+            Some((&SEEN_TEXT_MARK, text)) if !bytes.len().is_multiple_of(2) => {
+                decoded = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()
+                    .filter(|b| b.len().is_multiple_of(8));
+                decoded.as_deref()
+            }
+            _ => Some(bytes).filter(|b| b.len().is_multiple_of(8)),
+        };
+        let Some(binary) = binary else {
             return Err(Error::invalid(format!(
-                "field '{SEEN_FIELD}' of user '{}' must be 8-byte item hashes, got {} bytes",
+                "field '{SEEN_FIELD}' of user '{}' must be 'b' and the base64 of 8-byte item hashes (or the older binary form, a multiple of 8 bytes), got {} bytes that are neither",
                 user(),
                 bytes.len()
             )));
-        }
-        let mut hashes: Vec<u64> = bytes
+        };
+        let mut hashes: Vec<u64> = binary
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect();
@@ -109,6 +129,12 @@ impl SeenSet {
             hashes.dedup();
         }
         Ok(SeenSet(hashes))
+    }
+
+    /// Whether a stored `seen` value is in the older binary form (which
+    /// [`SeenSet::parse`] reads and the migration rewrites as text).
+    pub fn is_binary(raw: &[u8]) -> bool {
+        raw.first() != Some(&SEEN_TEXT_MARK) || raw.len().is_multiple_of(2)
     }
 
     /// A set of these item ids.
@@ -166,9 +192,18 @@ impl SeenSet {
         self.0.is_empty()
     }
 
-    /// The field's bytes.
+    /// The older binary form: 8 little-endian bytes per item.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.0.iter().flat_map(|h| h.to_le_bytes()).collect()
+    }
+
+    /// The field's value as stored: `b` and the base64 of [`SeenSet::to_bytes`].
+    pub fn to_text(&self) -> String {
+        use base64::Engine;
+        let mut text = String::with_capacity(1 + self.0.len() * 32 / 3 + 4);
+        text.push(SEEN_TEXT_MARK as char);
+        base64::engine::general_purpose::STANDARD.encode_string(self.to_bytes(), &mut text);
+        text
     }
 }
 
@@ -224,6 +259,34 @@ mod tests {
         assert_eq!(format_recent(&r), r#"["d","c","a"]"#);
         assert!(parse_recent(Some(b"{"), || "u".into()).is_err());
         assert!(parse_recent(None, || "u".into()).unwrap().is_empty());
+    }
+
+    /// The stored form is text (UTF-8, base64 after a `b`) and reads back;
+    /// the older binary form still reads, and the two never look alike.
+    #[test]
+    fn seen_text_form_reads_back_and_tells_binary_apart() {
+        for n in 0..40 {
+            let ids: Vec<String> = (0..n).map(|i| format!("item:{i}")).collect();
+            let s = SeenSet::from_ids(ids.iter().map(String::as_str));
+            let text = s.to_text();
+            assert!(text.starts_with('b') && text.len() % 2 == 1, "{text}");
+            assert!(!SeenSet::is_binary(text.as_bytes()));
+            assert_eq!(
+                SeenSet::parse(Some(text.as_bytes()), || "u".into()).unwrap(),
+                s
+            );
+            let binary = s.to_bytes();
+            assert!(SeenSet::is_binary(&binary));
+            assert_eq!(SeenSet::parse(Some(&binary), || "u".into()).unwrap(), s);
+        }
+        assert_eq!(SeenSet::default().to_text(), "b");
+        for bad in ["b!!!", "bAAAA", "xyz", "bAAAAAAAAAAA=="] {
+            let e = SeenSet::parse(Some(bad.as_bytes()), || "u".into()).unwrap_err();
+            assert!(
+                e.to_string().contains("base64 of 8-byte item hashes"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

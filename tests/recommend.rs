@@ -261,7 +261,8 @@ fn exclude_seen_covers_the_full_history() {
         hits >= 45,
         "EXCLUDE_SEEN finds the best unseen items: {hits}/50"
     );
-    // EVENT adds to the set (8 bytes per item) beyond HISTORY.
+    // EVENT adds to the set beyond HISTORY, and writes it as text: `b` and
+    // the base64 of 8 bytes per item.
     let len = |c: &mut Connection| -> usize {
         redis::cmd("HSTRLEN").arg("u").arg("seen").query(c).unwrap()
     };
@@ -269,7 +270,7 @@ fn exclude_seen_covers_the_full_history() {
     let first = got[0].clone();
     cmd(&mut c, &format!("RECSYS.EVENT big u {first}")).unwrap();
     cmd(&mut c, &format!("RECSYS.EVENT big u {first}")).unwrap();
-    assert_eq!(len(&mut c), 8 * (seen_n + 1));
+    assert_eq!(len(&mut c), 1 + 4 * (8 * (seen_n + 1)).div_ceil(3));
     let again = recommend(&mut c, &["K", "50", "EXCLUDE_SEEN"]);
     assert!(!again.contains(&first) && again.len() == 50);
     // A user with only events: every one of 30 events is excluded, not
@@ -1016,4 +1017,69 @@ fn examples_steer_recommendations_exactly() {
         let e = err_line(&mut c, &format!("RECSYS.RECOMMEND cat - {opts}"));
         assert!(e.contains(want), "{opts}: {e}");
     }
+}
+
+/// The user hash stays readable by text clients: RECSYS.EVENT writes
+/// `seen` as text; a hash written in the older binary form still works,
+/// becomes text at its next EVENT, and `recsys migrate-users` converts the
+/// rest without losing an item.
+#[test]
+fn user_hashes_stay_text_and_old_binary_ones_migrate() {
+    use recsys::user::SeenSet;
+    let s = server();
+    let mut c = s.connection().unwrap();
+    shop(&mut c);
+    let all_text = |c: &mut Connection, key: &str| -> bool {
+        let fields: Vec<Vec<u8>> = redis::cmd("HGETALL").arg(key).query(c).unwrap();
+        !fields.is_empty() && fields.iter().all(|f| std::str::from_utf8(f).is_ok())
+    };
+    cmd(&mut c, "RECSYS.EVENT cat fresh i1").unwrap();
+    cmd(&mut c, "RECSYS.EVENT cat fresh i2").unwrap();
+    assert!(all_text(&mut c, "fresh"));
+    // Two hashes in the older binary form (as written before).
+    let old = SeenSet::from_ids(["i5", "i6", "i7"]).to_bytes();
+    for key in ["old:a", "old:b"] {
+        let _: () = redis::cmd("HSET")
+            .arg(key)
+            .arg("seen")
+            .arg(&old)
+            .query(&mut c)
+            .unwrap();
+        assert!(!all_text(&mut c, key), "the test can fail");
+    }
+    let seen_items = |c: &mut Connection, key: &str| -> SeenSet {
+        let raw: Vec<u8> = redis::cmd("HGET").arg(key).arg("seen").query(c).unwrap();
+        SeenSet::parse(Some(&raw), || key.into()).unwrap()
+    };
+    // Read as it is; rewritten as text by the next EVENT (even one that
+    // adds nothing new).
+    let got = rec(&mut c, "old:a", &["K", "3000", "EXCLUDE_SEEN"]);
+    assert!(!got
+        .iter()
+        .any(|id| ["i5", "i6", "i7"].contains(&id.as_str())));
+    cmd(&mut c, "RECSYS.EVENT cat old:a i5").unwrap();
+    assert!(all_text(&mut c, "old:a"));
+    assert_eq!(
+        seen_items(&mut c, "old:a"),
+        SeenSet::from_ids(["i5", "i6", "i7"])
+    );
+    // The migration converts the other one and leaves text ones alone.
+    let mut con = s.connection().unwrap();
+    let m = recsys_cli::verbs::migrate::migrate(&mut con, "*").unwrap();
+    assert_eq!(m.rewritten, 1, "{m:?}");
+    assert!(all_text(&mut c, "old:b"));
+    assert_eq!(
+        seen_items(&mut c, "old:b"),
+        SeenSet::from_ids(["i5", "i6", "i7"])
+    );
+    assert_eq!(
+        recsys_cli::verbs::migrate::migrate(&mut con, "*")
+            .unwrap()
+            .rewritten,
+        0
+    );
+    // A value in neither form is an error that says what is expected.
+    cmd(&mut c, "HSET broken seen xyz").unwrap();
+    let e = err_line(&mut c, "RECSYS.RECOMMEND cat broken EXCLUDE_SEEN");
+    assert!(e.contains("base64 of 8-byte item hashes"), "{e}");
 }

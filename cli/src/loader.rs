@@ -310,7 +310,7 @@ pub fn load(
             .arg("recent")
             .arg(serde_json::to_string(&recent)?)
             .arg("seen")
-            .arg(seen.to_bytes());
+            .arg(seen.to_text());
         for (name, value) in &ds.user_features[u] {
             c.arg(name).arg(value);
         }

@@ -26,6 +26,8 @@ enum Cmd {
     Eval(recsys_cli::verbs::eval::Eval),
     /// Writes every loaded user's recommendations into lists (RECSYS.BATCH), with a progress bar.
     Batch(recsys_cli::verbs::batch::Batch),
+    /// Rewrites user hashes' binary `seen` field (written before text was the format) as text.
+    MigrateUsers(recsys_cli::verbs::migrate::MigrateUsers),
     /// A guided tour on generated data (starts its own redis-server unless --redis is given).
     Demo(recsys_cli::demo::Demo),
     /// Benchmarks (figures for docs/benchmarks.md).
@@ -77,6 +79,7 @@ fn main() -> Result<()> {
         Cmd::Load(a) => recsys_cli::verbs::load::run(&a),
         Cmd::Eval(a) => recsys_cli::verbs::eval::run(&a),
         Cmd::Batch(a) => recsys_cli::verbs::batch::run(&a),
+        Cmd::MigrateUsers(a) => recsys_cli::verbs::migrate::run(&a),
         Cmd::Fixtures(f) => recsys_cli::fixtures::run(&f),
         Cmd::Fuzz(f) => recsys_cli::fuzz::main(&f),
         Cmd::Bench(BenchCmd::All(b)) => recsys_cli::bench::all::run(&b),

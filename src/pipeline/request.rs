@@ -213,7 +213,8 @@ pub struct RawUser {
     pub emb: Option<Vec<u8>>,
     /// `recent`, a JSON array of ids.
     pub recent: Option<Vec<u8>>,
-    /// `seen`, 8 bytes per item (read for EXCLUDE_SEEN only).
+    /// `seen`, about 10.7 bytes of text per item, 8 in the older binary
+    /// form (read for EXCLUDE_SEEN only).
     pub seen: Option<Vec<u8>>,
     /// The feature fields the request's models read.
     pub features: HashMap<String, String>,
@@ -240,7 +241,7 @@ impl UserInput {
 
 impl RawUser {
     /// The shape before parsing: `recent` holds at most one id per 3 bytes
-    /// (`"x",`), `seen` one per 8.
+    /// (`"x",`), `seen` one per 8 (either form).
     pub fn shape(&self, vector_given: bool) -> UserShape {
         UserShape {
             has_vector: vector_given || self.emb.is_some(),

@@ -110,3 +110,14 @@ async def test_async_client(server, protocol):
     recs = await rs.recommend("shop", "u", k=2, exclude_seen=True)
     assert recs.ids[0] != "sku:3" and len(recs.ids) == 2
     await r.aclose()
+
+
+def test_user_hash_reads_as_text_after_events(client, server):
+    """redis-py with decode_responses=True (the common setup) reads the hash RECSYS.EVENT writes."""
+    rs = Recsys(client)
+    shop(rs)
+    rs.event("shop", "user:text", "sku:1")
+    rs.event("shop", "user:text", "sku:2")
+    text = redis.Redis(port=server, decode_responses=True)
+    fields = text.hgetall("user:text")
+    assert fields["seen"].startswith("b") and fields["recent"] == '["sku:2","sku:1"]'

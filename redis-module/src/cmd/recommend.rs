@@ -199,9 +199,9 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         user.to_string_lossy()
     })?;
     push_recent(&mut recent, item, config::history());
-    let mut seen = SeenSet::parse(field(SEEN_FIELD)?.as_ref().map(|s| s.as_slice()), || {
-        user.to_string_lossy()
-    })?;
+    let stored_seen = field(SEEN_FIELD)?;
+    let stored_seen = stored_seen.as_ref().map(|s| s.as_slice());
+    let mut seen = SeenSet::parse(stored_seen, || user.to_string_lossy())?;
     let seen_grew = seen.insert(item);
     let count_field = event_count_field(&kind);
     let count = field(&count_field)?
@@ -212,8 +212,10 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         RECENT_FIELD,
         redis_string(ctx, format_recent(&recent).as_bytes()),
     );
-    if seen_grew {
-        u.hash_set(SEEN_FIELD, redis_string(ctx, &seen.to_bytes()));
+    // Written as text: also when only the form changes (a hash written
+    // before text was the format), so text clients can read it.
+    if seen_grew || stored_seen.is_some_and(SeenSet::is_binary) {
+        u.hash_set(SEEN_FIELD, redis_string(ctx, seen.to_text().as_bytes()));
     }
     u.hash_set(
         &count_field,
