@@ -19,6 +19,7 @@ use crate::cmd::catalog as c;
 use crate::cmd::model as m;
 use crate::cmd::plugin as p;
 use crate::cmd::recommend as r;
+use crate::cmd::request_args::pipeline_syntax;
 use crate::command_docs;
 use crate::metrics::{self, CommandStats};
 use crate::reply::Reply;
@@ -62,69 +63,6 @@ fn dispatch(
     raw::REDISMODULE_OK as c_int
 }
 
-/// Declares each command's entry point and its [`CommandStats`] (named
-/// for INFO after the entry point, without `cmd_`).
-macro_rules! commands {
-    ($( $fn_name:ident => $handler:path ),* $(,)?) => {
-        #[allow(non_camel_case_types)]
-        enum StatsIndex { $($fn_name,)* Count }
-
-        /// Counters of every command, for INFO.
-        pub static COMMAND_STATS: [CommandStats; StatsIndex::Count as usize] = [
-            $(CommandStats::new(strip_cmd(stringify!($fn_name))),)*
-        ];
-
-        $(
-            extern "C" fn $fn_name(
-                ctx: *mut raw::RedisModuleCtx,
-                argv: *mut *mut raw::RedisModuleString,
-                argc: c_int,
-            ) -> c_int {
-                dispatch(ctx, argv, argc, $handler, &COMMAND_STATS[StatsIndex::$fn_name as usize])
-            }
-        )*
-    };
-}
-
-/// `cmd_item_set` -> `item_set`, at compile time.
-const fn strip_cmd(name: &'static str) -> &'static str {
-    match name.as_bytes() {
-        [b'c', b'm', b'd', b'_', rest @ ..] => match std::str::from_utf8(rest) {
-            Ok(s) => s,
-            Err(_) => name,
-        },
-        _ => name,
-    }
-}
-
-commands! {
-    cmd_create => c::create,
-    cmd_item_set => c::item_set,
-    cmd_item_mset => c::item_mset,
-    cmd_item_setattrs => c::item_setattrs,
-    cmd_item_get => c::item_get,
-    cmd_item_del => c::item_del,
-    cmd_search => c::search,
-    cmd_similar => c::similar,
-    cmd_info => c::info,
-    cmd_alter => c::alter,
-    cmd_recommend => r::recommend,
-    cmd_event => r::event,
-    cmd_popularity_set => c::popularity_set,
-    cmd_batch => b::batch,
-    cmd_plugin_load => p::load,
-    cmd_plugin_list => p::list,
-    cmd_plugin_info => p::info,
-    cmd_plugin_del => p::del,
-    cmd_batch_status => b::status,
-    cmd_model_set => m::set,
-    cmd_model_list => m::list,
-    cmd_model_info => m::info,
-    cmd_model_del => c::model_del,
-    cmd_copy => cl::copy_command,
-    cmd_copies => cl::copies_command,
-}
-
 /// How a command touches its key (first argument).
 #[derive(Clone, Copy)]
 enum KeyUse {
@@ -152,7 +90,9 @@ impl KeyUse {
 
 struct Spec {
     name: &'static str,
+    /// The entry point Redis calls, and the command's counters for INFO.
     func: RawCmd,
+    stats: &'static CommandStats,
     flags: &'static str,
     arity: c_int,
     /// Uses of the keys at argv[1], argv[2], ...
@@ -160,30 +100,43 @@ struct Spec {
     summary: &'static str,
     complexity: &'static str,
     /// The arguments after the command name, in the grammar of
-    /// [`crate::command_docs`] (COMMAND DOCS `arguments`).
+    /// [`crate::command_docs`] (COMMAND DOCS `arguments`); `{pipeline}`
+    /// stands for the shared pipeline options
+    /// ([`crate::cmd::request_args::pipeline_syntax`]).
     syntax: &'static str,
 }
 
-/// The pipeline options RECOMMEND and BATCH share.
-macro_rules! pipeline_options {
-    () => {
-        "[CANDIDATES candidates:integer] [EF ef:integer] [WHERE where:string] [EXCLUDE_SEEN] \
-         [EXCLUDE exclude=(count:integer id:string...)] [MIN_SCORE min_score:double] \
-         [POSITIVE positive=(count:integer example=(id:string [WEIGHT weight:double])...)] \
-         [NEGATIVE negative=(count:integer example=(id:string [WEIGHT weight:double])...)] \
-         [STRATEGY strategy=(AVERAGE | BEST_SCORE)] \
-         [RANK rank:string] [FILTER filter=(plugin:string [ARGS args:string])]... \
-         [ORDER order=(plugin:string [ARGS args:string])] [FAILOPEN] \
-         [SOFTMAX softmax=(temperature:double [SEED seed:integer])] \
-         [DIVERSITY diversity=(attribute:string max:integer)] \
-         [SESSION session=(items:integer weight:double)] [SEQUENCE sequence:double]"
+/// The command table, one entry per command: `command_table! { Spec {
+/// name: "RECSYS.X", handler: module::fn, flags: ..., ... }, ... }` defines
+/// [`SPECS`] with, for each entry, the `extern "C"` entry point Redis calls
+/// (the handler behind [`dispatch`]'s panic guard) and its
+/// [`CommandStats`], so a command is named once.
+macro_rules! command_table {
+    ($( Spec { name: $name:literal, handler: $handler:path, $($field:ident : $value:expr),* $(,)? } ),* $(,)?) => {
+        /// Every RECSYS.* command.
+        static SPECS: &[Spec] = &[$(
+            {
+                static STATS: CommandStats = CommandStats::new($name);
+                extern "C" fn entry(
+                    ctx: *mut raw::RedisModuleCtx,
+                    argv: *mut *mut raw::RedisModuleString,
+                    argc: c_int,
+                ) -> c_int {
+                    dispatch(ctx, argv, argc, $handler, &STATS)
+                }
+                Spec { name: $name, func: entry, stats: &STATS, $($field: $value),* }
+            }
+        ),*];
     };
 }
 
-const SPECS: &[Spec] = &[
-    Spec {
-        name: "RECSYS.CREATE",
-        func: cmd_create,
+/// The counters of every command, in table order, for INFO.
+pub fn command_stats() -> impl Iterator<Item = &'static CommandStats> {
+    SPECS.iter().map(|s| s.stats)
+}
+
+command_table! {
+    Spec { name: "RECSYS.CREATE", handler: c::create,
         flags: "write deny-oom",
         arity: -4,
         keys: &[KeyUse::Create],
@@ -191,9 +144,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(1)",
         syntax: "key:key DIM dim:integer [METRIC metric=(IP | COSINE | L2)] [M m:integer] [EF_CONSTRUCTION ef_construction:integer] [EF_SEARCH ef_search:integer] [QUANT quant=(F32 | Q8)] [SESSION session=(items:integer weight:double)]",
     },
-    Spec {
-        name: "RECSYS.ITEM.SET",
-        func: cmd_item_set,
+    Spec { name: "RECSYS.ITEM.SET", handler: c::item_set,
         flags: "write deny-oom",
         arity: -5,
         keys: &[KeyUse::Insert],
@@ -201,9 +152,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(log(N)) graph insertion",
         syntax: "key:key id:string vector=(VALUES values:double... | FP32 blob:string) [ATTRS attrs:string]",
     },
-    Spec {
-        name: "RECSYS.ITEM.MSET",
-        func: cmd_item_mset,
+    Spec { name: "RECSYS.ITEM.MSET", handler: c::item_mset,
         flags: "write deny-oom",
         arity: -4,
         keys: &[KeyUse::Insert],
@@ -211,9 +160,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(K log(N)) for K items",
         syntax: "key:key [WITHATTRS] item=(id:string blob:string [attrs:string])...",
     },
-    Spec {
-        name: "RECSYS.ITEM.SETATTRS",
-        func: cmd_item_setattrs,
+    Spec { name: "RECSYS.ITEM.SETATTRS", handler: c::item_setattrs,
         flags: "write deny-oom fast",
         arity: 4,
         keys: &[KeyUse::Update],
@@ -221,9 +168,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(size of the attributes)",
         syntax: "key:key id:string attrs:string",
     },
-    Spec {
-        name: "RECSYS.ALTER",
-        func: cmd_alter,
+    Spec { name: "RECSYS.ALTER", handler: c::alter,
         flags: "write deny-oom fast",
         arity: -2,
         keys: &[KeyUse::Update],
@@ -231,9 +176,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(1)",
         syntax: "key:key [SESSION session=(items:integer weight:double)] [SEQUENCE sequence:double]",
     },
-    Spec {
-        name: "RECSYS.ITEM.GET",
-        func: cmd_item_get,
+    Spec { name: "RECSYS.ITEM.GET", handler: c::item_get,
         flags: "readonly fast",
         arity: -3,
         keys: &[KeyUse::Read],
@@ -241,9 +184,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(DIM)",
         syntax: "key:key id:string [FP32]",
     },
-    Spec {
-        name: "RECSYS.ITEM.DEL",
-        func: cmd_item_del,
+    Spec { name: "RECSYS.ITEM.DEL", handler: c::item_del,
         flags: "write fast",
         arity: -3,
         keys: &[KeyUse::Delete],
@@ -251,9 +192,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(K) for K ids",
         syntax: "key:key id:string...",
     },
-    Spec {
-        name: "RECSYS.SEARCH",
-        func: cmd_search,
+    Spec { name: "RECSYS.SEARCH", handler: c::search,
         flags: "readonly",
         arity: -5,
         keys: &[KeyUse::Read],
@@ -261,9 +200,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(EF log(N))",
         syntax: "key:key k:integer vector=(VALUES values:double... | FP32 blob:string) [EF ef:integer] [WITHSCORES]",
     },
-    Spec {
-        name: "RECSYS.SIMILAR",
-        func: cmd_similar,
+    Spec { name: "RECSYS.SIMILAR", handler: c::similar,
         flags: "readonly",
         arity: -4,
         keys: &[KeyUse::Read],
@@ -271,9 +208,7 @@ const SPECS: &[Spec] = &[
         complexity: "O(EF log(N))",
         syntax: "key:key id:string k:integer [EF ef:integer] [WITHSCORES]",
     },
-    Spec {
-        name: "RECSYS.INFO",
-        func: cmd_info,
+    Spec { name: "RECSYS.INFO", handler: c::info,
         flags: "readonly fast",
         arity: 2,
         keys: &[KeyUse::Read],
@@ -281,57 +216,57 @@ const SPECS: &[Spec] = &[
         complexity: "O(1)",
         syntax: "key:key",
     },
-    Spec { name: "RECSYS.RECOMMEND", func: cmd_recommend, flags: "readonly", arity: -3, keys: &[KeyUse::Read, KeyUse::Read],
+    Spec { name: "RECSYS.RECOMMEND", handler: r::recommend, flags: "readonly", arity: -3, keys: &[KeyUse::Read, KeyUse::Read],
         summary: "Recommends items for a user: user vector, retrieval, filters, ranking, ordering (runs on a worker thread)",
         complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering",
-        syntax: concat!("catalog:key user:key [K k:integer] [VECTOR vector:string] ", pipeline_options!(), " [WITHSCORES] [EXPLAIN]") },
-    Spec { name: "RECSYS.EVENT", func: cmd_event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Update, KeyUse::Update],
+        syntax: "catalog:key user:key [K k:integer] [VECTOR vector:string] {pipeline} [WITHSCORES] [EXPLAIN]" },
+    Spec { name: "RECSYS.EVENT", handler: r::event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Update, KeyUse::Update],
         summary: "Records an interaction: the user's recent items and the item's popularity", complexity: "O(HISTORY)",
         syntax: "catalog:key user:key item:string [TYPE type:string] [WEIGHT weight:double] [TS ts:integer]" },
-    Spec { name: "RECSYS.POPULARITY.SET", func: cmd_popularity_set, flags: "write deny-oom", arity: -6, keys: &[KeyUse::Insert],
+    Spec { name: "RECSYS.POPULARITY.SET", handler: c::popularity_set, flags: "write deny-oom", arity: -6, keys: &[KeyUse::Insert],
         summary: "Sets items' popularity (scores in units at an epoch); AOF rewrite writes popularity back with it", complexity: "O(N) for N items",
         syntax: "catalog:key EPOCH epoch:integer pair=(id:string score:double)..." },
-    Spec { name: "RECSYS.BATCH", func: cmd_batch, flags: "write deny-oom", arity: -8, keys: &[KeyUse::Read],
+    Spec { name: "RECSYS.BATCH", handler: b::batch, flags: "write deny-oom", arity: -8, keys: &[KeyUse::Read],
         summary: "Starts a background job writing recommendations for every user hash matching a pattern into lists",
         complexity: "O(users x RECOMMEND), in the background",
-        syntax: concat!("catalog:key MATCH pattern:pattern K k:integer INTO prefix:string [TTL ttl:integer] ", pipeline_options!()) },
-    Spec { name: "RECSYS.BATCH.STATUS", func: cmd_batch_status, flags: "readonly fast", arity: -1, keys: &[],
+        syntax: "catalog:key MATCH pattern:pattern K k:integer INTO prefix:string [TTL ttl:integer] {pipeline}" },
+    Spec { name: "RECSYS.BATCH.STATUS", handler: b::status, flags: "readonly fast", arity: -1, keys: &[],
         summary: "Progress and errors of batch jobs", complexity: "O(1)",
         syntax: "[id:integer]" },
-    Spec { name: "RECSYS.PLUGIN.LOAD", func: cmd_plugin_load, flags: "write admin deny-oom", arity: -3, keys: &[],
+    Spec { name: "RECSYS.PLUGIN.LOAD", handler: p::load, flags: "write admin deny-oom", arity: -3, keys: &[],
         summary: "Loads (or with REPLACE swaps) a WebAssembly plugin component; compiles on a worker thread",
         complexity: "O(component size)",
         syntax: "name:string component:string [REPLACE]" },
-    Spec { name: "RECSYS.PLUGIN.LIST", func: cmd_plugin_list, flags: "readonly fast", arity: 1, keys: &[],
+    Spec { name: "RECSYS.PLUGIN.LIST", handler: p::list, flags: "readonly fast", arity: 1, keys: &[],
         summary: "Lists the loaded plugins", complexity: "O(plugins)",
         syntax: "" },
-    Spec { name: "RECSYS.PLUGIN.INFO", func: cmd_plugin_info, flags: "readonly fast", arity: 2, keys: &[],
+    Spec { name: "RECSYS.PLUGIN.INFO", handler: p::info, flags: "readonly fast", arity: 2, keys: &[],
         summary: "A plugin's world, sha256, size, calls, errors, traps and latency", complexity: "O(1)",
         syntax: "name:string" },
-    Spec { name: "RECSYS.PLUGIN.DEL", func: cmd_plugin_del, flags: "write admin fast", arity: 2, keys: &[],
+    Spec { name: "RECSYS.PLUGIN.DEL", handler: p::del, flags: "write admin fast", arity: 2, keys: &[],
         summary: "Removes a plugin (calls in flight finish)", complexity: "O(1)",
         syntax: "name:string" },
-    Spec { name: "RECSYS.MODEL.SET", func: cmd_model_set, flags: "write admin deny-oom", arity: -5, keys: &[KeyUse::Insert],
+    Spec { name: "RECSYS.MODEL.SET", handler: m::set, flags: "write admin deny-oom", arity: -5, keys: &[KeyUse::Insert],
         summary: "Adds or atomically replaces a ranking (ROLE RANK), query (ROLE QUERY) or sequence (SEQUENCE, ROLE RECENT) model of a catalog: ONNX or native DLRM weights with a feature SCHEMA, or native sequence-tower weights; builds on a worker thread",
         complexity: "O(model size)",
         syntax: "catalog:key name:string model=(ONNX onnx:string | DLRM dlrm:string | SEQUENCE sequence:string) [ROLE role=(RANK | QUERY | RECENT)] [SCHEMA feature:string...]" },
-    Spec { name: "RECSYS.MODEL.LIST", func: cmd_model_list, flags: "readonly fast", arity: 2, keys: &[KeyUse::Read],
+    Spec { name: "RECSYS.MODEL.LIST", handler: m::list, flags: "readonly fast", arity: 2, keys: &[KeyUse::Read],
         summary: "Lists a catalog's models", complexity: "O(models)",
         syntax: "catalog:key" },
-    Spec { name: "RECSYS.MODEL.INFO", func: cmd_model_info, flags: "readonly fast", arity: 3, keys: &[KeyUse::Read],
+    Spec { name: "RECSYS.MODEL.INFO", handler: m::info, flags: "readonly fast", arity: 3, keys: &[KeyUse::Read],
         summary: "A model's kind, role, device, schema, sha256, calls, errors and mean latency", complexity: "O(1)",
         syntax: "catalog:key name:string" },
-    Spec { name: "RECSYS.COPY", func: cmd_copy, flags: "write admin deny-oom", arity: -3, keys: &[],
+    Spec { name: "RECSYS.COPY", handler: cl::copy_command, flags: "write admin deny-oom", arity: -3, keys: &[],
         summary: "Internal: what a cluster master did to its catalog copies, replayed by its replicas and AOF (refused from clients)",
         complexity: "O(size of the write)",
         syntax: "subcommand:string catalog:string arg:string..." },
-    Spec { name: "RECSYS.COPIES", func: cmd_copies, flags: "readonly fast", arity: 1, keys: &[],
+    Spec { name: "RECSYS.COPIES", handler: cl::copies_command, flags: "readonly fast", arity: 1, keys: &[],
         summary: "This cluster node's copies of other nodes' catalogs: state, position, owner, items", complexity: "O(copies)",
         syntax: "" },
-    Spec { name: "RECSYS.MODEL.DEL", func: cmd_model_del, flags: "write admin fast", arity: 3, keys: &[KeyUse::Delete],
+    Spec { name: "RECSYS.MODEL.DEL", handler: c::model_del, flags: "write admin fast", arity: 3, keys: &[KeyUse::Delete],
         summary: "Removes a model from a catalog (requests in flight finish with it)", complexity: "O(1)",
         syntax: "catalog:key name:string" },
-];
+}
 
 const INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
     version: 1,
@@ -475,11 +410,10 @@ fn register_one(
                 .collect();
             let mut key_specs = get_redis_key_spec(specs);
             // A catalog that is not a declared key is documented as a name.
-            let syntax = if keys.len() < s.keys.len() {
-                s.syntax.replacen("catalog:key", "catalog:string", 1)
-            } else {
-                s.syntax.to_string()
-            };
+            let mut syntax = s.syntax.replace("{pipeline}", &pipeline_syntax());
+            if keys.len() < s.keys.len() {
+                syntax = syntax.replacen("catalog:key", "catalog:string", 1);
+            }
             let arg_tree = command_docs::parse(&syntax)
                 .map_err(|e| format!("{command_name}: bad syntax in the command table: {e}"))?;
             let mut raw_args = command_docs::RawArgs::new(&arg_tree)?;

@@ -179,7 +179,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         g.add("batch_failed", b_failed);
         cluster::info(&mut g);
         // SAFETY: the info context Redis passed to this callback.
-        unsafe { metrics::write_info(ctx, &g, &command_table::COMMAND_STATS) };
+        unsafe { metrics::write_info(ctx, &g, command_table::command_stats()) };
     });
     if let Err(p) = written {
         util::log_warning(&format!("recsys: INFO failed: {}", util::panic_message(&p)));

@@ -56,7 +56,8 @@ impl Latency {
 
 /// One command's counters.
 pub struct CommandStats {
-    /// The name shown in INFO (`recommend`, `item_set`, ...).
+    /// The command's name (`RECSYS.ITEM.SET`); INFO shows it as
+    /// [`CommandStats::info_name`].
     pub name: &'static str,
     calls: AtomicU64,
     errors: AtomicU64,
@@ -71,6 +72,12 @@ impl CommandStats {
             errors: AtomicU64::new(0),
             latency: Latency::new(),
         }
+    }
+
+    /// The name in INFO's fields: `RECSYS.ITEM.SET` -> `item_set`.
+    pub fn info_name(&self) -> String {
+        let bare = self.name.strip_prefix("RECSYS.").unwrap_or(self.name);
+        bare.to_ascii_lowercase().replace('.', "_")
     }
 
     /// Counts a call that took from `started` until now.
@@ -142,7 +149,7 @@ impl Gauges {
 pub unsafe fn write_info(
     ctx: *mut raw::RedisModuleInfoCtx,
     gauges: &Gauges,
-    commands: &[CommandStats],
+    commands: impl Iterator<Item = &'static CommandStats>,
 ) {
     let mut w = InfoWriter { ctx };
     w.section(None);
@@ -151,6 +158,7 @@ pub unsafe fn write_info(
     }
     w.section(Some("commands"));
     for c in commands {
+        let name = c.info_name();
         let [p50, p99, p999] = c.latency.percentiles();
         for (suffix, v) in [
             ("calls", c.calls.load(Relaxed)),
@@ -159,7 +167,7 @@ pub unsafe fn write_info(
             ("p99_us", p99),
             ("p999_us", p999),
         ] {
-            w.field(&format!("cmd_{}_{suffix}", c.name), v as i64);
+            w.field(&format!("cmd_{name}_{suffix}"), v as i64);
         }
     }
     w.section(Some("stages"));

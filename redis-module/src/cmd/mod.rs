@@ -7,4 +7,4 @@ pub mod catalog;
 pub mod model;
 pub mod plugin;
 pub mod recommend;
-mod request_args;
+pub mod request_args;
