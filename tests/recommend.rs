@@ -1083,3 +1083,150 @@ fn user_hashes_stay_text_and_old_binary_ones_migrate() {
     let e = err_line(&mut c, "RECSYS.RECOMMEND cat broken EXCLUDE_SEEN");
     assert!(e.contains("base64 of 8-byte item hashes"), "{e}");
 }
+
+/// SOURCES through Redis (3,000 items: exact scans): the merged answer
+/// equals a reciprocal rank fusion of each source's own answer computed
+/// here, WITHSOURCE names the source that ranked each item best, `similar`
+/// equals the exact nearest items to the recent ones, FALLBACK fills K.
+#[test]
+fn sources_merge_by_rrf_and_fallback_fills_k() {
+    let s = server();
+    let mut c = s.connection().unwrap();
+    let vs = shop(&mut c);
+    set_emb(&mut c, "u", &vs[11]);
+    // Popularity: item i{3*j} gets 100 - j.
+    let mut pop = vec![
+        "RECSYS.POPULARITY.SET".to_string(),
+        "cat".into(),
+        "EPOCH".into(),
+        "0".into(),
+    ];
+    for j in 0..30 {
+        pop.extend([format!("i{}", 3 * j), (100 - j).to_string()]);
+    }
+    let _: () = redis::cmd(&pop[0]).arg(&pop[1..]).query(&mut c).unwrap();
+    let user_list = rec(&mut c, "u", &["K", "6", "SOURCES", "1", "user", "6"]);
+    assert_eq!(
+        user_list,
+        rec(&mut c, "u", &["K", "6"]),
+        "SOURCES 1 user = plain"
+    );
+    let popular = rec(&mut c, "u", &["K", "6", "SOURCES", "1", "popular", "6"]);
+    assert_eq!(
+        popular,
+        (0..6).map(|j| format!("i{}", 3 * j)).collect::<Vec<_>>()
+    );
+    // The reference RRF merge of the two lists.
+    let mut fused: HashMap<String, (f64, usize, &str)> = HashMap::new();
+    for (name, list) in [("user", &user_list), ("popular", &popular)] {
+        for (rank, id) in list.iter().enumerate() {
+            let e = fused.entry(id.clone()).or_insert((0.0, usize::MAX, name));
+            e.0 += 1.0 / (60.0 + rank as f64 + 1.0);
+            if rank < e.1 {
+                (e.1, e.2) = (rank, name);
+            }
+        }
+    }
+    let mut want: Vec<(String, (f64, usize, &str))> = fused.into_iter().collect();
+    want.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then(num(&a.0).cmp(&num(&b.0))));
+    let got: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+        .arg(&[
+            "cat",
+            "u",
+            "K",
+            "8",
+            "SOURCES",
+            "2",
+            "user",
+            "6",
+            "popular",
+            "6",
+            "WITHSOURCE",
+        ])
+        .query(&mut c)
+        .unwrap();
+    let pairs: Vec<(String, String)> = got
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    assert_eq!(pairs.len(), 8);
+    for ((id, source), (wid, (_, _, wsource))) in pairs.iter().zip(&want) {
+        assert_eq!(
+            (id.as_str(), source.as_str()),
+            (wid.as_str(), *wsource),
+            "{pairs:?}"
+        );
+    }
+    // `similar`: the items nearest the user's recent ones (never those).
+    for id in ["i40", "i41", "i42"] {
+        cmd(&mut c, &format!("RECSYS.EVENT cat v {id}")).unwrap();
+    }
+    let cos = |a: &[f32], b: &[f32]| -> f32 {
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (n(a) * n(b))
+    };
+    let mut best: Vec<(usize, f32)> = (0..N)
+        .filter(|i| ![40, 41, 42].contains(i))
+        .map(|i| {
+            (
+                i,
+                [40, 41, 42]
+                    .iter()
+                    .map(|&s| cos(&vs[s], &vs[i]))
+                    .fold(f32::MIN, f32::max),
+            )
+        })
+        .collect();
+    best.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let want: Vec<String> = best.iter().take(10).map(|(i, _)| format!("i{i}")).collect();
+    assert_eq!(
+        rec(&mut c, "v", &["K", "10", "SOURCES", "1", "similar", "10"]),
+        want
+    );
+    // FALLBACK: a floor no item reaches leaves nothing; popular items fill
+    // K, still admitted by WHERE.
+    let floor = ["K", "5", "MIN_SCORE", "2", "WHERE", "genre != \"g0\""];
+    assert!(rec(&mut c, "u", &floor).is_empty());
+    let mut opts = floor.to_vec();
+    opts.extend(["FALLBACK", "popular", "WITHSOURCE"]);
+    let filled: Vec<String> = redis::cmd("RECSYS.RECOMMEND")
+        .arg("cat")
+        .arg("u")
+        .arg(&opts)
+        .query(&mut c)
+        .unwrap();
+    let filled: Vec<(String, String)> = filled
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    let want: Vec<String> = (0..30)
+        .map(|j| 3 * j)
+        .filter(|i| i % 5 != 0)
+        .take(5)
+        .map(|i| format!("i{i}"))
+        .collect();
+    assert_eq!(filled.iter().map(|p| p.0.clone()).collect::<Vec<_>>(), want);
+    assert!(filled.iter().all(|p| p.1 == "fallback"));
+    // Bad input.
+    for (opts, want) in [
+        ("K 5 SOURCES 0", "SOURCES count"),
+        (
+            "K 5 SOURCES 1 latest 5",
+            "unknown source 'latest', expected user, similar, popular",
+        ),
+        ("K 5 SOURCES 2 user 5 user 5", "named twice"),
+        (
+            "K 5 SOURCES 1 user 3",
+            "add up to 3 candidates, expected between K (5)",
+        ),
+        ("K 5 SOURCES 1 user 5 MERGE MAX", "unknown MERGE 'MAX'"),
+        ("K 5 MERGE RRF", "MERGE needs SOURCES"),
+        (
+            "K 5 FALLBACK latest",
+            "unknown FALLBACK 'latest', expected popular",
+        ),
+    ] {
+        let e = err_line(&mut c, &format!("RECSYS.RECOMMEND cat u {opts}"));
+        assert!(e.contains(want), "{opts}: {e}");
+    }
+}

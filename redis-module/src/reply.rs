@@ -49,6 +49,24 @@ pub fn scored<'a>(hits: impl Iterator<Item = (&'a str, f32)>, with_scores: bool)
     }
 }
 
+/// Ids best first, each with the source that found it: a map id -> source,
+/// with scores id -> [score, source] (flat pairs under RESP2).
+pub fn with_source(
+    items: &[(String, f32)],
+    sources: &[recsys_core::pipeline::sources::Source],
+    with_scores: bool,
+) -> Reply {
+    let entries = items.iter().zip(sources).map(|((id, score), source)| {
+        let name = Reply::Text(source.name().into());
+        let value = match with_scores {
+            true => Reply::Array(vec![Reply::Double(*score as f64), name]),
+            false => name,
+        };
+        (id.clone(), value)
+    });
+    Reply::Map(entries.collect())
+}
+
 impl Reply {
     /// An error reply of kind [`ErrorKind::Invalid`] (`-ERR ...`).
     pub fn error(msg: impl Into<String>) -> Reply {

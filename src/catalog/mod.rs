@@ -334,11 +334,29 @@ impl Catalog {
     }
 
     /// Live slots by decreasing popularity (ties by slot), accepted by `accept`,
-    /// at most `n`. Each score is read once: events may change them while
-    /// this runs, and the sort must see one consistent value per slot.
+    /// at most `n`: from the cached ranking of the most popular
+    /// ([`popularity::RANKING_LEN`]), or, when `accept` leaves fewer than `n`
+    /// of those, from every slot. Each score is read once: events may change
+    /// them while this runs, and the sort must see one consistent value per
+    /// slot.
     pub fn most_popular(&self, n: usize, accept: impl Fn(u32) -> bool) -> Vec<u32> {
-        let mut slots: Vec<(u32, f64)> = (0..self.index.slots() as u32)
-            .filter(|&s| self.index.is_live(s) && accept(s))
+        let index = &self.index;
+        let top = self.popularity.ranking(index.slots(), |s| index.is_live(s));
+        let mut out: Vec<u32> = Vec::with_capacity(n.min(top.len()));
+        for &s in top.iter() {
+            if out.len() >= n {
+                return out;
+            }
+            if accept(s) {
+                out.push(s);
+            }
+        }
+        if top.len() < popularity::RANKING_LEN {
+            // The ranking holds every live slot.
+            return out;
+        }
+        let mut slots: Vec<(u32, f64)> = (0..index.slots() as u32)
+            .filter(|&s| index.is_live(s) && accept(s))
             .map(|s| (s, self.popularity.raw(s)))
             .collect();
         let by_pop = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
@@ -445,5 +463,62 @@ impl Catalog {
             let id = self.id_of(s)?;
             Some((id, self.index.vector(s), self.attrs_of(s)))
         })
+    }
+}
+
+#[cfg(test)]
+mod ranking_tests {
+    use super::*;
+    use crate::rng::SplitMix;
+
+    /// Every live slot by popularity, as the ranking must give it.
+    fn brute(c: &Catalog, n: usize, accept: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut all: Vec<(u32, f64)> = (0..c.index.slots() as u32)
+            .filter(|&s| c.index.is_live(s) && accept(s))
+            .map(|s| (s, c.popularity.raw(s)))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.into_iter().take(n).map(|(s, _)| s).collect()
+    }
+
+    /// The cached ranking answers as a scan of every slot would, through
+    /// events, deletions, new items and filters that outrun it.
+    #[test]
+    fn cached_ranking_matches_a_full_scan_through_changes() {
+        let mut c = Catalog::new(IndexParams::new(4)).unwrap();
+        let mut rng = SplitMix::new(9);
+        let n = popularity::RANKING_LEN + 1500;
+        for i in 0..n {
+            let v = [
+                rng.normal() as f32,
+                rng.normal() as f32,
+                rng.normal() as f32,
+                1.0,
+            ];
+            c.set(&format!("i{i}"), &v, None).unwrap();
+        }
+        let check = |c: &Catalog| {
+            for (k, accept) in [
+                (50, &(|_: u32| true) as &dyn Fn(u32) -> bool),
+                (200, &|s: u32| s % 3 == 0),
+                (30, &|s: u32| s % 997 == 5),
+                (n, &|_: u32| true),
+            ] {
+                assert_eq!(c.most_popular(k, accept), brute(c, k, accept));
+            }
+        };
+        for round in 0..4 {
+            for _ in 0..3000 {
+                let slot = rng.below(n as u64) as u32;
+                c.record_popularity(slot, rng.uniform() * 10.0 - 2.0, 1_000 + round);
+            }
+            check(&c);
+            for i in 0..50 {
+                c.remove(&format!("i{}", (round as usize * 50 + i) * 7 % n));
+            }
+            c.set(&format!("new{round}"), &[1.0, 0.0, 0.0, 1.0], None)
+                .unwrap();
+            check(&c);
+        }
     }
 }

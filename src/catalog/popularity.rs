@@ -6,8 +6,15 @@
 //! adds `weight * 2^((t - epoch) / half-life)`, and reading at `now` scales by
 //! `2^(-(now - epoch) / half-life)`. When the factor grows large the epoch
 //! moves forward and every score is rescaled, so values stay finite.
+//!
+//! The most popular live slots are kept in order ([`Popularity::ranking`],
+//! the top [`RANKING_LEN`]) until a score changes, so cold start and the
+//! `popular` source walk a short list instead of every slot.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
@@ -35,10 +42,17 @@ pub fn check_event_time(ts_ms: i64, now_ms: i64) -> Result<()> {
 /// Half-lives between the epoch and an event before the epoch moves.
 const MAX_EXPONENT: f64 = 512.0;
 
+/// Slots the cached ranking holds (about 16 KB).
+pub const RANKING_LEN: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct Popularity {
     scores: Vec<AtomicU64>,
     epoch_ms: AtomicI64,
+    /// Bumped by every change of a score (or of the slots).
+    version: AtomicU64,
+    /// The top live slots at a version, best first.
+    ranking: Mutex<Option<(u64, Arc<Vec<u32>>)>>,
 }
 
 impl Popularity {
@@ -51,13 +65,46 @@ impl Popularity {
                 self.scores.reserve_exact(slots + spare - self.scores.len());
             }
             self.scores.resize_with(slots, || AtomicU64::new(0));
+            self.changed();
         }
+    }
+
+    fn changed(&self) {
+        self.version.fetch_add(1, Relaxed);
+    }
+
+    /// The [`RANKING_LEN`] most popular slots that `live` accepts (all of
+    /// them when fewer), by decreasing score, ties by slot: cached until a
+    /// score or a slot changes (every change bumps the version, and a
+    /// ranking built while one happened is stored under the old version,
+    /// so the next call builds it again).
+    pub fn ranking(&self, slots: usize, live: impl Fn(u32) -> bool) -> Arc<Vec<u32>> {
+        let version = self.version.load(Relaxed);
+        if let Some((v, top)) = &*self.ranking.lock() {
+            if *v == version {
+                return Arc::clone(top);
+            }
+        }
+        let mut scored: Vec<(u32, f64)> = (0..slots.min(self.scores.len()) as u32)
+            .filter(|&s| live(s))
+            .map(|s| (s, self.raw(s)))
+            .collect();
+        let by_score = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if scored.len() > RANKING_LEN {
+            scored.select_nth_unstable_by(RANKING_LEN - 1, by_score);
+            scored.truncate(RANKING_LEN);
+        }
+        scored.sort_unstable_by(by_score);
+        let top = Arc::new(scored.into_iter().map(|(s, _)| s).collect::<Vec<u32>>());
+        *self.ranking.lock() = Some((version, Arc::clone(&top)));
+        top
     }
 
     /// Resets a slot (a new or deleted item).
     pub fn clear(&self, slot: u32) {
         if let Some(p) = self.scores.get(slot as usize) {
             p.store(0, Relaxed);
+            self.changed();
         }
     }
 
@@ -88,6 +135,7 @@ impl Popularity {
         }
         let updated = (self.raw(slot) + weight * 2f64.powf(exponent)).clamp(0.0, f64::MAX);
         cell.store(updated.to_bits(), Relaxed);
+        self.changed();
     }
 
     /// The epoch scores are kept in units at.
@@ -113,6 +161,7 @@ impl Popularity {
         let shift = epoch_ms.saturating_sub(self.epoch_ms.load(Relaxed)) as f64 / HALF_LIFE_MS;
         let converted = (score * 2f64.powf(shift)).clamp(0.0, f64::MAX);
         cell.store(converted.to_bits(), Relaxed);
+        self.changed();
         Ok(())
     }
 
@@ -163,7 +212,12 @@ impl Popularity {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.scores.capacity() * 8
+        let ranking = self
+            .ranking
+            .lock()
+            .as_ref()
+            .map_or(0, |(_, t)| t.capacity() * 4);
+        self.scores.capacity() * 8 + ranking
     }
 }
 

@@ -11,8 +11,8 @@
 //! (at most [`crate::user::MAX_SEEN_ITEMS`], counted in the work), typed
 //! filters whose cost per item is a few loads (never the CEL
 //! interpreter), the sequence tower (its multiply-adds over the recent items
-//! it reads are counted), and nothing else: no graph walk, no ranking or
-//! QUERY model, no plugin.
+//! it reads are counted), examples (one scan per query), and nothing else:
+//! no graph walk, no ranking or QUERY model, no plugin, no SOURCES.
 
 use crate::catalog::Catalog;
 use crate::pipeline::request::{Request, UserShape};
@@ -36,7 +36,8 @@ pub fn search_work(catalog: &Catalog, k: usize, ef: usize) -> Option<usize> {
 /// `None` otherwise (a WHERE the typed filters cannot express, a RANK
 /// model, plugins, the QUERY model, a graph walk).
 pub fn recommend_work(catalog: &Catalog, user: &UserShape, req: &Request) -> Option<usize> {
-    if req.rank.is_some() || req.has_plugins() {
+    // SOURCES run several searches (one per recent item for `similar`).
+    if req.rank.is_some() || req.has_plugins() || req.sources.is_some() {
         return None;
     }
     if let Some(text) = &req.where_text {

@@ -2,7 +2,10 @@
 //! driver times the stages ([`Explain::timed`]); stages record only the
 //! facts they alone know (counts, the filter mode, plugin failures).
 
+use std::collections::HashMap;
 use std::time::Instant;
+
+use crate::pipeline::sources::Source;
 
 /// Where the user vector came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,12 @@ pub struct Explain {
     pub examples_used: usize,
     pub examples_missing: usize,
     pub nearer_negative: usize,
+    /// With SOURCES: each source and how many candidates it gave, and the
+    /// source that ranked each merged candidate best.
+    pub source_counts: Vec<(Source, usize)>,
+    pub found_by: HashMap<u32, Source>,
+    /// Items FALLBACK added after the pipeline.
+    pub fallback_added: usize,
     /// Nodes the graph walk scored (0 when retrieval scanned or used
     /// popularity).
     pub walk_visits: usize,

@@ -83,8 +83,38 @@ pub fn apply(
     candidates: Vec<(u32, f32)>,
     ex: &mut Explain,
 ) -> Result<Vec<(u32, f32)>> {
-    if !req.has_plugins() {
-        ex.after_plugins = candidates.len();
+    let out = run_stages(catalog, user, req, host, candidates, true, ex)?;
+    ex.after_plugins = out.len();
+    Ok(out)
+}
+
+/// Runs only the request's filter plugins (FALLBACK's items: they are not
+/// reordered).
+pub fn apply_filters(
+    catalog: &Catalog,
+    user: &UserInput,
+    req: &Request,
+    host: Option<&Host>,
+    candidates: Vec<(u32, f32)>,
+    ex: &mut Explain,
+) -> Result<Vec<(u32, f32)>> {
+    run_stages(catalog, user, req, host, candidates, false, ex)
+}
+
+/// The filter plugins, then (with `order`) the order plugin; failures
+/// skipped under FAILOPEN are added to EXPLAIN.
+fn run_stages(
+    catalog: &Catalog,
+    user: &UserInput,
+    req: &Request,
+    host: Option<&Host>,
+    candidates: Vec<(u32, f32)>,
+    order: bool,
+    ex: &mut Explain,
+) -> Result<Vec<(u32, f32)>> {
+    let filters: Vec<&PluginStage> = req.filter_plugins().collect();
+    let order = req.order_plugin().filter(|_| order);
+    if filters.is_empty() && order.is_none() {
         return Ok(candidates);
     }
     let host = host
@@ -99,18 +129,16 @@ pub fn apply(
             Err(msg)
         }
     };
-    let filters: Vec<&PluginStage> = req.filter_plugins().collect();
     let out = run_plugins(
         host,
         catalog,
         &user.user_id,
         &filters,
-        req.order_plugin(),
+        order,
         candidates,
         &mut on_error,
     )?;
-    ex.plugin_failures = failures;
-    ex.after_plugins = out.len();
+    ex.plugin_failures.extend(failures);
     Ok(out)
 }
 

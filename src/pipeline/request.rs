@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::pipeline::examples::Examples;
 use crate::pipeline::filter::Filter;
+use crate::pipeline::sources::{Fallback, Sources};
 use crate::plugin::{Plugin, World};
 use crate::user::{parse_recent, SeenSet, EMB_FIELD};
 
@@ -65,6 +66,11 @@ pub struct Request {
     /// POSITIVE / NEGATIVE example items and the STRATEGY that combines
     /// them with the user vector ([`crate::pipeline::examples`]).
     pub examples: Examples,
+    /// SOURCES: several candidate sources merged (`None`: the user vector
+    /// alone, popularity at cold start).
+    pub sources: Option<Sources>,
+    /// What fills the list when the pipeline returns fewer than K.
+    pub fallback: Option<Fallback>,
     pub ordering: Ordering,
     /// At most `.1` items per value of attribute `.0`.
     pub diversity: Option<(String, usize)>,
@@ -96,6 +102,8 @@ impl Request {
             exclude: Vec::new(),
             min_score: None,
             examples: Examples::default(),
+            sources: None,
+            fallback: None,
             ordering: Ordering::TopK,
             diversity: None,
             plugins: Vec::new(),
@@ -115,6 +123,21 @@ impl Request {
                 "K must be between 1 and {MAX_K}, got {}",
                 self.k
             )));
+        }
+        if let Some(sources) = &self.sources {
+            if sources.list.is_empty() {
+                return Err(Error::invalid(
+                    "MERGE needs SOURCES n source share ... (it merges their lists)",
+                ));
+            }
+            let total = sources.total();
+            if total < self.k || total > MAX_CANDIDATES {
+                return Err(Error::invalid(format!(
+                    "the SOURCES shares add up to {total} candidates, expected between K ({}) and {MAX_CANDIDATES}",
+                    self.k
+                )));
+            }
+            self.candidates = total;
         }
         self.candidates = self.candidates.clamp(self.k, MAX_CANDIDATES.max(self.k));
         for (want, stage) in &self.plugins {

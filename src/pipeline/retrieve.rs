@@ -18,10 +18,13 @@ use std::cell::Cell;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::index::Metric;
+use std::collections::HashMap;
+
 use crate::pipeline::examples::{best_score, Plan};
 use crate::pipeline::explain::Explain;
 use crate::pipeline::filter::{Filter, FilterEval, EVAL_BUDGET};
 use crate::pipeline::request::{Request, UserInput};
+use crate::pipeline::sources::{merge, Source, SIMILAR_SEEDS};
 use crate::rng::SplitMix;
 use crate::user::SeenSet;
 
@@ -236,8 +239,117 @@ fn search_admitted(
     (scored, mode)
 }
 
+/// One request's retrieval: the admission every search shares, and how
+/// the searches ran (EXPLAIN's `filter_mode`).
+struct Retrieval<'a> {
+    catalog: &'a Catalog,
+    admission: Admission<'a>,
+    /// EF as asked (or the catalog's EF_SEARCH), before raising it to the
+    /// number of results a search wants.
+    ef: usize,
+    k: usize,
+    mode: &'static str,
+}
+
+impl Retrieval<'_> {
+    fn search(&mut self, v: &[f32], n: usize, ef: usize, ex: &mut Explain) -> Vec<(u32, f32)> {
+        let (hits, how) = search_admitted(self.catalog, v, n, ef.max(n), &self.admission, ex);
+        if self.admission.is_active() {
+            self.mode = how;
+        }
+        hits
+    }
+
+    /// The `n` best candidates for the plan (the user vector and the
+    /// examples); `None` when there is no vector (cold start).
+    fn by_plan(&mut self, plan: &Plan, n: usize, ex: &mut Explain) -> Option<Vec<(u32, f32)>> {
+        match plan {
+            Plan::Single(Some(v)) => Some(self.search(v, n, self.ef, ex)),
+            Plan::BestScore { queries, negatives } => {
+                // Each query searches for its share of the candidates with
+                // its share of EF: together about the work of one search.
+                let share = n.div_ceil(queries.len()).max(self.k);
+                let ef_each = self.ef.max(n).div_ceil(queries.len()).max(share);
+                let mut slots: Vec<u32> = Vec::new();
+                for (q, _) in queries {
+                    slots.extend(self.search(q, share, ef_each, ex).iter().map(|&(s, _)| s));
+                }
+                slots.sort_unstable();
+                slots.dedup();
+                let catalog = self.catalog;
+                let mut best: Vec<(u32, f32)> = slots
+                    .iter()
+                    .filter_map(|&s| best_score(catalog, s, queries, negatives).map(|x| (s, x)))
+                    .collect();
+                ex.nearer_negative += slots.len() - best.len();
+                best.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                best.truncate(n);
+                Some(best)
+            }
+            Plan::Single(None) => None,
+        }
+    }
+
+    /// The `n` most popular admitted items, scored by popularity now.
+    fn popular(&mut self, n: usize, now_ms: i64) -> Vec<(u32, f32)> {
+        if self.admission.is_active() {
+            self.mode = "scan";
+        }
+        let (catalog, admission) = (self.catalog, &self.admission);
+        catalog
+            .most_popular(n, |slot| admission.accepts(slot))
+            .into_iter()
+            .map(|s| (s, catalog.popularity_at(s, now_ms) as f32))
+            .collect()
+    }
+
+    /// The `n` admitted items most similar to the user's newest
+    /// [`SIMILAR_SEEDS`] recent items (never those items), each scored by
+    /// its best similarity to one of them.
+    fn similar(&mut self, user: &UserInput, n: usize, ex: &mut Explain) -> Vec<(u32, f32)> {
+        let catalog = self.catalog;
+        let seeds: Vec<u32> = user
+            .recent
+            .iter()
+            .filter_map(|id| catalog.slot_of(id))
+            .take(SIMILAR_SEEDS)
+            .collect();
+        if seeds.is_empty() {
+            return Vec::new();
+        }
+        let each = n.div_ceil(seeds.len()).max(self.k);
+        let ef_each = self.ef.max(n).div_ceil(seeds.len()).max(each);
+        let mut best: HashMap<u32, f32> = HashMap::new();
+        for &seed in &seeds {
+            let q = catalog.index().vector(seed);
+            // One more: the seed itself may come back.
+            for (slot, score) in self.search(&q, each + 1, ef_each, ex) {
+                if !seeds.contains(&slot) {
+                    let b = best.entry(slot).or_insert(f32::NEG_INFINITY);
+                    *b = b.max(score);
+                }
+            }
+        }
+        let mut out: Vec<(u32, f32)> = best.into_iter().collect();
+        out.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.truncate(n);
+        out
+    }
+}
+
+/// MIN_SCORE on a list scored by similarity, counting what it drops.
+fn apply_floor(req: &Request, mut list: Vec<(u32, f32)>, ex: &mut Explain) -> Vec<(u32, f32)> {
+    if let Some(floor) = req.min_score {
+        let before = list.len();
+        list.retain(|&(_, s)| s >= floor);
+        ex.below_min_score += before - list.len();
+    }
+    list
+}
+
 /// The admitted candidates (slot, score), at most `req.candidates`, for
-/// the retrieval plan (the user vector, steered by examples).
+/// the retrieval plan (the user vector, steered by examples), or for the
+/// request's SOURCES merged.
 pub fn retrieve(
     catalog: &Catalog,
     user: &UserInput,
@@ -247,64 +359,48 @@ pub fn retrieve(
 ) -> Result<Vec<(u32, f32)>> {
     let filter = req.compiled_filter()?;
     let admission = Admission::new(catalog, user, req, filter.as_deref());
-    let filtered = admission.is_active();
-    let accept = |slot: u32| admission.accepts(slot);
-    let mut mode = if filtered { "in-graph" } else { "none" };
-    let ef = req
-        .ef
-        .unwrap_or(catalog.params().ef_search)
-        .max(req.candidates);
-    let mut search = |v: &[f32], n: usize, ef: usize| {
-        let (hits, how) = search_admitted(catalog, v, n, ef, &admission, ex);
-        if filtered {
-            mode = how;
-        }
-        hits
+    let mode = if admission.is_active() {
+        "in-graph"
+    } else {
+        "none"
     };
-    let mut scored: Vec<(u32, f32)> = match plan {
-        Plan::Single(Some(v)) => search(v, req.candidates, ef),
-        Plan::BestScore { queries, negatives } => {
-            // Each query searches for its share of the candidates with its
-            // share of EF: together about the work of one search.
-            let share = req.candidates.div_ceil(queries.len()).max(req.k);
-            let ef_each = ef.div_ceil(queries.len()).max(share);
-            let mut slots: Vec<u32> = queries
-                .iter()
-                .flat_map(|(q, _)| search(q, share, ef_each))
-                .map(|(slot, _)| slot)
-                .collect();
-            slots.sort_unstable();
-            slots.dedup();
-            let mut best: Vec<(u32, f32)> = slots
-                .iter()
-                .filter_map(|&s| best_score(catalog, s, queries, negatives).map(|x| (s, x)))
-                .collect();
-            ex.nearer_negative = slots.len() - best.len();
-            best.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            best.truncate(req.candidates);
-            best
-        }
-        Plan::Single(None) => {
-            if filtered {
-                mode = "scan";
+    let mut r = Retrieval {
+        catalog,
+        admission,
+        ef: req.ef.unwrap_or(catalog.params().ef_search),
+        k: req.k,
+        mode,
+    };
+    let scored: Vec<(u32, f32)> = match &req.sources {
+        None => match r.by_plan(plan, req.candidates, ex) {
+            // MIN_SCORE: a similarity floor (not for cold start's popularity).
+            Some(list) => apply_floor(req, list, ex),
+            None => r.popular(req.candidates, user.now_ms),
+        },
+        Some(sources) => {
+            let mut lists = Vec::with_capacity(sources.list.len());
+            for &(source, share) in &sources.list {
+                let list = match source {
+                    Source::User => r.by_plan(plan, share, ex).unwrap_or_default(),
+                    Source::Similar => r.similar(user, share, ex),
+                    Source::Popular | Source::Fallback => r.popular(share, user.now_ms),
+                };
+                let list = match source {
+                    Source::User | Source::Similar => apply_floor(req, list, ex),
+                    _ => list,
+                };
+                ex.source_counts.push((source, list.len()));
+                lists.push((source, list));
             }
-            catalog
-                .most_popular(req.candidates, accept)
-                .into_iter()
-                .map(|s| (s, catalog.popularity_at(s, user.now_ms) as f32))
-                .collect()
+            let (merged, found_by) = merge(&lists, sources.merge, req.candidates);
+            ex.found_by = found_by;
+            merged
         }
     };
-    let by_similarity = !matches!(plan, Plan::Single(None));
-    // MIN_SCORE: a similarity floor (not for cold start's popularity).
-    if let (Some(floor), true) = (req.min_score, by_similarity) {
-        let before = scored.len();
-        scored.retain(|&(_, s)| s >= floor);
-        ex.below_min_score = before - scored.len();
-    }
+    let admission = &r.admission;
     ex.filter_evaluated = admission.evaluated.get();
     ex.filter_rejected = admission.rejected.get();
-    ex.filter_mode = mode;
+    ex.filter_mode = r.mode;
     ex.retrieved = scored.len();
     if admission.exhausted() {
         return Err(Error::invalid(format!(
@@ -313,4 +409,23 @@ pub fn retrieve(
         )));
     }
     Ok(scored)
+}
+
+/// FALLBACK popular: up to `n` of the most popular items admitted as
+/// retrieval admits them (WHERE, EXCLUDE_SEEN, EXCLUDE, the examples),
+/// leaving out `taken`, scored by popularity.
+pub fn fallback_popular(
+    catalog: &Catalog,
+    user: &UserInput,
+    req: &Request,
+    taken: &[u32],
+    n: usize,
+) -> Result<Vec<(u32, f32)>> {
+    let filter = req.compiled_filter()?;
+    let admission = Admission::new(catalog, user, req, filter.as_deref());
+    Ok(catalog
+        .most_popular(n, |slot| !taken.contains(&slot) && admission.accepts(slot))
+        .into_iter()
+        .map(|s| (s, catalog.popularity_at(s, user.now_ms) as f32))
+        .collect())
 }

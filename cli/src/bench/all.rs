@@ -94,7 +94,7 @@ const SECTIONS: &[Section] = &[
     Section {
         name: "recommend",
         title: "RECSYS.RECOMMEND and RECSYS.EVENT",
-        about: "100,000 items x 64-d with `ATTRS {\"genre\": \"g0\"..\"g19\", \"stock\", \"sponsored\"}`, 10,000 users with an `emb` vector and 10 RECSYS.EVENT each. RECOMMEND: K=10, CANDIDATES 200, `WHERE genre != \"g3\"`, EXCLUDE_SEEN, random users, via redis-benchmark; the same with five example items (POSITIVE 3, NEGATIVE 2) under each STRATEGY; five interleaved rounds. redis-benchmark runs a closed loop, so by Little's law mean latency = clients / throughput; the CPU table shows where a request's time goes (both cores also run redis-benchmark). For scale: the seed article's best Triton + Feast + Redis pipeline answered in 50 ms mean / 63 ms p99 at concurrency 16 on AWS with a GPU.",
+        about: "100,000 items x 64-d with `ATTRS {\"genre\": \"g0\"..\"g19\", \"stock\", \"sponsored\"}`, 10,000 users with an `emb` vector and 10 RECSYS.EVENT each. RECOMMEND: K=10, CANDIDATES 200, `WHERE genre != \"g3\"`, EXCLUDE_SEEN, random users, via redis-benchmark; the same with five example items (POSITIVE 3, NEGATIVE 2) under each STRATEGY, and with three SOURCES merged by RRF; five interleaved rounds. redis-benchmark runs a closed loop, so by Little's law mean latency = clients / throughput; the CPU table shows where a request's time goes (both cores also run redis-benchmark). For scale: the seed article's best Triton + Feast + Redis pipeline answered in 50 ms mean / 63 ms p99 at concurrency 16 on AWS with a GPU.",
         args: &["bench", "recommend"],
     },
     Section {

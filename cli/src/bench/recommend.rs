@@ -77,6 +77,22 @@ pub fn run(b: &RecommendBench) -> Result<()> {
     let average = recommend_args(b.users, &with_examples);
     with_examples.extend(["STRATEGY", "BEST_SCORE"]);
     let best_score = recommend_args(b.users, &with_examples);
+    let sources = recommend_args(
+        b.users,
+        &[
+            "WHERE",
+            WHERE,
+            "EXCLUDE_SEEN",
+            "SOURCES",
+            "3",
+            "user",
+            "150",
+            "similar",
+            "30",
+            "popular",
+            "20",
+        ],
+    );
     let mut event: Vec<String> = vec![
         "-r".into(),
         n(b.items.min(b.users)),
@@ -111,6 +127,11 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             args: &best_score,
         },
         Case {
+            name: "same with SOURCES 3 user 150 similar 30 popular 20 (RRF)",
+            clients: b.clients,
+            args: &sources,
+        },
+        Case {
             name: "same RECOMMEND at 16 clients (the seed article's concurrency)",
             clients: 16,
             args: &recommend,
@@ -129,6 +150,10 @@ pub fn run(b: &RecommendBench) -> Result<()> {
         "\nexamples (the user vector + 5 example items): a request costs {:.2}x (AVERAGE) and {:.2}x (BEST_SCORE: one search per positive) the plain RECOMMEND's (inverse of median req/s)",
         plain / runs[2].median().rps,
         plain / runs[3].median().rps
+    );
+    println!(
+        "three SOURCES (user, similar, popular; the same 200 candidates): a request costs {:.2}x the plain RECOMMEND's",
+        plain / runs[4].median().rps
     );
     explain_split(&mut c, b)
 }

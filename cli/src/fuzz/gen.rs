@@ -34,7 +34,7 @@ pub const COMMANDS: [&str; 23] = [
     "RECSYS.MODEL.DEL",
 ];
 /// Words the commands know, thrown in at random.
-pub const KEYWORDS: [&str; 47] = [
+pub const KEYWORDS: [&str; 51] = [
     "DIM",
     "METRIC",
     "M",
@@ -57,6 +57,10 @@ pub const KEYWORDS: [&str; 47] = [
     "NEGATIVE",
     "STRATEGY",
     "BEST_SCORE",
+    "SOURCES",
+    "MERGE",
+    "FALLBACK",
+    "WITHSOURCE",
     "SEQUENCE",
     "SOFTMAX",
     "SEED",
@@ -255,7 +259,33 @@ impl Gen {
             "RECSYS.RECOMMEND" => {
                 a.extend([cat(), self.pick(&USERS).into()]);
                 a.extend([b("K"), (1 + self.below(20)).to_string().into()]);
-                let options: [OptionGen; 15] = [
+                let options: [OptionGen; 17] = [
+                    |g| {
+                        let names = ["user", "similar", "popular", "latest"];
+                        let n = g.below(4);
+                        let mut o = vec![b"SOURCES".to_vec(), n.to_string().into()];
+                        for _ in 0..n {
+                            o.push(names[g.below(4)].as_bytes().to_vec());
+                            o.push(g.below(30).to_string().into());
+                        }
+                        if g.below(2) == 0 {
+                            o.extend([
+                                b"MERGE".to_vec(),
+                                [&b"RRF"[..], b"SCORE", b"MAX"][g.below(3)].to_vec(),
+                            ]);
+                        }
+                        o
+                    },
+                    |g| {
+                        let mut o = vec![
+                            b"FALLBACK".to_vec(),
+                            [&b"popular"[..], b"none"][g.below(2)].to_vec(),
+                        ];
+                        if g.below(2) == 0 {
+                            o.push(b"WITHSOURCE".to_vec());
+                        }
+                        o
+                    },
                     |g| {
                         let n = g.below(4);
                         let mut o = vec![b"EXCLUDE".to_vec(), n.to_string().into()];

@@ -61,6 +61,8 @@ export type Attrs = Record<string, unknown>;
 export interface Hit {
   id: string;
   score: number;
+  /** With withSource: the source that found it (user, similar, popular, fallback). */
+  source?: string;
 }
 
 /** An item as stored (unit vector in COSINE catalogs). */
@@ -96,6 +98,11 @@ export interface PipelineOptions {
   /** Items not like these. */
   negative?: Example[];
   strategy?: 'AVERAGE' | 'BEST_SCORE';
+  /** Candidate sources and their shares, e.g. [['user', 150], ['popular', 20]]. */
+  sources?: [string, number][];
+  merge?: 'RRF' | 'SCORE';
+  /** What fills K when the pipeline returns fewer. */
+  fallback?: 'popular';
 }
 
 /** An example item: its id, or [id, weight]. */
@@ -115,6 +122,8 @@ export interface RecommendOptions extends PipelineOptions {
   k?: number;
   vector?: Vector;
   explain?: boolean;
+  /** Each hit says which source found it. */
+  withSource?: boolean;
 }
 
 export interface Recommendations {
@@ -183,7 +192,10 @@ function record(v: unknown): Record<string, unknown> {
 }
 
 function hits(v: unknown): Hit[] {
-  return entries(v).map(([id, s]) => ({ id, score: Number(text(s)) }));
+  return entries(v).map(([id, s]) => {
+    if (Array.isArray(s)) return { id, score: Number(text(s[0])), source: String(text(s[1])) };
+    return { id, score: Number(text(s)) };
+  });
 }
 
 function pluginArgs(keyword: string, p: PluginRef): string[] {
@@ -212,6 +224,12 @@ function pipelineArgs(o: PipelineOptions): string[] {
   if (o.minScore !== undefined) a.push('MIN_SCORE', num(o.minScore));
   a.push(...exampleArgs('POSITIVE', o.positive), ...exampleArgs('NEGATIVE', o.negative));
   if (o.strategy !== undefined) a.push('STRATEGY', o.strategy);
+  if (o.sources && o.sources.length > 0) {
+    a.push('SOURCES', num(o.sources.length));
+    for (const [name, share] of o.sources) a.push(name, num(share));
+  }
+  if (o.merge !== undefined) a.push('MERGE', o.merge);
+  if (o.fallback !== undefined) a.push('FALLBACK', o.fallback);
   return a;
 }
 
@@ -316,6 +334,7 @@ export class Recsys {
     const a: (string | Buffer)[] = ['RECSYS.RECOMMEND', catalog, user, 'K', num(o.k ?? 10)];
     if (o.vector !== undefined) a.push('VECTOR', toBlob(o.vector));
     a.push(...pipelineArgs(o), 'WITHSCORES');
+    if (o.withSource) a.push('WITHSOURCE');
     if (o.explain) a.push('EXPLAIN');
     const r = await this.send(a);
     if (o.explain) {

@@ -86,6 +86,11 @@ for (const RESP of [2, 3] as const) {
       });
       assert.ok(!like.ids.includes('sku:3') && !like.ids.includes('20'));
       assert.equal(like.explain?.examples_missing, 1);
+      const mixed = await rs.recommend('shop', 'user:7', {
+        k: 3, sources: [['user', 2], ['popular', 2]], merge: 'RRF', fallback: 'popular', withSource: true,
+      });
+      assert.equal(mixed.hits.length, 3);
+      assert.ok(mixed.hits.every((h) => ['user', 'popular', 'fallback'].includes(String(h.source))));
 
       await assert.rejects(rs.search('shop', [1, 2, 3]), /DIM/);
       await assert.rejects(rs.recommend('shop', 'u', { k: Number.NaN }), /finite/);

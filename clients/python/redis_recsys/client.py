@@ -190,6 +190,9 @@ class _Commands:
         positive: Examples = (),
         negative: Examples = (),
         strategy: Optional[str] = None,
+        sources: Sequence[Tuple[str, int]] = (),
+        merge: Optional[str] = None,
+        fallback: Optional[str] = None,
     ) -> List[Any]:
         a: List[Any] = []
         if candidates is not None:
@@ -226,6 +229,14 @@ class _Commands:
         a += _examples("POSITIVE", positive) + _examples("NEGATIVE", negative)
         if strategy is not None:
             a += ["STRATEGY", strategy]
+        if sources:
+            a += ["SOURCES", _num(len(sources))]
+            for name, share in sources:
+                a += [name, _num(share)]
+        if merge is not None:
+            a += ["MERGE", merge]
+        if fallback is not None:
+            a += ["FALLBACK", fallback]
         return a
 
     def recommend(
@@ -235,6 +246,7 @@ class _Commands:
         k: int = 10,
         vector: Any = None,
         explain: bool = False,
+        with_source: bool = False,
         **options: Any,
     ) -> Any:
         """RECSYS.RECOMMEND: user vector, retrieval, filters, ranking, ordering.
@@ -245,13 +257,18 @@ class _Commands:
         model's weight), exclude (ids never returned), min_score (a
         similarity floor), positive / negative (example ids: a list of ids,
         of (id, weight) pairs, or a dict id -> weight) and strategy
-        ("AVERAGE" or "BEST_SCORE"). A user key that holds no hash ("-")
-        recommends from the examples alone.
+        ("AVERAGE" or "BEST_SCORE"), sources ((name, share) pairs: "user",
+        "similar", "popular"), merge ("RRF" or "SCORE"), fallback
+        ("popular"). A user key that holds no hash ("-") recommends from the
+        examples alone. with_source: each hit's .source says which source
+        found it.
         """
         args: List[Any] = ["RECSYS.RECOMMEND", catalog, user, "K", _num(k)]
         if vector is not None:
             args += ["VECTOR", to_blob(vector)]
         args += self._pipeline_options(**options) + ["WITHSCORES"]
+        if with_source:
+            args.append("WITHSOURCE")
         if explain:
             args.append("EXPLAIN")
 

@@ -15,10 +15,11 @@ class RecsysError(Exception):
 
 @dataclass(frozen=True)
 class Hit:
-    """An item id and, when asked for, its score."""
+    """An item id and, when asked for, its score and the source that found it."""
 
     id: str
     score: Optional[float] = None
+    source: Optional[str] = None
 
 
 @dataclass
@@ -73,7 +74,13 @@ def to_blob(vector: Any, dim: Optional[int] = None) -> bytes:
 def hits(reply: Any, with_scores: bool) -> List[Hit]:
     """SEARCH/SIMILAR/RECOMMEND items: ids, or id -> score (map in RESP3, pairs in RESP2)."""
     if with_scores:
-        return [Hit(text(k), float(text(s))) for k, s in as_dict(reply).items()]
+        out = []
+        for k, s in as_dict(reply).items():
+            if isinstance(s, (list, tuple)):  # WITHSOURCE: [score, source]
+                out.append(Hit(text(k), float(text(s[0])), text(s[1])))
+            else:
+                out.append(Hit(text(k), float(text(s))))
+        return out
     return [Hit(text(x)) for x in reply]
 
 

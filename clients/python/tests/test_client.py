@@ -69,6 +69,12 @@ def test_recommend_with_events_filters_and_explain(client):
         strategy="BEST_SCORE", explain=True,
     )
     assert both.explain["examples_missing"] == 1 and "sku:1" not in both.ids
+    # Sources merged by RRF, each hit saying where it came from; FALLBACK fills K.
+    mixed = rs.recommend(
+        "shop", "user:7", k=3, sources=[("user", 2), ("popular", 2)], merge="RRF",
+        fallback="popular", with_source=True,
+    )
+    assert len(mixed.hits) == 3 and all(h.source in ("user", "popular", "fallback") for h in mixed.hits)
 
 
 def test_errors_are_redis_errors_with_the_reason(client):

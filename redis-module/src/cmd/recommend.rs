@@ -32,16 +32,15 @@ use crate::util::{now_ms, redis_string, replicate};
 use crate::workers::run_blocking_unless;
 use recsys_core::pipeline::cost::{recommend_work, runs_inline};
 
-/// RECSYS.RECOMMEND catalog userkey [K k] [CANDIDATES n] [EF n] [VECTOR blob]
-/// [WHERE expr] [EXCLUDE_SEEN] [SOFTMAX temperature [SEED s]]
-/// [DIVERSITY attr max] [WITHSCORES] [EXPLAIN]
+/// RECSYS.RECOMMEND catalog userkey [K k] [VECTOR blob] [pipeline options]
+/// [WITHSCORES] [WITHSOURCE] [EXPLAIN]
 pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("catalog key")?;
     let user = a.next_string("user key")?;
     let mut req = Request::new(10);
     let mut vector_blob: Option<&[u8]> = None;
-    let (mut with_scores, mut explain) = (false, false);
+    let (mut with_scores, mut with_source, mut explain) = (false, false, false);
     while a.has_more() {
         let kw = a.next_keyword()?;
         if pipeline_option(&kw, &mut a, &mut req)? {
@@ -50,8 +49,14 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         match kw.as_str() {
             "VECTOR" => vector_blob = Some(a.next_bytes("VECTOR blob")?),
             "WITHSCORES" => with_scores = true,
+            "WITHSOURCE" => with_source = true,
             "EXPLAIN" => explain = true,
-            other => return Err(unknown_option(other, &["VECTOR", "WITHSCORES", "EXPLAIN"])),
+            other => {
+                return Err(unknown_option(
+                    other,
+                    &["VECTOR", "WITHSCORES", "WITHSOURCE", "EXPLAIN"],
+                ))
+            }
         }
     }
     let req = req.validate()?;
@@ -85,8 +90,11 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         match run_pipeline(&c, &input, &req, plugin_store::host()) {
             Ok(r) => {
                 crate::metrics::record_stages(&r.explain.stage_us);
-                let items =
-                    reply::scored(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores);
+                let items = if with_source {
+                    reply::with_source(&r.items, &r.sources, with_scores)
+                } else {
+                    reply::scored(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores)
+                };
                 if explain {
                     Reply::Map(vec![
                         ("items".into(), items),
@@ -122,6 +130,17 @@ fn explain_reply(e: &Explain) -> Reply {
         ("examples_used".into(), n(e.examples_used)),
         ("examples_missing".into(), n(e.examples_missing)),
         ("nearer_negative".into(), n(e.nearer_negative)),
+        (
+            "sources".into(),
+            Reply::Text(
+                e.source_counts
+                    .iter()
+                    .map(|(s, found)| format!("{} {found}", s.name()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        ),
+        ("fallback_added".into(), n(e.fallback_added)),
         ("filter_evaluated".into(), n(e.filter_evaluated)),
         ("filter_rejected".into(), n(e.filter_rejected)),
         (

@@ -8,6 +8,7 @@ use recsys_core::pipeline::examples::{Examples, Strategy, MAX_EXAMPLES};
 use recsys_core::pipeline::rank::rank_model;
 use recsys_core::pipeline::request::PluginStage;
 use recsys_core::pipeline::request::{Ordering, Request, MAX_CANDIDATES, MAX_EXCLUDE, MAX_K};
+use recsys_core::pipeline::sources::{Fallback, Merge, Source};
 use recsys_core::pipeline::user_vector::sequence_blend;
 use recsys_core::plugin::World;
 use recsys_core::Error;
@@ -102,6 +103,38 @@ pub const PIPELINE_OPTIONS: &[PipelineOption] = &[
         syntax: "[STRATEGY strategy=(AVERAGE | BEST_SCORE)]",
         parse: |_, a, r| {
             r.examples.strategy = Strategy::parse(a.next_str("STRATEGY")?)?;
+            Ok(())
+        },
+    },
+    PipelineOption {
+        name: "SOURCES",
+        syntax: "[SOURCES sources=(count:integer source=(name:string share:integer)...)]",
+        parse: |_, a, r| {
+            let n = a.next_usize("SOURCES count", 1, Source::NAMED.len())?;
+            let mut sources = r.sources.take().unwrap_or_default();
+            for _ in 0..n {
+                let source = Source::parse(a.next_str("SOURCES source")?)?;
+                let share = a.next_usize("SOURCES share", 1, MAX_CANDIDATES)?;
+                sources.push(source, share)?;
+            }
+            r.sources = Some(sources);
+            Ok(())
+        },
+    },
+    PipelineOption {
+        name: "MERGE",
+        syntax: "[MERGE merge=(RRF | SCORE)]",
+        parse: |_, a, r| {
+            let merge = Merge::parse(a.next_str("MERGE")?)?;
+            r.sources.get_or_insert_with(Default::default).merge = merge;
+            Ok(())
+        },
+    },
+    PipelineOption {
+        name: "FALLBACK",
+        syntax: "[FALLBACK fallback=(POPULAR)]",
+        parse: |_, a, r| {
+            r.fallback = Some(Fallback::parse(a.next_str("FALLBACK")?)?);
             Ok(())
         },
     },
