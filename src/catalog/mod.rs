@@ -500,7 +500,7 @@ mod ranking_tests {
         let check = |c: &Catalog| {
             for (k, accept) in [
                 (50, &(|_: u32| true) as &dyn Fn(u32) -> bool),
-                (200, &|s: u32| s % 3 == 0),
+                (200, &|s: u32| s.is_multiple_of(3)),
                 (30, &|s: u32| s % 997 == 5),
                 (n, &|_: u32| true),
             ] {
