@@ -5,10 +5,12 @@
 //!    (RECENT model), or those alone, or cold start;
 //! 2. [`retrieve`]: HNSW top-CANDIDATES with EXCLUDE_SEEN and WHERE
 //!    ([`filter`]) admitted inside the graph walk, for the user vector
-//!    steered by POSITIVE / NEGATIVE [`examples`];
+//!    steered by POSITIVE / NEGATIVE [`examples`], or several [`sources`]
+//!    merged;
 //! 3. [`rank`]: the RANK model scores all candidates in one batch;
 //! 4. [`plugins`]: WebAssembly filter plugins, then the order plugin;
-//! 5. [`order`]: softmax sampling, diversity cap, top-K.
+//! 5. [`order`]: softmax sampling, diversity cap, top-K; then FALLBACK
+//!    fills a list left shorter than K.
 //!
 //! [`request`] holds what a request asks for and the rules between its
 //! options; [`explain`] what EXPLAIN reports; [`cost`] what a request
