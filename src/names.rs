@@ -20,3 +20,20 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
         )))
     }
 }
+
+/// The value named `text` (any case) in a list of spellings; the error
+/// says what was named (`what`, e.g. "STRATEGY") and lists the choices.
+pub fn one_of<T: Copy>(what: &str, text: &str, choices: &[(&str, T)]) -> Result<T> {
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|&(_, value)| value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            let expected = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => names.join(""),
+            };
+            Error::invalid(format!("unknown {what} '{text}', expected {expected}"))
+        })
+}

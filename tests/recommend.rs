@@ -1212,7 +1212,7 @@ fn sources_merge_by_rrf_and_fallback_fills_k() {
         ("K 5 SOURCES 0", "SOURCES count"),
         (
             "K 5 SOURCES 1 latest 5",
-            "unknown source 'latest', expected user, similar, popular",
+            "unknown source 'latest', expected user, similar or popular",
         ),
         ("K 5 SOURCES 2 user 5 user 5", "named twice"),
         (

@@ -48,17 +48,7 @@ impl Strategy {
 
     /// Parses a STRATEGY argument (any case).
     pub fn parse(text: &str) -> Result<Strategy> {
-        Strategy::ALL
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(text))
-            .map(|&(_, s)| s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Strategy::ALL.iter().map(|(n, _)| *n).collect();
-                Error::invalid(format!(
-                    "unknown STRATEGY '{text}', expected {}",
-                    names.join(" or ")
-                ))
-            })
+        crate::names::one_of("STRATEGY", text, &Strategy::ALL)
     }
 
     pub fn name(self) -> &'static str {

@@ -37,17 +37,7 @@ impl Source {
     ];
 
     pub fn parse(text: &str) -> Result<Source> {
-        Source::NAMED
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(text))
-            .map(|&(_, s)| s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Source::NAMED.iter().map(|(n, _)| *n).collect();
-                Error::invalid(format!(
-                    "unknown source '{text}', expected {}",
-                    names.join(", ")
-                ))
-            })
+        crate::names::one_of("source", text, &Source::NAMED)
     }
 
     pub fn name(self) -> &'static str {
@@ -75,11 +65,7 @@ impl Merge {
     pub const ALL: [(&'static str, Merge); 2] = [("RRF", Merge::Rrf), ("SCORE", Merge::Score)];
 
     pub fn parse(text: &str) -> Result<Merge> {
-        Merge::ALL
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(text))
-            .map(|&(_, m)| m)
-            .ok_or_else(|| Error::invalid(format!("unknown MERGE '{text}', expected RRF or SCORE")))
+        crate::names::one_of("MERGE", text, &Merge::ALL)
     }
 }
 
@@ -153,13 +139,7 @@ pub enum Fallback {
 
 impl Fallback {
     pub fn parse(text: &str) -> Result<Fallback> {
-        if text.eq_ignore_ascii_case("popular") {
-            Ok(Fallback::Popular)
-        } else {
-            Err(Error::invalid(format!(
-                "unknown FALLBACK '{text}', expected popular"
-            )))
-        }
+        crate::names::one_of("FALLBACK", text, &[("popular", Fallback::Popular)])
     }
 }
 
@@ -194,7 +174,7 @@ mod tests {
         assert!(Source::parse("latest")
             .unwrap_err()
             .to_string()
-            .contains("user, similar, popular"));
+            .contains("user, similar or popular"));
         assert!(Merge::parse("max").is_err() && Fallback::parse("none").is_err());
         let mut s = Sources::default();
         s.push(Source::User, 10).unwrap();
