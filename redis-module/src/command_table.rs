@@ -107,7 +107,7 @@ struct Spec {
 }
 
 /// The command table, one entry per command: `command_table! { Spec {
-/// name: "RECSYS.X", handler: module::fn, flags: ..., ... }, ... }` defines
+/// name: "RECSYS.CREATE", handler: c::create, flags: ..., ... }, ... }` defines
 /// [`SPECS`] with, for each entry, the `extern "C"` entry point Redis calls
 /// (the handler behind [`dispatch`]'s panic guard) and its
 /// [`CommandStats`], so a command is named once.

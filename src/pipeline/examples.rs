@@ -25,6 +25,7 @@
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::index::Metric;
+use crate::pipeline::user_vector::unit;
 
 /// Most ids one POSITIVE or NEGATIVE lists.
 pub const MAX_EXAMPLES: usize = 256;
@@ -49,13 +50,6 @@ impl Strategy {
     /// Parses a STRATEGY argument (any case).
     pub fn parse(text: &str) -> Result<Strategy> {
         crate::names::one_of("STRATEGY", text, &Strategy::ALL)
-    }
-
-    pub fn name(self) -> &'static str {
-        Strategy::ALL
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map_or("AVERAGE", |(n, _)| n)
     }
 }
 
@@ -199,14 +193,11 @@ pub fn plan(
 
 /// An example as it counts: a unit vector for IP and COSINE, the point
 /// itself for L2.
-fn direction(catalog: &Catalog, mut v: Vec<f32>) -> Vec<f32> {
-    if catalog.params().metric != Metric::L2 {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+fn direction(catalog: &Catalog, v: Vec<f32>) -> Vec<f32> {
+    match catalog.params().metric {
+        Metric::L2 => v,
+        _ => unit(&v),
     }
-    v
 }
 
 fn weighted_mean(parts: &[(Vec<f32>, f32)]) -> Vec<f32> {

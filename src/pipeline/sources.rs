@@ -41,12 +41,10 @@ impl Source {
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Source::User => "user",
-            Source::Similar => "similar",
-            Source::Popular => "popular",
-            Source::Fallback => "fallback",
-        }
+        Source::NAMED
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("fallback", |(n, _)| n)
     }
 }
 
