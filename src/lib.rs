@@ -11,6 +11,8 @@
 //! - [`index`]: HNSW over item vectors (storage, SIMD distances, snapshots);
 //!   [`features`]: attribute columns and value conversions; [`user`]: the
 //!   user hash's fields and rules;
+//! - [`experiment`]: A/B experiments of a catalog (assignment, counts,
+//!   request ids, statistics);
 //! - the floor: [`codec`] (bytes), [`rng`] (the one generator), [`error`],
 //!   [`names`], [`vector`]; [`synth`] generates data for tests, demos and benchmarks.
 //!
@@ -21,6 +23,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod codec;
 pub mod error;
+pub mod experiment;
 pub mod features;
 pub mod growth;
 pub mod index;

@@ -28,6 +28,8 @@ enum Cmd {
     Batch(recsys_cli::verbs::batch::Batch),
     /// Rewrites user hashes' binary `seen` field (written before text was the format) as text.
     MigrateUsers(recsys_cli::verbs::migrate::MigrateUsers),
+    /// Simulated users click RECOMMEND ... EXPERIMENT answers of a loaded dataset and credit the clicks; prints the experiment's report.
+    Simulate(recsys_cli::verbs::simulate::Simulate),
     /// A guided tour on generated data (starts its own redis-server unless --redis is given).
     Demo(recsys_cli::demo::Demo),
     /// Benchmarks (figures for docs/benchmarks.md).
@@ -80,6 +82,7 @@ fn main() -> Result<()> {
         Cmd::Eval(a) => recsys_cli::verbs::eval::run(&a),
         Cmd::Batch(a) => recsys_cli::verbs::batch::run(&a),
         Cmd::MigrateUsers(a) => recsys_cli::verbs::migrate::run(&a),
+        Cmd::Simulate(a) => recsys_cli::verbs::simulate::run(&a),
         Cmd::Fixtures(f) => recsys_cli::fixtures::run(&f),
         Cmd::Fuzz(f) => recsys_cli::fuzz::main(&f),
         Cmd::Bench(BenchCmd::All(b)) => recsys_cli::bench::all::run(&b),

@@ -19,6 +19,11 @@ impl<'a> Args<'a> {
         Args { args, pos: 1 }
     }
 
+    /// A cursor over words that have no command name before them.
+    pub fn words(args: &'a [RedisString]) -> Self {
+        Args { args, pos: 0 }
+    }
+
     pub fn has_more(&self) -> bool {
         self.pos < self.args.len()
     }

@@ -16,6 +16,7 @@ use crate::args::CmdResult;
 use crate::cluster::store as cl;
 use crate::cmd::batch as b;
 use crate::cmd::catalog as c;
+use crate::cmd::experiment as x;
 use crate::cmd::model as m;
 use crate::cmd::plugin as p;
 use crate::cmd::recommend as r;
@@ -219,10 +220,10 @@ command_table! {
     Spec { name: "RECSYS.RECOMMEND", handler: r::recommend, flags: "readonly", arity: -3, keys: &[KeyUse::Read, KeyUse::Read],
         summary: "Recommends items for a user: user vector, retrieval, filters, ranking, ordering (runs on a worker thread)",
         complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering",
-        syntax: "catalog:key user:key [K k:integer] [VECTOR vector:string] {pipeline} [WITHSCORES] [WITHSOURCE] [EXPLAIN]" },
+        syntax: "catalog:key user:key [K k:integer] [VECTOR vector:string] {pipeline} [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT experiment:string]" },
     Spec { name: "RECSYS.EVENT", handler: r::event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Update, KeyUse::Update],
-        summary: "Records an interaction: the user's recent items and the item's popularity", complexity: "O(HISTORY)",
-        syntax: "catalog:key user:key item:string [TYPE type:string] [WEIGHT weight:double] [TS ts:integer]" },
+        summary: "Records an interaction: the user's recent items and the item's popularity; REQUEST credits it to an experiment's variant", complexity: "O(HISTORY)",
+        syntax: "catalog:key user:key item:string [TYPE type:string] [WEIGHT weight:double] [TS ts:integer] [REQUEST request:string]" },
     Spec { name: "RECSYS.POPULARITY.SET", handler: c::popularity_set, flags: "write deny-oom", arity: -6, keys: &[KeyUse::Insert],
         summary: "Sets items' popularity (scores in units at an epoch); AOF rewrite writes popularity back with it", complexity: "O(N) for N items",
         syntax: "catalog:key EPOCH epoch:integer pair=(id:string score:double)..." },
@@ -263,6 +264,21 @@ command_table! {
     Spec { name: "RECSYS.COPIES", handler: cl::copies_command, flags: "readonly fast", arity: 1, keys: &[],
         summary: "This cluster node's copies of other nodes' catalogs: state, position, owner, items", complexity: "O(copies)",
         syntax: "" },
+    Spec { name: "RECSYS.EXPERIMENT.SET", handler: x::set, flags: "write deny-oom", arity: -5, keys: &[KeyUse::Update],
+        summary: "Sets (or replaces, with fresh counts) an A/B experiment of a catalog: variants with weights and the RECOMMEND options each applies",
+        complexity: "O(variants x size of their OPTIONS)",
+        syntax: "catalog:key name:string variant=(VARIANT variant:string [WEIGHT weight:integer] [OPTIONS options:string])... [CREATED created:integer]" },
+    Spec { name: "RECSYS.EXPERIMENT.DEL", handler: x::del, flags: "write fast", arity: 3, keys: &[KeyUse::Update],
+        summary: "Removes an experiment and its counts", complexity: "O(1)",
+        syntax: "catalog:key name:string" },
+    Spec { name: "RECSYS.EXPERIMENT.REPORT", handler: x::report, flags: "readonly fast", arity: 3, keys: &[KeyUse::Read],
+        summary: "Per variant of an experiment: users, impressions, clicks, purchases, CTR and purchase rate with 95% intervals, lift and significance against the control",
+        complexity: "O(variants)",
+        syntax: "catalog:key name:string" },
+    Spec { name: "RECSYS.EXPERIMENT.SYNC", handler: x::sync, flags: "write admin deny-oom", arity: -4, keys: &[KeyUse::Update],
+        summary: "Internal: experiment counts a master flushed, and experiments written by AOF rewrite (refused from clients)",
+        complexity: "O(variants)",
+        syntax: "catalog:key form:string arg:string..." },
     Spec { name: "RECSYS.MODEL.DEL", handler: c::model_del, flags: "write admin fast", arity: 3, keys: &[KeyUse::Delete],
         summary: "Removes a model from a catalog (requests in flight finish with it)", complexity: "O(1)",
         syntax: "catalog:key name:string" },

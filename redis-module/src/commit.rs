@@ -2,7 +2,8 @@
 //! write-log position, replicate the write, tell Redis the key changed,
 //! and in a cluster (on the master a client wrote to) send the write to
 //! every other node's copy. One function, so a key, its replicas, its AOF
-//! and its copies see the same writes with the same positions.
+//! and its copies see the same writes with the same positions. Also what
+//! a write did ([`Applied`]), which every write returns.
 
 use recsys_core::cluster::message::Message;
 use redis_module::{Context, RedisString};
@@ -10,6 +11,36 @@ use redis_module::{Context, RedisString};
 use crate::cluster;
 use crate::keys::{wrote, SharedCatalog};
 use crate::util::replicate;
+
+/// What a write did: the reply for its client, and whether anything
+/// changed (a write that changed nothing is neither replicated nor logged).
+pub struct Applied {
+    pub reply: WriteReply,
+    pub changed: bool,
+}
+
+/// The reply value of a write.
+pub enum WriteReply {
+    Ok,
+    Int(i64),
+}
+
+impl From<WriteReply> for crate::reply::Reply {
+    fn from(r: WriteReply) -> Self {
+        match r {
+            WriteReply::Ok => crate::reply::Reply::Ok,
+            WriteReply::Int(n) => crate::reply::Reply::Int(n),
+        }
+    }
+}
+
+/// A write that changed something.
+pub fn changed(reply: WriteReply) -> Applied {
+    Applied {
+        reply,
+        changed: true,
+    }
+}
 
 /// Commits `write` (the command and its arguments, exactly as they are
 /// replicated) applied to `catalog` at `key`; `event` is the keyspace event.

@@ -83,9 +83,17 @@ pub static PLUGIN_MAX_KB: Numeric = numeric(
 );
 pub static MODEL_MAX_MB: Numeric = numeric("model-max-mb", "MODEL_MAX_MB", 256, (1, 1 << 16), true);
 pub static GPU_MIN_ROWS: Numeric = numeric("gpu-min-rows", "GPU_MIN_ROWS", 128, (0, 1 << 24), true);
+/// How long after RECOMMEND ... EXPERIMENT its request id takes feedback.
+pub static EXPERIMENT_WINDOW_S: Numeric = numeric(
+    "experiment-window-s",
+    "EXPERIMENT_WINDOW_S",
+    86_400,
+    (1, 90 * 86_400),
+    true,
+);
 
 /// Every numeric setting, in the order docs/operations.md lists them.
-pub static NUMERIC: [&Numeric; 8] = [
+pub static NUMERIC: [&Numeric; 9] = [
     &WORKERS,
     &HISTORY,
     &PLUGIN_MEMORY_MB,
@@ -94,6 +102,7 @@ pub static NUMERIC: [&Numeric; 8] = [
     &PLUGIN_MAX_KB,
     &MODEL_MAX_MB,
     &GPU_MIN_ROWS,
+    &EXPERIMENT_WINDOW_S,
 ];
 
 /// `recsys.gpu`: auto, on or off (immutable).
@@ -106,6 +115,11 @@ static ORT_LIB: OnceCell<std::path::PathBuf> = OnceCell::new();
 /// Recent items kept per user (read on every EVENT).
 pub fn history() -> usize {
     HISTORY.get_usize()
+}
+
+/// The attribution window of experiment request ids, in ms.
+pub fn experiment_window_ms() -> i64 {
+    EXPERIMENT_WINDOW_S.get().saturating_mul(1000)
 }
 
 pub fn workers() -> usize {

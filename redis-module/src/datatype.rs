@@ -384,6 +384,10 @@ unsafe extern "C" fn aof_rewrite(
             ];
             unsafe { emit(aof, "RECSYS.POPULARITY.SET", &args) };
         }
+        for e in catalog.experiments().iter() {
+            let state = crate::cmd::experiment::state_bytes(e);
+            unsafe { emit(aof, "RECSYS.EXPERIMENT.SYNC", &[key, b"STATE", &state]) };
+        }
         // Last, as XSETID for streams: the write-log position, which the
         // commands above do not reproduce.
         let pos = catalog.log_pos().to_text();

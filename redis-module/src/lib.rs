@@ -8,7 +8,8 @@
 //!   counters around each handler;
 //! - [`cmd`]: the handlers, one file per command family;
 //! - [`commit`] (the last step of every catalog write), [`cluster`]
-//!   (catalog copies and plugins across a Redis Cluster), [`writes`]
+//!   (catalog copies and plugins across a Redis Cluster), [`experiments`]
+//!   (A/B experiments: variants served, counts flushed), [`writes`]
 //!   (every catalog write as parse, check, apply: shared by the handlers
 //!   and the copies);
 //! - [`keys`] (catalogs and user hashes, and telling Redis a key changed),
@@ -28,6 +29,7 @@ mod command_table;
 mod commit;
 mod config;
 mod datatype;
+mod experiments;
 mod keys;
 mod metrics;
 mod plugin_store;
@@ -68,6 +70,7 @@ fn load(ctx: &Context, args: &[String]) -> Status {
         plugin_store::start(config::plugin_limits());
         workers::start(config::workers())?;
         cluster::init(ctx)?;
+        experiments::init(ctx);
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
         // SAFETY: module init on the main thread; replaces the crate's
         // default (empty) info callback.
@@ -177,6 +180,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         g.add("batch_running", b_running);
         g.add("batch_done", b_done);
         g.add("batch_failed", b_failed);
+        experiments::info(&mut g);
         cluster::info(&mut g);
         // SAFETY: the info context Redis passed to this callback.
         unsafe { metrics::write_info(ctx, &g, command_table::command_stats()) };

@@ -19,36 +19,8 @@ use recsys_core::Error;
 use redis_module::RedisString;
 
 use crate::args::{Args, CmdResult};
+use crate::commit::{changed, Applied, WriteReply};
 use crate::keys::SharedCatalog;
-
-/// What a write did: the reply for its client, and whether anything
-/// changed (a write that changed nothing is neither replicated nor logged).
-pub struct Applied {
-    pub reply: WriteReply,
-    pub changed: bool,
-}
-
-/// The reply value of a write.
-pub enum WriteReply {
-    Ok,
-    Int(i64),
-}
-
-impl From<WriteReply> for crate::reply::Reply {
-    fn from(r: WriteReply) -> Self {
-        match r {
-            WriteReply::Ok => crate::reply::Reply::Ok,
-            WriteReply::Int(n) => crate::reply::Reply::Int(n),
-        }
-    }
-}
-
-fn changed(reply: WriteReply) -> Applied {
-    Applied {
-        reply,
-        changed: true,
-    }
-}
 
 /// RECSYS.CREATE key DIM d [METRIC ..] [M m] [EF_CONSTRUCTION n] [EF_SEARCH n] [QUANT ..] [SESSION items weight]:
 /// the new, empty catalog.
@@ -430,6 +402,9 @@ pub fn canonical_name(typed: &[u8]) -> String {
         "RECSYS.POPULARITY_SET" => "RECSYS.POPULARITY.SET".into(),
         "RECSYS.MODEL_SET" => "RECSYS.MODEL.SET".into(),
         "RECSYS.MODEL_DEL" => "RECSYS.MODEL.DEL".into(),
+        "RECSYS.EXPERIMENT_SET" => "RECSYS.EXPERIMENT.SET".into(),
+        "RECSYS.EXPERIMENT_DEL" => "RECSYS.EXPERIMENT.DEL".into(),
+        "RECSYS.EXPERIMENT_SYNC" => "RECSYS.EXPERIMENT.SYNC".into(),
         _ => upper,
     }
 }
@@ -454,6 +429,9 @@ pub fn apply_replicated(
         "RECSYS.POPULARITY.SET" => popularity_set,
         "RECSYS.MODEL.SET" => model_set_now,
         "RECSYS.MODEL.DEL" => model_del,
+        "RECSYS.EXPERIMENT.SET" => crate::experiments::set_now,
+        "RECSYS.EXPERIMENT.DEL" => crate::experiments::del_now,
+        "RECSYS.EXPERIMENT.SYNC" => crate::experiments::sync_now,
         other => return Err(Error::invalid(format!("{other} is not a catalog write"))),
     };
     apply(c, argv)?;

@@ -1,6 +1,7 @@
 //! The byte format of a catalog (RDB payloads, COPY): the index snapshot,
 //! then the items (slot, id, ATTRS), then tagged sections (popularity,
-//! default SESSION and SEQUENCE weight, write-log position, models). Decoding checks every record against the index and refuses
+//! default SESSION and SEQUENCE weight, write-log position, experiments,
+//! models). Decoding checks every record against the index and refuses
 //! anything inconsistent.
 
 use super::ids::ItemIds;
@@ -9,6 +10,7 @@ use super::popularity::Popularity;
 use super::Catalog;
 use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
+use crate::experiment::Experiments;
 use crate::features::columns::Columns;
 use crate::index::snapshot;
 use crate::rank::models::ModelSet;
@@ -22,6 +24,8 @@ const MODELS_TAG: u32 = 0x4D4F_444C; // "MODL"
 const SESSION_TAG: u32 = 0x5345_5353; // "SESS"
 /// Section tag of the default SEQUENCE weight.
 const SEQUENCE_TAG: u32 = 0x544F_5752; // "TOWR"
+/// Section tag of the experiments.
+const EXPERIMENTS_TAG: u32 = 0x4558_5045; // "EXPE"
 /// Section tag of the write-log position.
 const LOG_TAG: u32 = 0x4C4F_4750; // "LOGP"
 /// Bytes an item record takes at least: slot, and two blob lengths.
@@ -69,6 +73,10 @@ impl Catalog {
             w.u32(LOG_TAG);
             w.u64(self.log.seq);
             w.0.extend_from_slice(&self.log.hash);
+        }
+        if !self.experiments.is_empty() {
+            w.u32(EXPERIMENTS_TAG);
+            self.experiments.encode(&mut w);
         }
         if with_models && !self.models.is_empty() {
             w.u32(MODELS_TAG);
@@ -122,6 +130,7 @@ impl Catalog {
         let mut session_default = None;
         let mut sequence_default = None;
         let mut log = LogPos::ZERO;
+        let mut experiments = Experiments::default();
         while r.remaining() > 0 {
             match r.u32()? {
                 SESSION_TAG => {
@@ -139,6 +148,7 @@ impl Catalog {
                     log.seq = r.u64()?;
                     log.hash.copy_from_slice(r.take(super::log::HASH_BYTES)?);
                 }
+                EXPERIMENTS_TAG => experiments = Experiments::decode(&mut r)?,
                 POPULARITY_TAG => popularity = Popularity::decode(&mut r, slots)?,
                 MODELS_TAG => {
                     models = ModelSet::decode(&mut r, index.params().dim, &mut restore_notes)?;
@@ -153,6 +163,7 @@ impl Catalog {
             columns,
             popularity,
             models,
+            experiments,
             restore_notes,
             session_default,
             sequence_default,

@@ -17,6 +17,7 @@ pub mod log;
 pub mod popularity;
 
 use crate::error::{Error, Result};
+use crate::experiment::Experiments;
 use crate::features::attrs::Attrs;
 use crate::features::columns::Columns;
 use crate::index::{Hnsw, IndexParams, Metric};
@@ -67,6 +68,8 @@ pub struct Catalog {
     popularity: Popularity,
     /// Ranking and query models (RECSYS.MODEL.*).
     models: ModelSet,
+    /// A/B experiments (RECSYS.EXPERIMENT.*).
+    experiments: Experiments,
     /// What decoding had to say (models that were dropped or cannot run).
     restore_notes: Vec<String>,
     /// The SESSION blend requests get unless they say otherwise.
@@ -121,6 +124,7 @@ impl Catalog {
             columns: Columns::default(),
             popularity: Popularity::default(),
             models: ModelSet::default(),
+            experiments: Experiments::default(),
             restore_notes: Vec::new(),
             session_default: None,
             sequence_default: None,
@@ -154,6 +158,14 @@ impl Catalog {
 
     pub fn models_mut(&mut self) -> &mut ModelSet {
         &mut self.models
+    }
+
+    pub fn experiments(&self) -> &Experiments {
+        &self.experiments
+    }
+
+    pub fn experiments_mut(&mut self) -> &mut Experiments {
+        &mut self.experiments
     }
 
     /// Where the catalog is in its write history.
@@ -426,6 +438,7 @@ impl Catalog {
             + self.columns.heap_bytes()
             + self.popularity.heap_bytes()
             + self.models.memory_bytes()
+            + self.experiments.memory_bytes()
     }
 
     /// The catalog's content as sequences of byte strings, in an order that

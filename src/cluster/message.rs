@@ -1,5 +1,5 @@
 //! The messages nodes of a Redis Cluster exchange over the cluster bus to
-//! keep catalog copies and plugins in step, and their byte format (the
+//! keep catalog copies, plugins and experiment counts in step, and their byte format (the
 //! project's codec: a tag, then length-prefixed fields; every read is
 //! bounds-checked, so a corrupt message is an error, never a panic).
 
@@ -66,6 +66,14 @@ pub enum Message {
     },
     /// "Send me plugin `name`": to a node that announced a newer version.
     PluginRequest { name: String },
+    /// Experiment counts a master flushed from its copy of `catalog`, to
+    /// the catalog's owner (an encoded `experiment::counts::Delta`).
+    ExperimentCounts {
+        catalog: Vec<u8>,
+        experiment: String,
+        generation: u64,
+        delta: Vec<u8>,
+    },
 }
 
 const UPDATE: u32 = 1;
@@ -74,6 +82,7 @@ const SNAPSHOT_REQUEST: u32 = 3;
 const SNAPSHOT_PART: u32 = 4;
 const PLUGIN: u32 = 5;
 const PLUGIN_REQUEST: u32 = 6;
+const EXPERIMENT_COUNTS: u32 = 7;
 
 fn put_pos(w: &mut Writer, p: &LogPos) {
     w.u64(p.seq);
@@ -195,6 +204,18 @@ impl Message {
                 w.u32(PLUGIN_REQUEST);
                 w.blob(name.as_bytes());
             }
+            Message::ExperimentCounts {
+                catalog,
+                experiment,
+                generation,
+                delta,
+            } => {
+                w.u32(EXPERIMENT_COUNTS);
+                w.blob(catalog);
+                w.blob(experiment.as_bytes());
+                w.u64(*generation);
+                w.blob(delta);
+            }
         }
         out
     }
@@ -249,6 +270,12 @@ impl Message {
             }
             PLUGIN_REQUEST => Message::PluginRequest {
                 name: r.text("plugin name")?.to_string(),
+            },
+            EXPERIMENT_COUNTS => Message::ExperimentCounts {
+                catalog: r.blob()?.to_vec(),
+                experiment: r.text("experiment name")?.to_string(),
+                generation: r.u64()?,
+                delta: r.blob()?.to_vec(),
             },
             other => return Err(format!("unknown message tag {other}")),
         };
@@ -307,6 +334,12 @@ mod tests {
                 bytes: None,
             },
             Message::PluginRequest { name: "f".into() },
+            Message::ExperimentCounts {
+                catalog: b"shop".to_vec(),
+                experiment: "ab".into(),
+                generation: 5,
+                delta: vec![1, 2, 3],
+            },
         ]
     }
 

@@ -1,5 +1,5 @@
 //! The tool's verbs from interactions to recommendations: `import`,
-//! `train`, `load`, `eval` and `batch`, and `migrate-users` (each its command-line arguments and
+//! `train`, `load`, `eval` and `batch`, `migrate-users` and `simulate` (each its command-line arguments and
 //! what it prints; the work lives in `data`, `train`, `eval` and `loader`).
 
 pub mod batch;
@@ -7,6 +7,7 @@ pub mod eval;
 pub mod import;
 pub mod load;
 pub mod migrate;
+pub mod simulate;
 pub mod train;
 
 use std::path::PathBuf;

@@ -124,12 +124,18 @@ export interface RecommendOptions extends PipelineOptions {
   explain?: boolean;
   /** Each hit says which source found it. */
   withSource?: boolean;
+  /** Serve with this experiment's variant for the user (see requestId, variant). */
+  experiment?: string;
 }
 
 export interface Recommendations {
   hits: Hit[];
   ids: string[];
   explain?: Record<string, unknown>;
+  /** With an experiment: pass it to event() to credit clicks. */
+  requestId?: string;
+  /** With an experiment: the variant served. */
+  variant?: string;
 }
 
 export interface CreateOptions {
@@ -145,6 +151,22 @@ export interface EventOptions {
   type?: string;
   weight?: number;
   ts?: number;
+  /** The requestId of the recommendation this event answers (credits an experiment's variant). */
+  request?: string;
+}
+
+/** One variant of an experiment: its share of users and its RECOMMEND options. */
+export interface VariantSpec {
+  weight: number;
+  options?: string;
+}
+
+/** RECSYS.EXPERIMENT_REPORT: the experiment's fields, and one record per variant. */
+export interface ExperimentReport {
+  experiment: string;
+  control: string;
+  variants: Record<string, string | number>[];
+  [field: string]: unknown;
 }
 
 const REPLY_TYPES = { [RESP_TYPES.MAP]: Array };
@@ -326,6 +348,7 @@ export class Recsys {
     if (o.type !== undefined) a.push('TYPE', o.type);
     if (o.weight !== undefined) a.push('WEIGHT', num(o.weight));
     if (o.ts !== undefined) a.push('TS', num(o.ts));
+    if (o.request !== undefined) a.push('REQUEST', o.request);
     return Number(await this.send(a));
   }
 
@@ -336,14 +359,48 @@ export class Recsys {
     a.push(...pipelineArgs(o), 'WITHSCORES');
     if (o.withSource) a.push('WITHSOURCE');
     if (o.explain) a.push('EXPLAIN');
+    if (o.experiment !== undefined) a.push('EXPERIMENT', o.experiment);
     const r = await this.send(a);
-    if (o.explain) {
+    if (o.explain || o.experiment !== undefined) {
       const m = new Map(entries(r));
       const h = hits(m.get('items'));
-      return { hits: h, ids: h.map((x) => x.id), explain: record(m.get('explain')) };
+      const out: Recommendations = { hits: h, ids: h.map((x) => x.id) };
+      if (o.explain) out.explain = record(m.get('explain'));
+      if (o.experiment !== undefined) {
+        out.requestId = text(m.get('request'));
+        out.variant = text(m.get('variant'));
+      }
+      return out;
     }
     const h = hits(r);
     return { hits: h, ids: h.map((x) => x.id) };
+  }
+
+  /** RECSYS.EXPERIMENT_SET: variants by name (the first is the control); replaces an experiment and its counts. */
+  async setExperiment(catalog: string, name: string, variants: Record<string, VariantSpec>): Promise<void> {
+    const a = ['RECSYS.EXPERIMENT_SET', catalog, name];
+    for (const [v, spec] of Object.entries(variants)) {
+      a.push('VARIANT', v, 'WEIGHT', num(spec.weight), 'OPTIONS', spec.options ?? '');
+    }
+    await this.send(a);
+  }
+
+  /** RECSYS.EXPERIMENT_REPORT: per variant users, impressions, clicks, CTR with its 95% interval, lift and significance. */
+  async experimentReport(catalog: string, name: string): Promise<ExperimentReport> {
+    const m = new Map(entries(await this.send(['RECSYS.EXPERIMENT_REPORT', catalog, name])));
+    const scalar = (k: string, x: unknown): string | number =>
+      ['experiment', 'control', 'name', 'options'].includes(k) ? text(x) : Number(text(x));
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of m) if (k !== 'variants') out[k] = scalar(k, x);
+    out.variants = (m.get('variants') as unknown[]).map((v) =>
+      Object.fromEntries(entries(v).map(([k, x]) => [k, scalar(k, x)])),
+    );
+    return out as ExperimentReport;
+  }
+
+  /** RECSYS.EXPERIMENT_DEL: 1 when it existed. */
+  async deleteExperiment(catalog: string, name: string): Promise<number> {
+    return Number(await this.send(['RECSYS.EXPERIMENT_DEL', catalog, name]));
   }
 
   /** RECSYS.BATCH: recommendations for every matching user into lists; returns the job id. */

@@ -92,6 +92,25 @@ for (const RESP of [2, 3] as const) {
       assert.equal(mixed.hits.length, 3);
       assert.ok(mixed.hits.every((h) => ['user', 'popular', 'fallback'].includes(String(h.source))));
 
+      // An experiment: a stable variant per user, a request id to credit clicks with.
+      await rs.setExperiment('shop', 'ab', { a: { weight: 1, options: 'K 1' }, b: { weight: 1, options: 'K 2' } });
+      let clicked = 0;
+      for (let u = 0; u < 40; u++) {
+        const r = await rs.recommend('shop', `user:${u}`, { vector: [0.1, 1, 0, 0.1], experiment: 'ab' });
+        assert.equal(r.ids.length, r.variant === 'a' ? 1 : 2);
+        assert.match(String(r.requestId), /^ab:/);
+        if (r.variant === 'b') {
+          await rs.event('shop', `user:${u}`, r.ids[0], { type: 'click', request: r.requestId });
+          clicked++;
+        }
+      }
+      const report = await rs.experimentReport('shop', 'ab');
+      assert.equal(report.control, 'a');
+      assert.equal(report.variants[1].clicks, clicked);
+      assert.equal(Number(report.variants[0].impressions) + Number(report.variants[1].impressions), 40);
+      assert.equal(report.variants[1].ctr, 1);
+      assert.equal(await rs.deleteExperiment('shop', 'ab'), 1);
+
       await assert.rejects(rs.search('shop', [1, 2, 3]), /DIM/);
       await assert.rejects(rs.recommend('shop', 'u', { k: Number.NaN }), /finite/);
       assert.equal(await rs.deleteItems('shop', 'sku:4', 'missing'), 1);

@@ -9,7 +9,7 @@ are the only binary data and no reply depends on `decode_responses`.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -159,8 +159,14 @@ class _Commands:
         type: Optional[str] = None,
         weight: Optional[float] = None,
         ts: Optional[int] = None,
+        request: Optional[str] = None,
     ) -> Any:
-        """RECSYS.EVENT: records an interaction; returns the user's recent-item count."""
+        """RECSYS.EVENT: records an interaction; returns the user's recent-item count.
+
+        request: the request id of the recommendation the event answers
+        (``Recommendations.request_id``); a click or purchase is credited to
+        the experiment variant that served it.
+        """
         args: List[Any] = ["RECSYS.EVENT", catalog, user, id]
         if type is not None:
             args += ["TYPE", type]
@@ -168,6 +174,8 @@ class _Commands:
             args += ["WEIGHT", _num(weight)]
         if ts is not None:
             args += ["TS", _num(ts)]
+        if request is not None:
+            args += ["REQUEST", request]
         return self._run(args, int)
 
     @staticmethod
@@ -247,6 +255,7 @@ class _Commands:
         vector: Any = None,
         explain: bool = False,
         with_source: bool = False,
+        experiment: Optional[str] = None,
         **options: Any,
     ) -> Any:
         """RECSYS.RECOMMEND: user vector, retrieval, filters, ranking, ordering.
@@ -261,7 +270,9 @@ class _Commands:
         "similar", "popular"), merge ("RRF" or "SCORE"), fallback
         ("popular"). A user key that holds no hash ("-") recommends from the
         examples alone. with_source: each hit's .source says which source
-        found it.
+        found it. experiment: serve with this experiment's variant for the
+        user; the answer's .request_id and .variant say which (pass
+        request_id to event() to credit clicks).
         """
         args: List[Any] = ["RECSYS.RECOMMEND", catalog, user, "K", _num(k)]
         if vector is not None:
@@ -271,12 +282,19 @@ class _Commands:
             args.append("WITHSOURCE")
         if explain:
             args.append("EXPLAIN")
+        if experiment is not None:
+            args += ["EXPERIMENT", experiment]
 
         def parse(r: Any) -> Recommendations:
-            if explain:
-                m = as_dict(r)
-                return Recommendations(hits(m["items"], True), plain(as_dict(m["explain"])))
-            return Recommendations(hits(r, True))
+            if not explain and experiment is None:
+                return Recommendations(hits(r, True))
+            m = as_dict(r)
+            return Recommendations(
+                hits(m["items"], True),
+                plain(as_dict(m["explain"])) if explain else None,
+                text(m["request"]) if experiment is not None else None,
+                text(m["variant"]) if experiment is not None else None,
+            )
 
         return self._run(args, parse)
 
@@ -290,6 +308,40 @@ class _Commands:
     def batch_status(self, id: int) -> Any:
         """RECSYS.BATCH_STATUS of one job, as a dict."""
         return self._run(["RECSYS.BATCH_STATUS", _num(id)], lambda r: plain(as_dict(r)))
+
+    # Experiments ---------------------------------------------------------------
+
+    def set_experiment(self, catalog: str, name: str, variants: Mapping[str, Tuple[int, str]]) -> Any:
+        """RECSYS.EXPERIMENT_SET: variants as name -> (weight, RECOMMEND options),
+        the first being the control; replaces an experiment of that name and
+        its counts. Options are checked now (plugins and models must exist)."""
+        args: List[Any] = ["RECSYS.EXPERIMENT_SET", catalog, name]
+        for variant, (weight, opts) in variants.items():
+            args += ["VARIANT", variant, "WEIGHT", _num(weight), "OPTIONS", opts]
+        return self._run(args, lambda r: True)
+
+    def experiment_report(self, catalog: str, name: str) -> Any:
+        """RECSYS.EXPERIMENT_REPORT as a dict: per variant users, impressions,
+        clicks, purchases, ctr with ctr_low / ctr_high (95%), and against the
+        control ctr_lift, ctr_p_value, ctr_significant (and the same for
+        purchase_rate)."""
+        text_fields = ("experiment", "control", "name", "options")
+
+        def numbers(m: Dict[str, Any]) -> Dict[str, Any]:
+            # RESP2 sends doubles as text.
+            return {k: v if k in text_fields or not isinstance(v, str) else float(v) for k, v in m.items()}
+
+        def parse(r: Any) -> Dict[str, Any]:
+            m = as_dict(r)
+            out = numbers({k: plain(v) for k, v in m.items() if k != "variants"})
+            out["variants"] = [numbers(plain(as_dict(v))) for v in m["variants"]]
+            return out
+
+        return self._run(["RECSYS.EXPERIMENT_REPORT", catalog, name], parse)
+
+    def delete_experiment(self, catalog: str, name: str) -> Any:
+        """RECSYS.EXPERIMENT_DEL: 1 when it existed."""
+        return self._run(["RECSYS.EXPERIMENT_DEL", catalog, name], int)
 
     # Code: plugins and models -----------------------------------------------
 

@@ -33,10 +33,13 @@ class Item:
 
 @dataclass
 class Recommendations:
-    """RECSYS.RECOMMEND's answer: ranked hits, and EXPLAIN's facts when asked for."""
+    """RECSYS.RECOMMEND's answer: ranked hits, EXPLAIN's facts when asked
+    for, and with an experiment the request id and the variant served."""
 
     hits: List[Hit]
     explain: Optional[Dict[str, Any]] = field(default=None)
+    request_id: Optional[str] = None
+    variant: Optional[str] = None
 
     @property
     def ids(self) -> List[str]:

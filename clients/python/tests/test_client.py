@@ -5,7 +5,11 @@ import pytest
 import redis
 import redis.asyncio
 
+from pathlib import Path
+
 from redis_recsys import AsyncRecsys, Hit, Item, Recsys
+
+ROOT = Path(__file__).resolve().parents[3]
 
 VECTORS = {
     "sku:1": [0.1, 0.9, 0.0, 0.2],
@@ -127,3 +131,45 @@ def test_user_hash_reads_as_text_after_events(client, server):
     text = redis.Redis(port=server, decode_responses=True)
     fields = text.hgetall("user:text")
     assert fields["seen"].startswith("b") and fields["recent"] == '["sku:2","sku:1"]'
+
+
+def test_ab_test_of_two_plugins(client):
+    """An experiment of two plugins: users split by a stable hash, each
+    variant's plugin applied, clicks credited by request id, and a report
+    that finds the variant users click more."""
+    rs = Recsys(client)
+    shop(rs)
+    dist = ROOT / "plugins" / "dist"
+    rs.load_plugin("boost-sponsored", (dist / "boost-sponsored.wasm").read_bytes(), replace=True)
+    rs.load_plugin("exclude-attr", (dist / "exclude-attr.wasm").read_bytes(), replace=True)
+    rs.set_attrs("shop", "sku:3", {"price": 120, "sponsored": 1})
+    assert rs.set_experiment("shop", "plugins", {
+        "boost": (50, "ORDER boost-sponsored ARGS sponsored:5"),
+        "hide": (50, "FILTER exclude-attr ARGS category=shoes"),
+    })
+    with pytest.raises(redis.ResponseError, match="no plugin named 'nope'"):
+        rs.set_experiment("shop", "bad", {"a": (1, "ORDER nope")})
+    served = {"boost": 0, "hide": 0}
+    for u in range(400):
+        user = f"user:{u}"
+        recs = rs.recommend("shop", user, k=2, vector=[0.1, 0.9, 0, 0.2], experiment="plugins")
+        assert recs.variant in served and recs.request_id.startswith("plugins:")
+        again = rs.recommend("shop", user, k=1, vector=[0.1, 0.9, 0, 0.2], experiment="plugins")
+        assert again.variant == recs.variant and again.request_id != recs.request_id
+        served[recs.variant] += 1
+        if recs.variant == "boost":
+            assert recs.ids[0] == "sku:3"  # the sponsored item first
+        else:
+            assert "sku:1" not in recs.ids  # shoes hidden
+        # Simulated users click the boosted list far more often.
+        if (recs.variant == "boost" and u % 2 == 0) or (recs.variant == "hide" and u % 10 == 0):
+            rs.event("shop", user, recs.ids[0], type="click", request=recs.request_id)
+    assert 150 < served["boost"] < 250
+    report = rs.experiment_report("shop", "plugins")
+    boost, hide = report["variants"]
+    assert report["control"] == "boost" and boost["name"] == "boost"
+    assert boost["impressions"] + hide["impressions"] == 800  # two requests per user
+    assert boost["clicks"] > hide["clicks"] and hide["ctr_significant"] == 1
+    assert hide["ctr_lift"] < 0 and hide["ctr_p_value"] < 0.05
+    assert boost["ctr_low"] <= boost["ctr"] <= boost["ctr_high"]
+    assert rs.delete_experiment("shop", "plugins") == 1

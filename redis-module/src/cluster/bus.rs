@@ -104,5 +104,15 @@ fn handle(ctx: &Context, from: &str, m: Message) {
                 plugins::on_request(ctx, from, &name);
             }
         }
+        Message::ExperimentCounts {
+            catalog,
+            experiment,
+            generation,
+            delta,
+        } => {
+            if master {
+                crate::experiments::on_counts(ctx, &catalog, &experiment, generation, &delta);
+            }
+        }
     }
 }

@@ -88,6 +88,17 @@ pub fn catalog_for_undeclared(
     }
 }
 
+/// The owner of this node's copy `name`, when `catalog` is that copy.
+pub fn owner_of_copy(name: &[u8], catalog: &SharedCatalog) -> Option<String> {
+    let copies = COPIES.lock();
+    let copy = copies.get(name)?;
+    let same = copy
+        .catalog
+        .as_ref()
+        .is_some_and(|c| Arc::ptr_eq(c, catalog));
+    (same && !copy.owner.is_empty()).then(|| copy.owner.clone())
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -12,11 +12,12 @@ use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
 use crate::commit::commit_verbatim;
+use crate::commit::Applied;
 use crate::datatype::{CatalogValue, CATALOG_TYPE};
 use crate::keys::{catalog_at, catalog_if_any, SharedCatalog};
 use crate::reply::{self, Reply};
 use crate::workers::run_blocking_unless;
-use crate::writes::{self, vector_arg, Applied};
+use crate::writes::{self, vector_arg};
 use recsys_core::pipeline::cost::{runs_inline, search_work};
 
 /// RECSYS.CREATE key DIM d [METRIC IP|COSINE|L2] [M m] [EF_CONSTRUCTION n] [EF_SEARCH n] [QUANT F32|Q8]

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod experiment;
 pub mod model;
 pub mod plugin;
 pub mod recommend;

@@ -7,6 +7,8 @@
 //! timestamp. In a cluster both are routed by the user key and use the
 //! catalog's copy on the user's node (docs/cluster.md).
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use recsys_core::catalog::popularity::{check_event_time, MAX_EVENT_MS, MAX_WEIGHT};
 use recsys_core::pipeline::explain::{Explain, Stage};
 use recsys_core::pipeline::recommend as run_pipeline;
@@ -17,6 +19,7 @@ use recsys_core::user::{
 };
 use recsys_core::vector::from_fp32_blob;
 use recsys_core::Error;
+
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::acl::KeyAccess;
@@ -24,6 +27,7 @@ use crate::args::{Args, CmdResult};
 use crate::cluster;
 use crate::cmd::request_args::{model_fields, pipeline_option, unknown_option};
 use crate::config;
+use crate::experiments;
 use crate::keys::{check_user_key, read_user, wrote, UserFields};
 use crate::plugin_store;
 use crate::reply::{self, Reply};
@@ -33,7 +37,9 @@ use crate::workers::run_blocking_unless;
 use recsys_core::pipeline::cost::{recommend_work, runs_inline};
 
 /// RECSYS.RECOMMEND catalog userkey [K k] [VECTOR blob] [pipeline options]
-/// [WITHSCORES] [WITHSOURCE] [EXPLAIN]
+/// [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT name]: with EXPERIMENT or
+/// EXPLAIN the reply is a map of `items` and `request` + `variant` (the
+/// experiment's) or `explain`.
 pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("catalog key")?;
@@ -41,6 +47,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut req = Request::new(10);
     let mut vector_blob: Option<&[u8]> = None;
     let (mut with_scores, mut with_source, mut explain) = (false, false, false);
+    let mut experiment = None;
     while a.has_more() {
         let kw = a.next_keyword()?;
         if pipeline_option(&kw, &mut a, &mut req)? {
@@ -51,16 +58,29 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "WITHSCORES" => with_scores = true,
             "WITHSOURCE" => with_source = true,
             "EXPLAIN" => explain = true,
+            "EXPERIMENT" => experiment = Some(a.next_str("EXPERIMENT name")?),
             other => {
                 return Err(unknown_option(
                     other,
-                    &["VECTOR", "WITHSCORES", "WITHSOURCE", "EXPLAIN"],
+                    &[
+                        "VECTOR",
+                        "WITHSCORES",
+                        "WITHSOURCE",
+                        "EXPLAIN",
+                        "EXPERIMENT",
+                    ],
                 ))
             }
         }
     }
-    let req = req.validate()?;
     let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read, Some(user))?;
+    let served = match experiment {
+        Some(name) => Some(experiments::serve(
+            ctx, key, &catalog, name, user, &mut req,
+        )?),
+        None => None,
+    };
+    let req = req.validate()?;
     let (dim, fields) = {
         let c = catalog.read();
         (c.params().dim, model_fields(&c, &req)?)
@@ -77,6 +97,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let raw = read_user(ctx, user, &what)?;
     let shape = raw.shape(vector_arg.is_some());
     let inline = runs_inline(recommend_work(&catalog.read(), &shape, &req));
+    let user_key = served.as_ref().map(|_| user.as_slice().to_vec());
 
     Ok(run_blocking_unless(ctx, inline, move || {
         let input = match raw.parse(dim) {
@@ -95,14 +116,21 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 } else {
                     reply::scored(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores)
                 };
-                if explain {
-                    Reply::Map(vec![
-                        ("items".into(), items),
-                        ("explain".into(), explain_reply(&r.explain)),
-                    ])
-                } else {
-                    items
+                if served.is_none() && !explain {
+                    return items;
                 }
+                let mut fields = vec![("items".into(), items)];
+                if let Some(s) = &served {
+                    s.experiment
+                        .count_impression(s.variant, user_key.as_deref().unwrap_or_default());
+                    experiments::IMPRESSIONS.fetch_add(1, Relaxed);
+                    fields.push(("request".into(), Reply::Text(s.request_id.clone())));
+                    fields.push(("variant".into(), Reply::Text(s.variant_name().into())));
+                }
+                if explain {
+                    fields.push(("explain".into(), explain_reply(&r.explain)));
+                }
+                Reply::Map(fields)
             }
             Err(e) => Reply::Error(e),
         }
@@ -173,13 +201,14 @@ fn explain_reply(e: &Explain) -> Reply {
     ])
 }
 
-/// RECSYS.EVENT catalog userkey item [TYPE t] [WEIGHT w] [TS ms]
+/// RECSYS.EVENT catalog userkey item [TYPE t] [WEIGHT w] [TS ms] [REQUEST id]
 pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("catalog key")?;
     let user = a.next_string("user key")?;
     let item = a.next_str("item id")?;
     let (mut kind, mut weight, mut ts) = ("event".to_string(), 1.0f64, None);
+    let mut request = None;
     while a.has_more() {
         match a.next_keyword()?.as_str() {
             "TYPE" => {
@@ -189,9 +218,10 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             }
             "WEIGHT" => weight = a.next_float("WEIGHT", -MAX_WEIGHT, MAX_WEIGHT)?,
             "TS" => ts = Some(a.next_int("TS", 0, MAX_EVENT_MS)?),
+            "REQUEST" => request = Some(a.next_str("REQUEST id")?),
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown option '{other}', expected TYPE, WEIGHT or TS"
+                    "unknown option '{other}', expected TYPE, WEIGHT, TS or REQUEST"
                 )))
             }
         }
@@ -242,11 +272,14 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     );
     drop(u);
     catalog.read().record_popularity(slot, weight, ts);
+    if let Some(id) = request {
+        experiments::credit(ctx, key, &catalog, id, user, &kind, now);
+    }
 
     // Replicate with the timestamp resolved here, so replicas and the AOF
     // compute the same popularity.
     let (w, t) = (weight.to_string(), ts.to_string());
-    let args: [&[u8]; 9] = [
+    let mut args: Vec<&[u8]> = vec![
         key.as_slice(),
         user.as_slice(),
         item.as_bytes(),
@@ -257,6 +290,9 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         b"TS",
         t.as_bytes(),
     ];
+    if let Some(id) = request {
+        args.extend([&b"REQUEST"[..], id.as_bytes()]);
+    }
     replicate(ctx, "RECSYS.EVENT", &args);
     // The user hash and the catalog's popularity both changed.
     wrote(ctx, user, "recsys.event");
