@@ -728,3 +728,124 @@ fn plugins_loaded_on_one_node_reach_every_node() {
     }
     drop(c);
 }
+
+/// The counts of an experiment's REPORT: (variant, impressions, clicks).
+fn experiment_counts(c: &mut Connection, catalog: &str, name: &str) -> Vec<(String, i64, i64)> {
+    let v: Value = redis::cmd("RECSYS.EXPERIMENT.REPORT")
+        .arg(catalog)
+        .arg(name)
+        .query(c)
+        .unwrap();
+    let pairs = |v: &Value| -> Vec<(String, Value)> {
+        match v {
+            Value::Array(a) => a
+                .chunks_exact(2)
+                .map(|p| (text(&p[0]), p[1].clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let top = pairs(&v);
+    let Some((_, Value::Array(variants))) = top.iter().find(|(k, _)| k == "variants") else {
+        panic!("no variants in {v:?}");
+    };
+    variants
+        .iter()
+        .map(|v| {
+            let m = pairs(v);
+            let get = |k: &str| text(&m.iter().find(|(n, _)| n == k).unwrap().1);
+            (
+                get("name"),
+                get("impressions").parse().unwrap(),
+                get("clicks").parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_experiment_set_once_serves_every_master_and_its_report_sums_them() {
+    let _one = one_at_a_time();
+    let cl = Cluster::start(3, 0, &["--cluster-require-full-coverage", "no"]).unwrap();
+    let mut owner = cl.connection_for(b"shop").unwrap();
+    call(&mut owner, &[b"RECSYS.CREATE", b"shop", b"DIM", b"8"]).unwrap();
+    load_items(&mut owner, "shop", &vectors(200, DIM, 3), 0);
+    wait_for_copies(&cl, "shop", 200);
+    let set: String = redis::cmd("RECSYS.EXPERIMENT.SET")
+        .arg(&[
+            "shop", "ab", "VARIANT", "a", "OPTIONS", "K 2", "VARIANT", "b", "OPTIONS", "K 3",
+        ])
+        .query(&mut owner)
+        .unwrap();
+    assert_eq!(set, "OK");
+    // Users on every master are served with their variant by their own
+    // node's copy (once the copy has the experiment, within a second).
+    let users: Vec<String> = (0..300).map(|u| format!("user:{u}")).collect();
+    let nodes: std::collections::BTreeSet<u16> = users
+        .iter()
+        .map(|u| cl.master_of(u.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3);
+    let q = to_fp32_blob(&vectors(1, DIM, 4)[0]);
+    let (mut served, mut clicks) = (0i64, 0i64);
+    for (i, user) in users.iter().enumerate() {
+        let mut c = cl.connection_for(user.as_bytes()).unwrap();
+        let ask = |c: &mut Connection| {
+            call(
+                c,
+                &[
+                    b"RECSYS.RECOMMEND",
+                    b"shop",
+                    user.as_bytes(),
+                    b"VECTOR",
+                    &q,
+                    b"EXPERIMENT",
+                    b"ab",
+                ],
+            )
+        };
+        let mut reply = ask(&mut c);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reply.is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            reply = ask(&mut c);
+        }
+        let reply = reply.unwrap();
+        let Value::Array(fields) = reply else {
+            panic!("{reply:?}")
+        };
+        let (items, request, variant) =
+            (ids(fields[1].clone()), text(&fields[3]), text(&fields[5]));
+        assert_eq!(items.len(), if variant == "a" { 2 } else { 3 });
+        served += 1;
+        if i % 4 == 0 {
+            call(
+                &mut c,
+                &[
+                    b"RECSYS.EVENT",
+                    b"shop",
+                    user.as_bytes(),
+                    items[0].as_bytes(),
+                    b"TYPE",
+                    b"click",
+                    b"REQUEST",
+                    request.as_bytes(),
+                ],
+            )
+            .unwrap();
+            clicks += 1;
+        }
+    }
+    // Each master flushes its counts to the catalog's owner within a second.
+    wait_until(
+        "the owner's report to sum every master",
+        Duration::from_secs(30),
+        || {
+            let r = experiment_counts(&mut owner, "shop", "ab");
+            r.iter().map(|v| v.1).sum::<i64>() == served
+                && r.iter().map(|v| v.2).sum::<i64>() == clicks
+        },
+    );
+    let r = experiment_counts(&mut owner, "shop", "ab");
+    assert!(r.iter().all(|v| v.1 > 50), "{r:?}");
+}

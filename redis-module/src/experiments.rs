@@ -242,7 +242,11 @@ pub fn parse_set(
             let mut req = Request::new(10);
             apply_options(ctx, &v.options, &mut req)
                 .and_then(|_| req.validate())
-                .and_then(|req| model_fields(&catalog, &req))
+                .and_then(|mut req| {
+                    // WHERE is compiled now (bounded in size), so a typo fails here.
+                    req.compile_filter()?;
+                    model_fields(&catalog, &req)
+                })
                 .map_err(|e| format!("variant '{}': OPTIONS: {e}", v.name))?;
         }
     }

@@ -242,7 +242,7 @@ impl Experiment {
         self.remembered.lock().len()
     }
 
-    /// Definition and totals (RDB, AOF, copies).
+    /// Definition, totals and remembered credits (RDB, AOF, copies).
     pub fn encode(&self, w: &mut Writer) {
         w.blob(self.name.as_bytes());
         w.u64(self.generation);
@@ -253,6 +253,11 @@ impl Experiment {
             w.blob(v.options.as_bytes());
         }
         self.counts.totals().encode(w);
+        let remembered = self.remembered.lock();
+        w.u64(remembered.len() as u64);
+        for key in remembered.keys() {
+            w.u64(key);
+        }
     }
 
     pub fn decode(r: &mut Reader) -> std::result::Result<Experiment, String> {
@@ -269,6 +274,16 @@ impl Experiment {
         }
         let e = Experiment::new(&name, generation, variants).map_err(String::from)?;
         e.counts.apply(&Delta::decode(r)?)?;
+        let n = r.count(8)?;
+        if n > request_id::MAX_REMEMBERED {
+            return Err("more remembered credits than an experiment keeps".into());
+        }
+        {
+            let mut remembered = e.remembered.lock();
+            for _ in 0..n {
+                remembered.insert(r.u64()?);
+            }
+        }
         Ok(e)
     }
 
@@ -469,6 +484,18 @@ mod tests {
         let mut set = Experiments::default();
         let e = ab(&[1, 2, 3]);
         e.count_impression(2, b"u");
+        let v = e.assign(b"u");
+        let id = RequestId {
+            experiment: "exp",
+            generation: 42,
+            variant: v,
+            issued_ms: 5,
+            nonce: 1,
+        };
+        assert!(matches!(
+            e.attribute(&id, b"u", "click", 6, 100, true),
+            Attribution::Credited { .. }
+        ));
         let d = e.counts.take_pending();
         e.counts.apply(&d).unwrap();
         set.put(e).unwrap();
@@ -476,6 +503,7 @@ mod tests {
         set.encode(&mut Writer(&mut bytes));
         let back = Experiments::decode(&mut Reader::new(&bytes)).unwrap();
         let b = back.get("exp").unwrap();
+        assert_eq!(b.remembered(), 1, "credits persist");
         assert_eq!(b.variants, set.get("exp").unwrap().variants);
         assert_eq!(b.counts.variants[2].impressions.get(), 1);
         assert_eq!(b.counts.variants[2].users.estimate(), 1);

@@ -105,6 +105,11 @@ impl Remembered {
         self.order.len()
     }
 
+    /// The credits, oldest first (what persists).
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.order.iter().copied()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
