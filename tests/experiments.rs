@@ -456,3 +456,67 @@ fn counts_persist_replicate_and_survive_a_failover() {
         "1"
     );
 }
+
+#[test]
+fn the_documented_walkthrough_runs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/experiments.md")).unwrap();
+    let block = doc
+        .split("<!-- walkthrough -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /walkthrough -->").next())
+        .expect("docs/experiments.md has the walkthrough block");
+    let lines: Vec<&str> = block
+        .lines()
+        .filter(|l| l.starts_with("recsys ") || l.starts_with("redis-cli "))
+        .collect();
+    assert_eq!(lines.len(), 7, "{block}");
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("recsys");
+    for line in &lines {
+        let line = line
+            .replace("127.0.0.1:6379", &format!("127.0.0.1:{}", s.port))
+            .replace("redis-cli ", &format!("redis-cli -p {} ", s.port))
+            .replace("plugins/dist/", &format!("{root}/plugins/dist/"));
+        let line = match line.strip_prefix("recsys ") {
+            Some(rest) => format!("{} {rest}", bin.display()),
+            None => line,
+        };
+        let out = std::process::Command::new("sh")
+            .args(["-c", &line])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && !said.contains("ERR"),
+            "{line}: {said}"
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let v = report["variants"].as_array().unwrap();
+    let (diverse, focused) = (&v[0], &v[1]);
+    assert_eq!(
+        (diverse["name"].as_str(), focused["name"].as_str()),
+        (Some("diverse"), Some("focused"))
+    );
+    let imp = |x: &serde_json::Value| x["impressions"].as_i64().unwrap();
+    assert_eq!(imp(diverse) + imp(focused), 3000);
+    // What the walkthrough says: the focused variant wins, significantly.
+    assert!(
+        focused["ctr"].as_f64() > diverse["ctr"].as_f64(),
+        "{report}"
+    );
+    assert_eq!(focused["ctr_significant"].as_bool(), Some(true), "{report}");
+}
