@@ -397,9 +397,9 @@ fn counts_persist_replicate_and_survive_a_failover() {
     });
     set_ab(&mut m, "K 2", "K 3");
     let mut requests = Vec::new();
-    for u in 0..60 {
+    for (u, v) in vs.iter().enumerate().take(60) {
         let user = format!("user:{u}");
-        let (ids, request, _) = served(&mut m, &user, &vs[u], &[]);
+        let (ids, request, _) = served(&mut m, &user, v, &[]);
         if u % 3 == 0 {
             event(&mut m, &user, &ids[0], "click", &request);
         }

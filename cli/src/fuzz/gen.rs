@@ -8,7 +8,7 @@ use recsys::vector::to_fp32_blob;
 pub const DIM: usize = 8;
 pub const CATALOGS: [&str; 3] = ["fz:c1", "fz:c2", "fz:new"];
 pub const USERS: [&str; 3] = ["fz:u1", "fz:u2", "fz:str"];
-pub const COMMANDS: [&str; 23] = [
+pub const COMMANDS: [&str; 27] = [
     "RECSYS.CREATE",
     "RECSYS.ALTER",
     "RECSYS.ITEM.SET",
@@ -32,9 +32,17 @@ pub const COMMANDS: [&str; 23] = [
     "RECSYS.MODEL.LIST",
     "RECSYS.MODEL.INFO",
     "RECSYS.MODEL.DEL",
+    "RECSYS.EXPERIMENT.SET",
+    "RECSYS.EXPERIMENT.DEL",
+    "RECSYS.EXPERIMENT.REPORT",
+    "RECSYS.EXPERIMENT.SYNC",
 ];
 /// Words the commands know, thrown in at random.
-pub const KEYWORDS: [&str; 51] = [
+pub const KEYWORDS: [&str; 55] = [
+    "EXPERIMENT",
+    "REQUEST",
+    "VARIANT",
+    "OPTIONS",
     "DIM",
     "METRIC",
     "M",
@@ -259,7 +267,11 @@ impl Gen {
             "RECSYS.RECOMMEND" => {
                 a.extend([cat(), self.pick(&USERS).into()]);
                 a.extend([b("K"), (1 + self.below(20)).to_string().into()]);
-                let options: [OptionGen; 17] = [
+                let options: [OptionGen; 18] = [
+                    |g| {
+                        let name = ["fzab", "nope", "bad name"][g.below(3)];
+                        vec![b"EXPERIMENT".to_vec(), name.as_bytes().to_vec()]
+                    },
                     |g| {
                         let names = ["user", "similar", "popular", "latest"];
                         let n = g.below(4);
@@ -365,6 +377,58 @@ impl Gen {
                 if self.chance(0.2) {
                     a.extend([b("TS"), self.nasty()]);
                 }
+                if self.chance(0.3) {
+                    let id = match self.below(3) {
+                        0 => format!(
+                            "fzab:{}:{}:{}:{:016x}",
+                            self.below(3),
+                            self.below(3),
+                            self.below(9),
+                            self.below(99)
+                        )
+                        .into(),
+                        1 => self.nasty(),
+                        _ => b("fzab:1:0:1:0000000000000001"),
+                    };
+                    a.extend([b("REQUEST"), id]);
+                }
+            }
+            "RECSYS.EXPERIMENT.SET" => {
+                a.extend([cat(), self.pick(&["fzab", "fzcd", "bad name"]).into()]);
+                for _ in 0..self.below(4) {
+                    a.extend([b("VARIANT"), self.pick(&["a", "b", "a", ""]).into()]);
+                    if self.chance(0.6) {
+                        a.extend([
+                            b("WEIGHT"),
+                            self.pick(&["0", "1", "90", "-1", "1e99"]).into(),
+                        ]);
+                    }
+                    if self.chance(0.6) {
+                        let options = self.pick(&[
+                            "K 3",
+                            "WHERE 'genre == \"g1\"'",
+                            "FILTER fzfilter ARGS genre=g1",
+                            "K 0",
+                            "WHERE '",
+                            "RANK ctr",
+                            "EXPLAIN",
+                        ]);
+                        a.extend([b("OPTIONS"), options.into()]);
+                    }
+                }
+                if self.chance(0.1) {
+                    a.extend([b("CREATED"), self.nasty()]);
+                }
+            }
+            "RECSYS.EXPERIMENT.DEL" | "RECSYS.EXPERIMENT.REPORT" => {
+                a.extend([cat(), self.pick(&["fzab", "fzcd", "nope"]).into()]);
+            }
+            "RECSYS.EXPERIMENT.SYNC" => {
+                a.extend([
+                    cat(),
+                    self.pick(&["ADD", "STATE", "X"]).into(),
+                    self.nasty(),
+                ]);
             }
             "RECSYS.POPULARITY.SET" => {
                 a.extend([cat(), b("EPOCH"), self.nasty()]);
