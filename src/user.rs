@@ -8,7 +8,10 @@
 //!   hashes of the item ids ([`SeenSet`]: text, `b` and the base64 of 8
 //!   bytes per item, so text clients can read the hash; RECSYS.EVENT adds
 //!   to it, loaders may write it), read by EXCLUDE_SEEN;
-//! - `events:<type>`: number of events of each type (RECSYS.EVENT).
+//! - `events:<type>`: number of events of each type (RECSYS.EVENT);
+//! - `shown`: what RECOMMEND ... NOREPEAT served in the user's last
+//!   requests ([`Shown`]: JSON, newest request first), so a refresh does
+//!   not show the same items again.
 //!
 //! Also the session blend's settings ([`Session`]), which a request or a
 //! catalog default carries.
@@ -24,6 +27,14 @@ pub const RECENT_FIELD: &str = "recent";
 pub const SEEN_FIELD: &str = "seen";
 /// First character of the text form of `seen`.
 pub const SEEN_TEXT_MARK: u8 = b'b';
+/// Hash field with the items recent NOREPEAT requests served ([`Shown`]).
+pub const SHOWN_FIELD: &str = "shown";
+/// Most requests NOREPEAT looks back over.
+pub const MAX_NOREPEAT: usize = 50;
+/// Most item ids `shown` keeps (older requests are dropped first): about
+/// 20 KB of text with 20-byte ids.
+pub const MAX_SHOWN_IDS: usize = 1000;
+
 /// Most items a user's `seen` set holds (about 1.07 MB of text);
 /// RECSYS.EVENT stops adding beyond it (the `recent` list still moves).
 pub const MAX_SEEN_ITEMS: usize = 100_000;
@@ -235,6 +246,54 @@ pub fn format_recent(recent: &[String]) -> String {
     serde_json::to_string(recent).unwrap_or_default()
 }
 
+/// The `shown` field: per request (newest first) the ids it served.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shown(pub Vec<Vec<String>>);
+
+impl Shown {
+    /// Reads the field (absent: nothing shown yet).
+    pub fn parse(raw: Option<&[u8]>, user: impl FnOnce() -> String) -> Result<Shown> {
+        match raw {
+            None => Ok(Shown::default()),
+            Some(bytes) => serde_json::from_slice(bytes).map(Shown).map_err(|_| {
+                Error::invalid(format!(
+                    "field '{SHOWN_FIELD}' of user '{}' must be a JSON array of arrays of item ids (written by RECOMMEND ... NOREPEAT)",
+                    user()
+                ))
+            }),
+        }
+    }
+
+    /// The ids served by the last `requests` requests.
+    pub fn last(&self, requests: usize) -> impl Iterator<Item = &String> {
+        self.0.iter().take(requests).flatten()
+    }
+
+    /// Adds a request's ids in front, keeping at most `requests` requests
+    /// and [`MAX_SHOWN_IDS`] ids (whole requests are dropped, oldest first;
+    /// the newest is cut if it alone is longer).
+    pub fn push(&mut self, served: Vec<String>, requests: usize) {
+        self.0.insert(0, served);
+        self.0.truncate(requests.max(1));
+        let mut total = 0;
+        let mut keep = 0;
+        for (i, r) in self.0.iter_mut().enumerate() {
+            if i > 0 && total + r.len() > MAX_SHOWN_IDS {
+                break;
+            }
+            r.truncate(MAX_SHOWN_IDS - total);
+            total += r.len();
+            keep = i + 1;
+        }
+        self.0.truncate(keep);
+    }
+
+    pub fn to_text(&self) -> String {
+        // Serializing lists of strings cannot fail.
+        serde_json::to_string(&self.0).unwrap_or_default()
+    }
+}
+
 /// Checks an event TYPE (a name: 1..64 letters, digits, '_' or '-').
 pub fn check_event_type(t: &str) -> Result<()> {
     crate::names::check_name("TYPE", t)
@@ -248,6 +307,26 @@ pub fn event_count_field(kind: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_keeps_the_last_requests_within_bounds() {
+        let mut s = Shown::parse(None, || "u".into()).unwrap();
+        let ids = |p: &str, n: usize| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+        s.push(ids("a", 2), 2);
+        s.push(ids("b", 2), 2);
+        s.push(ids("c", 1), 2);
+        assert_eq!(s.0, vec![ids("c", 1), ids("b", 2)]);
+        assert_eq!(s.last(1).collect::<Vec<_>>(), ["c0"]);
+        assert_eq!(s.last(9).count(), 3);
+        let back = Shown::parse(Some(s.to_text().as_bytes()), || "u".into()).unwrap();
+        assert_eq!(back, s);
+        // The id bound drops whole older requests, and cuts a huge newest one.
+        s.push(ids("d", MAX_SHOWN_IDS - 1), 5);
+        assert_eq!(s.0.len(), 2, "c fits, b does not");
+        s.push(ids("e", MAX_SHOWN_IDS + 5), 5);
+        assert_eq!((s.0.len(), s.0[0].len()), (1, MAX_SHOWN_IDS));
+        assert!(Shown::parse(Some(b"[1]"), || "u".into()).is_err());
+    }
 
     #[test]
     fn recent_moves_to_front_and_is_bounded() {

@@ -130,6 +130,16 @@ pub fn drop_in_background<T: Send + 'static>(value: T) {
     }
 }
 
+/// Work that follows a reply on the main thread, with the client's
+/// context (RECOMMEND ... NOREPEAT writes what it served to the user hash).
+pub type Then = Box<dyn FnOnce(&Context) + Send>;
+
+/// What a worker hands the main thread: the reply, and what follows it.
+struct Finished {
+    reply: Reply,
+    then: Option<Then>,
+}
+
 /// A blocked client waiting for a worker's reply, and the command's
 /// timing (recorded when the reply is ready).
 pub struct Blocked {
@@ -179,17 +189,18 @@ impl Blocked {
         }
     }
 
-    /// Hands the reply to the main thread and unblocks the client.
-    pub fn finish(mut self, reply: Reply) {
-        self.unblock(reply);
+    /// Hands the reply (and what follows it) to the main thread and
+    /// unblocks the client.
+    fn finish(mut self, reply: Reply, then: Option<Then>) {
+        self.unblock(reply, then);
         std::mem::forget(self);
     }
 
-    fn unblock(&mut self, reply: Reply) {
+    fn unblock(&mut self, reply: Reply, then: Option<Then>) {
         if let Some((stats, started)) = self.timing.take() {
             stats.record(started, matches!(reply, Reply::Error(_)));
         }
-        let data = Box::into_raw(Box::new(reply)) as *mut c_void;
+        let data = Box::into_raw(Box::new(Finished { reply, then })) as *mut c_void;
         // SAFETY: `client` came from RedisModule_BlockClient and is
         // unblocked once (`finish` forgets self, so `drop` does not run).
         unsafe { raw::RedisModule_UnblockClient.unwrap()(self.client, data) };
@@ -199,7 +210,7 @@ impl Blocked {
 impl Drop for Blocked {
     fn drop(&mut self) {
         // A job that never produced a reply still must unblock its client.
-        self.unblock(Reply::internal("request was dropped"));
+        self.unblock(Reply::internal("request was dropped"), None);
     }
 }
 
@@ -210,11 +221,15 @@ extern "C" fn reply_callback(
 ) -> c_int {
     let written = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: called by Redis on the main thread with the privdata we
-        // passed: a Box<Reply> from `finish`/`drop`, alive until `free_reply`.
+        // passed: a Box<Finished> from `finish`/`drop`, alive until
+        // `free_reply`, and only used here (one call per blocked client).
         unsafe {
-            let data = raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *const Reply;
-            if let Some(reply) = data.as_ref() {
-                reply.write(ctx);
+            let data = raw::RedisModule_GetBlockedClientPrivateData.unwrap()(ctx) as *mut Finished;
+            if let Some(finished) = data.as_mut() {
+                finished.reply.write(ctx);
+                if let Some(then) = finished.then.take() {
+                    then(&Context::new(ctx));
+                }
             }
         }
     }));
@@ -231,8 +246,8 @@ extern "C" fn free_reply(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     if !data.is_null() {
         // Dropping a reply tree cannot panic; the guard keeps it that way.
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: `data` is the Box<Reply> leaked in `finish`/`drop`.
-            drop(unsafe { Box::from_raw(data as *mut Reply) });
+            // SAFETY: `data` is the Box<Finished> leaked in `finish`/`drop`.
+            drop(unsafe { Box::from_raw(data as *mut Finished) });
         }));
     }
 }
@@ -240,12 +255,18 @@ extern "C" fn free_reply(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
 /// Runs `job` on a worker; its reply (or a panic turned into an error)
 /// unblocks the client. Without a pool the job runs inline.
 pub fn spawn(blocked: Blocked, job: impl FnOnce() -> Reply + Send + 'static) {
+    spawn_then(blocked, move || (job(), None));
+}
+
+/// [`spawn`] for a job whose reply may be followed by work on the main
+/// thread.
+fn spawn_then(blocked: Blocked, job: impl FnOnce() -> (Reply, Option<Then>) + Send + 'static) {
     let run = move || {
         blocked.measure(true);
-        let reply = catch_unwind(AssertUnwindSafe(job))
-            .unwrap_or_else(|p| Reply::internal(panic_message(&p)));
+        let (reply, then) = catch_unwind(AssertUnwindSafe(job))
+            .unwrap_or_else(|p| (Reply::internal(panic_message(&p)), None));
         blocked.measure(false);
-        blocked.finish(reply);
+        blocked.finish(reply, then);
     };
     match POOL.get() {
         Some(tx) => {
@@ -278,16 +299,33 @@ pub fn run_blocking_unless(
     inline: bool,
     job: impl FnOnce() -> Reply + Send + 'static,
 ) -> Reply {
+    run_then_unless(ctx, inline, move || (job(), None))
+}
+
+/// Like [`run_blocking_unless`] for a job that may leave work to do on the
+/// main thread right after its reply (with the client's context).
+pub fn run_then_unless(
+    ctx: &Context,
+    inline: bool,
+    job: impl FnOnce() -> (Reply, Option<Then>) + Send + 'static,
+) -> Reply {
+    let now = |job: Box<dyn FnOnce() -> (Reply, Option<Then>)>| {
+        let (reply, then) = job();
+        if let Some(then) = then {
+            then(ctx);
+        }
+        reply
+    };
     if inline {
         INLINE.fetch_add(1, Relaxed);
-        return job();
+        return now(Box::new(job));
     }
     if !can_block(ctx) {
-        return job();
+        return now(Box::new(job));
     }
     HANDED.fetch_add(1, Relaxed);
     // SAFETY: the command's live context, and blocking is allowed here.
-    spawn(unsafe { Blocked::new(ctx.ctx) }, job);
+    spawn_then(unsafe { Blocked::new(ctx.ctx) }, job);
     Reply::Blocked
 }
 

@@ -1,6 +1,7 @@
 //! The byte format of a catalog (RDB payloads, COPY): the index snapshot,
 //! then the items (slot, id, ATTRS), then tagged sections (popularity,
-//! default SESSION and SEQUENCE weight, write-log position, experiments,
+//! default SESSION and SEQUENCE weight, write-log position, the order items
+//! were added in, experiments,
 //! models). Decoding checks every record against the index and refuses
 //! anything inconsistent.
 
@@ -24,6 +25,8 @@ const MODELS_TAG: u32 = 0x4D4F_444C; // "MODL"
 const SESSION_TAG: u32 = 0x5345_5353; // "SESS"
 /// Section tag of the default SEQUENCE weight.
 const SEQUENCE_TAG: u32 = 0x544F_5752; // "TOWR"
+/// Section tag of the order items were added in.
+const RECENCY_TAG: u32 = 0x5245_434E; // "RECN"
 /// Section tag of the experiments.
 const EXPERIMENTS_TAG: u32 = 0x4558_5045; // "EXPE"
 /// Section tag of the write-log position.
@@ -74,6 +77,10 @@ impl Catalog {
             w.u64(self.log.seq);
             w.0.extend_from_slice(&self.log.hash);
         }
+        w.u32(RECENCY_TAG);
+        self.recency.encode(&mut w, |s| {
+            self.index.is_live(s) && self.ids.id(s).is_some()
+        });
         if !self.experiments.is_empty() {
             w.u32(EXPERIMENTS_TAG);
             self.experiments.encode(&mut w);
@@ -131,6 +138,7 @@ impl Catalog {
         let mut sequence_default = None;
         let mut log = LogPos::ZERO;
         let mut experiments = Experiments::default();
+        let mut recency = None;
         while r.remaining() > 0 {
             match r.u32()? {
                 SESSION_TAG => {
@@ -149,6 +157,7 @@ impl Catalog {
                     log.hash.copy_from_slice(r.take(super::log::HASH_BYTES)?);
                 }
                 EXPERIMENTS_TAG => experiments = Experiments::decode(&mut r)?,
+                RECENCY_TAG => recency = Some(super::recency::Recency::decode(&mut r, slots)?),
                 POPULARITY_TAG => popularity = Popularity::decode(&mut r, slots)?,
                 MODELS_TAG => {
                     models = ModelSet::decode(&mut r, index.params().dim, &mut restore_notes)?;
@@ -156,8 +165,24 @@ impl Catalog {
                 _ => return Err("unknown section after the items".into()),
             }
         }
+        // Before the order was kept: the items in slot order.
+        let recency = recency.unwrap_or_else(|| {
+            let mut rec = super::recency::Recency::default();
+            for s in 0..slots as u32 {
+                if ids.id(s).is_some() {
+                    rec.inserted(s);
+                }
+            }
+            rec
+        });
+        for s in 0..slots as u32 {
+            if (recency.added(s) != 0) != ids.id(s).is_some() {
+                return Err(format!("slot {s}: item order and items disagree"));
+            }
+        }
         Ok(Catalog {
             index,
+            recency,
             ids,
             attrs,
             columns,

@@ -4,6 +4,7 @@
 //!
 //! - this file: the item store (ids, vectors, attributes, searches);
 //! - [`popularity`]: time-decayed popularity per item;
+//! - [`recency`]: the order items were added in (FALLBACK latest);
 //! - [`ids`]: item ids by slot and slots by id;
 //! - [`encoding`]: the catalog's byte format (RDB, COPY);
 //! - [`log`]: the catalog's position in its write history (cluster copies).
@@ -15,6 +16,7 @@ pub mod encoding;
 pub mod ids;
 pub mod log;
 pub mod popularity;
+pub mod recency;
 
 use crate::error::{Error, Result};
 use crate::experiment::Experiments;
@@ -27,6 +29,7 @@ use crate::vector::check_finite;
 use ids::ItemIds;
 use log::LogPos;
 use popularity::Popularity;
+use recency::Recency;
 
 /// Longest item id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 1024;
@@ -66,6 +69,8 @@ pub struct Catalog {
     columns: Columns,
     /// Time-decayed popularity per slot.
     popularity: Popularity,
+    /// The order items were added in.
+    recency: Recency,
     /// Ranking and query models (RECSYS.MODEL.*).
     models: ModelSet,
     /// A/B experiments (RECSYS.EXPERIMENT.*).
@@ -123,6 +128,7 @@ impl Catalog {
             attrs: Vec::new(),
             columns: Columns::default(),
             popularity: Popularity::default(),
+            recency: Recency::default(),
             models: ModelSet::default(),
             experiments: Experiments::default(),
             restore_notes: Vec::new(),
@@ -243,6 +249,7 @@ impl Catalog {
             .set(slot as u32, attrs.as_ref().map(Attrs::object));
         put_attrs(&mut self.attrs, slot as u32, attrs.map(Attrs::into_json));
         self.popularity.clear(slot as u32);
+        self.recency.inserted(slot as u32);
         Ok(created)
     }
 
@@ -263,6 +270,7 @@ impl Catalog {
         put_attrs(&mut self.attrs, slot, None);
         self.columns.clear(slot);
         self.popularity.clear(slot);
+        self.recency.removed(slot);
     }
 
     /// Deletes an item; returns false when it did not exist.
@@ -343,6 +351,18 @@ impl Catalog {
             })
             .collect();
         (self.popularity.epoch_ms(), records)
+    }
+
+    /// Live slots accepted by `accept`, newest first (the most recently
+    /// added or set), at most `n`.
+    pub fn newest(&self, n: usize, accept: impl Fn(u32) -> bool) -> Vec<u32> {
+        self.recency.newest(n, accept)
+    }
+
+    /// Live slots in the order their items were added (oldest first).
+    pub fn slots_in_added_order(&self) -> Vec<u32> {
+        self.recency
+            .order(|s| self.index.is_live(s) && self.ids.id(s).is_some())
     }
 
     /// Live slots by decreasing popularity (ties by slot), accepted by `accept`,
@@ -439,6 +459,7 @@ impl Catalog {
             + self.popularity.heap_bytes()
             + self.models.memory_bytes()
             + self.experiments.memory_bytes()
+            + self.recency.memory_bytes()
     }
 
     /// The catalog's content as sequences of byte strings, in an order that
@@ -470,12 +491,15 @@ impl Catalog {
         }
     }
 
-    /// Live items in slot order: (id, stored vector, attributes).
+    /// Live items in the order they were added (AOF rewrite writes them
+    /// so, and a replay numbers them alike): (id, stored vector, attributes).
     pub fn items(&self) -> impl Iterator<Item = (&str, Vec<f32>, Option<&str>)> + '_ {
-        (0..self.index.slots() as u32).filter_map(move |s| {
-            let id = self.id_of(s)?;
-            Some((id, self.index.vector(s), self.attrs_of(s)))
-        })
+        self.slots_in_added_order()
+            .into_iter()
+            .filter_map(move |s| {
+                let id = self.id_of(s)?;
+                Some((id, self.index.vector(s), self.attrs_of(s)))
+            })
     }
 }
 

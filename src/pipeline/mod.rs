@@ -98,7 +98,7 @@ pub fn recommend(
                 .unwrap_or(default_source),
         })
         .collect();
-    if req.fallback.is_some() && items.len() < req.k {
+    if let (Some(which), true) = (req.fallback, items.len() < req.k) {
         let taken: Vec<u32> = items
             .iter()
             .filter_map(|(id, _)| catalog.slot_of(id))
@@ -110,7 +110,7 @@ pub fn recommend(
         } else {
             need
         };
-        let extra = retrieve::fallback_popular(catalog, user, req, &taken, fetch)?;
+        let extra = retrieve::fallback(catalog, user, req, which, &taken, fetch)?;
         let extra = plugins::apply_filters(catalog, user, req, host, extra, &mut ex)?;
         for (slot, score) in extra.into_iter().take(need) {
             if let Some(id) = catalog.id_of(slot) {

@@ -24,7 +24,7 @@ use crate::pipeline::examples::{best_score, Plan};
 use crate::pipeline::explain::Explain;
 use crate::pipeline::filter::{Filter, FilterEval, EVAL_BUDGET};
 use crate::pipeline::request::{Request, UserInput};
-use crate::pipeline::sources::{merge, Source, SIMILAR_SEEDS};
+use crate::pipeline::sources::{merge, Fallback, Source, SIMILAR_SEEDS};
 use crate::rng::SplitMix;
 use crate::user::SeenSet;
 
@@ -411,20 +411,25 @@ pub fn retrieve(
     Ok(scored)
 }
 
-/// FALLBACK popular: up to `n` of the most popular items admitted as
+/// FALLBACK: up to `n` items, the most popular or the newest, admitted as
 /// retrieval admits them (WHERE, EXCLUDE_SEEN, EXCLUDE, the examples),
 /// leaving out `taken`, scored by popularity.
-pub fn fallback_popular(
+pub fn fallback(
     catalog: &Catalog,
     user: &UserInput,
     req: &Request,
+    which: Fallback,
     taken: &[u32],
     n: usize,
 ) -> Result<Vec<(u32, f32)>> {
     let filter = req.compiled_filter()?;
     let admission = Admission::new(catalog, user, req, filter.as_deref());
-    Ok(catalog
-        .most_popular(n, |slot| !taken.contains(&slot) && admission.accepts(slot))
+    let accept = |slot: u32| !taken.contains(&slot) && admission.accepts(slot);
+    let slots = match which {
+        Fallback::Popular => catalog.most_popular(n, accept),
+        Fallback::Latest => catalog.newest(n, accept),
+    };
+    Ok(slots
         .into_iter()
         .map(|s| (s, catalog.popularity_at(s, user.now_ms) as f32))
         .collect())

@@ -132,12 +132,19 @@ pub fn merge(
 /// What fills a list the pipeline left shorter than K.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
+    /// The most popular items.
     Popular,
+    /// The items added (or set) most recently.
+    Latest,
 }
 
 impl Fallback {
     pub fn parse(text: &str) -> Result<Fallback> {
-        crate::names::one_of("FALLBACK", text, &[("popular", Fallback::Popular)])
+        crate::names::one_of(
+            "FALLBACK",
+            text,
+            &[("popular", Fallback::Popular), ("latest", Fallback::Latest)],
+        )
     }
 }
 

@@ -291,7 +291,7 @@ impl Gen {
                     |g| {
                         let mut o = vec![
                             b"FALLBACK".to_vec(),
-                            [&b"popular"[..], b"none"][g.below(2)].to_vec(),
+                            [&b"popular"[..], b"latest", b"none"][g.below(3)].to_vec(),
                         ];
                         if g.below(2) == 0 {
                             o.push(b"WITHSOURCE".to_vec());

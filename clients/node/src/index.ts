@@ -102,7 +102,7 @@ export interface PipelineOptions {
   sources?: [string, number][];
   merge?: 'RRF' | 'SCORE';
   /** What fills K when the pipeline returns fewer. */
-  fallback?: 'popular';
+  fallback?: 'popular' | 'latest';
 }
 
 /** An example item: its id, or [id, weight]. */
@@ -126,6 +126,8 @@ export interface RecommendOptions extends PipelineOptions {
   withSource?: boolean;
   /** Serve with this experiment's variant for the user (see requestId, variant). */
   experiment?: string;
+  /** Do not serve what the user's last n such requests served (recorded in the user hash). */
+  noRepeat?: number;
 }
 
 export interface Recommendations {
@@ -360,6 +362,7 @@ export class Recsys {
     if (o.withSource) a.push('WITHSOURCE');
     if (o.explain) a.push('EXPLAIN');
     if (o.experiment !== undefined) a.push('EXPERIMENT', o.experiment);
+    if (o.noRepeat !== undefined) a.push('NOREPEAT', num(o.noRepeat));
     const r = await this.send(a);
     if (o.explain || o.experiment !== undefined) {
       const m = new Map(entries(r));

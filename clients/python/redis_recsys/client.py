@@ -256,6 +256,7 @@ class _Commands:
         explain: bool = False,
         with_source: bool = False,
         experiment: Optional[str] = None,
+        norepeat: Optional[int] = None,
         **options: Any,
     ) -> Any:
         """RECSYS.RECOMMEND: user vector, retrieval, filters, ranking, ordering.
@@ -268,11 +269,13 @@ class _Commands:
         of (id, weight) pairs, or a dict id -> weight) and strategy
         ("AVERAGE" or "BEST_SCORE"), sources ((name, share) pairs: "user",
         "similar", "popular"), merge ("RRF" or "SCORE"), fallback
-        ("popular"). A user key that holds no hash ("-") recommends from the
+        ("popular" or "latest"). A user key that holds no hash ("-") recommends from the
         examples alone. with_source: each hit's .source says which source
         found it. experiment: serve with this experiment's variant for the
         user; the answer's .request_id and .variant say which (pass
-        request_id to event() to credit clicks).
+        request_id to event() to credit clicks). norepeat: n, do not serve
+        what the user's last n such requests served (a refresh shows new
+        items; the module records them in the user hash).
         """
         args: List[Any] = ["RECSYS.RECOMMEND", catalog, user, "K", _num(k)]
         if vector is not None:
@@ -284,6 +287,8 @@ class _Commands:
             args.append("EXPLAIN")
         if experiment is not None:
             args += ["EXPERIMENT", experiment]
+        if norepeat is not None:
+            args += ["NOREPEAT", _num(norepeat)]
 
         def parse(r: Any) -> Recommendations:
             if not explain and experiment is None:

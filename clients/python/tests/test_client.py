@@ -79,6 +79,10 @@ def test_recommend_with_events_filters_and_explain(client):
         fallback="popular", with_source=True,
     )
     assert len(mixed.hits) == 3 and all(h.source in ("user", "popular", "fallback") for h in mixed.hits)
+    # NOREPEAT: a refresh serves new items.
+    first = rs.recommend("shop", "user:7", k=2, norepeat=1).ids
+    second = rs.recommend("shop", "user:7", k=2, norepeat=1).ids
+    assert len(first) == 2 and not set(first) & set(second)
 
 
 def test_errors_are_redis_errors_with_the_reason(client):

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod catalog;
 pub mod experiment;
 pub mod model;
+pub mod norepeat;
 pub mod plugin;
 pub mod recommend;
 pub mod request_args;

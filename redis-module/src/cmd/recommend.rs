@@ -15,7 +15,7 @@ use recsys_core::pipeline::recommend as run_pipeline;
 use recsys_core::pipeline::request::{Request, UserInput};
 use recsys_core::user::{
     check_event_type, event_count_field, format_recent, parse_recent, push_recent, SeenSet,
-    RECENT_FIELD, SEEN_FIELD,
+    MAX_NOREPEAT, RECENT_FIELD, SEEN_FIELD,
 };
 use recsys_core::vector::from_fp32_blob;
 use recsys_core::Error;
@@ -33,11 +33,12 @@ use crate::plugin_store;
 use crate::reply::{self, Reply};
 use crate::util::{now_ms, redis_string, replicate};
 
-use crate::workers::run_blocking_unless;
+use crate::cmd::norepeat;
+use crate::workers::run_then_unless;
 use recsys_core::pipeline::cost::{recommend_work, runs_inline};
 
 /// RECSYS.RECOMMEND catalog userkey [K k] [VECTOR blob] [pipeline options]
-/// [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT name]: with EXPERIMENT or
+/// [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT name] [NOREPEAT n]: with EXPERIMENT or
 /// EXPLAIN the reply is a map of `items` and `request` + `variant` (the
 /// experiment's) or `explain`.
 pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
@@ -47,7 +48,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut req = Request::new(10);
     let mut vector_blob: Option<&[u8]> = None;
     let (mut with_scores, mut with_source, mut explain) = (false, false, false);
-    let mut experiment = None;
+    let (mut experiment, mut norepeat) = (None, None);
     while a.has_more() {
         let kw = a.next_keyword()?;
         if pipeline_option(&kw, &mut a, &mut req)? {
@@ -59,6 +60,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             "WITHSOURCE" => with_source = true,
             "EXPLAIN" => explain = true,
             "EXPERIMENT" => experiment = Some(a.next_str("EXPERIMENT name")?),
+            "NOREPEAT" => norepeat = Some(a.next_usize("NOREPEAT", 1, MAX_NOREPEAT)?),
             other => {
                 return Err(unknown_option(
                     other,
@@ -68,6 +70,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                         "WITHSOURCE",
                         "EXPLAIN",
                         "EXPERIMENT",
+                        "NOREPEAT",
                     ],
                 ))
             }
@@ -80,6 +83,10 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         )?),
         None => None,
     };
+    if let Some(n) = norepeat {
+        let shown = norepeat::shown_before(ctx, user)?;
+        req.exclude.extend(shown.last(n).cloned());
+    }
     let req = req.validate()?;
     let (dim, fields) = {
         let c = catalog.read();
@@ -97,43 +104,54 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let raw = read_user(ctx, user, &what)?;
     let shape = raw.shape(vector_arg.is_some());
     let inline = runs_inline(recommend_work(&catalog.read(), &shape, &req));
-    let user_key = served.as_ref().map(|_| user.as_slice().to_vec());
+    let user_key = user.as_slice().to_vec();
 
-    Ok(run_blocking_unless(ctx, inline, move || {
-        let input = match raw.parse(dim) {
-            Ok(input) => UserInput {
-                vector_arg,
-                ..input
-            },
-            Err(e) => return Reply::Error(e),
-        };
-        let c = catalog.read();
-        match run_pipeline(&c, &input, &req, plugin_store::host()) {
-            Ok(r) => {
-                crate::metrics::record_stages(&r.explain.stage_us);
-                let items = if with_source {
-                    reply::with_source(&r.items, &r.sources, with_scores)
-                } else {
-                    reply::scored(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores)
-                };
-                if served.is_none() && !explain {
-                    return items;
+    Ok(run_then_unless(ctx, inline, move || {
+        // The ids served, for NOREPEAT to remember after the reply.
+        let mut shown: Option<Vec<String>> = None;
+        let reply = (|| {
+            let input = match raw.parse(dim) {
+                Ok(input) => UserInput {
+                    vector_arg,
+                    ..input
+                },
+                Err(e) => return Reply::Error(e),
+            };
+            let c = catalog.read();
+            match run_pipeline(&c, &input, &req, plugin_store::host()) {
+                Ok(r) => {
+                    crate::metrics::record_stages(&r.explain.stage_us);
+                    if norepeat.is_some() {
+                        shown = Some(r.items.iter().map(|(id, _)| id.clone()).collect());
+                    }
+                    let items = if with_source {
+                        reply::with_source(&r.items, &r.sources, with_scores)
+                    } else {
+                        reply::scored(r.items.iter().map(|(id, s)| (id.as_str(), *s)), with_scores)
+                    };
+                    if served.is_none() && !explain {
+                        return items;
+                    }
+                    let mut fields = vec![("items".into(), items)];
+                    if let Some(s) = &served {
+                        s.experiment.count_impression(s.variant, &user_key);
+                        experiments::IMPRESSIONS.fetch_add(1, Relaxed);
+                        fields.push(("request".into(), Reply::Text(s.request_id.clone())));
+                        fields.push(("variant".into(), Reply::Text(s.variant_name().into())));
+                    }
+                    if explain {
+                        fields.push(("explain".into(), explain_reply(&r.explain)));
+                    }
+                    Reply::Map(fields)
                 }
-                let mut fields = vec![("items".into(), items)];
-                if let Some(s) = &served {
-                    s.experiment
-                        .count_impression(s.variant, user_key.as_deref().unwrap_or_default());
-                    experiments::IMPRESSIONS.fetch_add(1, Relaxed);
-                    fields.push(("request".into(), Reply::Text(s.request_id.clone())));
-                    fields.push(("variant".into(), Reply::Text(s.variant_name().into())));
-                }
-                if explain {
-                    fields.push(("explain".into(), explain_reply(&r.explain)));
-                }
-                Reply::Map(fields)
+                Err(e) => Reply::Error(e),
             }
-            Err(e) => Reply::Error(e),
-        }
+        })();
+        let then = match (norepeat, shown) {
+            (Some(n), Some(ids)) => Some(norepeat::remember(user_key, ids, n)),
+            _ => None,
+        };
+        (reply, then)
     }))
 }
 

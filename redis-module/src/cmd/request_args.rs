@@ -132,7 +132,7 @@ pub const PIPELINE_OPTIONS: &[PipelineOption] = &[
     },
     PipelineOption {
         name: "FALLBACK",
-        syntax: "[FALLBACK fallback=(POPULAR)]",
+        syntax: "[FALLBACK fallback=(POPULAR | LATEST)]",
         parse: |_, a, r| {
             r.fallback = Some(Fallback::parse(a.next_str("FALLBACK")?)?);
             Ok(())
