@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{call, vectors, wasm};
+use common::{call, pairs, text, vectors, wasm};
 use recsys::vector::to_fp32_blob;
 use recsys_cli::cluster::Cluster;
 use redis::cluster::ClusterConnection;
@@ -114,15 +114,6 @@ impl Reader {
         self.stop.store(true, Relaxed);
         let (errors, first) = self.thread.join().unwrap();
         (self.ok.load(Relaxed), errors, first)
-    }
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        other => format!("{other:?}"),
     }
 }
 
@@ -736,15 +727,6 @@ fn experiment_counts(c: &mut Connection, catalog: &str, name: &str) -> Vec<(Stri
         .arg(name)
         .query(c)
         .unwrap();
-    let pairs = |v: &Value| -> Vec<(String, Value)> {
-        match v {
-            Value::Array(a) => a
-                .chunks_exact(2)
-                .map(|p| (text(&p[0]), p[1].clone()))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
     let top = pairs(&v);
     let Some((_, Value::Array(variants))) = top.iter().find(|(k, _)| k == "variants") else {
         panic!("no variants in {v:?}");

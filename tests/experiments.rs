@@ -13,26 +13,6 @@ use recsys_cli::verbs::simulate::{report, simulate, Simulate, VariantReport};
 use redis::{Connection, Value};
 use sha2::{Digest, Sha256};
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn pairs(v: &Value) -> Vec<(String, Value)> {
-    match v {
-        Value::Array(a) => a
-            .chunks_exact(2)
-            .map(|p| (text(&p[0]), p[1].clone()))
-            .collect(),
-        Value::Map(m) => m.iter().map(|(k, v)| (text(k), v.clone())).collect(),
-        other => panic!("expected a map, got {other:?}"),
-    }
-}
-
 /// A RECOMMEND ... EXPERIMENT answer: ids, request id, variant.
 fn served(
     c: &mut Connection,

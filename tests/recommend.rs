@@ -1222,8 +1222,8 @@ fn sources_merge_by_rrf_and_fallback_fills_k() {
         ("K 5 SOURCES 1 user 5 MERGE MAX", "unknown MERGE 'MAX'"),
         ("K 5 MERGE RRF", "MERGE needs SOURCES"),
         (
-            "K 5 FALLBACK latest",
-            "unknown FALLBACK 'latest', expected popular",
+            "K 5 FALLBACK oldest",
+            "unknown FALLBACK 'oldest', expected popular or latest",
         ),
     ] {
         let e = err_line(&mut c, &format!("RECSYS.RECOMMEND cat u {opts}"));

@@ -220,7 +220,7 @@ command_table! {
     Spec { name: "RECSYS.RECOMMEND", handler: r::recommend, flags: "readonly", arity: -3, keys: &[KeyUse::Read, KeyUse::Read],
         summary: "Recommends items for a user: user vector, retrieval, filters, ranking, ordering (runs on a worker thread)",
         complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering",
-        syntax: "catalog:key user:key [K k:integer] [VECTOR vector:string] {pipeline} [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT experiment:string]" },
+        syntax: "catalog:key user:key [K k:integer] [VECTOR vector:string] {pipeline} [NOREPEAT norepeat:integer] [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT experiment:string]" },
     Spec { name: "RECSYS.EVENT", handler: r::event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Update, KeyUse::Update],
         summary: "Records an interaction: the user's recent items and the item's popularity; REQUEST credits it to an experiment's variant", complexity: "O(HISTORY)",
         syntax: "catalog:key user:key item:string [TYPE type:string] [WEIGHT weight:double] [TS ts:integer] [REQUEST request:string]" },

@@ -17,7 +17,6 @@
 //! most the last second's pending counts.
 
 use std::collections::BTreeMap;
-use std::os::raw::c_void;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
@@ -30,7 +29,7 @@ use recsys_core::experiment::request_id::{next_nonce, RequestId};
 use recsys_core::experiment::{Attribution, Experiment, Variant, MAX_VARIANTS, MAX_WEIGHT};
 use recsys_core::pipeline::request::Request;
 use recsys_core::Error;
-use redis_module::{raw, Context, RedisString};
+use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
 use crate::cluster;
@@ -38,7 +37,7 @@ use crate::cmd::request_args::{model_fields, pipeline_option};
 use crate::commit::{changed, commit, Applied, WriteReply};
 use crate::config;
 use crate::keys::{holds_catalog, SharedCatalog};
-use crate::util::{log_warning, now_ms, panic_message, redis_string, select_db, selected_db};
+use crate::util::{log_warning, now_ms, redis_string, select_db, selected_db};
 
 /// How often pending counts are flushed.
 pub const FLUSH_MS: i64 = 1000;
@@ -441,27 +440,7 @@ pub fn flush(ctx: &Context) {
 
 /// Starts the flush timer (module load).
 pub fn init(ctx: &Context) {
-    arm_timer(ctx);
-}
-
-fn arm_timer(ctx: &Context) {
-    // SAFETY: the API table is set at init; main thread.
-    unsafe {
-        if let Some(create) = raw::RedisModule_CreateTimer {
-            create(ctx.ctx, FLUSH_MS, Some(on_timer), std::ptr::null_mut());
-        }
-    }
-}
-
-extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    let ctx = Context::new(ctx);
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flush(&ctx))) {
-        log_warning(&format!(
-            "recsys: experiment flush failed: {}",
-            panic_message(&p)
-        ));
-    }
-    arm_timer(&ctx);
+    crate::util::every(ctx, FLUSH_MS, "experiment flush", flush);
 }
 
 /// `INFO recsys` fields of experiments.

@@ -1,9 +1,11 @@
 //! Small helpers shared by the glue: panic payloads, the selected database,
-//! replication of binary-safe commands, the clock, and logging that nothing
-//! can make panic.
+//! replication of binary-safe commands, the clock, timers that repeat, and
+//! logging that nothing can make panic.
 
 use std::any::Any;
 use std::ffi::CString;
+use std::os::raw::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use redis_module::{raw, Context, RedisString};
 
@@ -16,6 +18,47 @@ pub fn panic_message(p: &Box<dyn Any + Send>) -> String {
     } else {
         "unknown panic".to_string()
     }
+}
+
+/// A job that runs every `period_ms` on the main thread.
+struct Repeat {
+    period_ms: i64,
+    what: &'static str,
+    tick: fn(&Context),
+}
+
+/// Calls `tick` on the main thread every `period_ms` milliseconds, from a
+/// module timer that re-arms itself after each call (for the life of the
+/// process); a panic in `tick` is logged as `what` failing, and the timer
+/// goes on.
+pub fn every(ctx: &Context, period_ms: i64, what: &'static str, tick: fn(&Context)) {
+    let job = Box::into_raw(Box::new(Repeat {
+        period_ms,
+        what,
+        tick,
+    }));
+    arm(ctx, job);
+}
+
+fn arm(ctx: &Context, job: *mut Repeat) {
+    // SAFETY: the API table is set at init; main thread; `job` lives for
+    // the process (leaked by `every`).
+    unsafe {
+        if let Some(create) = raw::RedisModule_CreateTimer {
+            create(ctx.ctx, (*job).period_ms, Some(fire), job as *mut c_void);
+        }
+    }
+}
+
+extern "C" fn fire(ctx: *mut raw::RedisModuleCtx, job: *mut c_void) {
+    let ctx = Context::new(ctx);
+    let job = job as *mut Repeat;
+    // SAFETY: the Repeat leaked by `every`, never freed.
+    let (what, tick) = unsafe { ((*job).what, (*job).tick) };
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| tick(&ctx))) {
+        log_warning(&format!("recsys: {what} failed: {}", panic_message(&p)));
+    }
+    arm(&ctx, job);
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

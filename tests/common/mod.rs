@@ -15,6 +15,28 @@ pub fn server_with(module_args: &[&str], extra: &[&str]) -> RedisServer {
     RedisServer::start(module_args, extra).expect("start redis-server with the module")
 }
 
+/// A reply value as text (ids, names, numbers).
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A map reply (a RESP2 flat array or a RESP3 map) as pairs.
+pub fn pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Array(a) => a
+            .chunks_exact(2)
+            .map(|p| (text(&p[0]), p[1].clone()))
+            .collect(),
+        Value::Map(m) => m.iter().map(|(k, v)| (text(k), v.clone())).collect(),
+        other => panic!("expected a map, got {other:?}"),
+    }
+}
+
 /// Runs a command and returns the raw reply (errors become `Err`).
 pub fn call(c: &mut Connection, args: &[&[u8]]) -> redis::RedisResult<Value> {
     let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());

@@ -93,6 +93,16 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             "20",
         ],
     );
+    // An experiment whose two variants change nothing: its own cost.
+    let _: () = redis::cmd("RECSYS.EXPERIMENT.SET")
+        .arg(&[
+            "bench", "ab", "VARIANT", "a", "VARIANT", "b", "OPTIONS", "K 10",
+        ])
+        .query(&mut c)?;
+    let experiment = recommend_args(
+        b.users,
+        &["WHERE", WHERE, "EXCLUDE_SEEN", "EXPERIMENT", "ab"],
+    );
     let mut event: Vec<String> = vec![
         "-r".into(),
         n(b.items.min(b.users)),
@@ -132,6 +142,11 @@ pub fn run(b: &RecommendBench) -> Result<()> {
             args: &sources,
         },
         Case {
+            name: "same with EXPERIMENT ab (2 variants, options that change nothing)",
+            clients: b.clients,
+            args: &experiment,
+        },
+        Case {
             name: "same RECOMMEND at 16 clients (the seed article's concurrency)",
             clients: 16,
             args: &recommend,
@@ -154,6 +169,10 @@ pub fn run(b: &RecommendBench) -> Result<()> {
     println!(
         "three SOURCES (user, similar, popular; the same 200 candidates): a request costs {:.2}x the plain RECOMMEND's",
         plain / runs[4].median().rps
+    );
+    println!(
+        "EXPERIMENT (assignment, the variant's options, a request id, counting): a request costs {:.2}x the plain RECOMMEND's",
+        plain / runs[5].median().rps
     );
     explain_split(&mut c, b)
 }

@@ -239,7 +239,7 @@ pub fn init(ctx: &Context) -> Result<(), String> {
             return Err("cannot subscribe to loading events".into());
         }
     }
-    arm_timer(ctx);
+    crate::util::every(ctx, ANNOUNCE_MS, "cluster tick", tick);
     Ok(())
 }
 
@@ -266,26 +266,6 @@ extern "C" fn on_loading(
     if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
         store::unconfirm_all();
     }
-}
-
-fn arm_timer(ctx: &Context) {
-    // SAFETY: the API table is set at init; main thread.
-    unsafe {
-        if let Some(create) = raw::RedisModule_CreateTimer {
-            create(ctx.ctx, ANNOUNCE_MS, Some(on_timer), std::ptr::null_mut());
-        }
-    }
-}
-
-extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    let ctx = Context::new(ctx);
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(&ctx))) {
-        log_warning(&format!(
-            "recsys: cluster tick failed: {}",
-            panic_message(&p)
-        ));
-    }
-    arm_timer(&ctx);
 }
 
 /// Every announce interval: a master announces what it holds; copies
