@@ -89,7 +89,9 @@ fn refreshes_serve_new_items_for_the_last_n_requests() {
 fn what_was_shown_replicates_and_replicas_refuse_norepeat() {
     let master = server();
     let mut m = master.connection().unwrap();
-    load_catalog(&mut m, "cat", &vectors(100, 8, 4), "");
+    // Large enough that requests run on a worker: the field is written
+    // from the reply callback (a small catalog answers inline).
+    load_catalog(&mut m, "cat", &vectors(30_000, 32, 4), "");
     let replica = server_with(&[], &["--replicaof", "127.0.0.1", &master.port.to_string()]);
     let mut r = replica.connection().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -97,8 +99,22 @@ fn what_was_shown_replicates_and_replicas_refuse_norepeat() {
         assert!(Instant::now() < deadline, "replica never synced");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let on_workers = |c: &mut Connection| -> i64 {
+        info(c, "recsys")["recsys_requests_on_workers"]
+            .parse()
+            .unwrap()
+    };
+    let before = on_workers(&mut m);
     let served = ask(&mut m, "fresh", "5").unwrap();
     assert_eq!(served.len(), 3, "a user without a hash gets popular items");
+    let _: i64 = redis::cmd("HSET")
+        .arg(&["fresh", "emb"])
+        .arg(to_fp32_blob(&[0.5; 32]))
+        .query(&mut m)
+        .unwrap();
+    let next = ask(&mut m, "fresh", "5").unwrap();
+    assert!(next.iter().all(|id| !served.contains(id)));
+    assert!(on_workers(&mut m) > before, "the search ran on a worker");
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut m).unwrap();
     let on_master: String = redis::cmd("HGET")
         .arg(&["fresh", "shown"])
