@@ -101,7 +101,9 @@ struct Spec {
     summary: &'static str,
     complexity: &'static str,
     /// The arguments after the command name, in the grammar of
-    /// [`crate::command_docs`] (COMMAND DOCS `arguments`); `{pipeline}`
+    /// [`crate::command_docs`] (COMMAND DOCS `arguments`); `{recommend}`
+    /// stands for RECOMMEND's own options
+    /// ([`crate::cmd::recommend::OWN_OPTIONS`]), `{pipeline}`
     /// stands for the shared pipeline options
     /// ([`crate::cmd::request_args::pipeline_syntax`]).
     syntax: &'static str,
@@ -220,7 +222,7 @@ command_table! {
     Spec { name: "RECSYS.RECOMMEND", handler: r::recommend, flags: "readonly", arity: -3, keys: &[KeyUse::Read, KeyUse::Read],
         summary: "Recommends items for a user: user vector, retrieval, filters, ranking, ordering (runs on a worker thread)",
         complexity: "O(EF log(N)) retrieval + O(CANDIDATES) filtering and ordering",
-        syntax: "catalog:key user:key [K k:integer] [VECTOR vector:string] {pipeline} [NOREPEAT norepeat:integer] [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT experiment:string]" },
+        syntax: "catalog:key user:key [K k:integer] {pipeline} {recommend}" },
     Spec { name: "RECSYS.EVENT", handler: r::event, flags: "write deny-oom fast", arity: -4, keys: &[KeyUse::Update, KeyUse::Update],
         summary: "Records an interaction: the user's recent items and the item's popularity; REQUEST credits it to an experiment's variant", complexity: "O(HISTORY)",
         syntax: "catalog:key user:key item:string [TYPE type:string] [WEIGHT weight:double] [TS ts:integer] [REQUEST request:string]" },
@@ -426,7 +428,10 @@ fn register_one(
                 .collect();
             let mut key_specs = get_redis_key_spec(specs);
             // A catalog that is not a declared key is documented as a name.
-            let mut syntax = s.syntax.replace("{pipeline}", &pipeline_syntax());
+            let mut syntax = s
+                .syntax
+                .replace("{pipeline}", &pipeline_syntax())
+                .replace("{recommend}", &crate::cmd::recommend::own_syntax());
             if keys.len() < s.keys.len() {
                 syntax = syntax.replacen("catalog:key", "catalog:string", 1);
             }

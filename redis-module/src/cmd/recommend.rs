@@ -37,45 +37,114 @@ use crate::cmd::norepeat;
 use crate::workers::run_then_unless;
 use recsys_core::pipeline::cost::{recommend_work, runs_inline};
 
-/// RECSYS.RECOMMEND catalog userkey [K k] [VECTOR blob] [pipeline options]
-/// [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT name] [NOREPEAT n]: with EXPERIMENT or
-/// EXPLAIN the reply is a map of `items` and `request` + `variant` (the
-/// experiment's) or `explain`.
+/// What RECOMMEND's own options (besides the pipeline's) ask for.
+#[derive(Default)]
+struct Own<'a> {
+    vector: Option<&'a [u8]>,
+    with_scores: bool,
+    with_source: bool,
+    explain: bool,
+    experiment: Option<&'a str>,
+    norepeat: Option<usize>,
+}
+
+/// One of RECOMMEND's own options: keyword, COMMAND DOCS grammar, parser.
+pub struct OwnOption {
+    pub name: &'static str,
+    pub syntax: &'static str,
+    parse: for<'a> fn(&mut Args<'a>, &mut Own<'a>) -> CmdResult<()>,
+}
+
+/// RECOMMEND's own options: the one list its parser, its "unknown option"
+/// error and its COMMAND DOCS (`{recommend}`) come from.
+pub const OWN_OPTIONS: &[OwnOption] = &[
+    OwnOption {
+        name: "VECTOR",
+        syntax: "[VECTOR vector:string]",
+        parse: |a, o| {
+            o.vector = Some(a.next_bytes("VECTOR blob")?);
+            Ok(())
+        },
+    },
+    OwnOption {
+        name: "NOREPEAT",
+        syntax: "[NOREPEAT norepeat:integer]",
+        parse: |a, o| {
+            o.norepeat = Some(a.next_usize("NOREPEAT", 1, MAX_NOREPEAT)?);
+            Ok(())
+        },
+    },
+    OwnOption {
+        name: "WITHSCORES",
+        syntax: "[WITHSCORES]",
+        parse: |_, o| {
+            o.with_scores = true;
+            Ok(())
+        },
+    },
+    OwnOption {
+        name: "WITHSOURCE",
+        syntax: "[WITHSOURCE]",
+        parse: |_, o| {
+            o.with_source = true;
+            Ok(())
+        },
+    },
+    OwnOption {
+        name: "EXPLAIN",
+        syntax: "[EXPLAIN]",
+        parse: |_, o| {
+            o.explain = true;
+            Ok(())
+        },
+    },
+    OwnOption {
+        name: "EXPERIMENT",
+        syntax: "[EXPERIMENT experiment:string]",
+        parse: |a, o| {
+            o.experiment = Some(a.next_str("EXPERIMENT name")?);
+            Ok(())
+        },
+    },
+];
+
+/// The COMMAND DOCS grammar of RECOMMEND's own options.
+pub fn own_syntax() -> String {
+    let parts: Vec<&str> = OWN_OPTIONS.iter().map(|o| o.syntax).collect();
+    parts.join(" ")
+}
+
+/// RECSYS.RECOMMEND catalog userkey [K k] [pipeline options] [VECTOR blob]
+/// [NOREPEAT n] [WITHSCORES] [WITHSOURCE] [EXPLAIN] [EXPERIMENT name]: with
+/// EXPERIMENT or EXPLAIN the reply is a map of `items` and `request` +
+/// `variant` (the experiment's) or `explain`.
 pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let mut a = Args::new(argv);
     let key = a.next_string("catalog key")?;
     let user = a.next_string("user key")?;
     let mut req = Request::new(10);
-    let mut vector_blob: Option<&[u8]> = None;
-    let (mut with_scores, mut with_source, mut explain) = (false, false, false);
-    let (mut experiment, mut norepeat) = (None, None);
+    let mut own = Own::default();
     while a.has_more() {
         let kw = a.next_keyword()?;
         if pipeline_option(&kw, &mut a, &mut req)? {
             continue;
         }
-        match kw.as_str() {
-            "VECTOR" => vector_blob = Some(a.next_bytes("VECTOR blob")?),
-            "WITHSCORES" => with_scores = true,
-            "WITHSOURCE" => with_source = true,
-            "EXPLAIN" => explain = true,
-            "EXPERIMENT" => experiment = Some(a.next_str("EXPERIMENT name")?),
-            "NOREPEAT" => norepeat = Some(a.next_usize("NOREPEAT", 1, MAX_NOREPEAT)?),
-            other => {
-                return Err(unknown_option(
-                    other,
-                    &[
-                        "VECTOR",
-                        "WITHSCORES",
-                        "WITHSOURCE",
-                        "EXPLAIN",
-                        "EXPERIMENT",
-                        "NOREPEAT",
-                    ],
-                ))
+        match OWN_OPTIONS.iter().find(|o| o.name == kw) {
+            Some(option) => (option.parse)(&mut a, &mut own)?,
+            None => {
+                let names: Vec<&str> = OWN_OPTIONS.iter().map(|o| o.name).collect();
+                return Err(unknown_option(&kw, &names));
             }
         }
     }
+    let Own {
+        vector: vector_blob,
+        with_scores,
+        with_source,
+        explain,
+        experiment,
+        norepeat,
+    } = own;
     let catalog = cluster::store::catalog_for_undeclared(ctx, key, KeyAccess::Read, Some(user))?;
     let served = match experiment {
         Some(name) => Some(experiments::serve(
