@@ -33,7 +33,7 @@ use redis_module::{Context, RedisString};
 
 use crate::args::{Args, CmdResult};
 use crate::cluster;
-use crate::cmd::request_args::{model_fields, pipeline_option};
+use crate::cmd::request_args::{model_fields, pipeline_option, PIPELINE_OPTIONS};
 use crate::commit::{changed, commit, Applied, WriteReply};
 use crate::config;
 use crate::keys::{holds_catalog, SharedCatalog};
@@ -75,8 +75,10 @@ pub fn apply_options(ctx: &Context, text: &str, req: &mut Request) -> CmdResult<
     while a.has_more() {
         let kw = a.next_keyword()?;
         if !pipeline_option(&kw, &mut a, req)? {
+            let names: Vec<&str> = PIPELINE_OPTIONS.iter().map(|o| o.name).collect();
             return Err(Error::invalid(format!(
-                "'{kw}' is not a RECOMMEND pipeline option (K, CANDIDATES, WHERE, FILTER, ORDER, RANK, ...; not VECTOR, WITHSCORES, EXPLAIN or EXPERIMENT)"
+                "'{kw}' is not a RECOMMEND pipeline option, expected {}",
+                names.join(", ")
             )));
         }
     }
