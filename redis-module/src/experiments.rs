@@ -26,7 +26,9 @@ use recsys_core::cluster::message::Message;
 use recsys_core::codec::{Reader, Writer};
 use recsys_core::experiment::counts::Delta;
 use recsys_core::experiment::request_id::{next_nonce, RequestId};
-use recsys_core::experiment::{Attribution, Experiment, Variant, MAX_VARIANTS, MAX_WEIGHT};
+use recsys_core::experiment::{
+    Attribution, Experiment, Placement, Variant, MAX_VARIANTS, MAX_WEIGHT,
+};
 use recsys_core::pipeline::request::Request;
 use recsys_core::Error;
 use redis_module::{Context, RedisString};
@@ -88,13 +90,13 @@ pub fn apply_options(ctx: &Context, text: &str, req: &mut Request) -> CmdResult<
 /// What RECOMMEND ... EXPERIMENT serves with.
 pub struct Served {
     pub experiment: Arc<Experiment>,
-    pub variant: usize,
+    pub placed: Placement,
     pub request_id: String,
 }
 
 impl Served {
     pub fn variant_name(&self) -> &str {
-        &self.experiment.variants[self.variant].name
+        &self.experiment.variants[self.placed.variant].name
     }
 }
 
@@ -118,7 +120,8 @@ pub fn serve(
                 "experiment '{name}' does not exist in catalog '{key}' (set it with RECSYS.EXPERIMENT.SET)"
             ))
         })?;
-    let variant = experiment.assign(user.as_slice());
+    let placed = experiment.place(user.as_slice());
+    let variant = placed.variant;
     let v = &experiment.variants[variant];
     apply_options(ctx, &v.options, req)
         .map_err(|e| format!("experiment '{name}' variant '{}': OPTIONS: {e}", v.name))?;
@@ -133,7 +136,7 @@ pub fn serve(
     .format();
     Ok(Served {
         experiment,
-        variant,
+        placed,
         request_id,
     })
 }
@@ -236,7 +239,13 @@ pub fn parse_set(
         }
     }
     let given = created.is_some();
-    let experiment = Experiment::new(&name, created.unwrap_or(now_ms() as u64), variants)?;
+    // A new generation is always later than the one it replaces (two SETs
+    // within one millisecond must not share request ids).
+    let generation = created.unwrap_or_else(|| {
+        let previous = c.read().experiments().get(&name).map(|e| e.generation);
+        (now_ms() as u64).max(previous.map_or(0, |g| g.saturating_add(1)))
+    });
+    let experiment = Experiment::new(&name, generation, variants)?;
     if let Some(ctx) = check {
         let catalog = c.read();
         for v in &experiment.variants {

@@ -391,20 +391,14 @@ pub fn model_del(c: &SharedCatalog, argv: &[RedisString]) -> CmdResult<Applied> 
     })
 }
 
-/// The canonical (two-dot, upper-case) name of a command name as typed.
+/// The canonical (two-dot, upper-case) name of a command name as typed:
+/// a one-dot alias (`RECSYS.ITEM_SET`, see the command table's
+/// `one_dot_alias`; no command name has a `_` of its own) is read back as
+/// `RECSYS.ITEM.SET`.
 pub fn canonical_name(typed: &[u8]) -> String {
     let upper = String::from_utf8_lossy(typed).to_ascii_uppercase();
-    match upper.as_str() {
-        "RECSYS.ITEM_SET" => "RECSYS.ITEM.SET".into(),
-        "RECSYS.ITEM_MSET" => "RECSYS.ITEM.MSET".into(),
-        "RECSYS.ITEM_SETATTRS" => "RECSYS.ITEM.SETATTRS".into(),
-        "RECSYS.ITEM_DEL" => "RECSYS.ITEM.DEL".into(),
-        "RECSYS.POPULARITY_SET" => "RECSYS.POPULARITY.SET".into(),
-        "RECSYS.MODEL_SET" => "RECSYS.MODEL.SET".into(),
-        "RECSYS.MODEL_DEL" => "RECSYS.MODEL.DEL".into(),
-        "RECSYS.EXPERIMENT_SET" => "RECSYS.EXPERIMENT.SET".into(),
-        "RECSYS.EXPERIMENT_DEL" => "RECSYS.EXPERIMENT.DEL".into(),
-        "RECSYS.EXPERIMENT_SYNC" => "RECSYS.EXPERIMENT.SYNC".into(),
+    match upper.strip_prefix("RECSYS.") {
+        Some(rest) if !rest.contains('.') => format!("RECSYS.{}", rest.replace('_', ".")),
         _ => upper,
     }
 }

@@ -86,6 +86,14 @@ pub enum Attribution {
     Duplicate,
 }
 
+/// Where a user falls in an experiment ([`Experiment::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub variant: usize,
+    /// SHA-256 bytes 8..16 of the assignment's input (distinct users).
+    user_hash: u64,
+}
+
 /// An experiment: its definition and its counts.
 pub struct Experiment {
     pub name: String,
@@ -156,10 +164,21 @@ impl Experiment {
         h.finalize().into()
     }
 
+    /// The variant of `user` (a user key), and the hash its impressions
+    /// count distinct users by: one SHA-256 per request.
+    pub fn place(&self, user: &[u8]) -> Placement {
+        let d = self.digest(user);
+        let half =
+            |r: std::ops::Range<usize>| u64::from_be_bytes(d[r].try_into().unwrap_or_default());
+        Placement {
+            variant: self.variant_at(half(0..8)),
+            user_hash: half(8..16),
+        }
+    }
+
     /// The variant of `user` (a user key).
     pub fn assign(&self, user: &[u8]) -> usize {
-        let d = self.digest(user);
-        self.variant_at(u64::from_be_bytes(d[..8].try_into().unwrap_or_default()))
+        self.place(user).variant
     }
 
     fn variant_at(&self, hash: u64) -> usize {
@@ -174,13 +193,11 @@ impl Experiment {
         self.variants.len() - 1
     }
 
-    /// Counts one request served to `user` with `variant`.
-    pub fn count_impression(&self, variant: usize, user: &[u8]) {
-        if let Some(v) = self.counts.variants.get(variant) {
+    /// Counts one request served to the user `placed`.
+    pub fn count_impression(&self, placed: &Placement) {
+        if let Some(v) = self.counts.variants.get(placed.variant) {
             v.impressions.count();
-            let d = self.digest(user);
-            v.users
-                .observe(u64::from_be_bytes(d[8..16].try_into().unwrap_or_default()));
+            v.users.observe(placed.user_hash);
         }
     }
 
@@ -413,8 +430,9 @@ mod tests {
     fn feedback_is_credited_once_to_the_users_variant() {
         let e = ab(&[50, 50]);
         let user = b"user:7";
-        let v = e.assign(user);
-        e.count_impression(v, user);
+        let placed = e.place(user);
+        let v = placed.variant;
+        e.count_impression(&placed);
         let id = RequestId {
             experiment: "exp",
             generation: 42,
@@ -483,8 +501,8 @@ mod tests {
     fn experiments_round_trip_with_their_totals() {
         let mut set = Experiments::default();
         let e = ab(&[1, 2, 3]);
-        e.count_impression(2, b"u");
         let v = e.assign(b"u");
+        e.count_impression(&e.place(b"u"));
         let id = RequestId {
             experiment: "exp",
             generation: 42,
@@ -505,8 +523,8 @@ mod tests {
         let b = back.get("exp").unwrap();
         assert_eq!(b.remembered(), 1, "credits persist");
         assert_eq!(b.variants, set.get("exp").unwrap().variants);
-        assert_eq!(b.counts.variants[2].impressions.get(), 1);
-        assert_eq!(b.counts.variants[2].users.estimate(), 1);
+        assert_eq!(b.counts.variants[v].impressions.get(), 1);
+        assert_eq!(b.counts.variants[v].users.estimate(), 1);
         for cut in [1, 9, bytes.len() / 2, bytes.len() - 1] {
             assert!(Experiments::decode(&mut Reader::new(&bytes[..cut])).is_err());
         }

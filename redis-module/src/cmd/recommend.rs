@@ -173,7 +173,8 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     let raw = read_user(ctx, user, &what)?;
     let shape = raw.shape(vector_arg.is_some());
     let inline = runs_inline(recommend_work(&catalog.read(), &shape, &req));
-    let user_key = user.as_slice().to_vec();
+    // NOREPEAT writes to the user hash after the reply.
+    let norepeat = norepeat.map(|n| (n, user.as_slice().to_vec()));
 
     Ok(run_then_unless(ctx, inline, move || {
         // The ids served, for NOREPEAT to remember after the reply.
@@ -203,7 +204,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                     }
                     let mut fields = vec![("items".into(), items)];
                     if let Some(s) = &served {
-                        s.experiment.count_impression(s.variant, &user_key);
+                        s.experiment.count_impression(&s.placed);
                         experiments::IMPRESSIONS.fetch_add(1, Relaxed);
                         fields.push(("request".into(), Reply::Text(s.request_id.clone())));
                         fields.push(("variant".into(), Reply::Text(s.variant_name().into())));
@@ -217,7 +218,7 @@ pub fn recommend(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             }
         })();
         let then = match (norepeat, shown) {
-            (Some(n), Some(ids)) => Some(norepeat::remember(user_key, ids, n)),
+            (Some((n, user)), Some(ids)) => Some(norepeat::remember(user, ids, n)),
             _ => None,
         };
         (reply, then)
