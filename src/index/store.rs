@@ -197,7 +197,7 @@ impl VectorStore {
     /// Q8 codes, scale and squared norm (0 unless L2) of `slot` (Q8
     /// stores only).
     #[inline(always)]
-    fn row_q8(&self, slot: u32) -> (&[i8], f32, f32) {
+    pub fn row_q8(&self, slot: u32) -> (&[i8], f32, f32) {
         let w = &self.block(slot)[self.vector_words()];
         let cw = self.dim.div_ceil(4);
         let codes: &[i8] = bytemuck::cast_slice(&w[..cw]);

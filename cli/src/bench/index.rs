@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
-use recsys::index::{Hnsw, IndexParams, Metric};
+use recsys::index::{Hnsw, IndexParams, Metric, Quant};
 use recsys::synth::{clustered, clustered_lowrank};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -50,6 +50,10 @@ pub struct IndexBench {
     /// Intrinsic dimension of the low-rank data set.
     #[arg(long, default_value_t = 8)]
     pub latent: usize,
+    /// Vector storage of the recsys side: `f32` or `q8` (recall is always
+    /// against exact search on the original vectors).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "q8"])]
+    pub quant: String,
     /// Skip the hnswlib side.
     #[arg(long)]
     pub no_baseline: bool,
@@ -169,6 +173,11 @@ fn run_dataset(b: &IndexBench, dataset: &str) -> Result<()> {
         metric: Metric::Cosine,
         m: b.m,
         ef_construction: b.ef_construction,
+        quant: if b.quant == "q8" {
+            Quant::Q8
+        } else {
+            Quant::F32
+        },
         ..IndexParams::new(b.dim)
     };
     params.validate().map_err(anyhow::Error::msg)?;
@@ -182,10 +191,17 @@ fn run_dataset(b: &IndexBench, dataset: &str) -> Result<()> {
     let build_per_s = b.n as f64 / t.elapsed().as_secs_f64();
 
     let prepared: Vec<Vec<f32>> = queries.iter().map(|q| index.prepare(q)).collect();
-    let truth: Vec<Vec<u32>> = prepared
-        .iter()
-        .map(|q| index.brute_force(q, K).iter().map(|h| h.slot).collect())
-        .collect();
+    let truth: Vec<Vec<u32>> = if params.quant == Quant::F32 {
+        prepared
+            .iter()
+            .map(|q| index.brute_force(q, K).iter().map(|h| h.slot).collect())
+            .collect()
+    } else {
+        exact_top(
+            &data.iter().map(|v| index.prepare(v)).collect::<Vec<_>>(),
+            &prepared,
+        )
+    };
     let mut baseline = if b.no_baseline {
         None
     } else {
@@ -382,4 +398,24 @@ impl Drop for Hnswlib {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The exact top-K slots of each query by dot product over `rows` (unit
+/// vectors: the cosine order), for an index whose own scan is not exact.
+fn exact_top(rows: &[Vec<f32>], queries: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    let dot = recsys::index::distance::kernels().dot;
+    queries
+        .iter()
+        .map(|q| {
+            let mut scored: Vec<(f32, u32)> = rows
+                .iter()
+                .zip(0u32..)
+                .map(|(r, s)| (dot(q, r), s))
+                .collect();
+            scored.select_nth_unstable_by(K - 1, |a, b| b.0.total_cmp(&a.0));
+            scored.truncate(K);
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            scored.into_iter().map(|(_, s)| s).collect()
+        })
+        .collect()
 }
