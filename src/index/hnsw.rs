@@ -791,8 +791,8 @@ macro_rules! with_simd_distance {
 /// metric) is inlined into the graph walk instead of called through a
 /// pointer. (Q8 gained little from the inlining, within this machine's
 /// noise; it is fast for reading a quarter of F32's vector bytes per node:
-/// `recsys bench index --quant q8`, 64 dimensions, about 1.3x F32's q/s at
-/// recall@10 0.99.)
+/// `recsys bench index --quant q8`, 64 dimensions, 1.2-1.3x F32's q/s at
+/// the same ef, recall@10 0.99.)
 macro_rules! simd_search {
     ($name:ident, $scan:ident, $features:literal, $kernels:ident) => {
         impl Hnsw {
