@@ -330,28 +330,15 @@ pub(crate) mod avx512 {
     pub(crate) unsafe fn dot_i8_impl(a: &[f32], b: &[i8]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc0 = _mm512_setzero_ps();
-        let mut acc1 = _mm512_setzero_ps();
+        let mut acc = _mm512_setzero_ps();
         let mut i = 0;
-        while i + 32 <= n {
-            let c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                pb.add(i) as *const __m128i
-            )));
-            let c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                pb.add(i + 16) as *const __m128i
-            )));
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), c0, acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 16)), c1, acc1);
-            i += 32;
-        }
-        if i + 16 <= n {
-            let c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                pb.add(i) as *const __m128i
-            )));
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), c0, acc0);
+        while i + 16 <= n {
+            let codes = _mm_loadu_si128(pb.add(i) as *const __m128i);
+            let c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), c, acc);
             i += 16;
         }
-        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        let mut sum = _mm512_reduce_add_ps(acc);
         while i < n {
             sum += *pa.add(i) * *pb.add(i) as f32;
             i += 1;
