@@ -412,8 +412,11 @@ fn exact_top(rows: &[Vec<f32>], queries: &[Vec<f32>]) -> Vec<Vec<u32>> {
                 .zip(0u32..)
                 .map(|(r, s)| (dot(q, r), s))
                 .collect();
-            scored.select_nth_unstable_by(K - 1, |a, b| b.0.total_cmp(&a.0));
-            scored.truncate(K);
+            let k = K.min(scored.len());
+            if k > 0 {
+                scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+            }
+            scored.truncate(k);
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
             scored.into_iter().map(|(_, s)| s).collect()
         })
