@@ -26,6 +26,8 @@ use super::visited::with_visited;
 use crate::growth::push_by_eighths;
 use crate::rng::SplitMix;
 
+mod simd;
+
 /// No node (empty graph).
 pub(crate) const NONE: u32 = u32::MAX;
 
@@ -751,82 +753,3 @@ pub fn scan_limit(ef: usize, dim: usize) -> usize {
     };
     SCAN_FLOOR.max(ef.saturating_mul(per_ef))
 }
-
-/// Evaluates `$body` with `$d` bound to the distance closure for the
-/// store's layout and metric, built from the kernels of module `$kernels`
-/// so it is inlined where `$body` is compiled for their features.
-macro_rules! with_simd_distance {
-    ($kernels:ident, $store:expr, $q:expr, $l2:expr, |$d:ident| $body:expr) => {{
-        use super::distance::$kernels::{dot_i8_impl, dot_impl, l2sq_impl};
-        let (store, q) = ($store, $q);
-        match (store.quant, $l2) {
-            (super::params::Quant::F32, true) => {
-                let $d = |s: u32| l2sq_impl(q.v, store.row_f32(s));
-                $body
-            }
-            (super::params::Quant::F32, false) => {
-                let $d = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
-                $body
-            }
-            (super::params::Quant::Q8, true) => {
-                let $d = |s: u32| {
-                    let (codes, scale, sqnorm) = store.row_q8(s);
-                    (q.sqnorm + sqnorm - 2.0 * scale * dot_i8_impl(q.v, codes)).max(0.0)
-                };
-                $body
-            }
-            (super::params::Quant::Q8, false) => {
-                let $d = |s: u32| {
-                    let (codes, scale, _) = store.row_q8(s);
-                    1.0 - scale * dot_i8_impl(q.v, codes)
-                };
-                $body
-            }
-        }
-    }};
-}
-
-/// Defines a search entry point and a scan compiled for `$features` with
-/// the kernels of module `$kernels`, so the distance (F32 or Q8, any
-/// metric) is inlined into the graph walk instead of called through a
-/// pointer. (Q8 gained little from the inlining, within this machine's
-/// noise; it is fast for reading a quarter of F32's vector bytes per node:
-/// `recsys bench index --quant q8`, 64 dimensions, 1.2-1.3x F32's q/s at
-/// the same ef, recall@10 0.99.)
-macro_rules! simd_search {
-    ($name:ident, $scan:ident, $features:literal, $kernels:ident) => {
-        impl Hnsw {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = $features)]
-            unsafe fn $name<F: Fn(u32) -> bool>(
-                &self,
-                q: &Query,
-                l2: bool,
-                ef: usize,
-                accept: F,
-                budget: usize,
-            ) -> (BinaryHeap<Cand>, WalkStats) {
-                with_simd_distance!($kernels, &self.store, q, l2, |dist| {
-                    let entry = self.descend(&dist, 0);
-                    self.search_layer(&dist, entry, ef, 0, accept, budget)
-                })
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = $features)]
-            unsafe fn $scan<F: Fn(u32) -> bool>(
-                &self,
-                q: &Query,
-                l2: bool,
-                k: usize,
-                accept: F,
-            ) -> Vec<Cand> {
-                with_simd_distance!($kernels, &self.store, q, l2, |dist| {
-                    self.scan_with(&dist, k, accept)
-                })
-            }
-        }
-    };
-}
-simd_search!(search_avx2, scan_avx2, "avx2,fma", avx2);
-simd_search!(search_avx512, scan_avx512, "avx512f,avx2,fma", avx512);

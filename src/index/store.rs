@@ -84,6 +84,17 @@ pub(crate) fn q8_words(dim: usize, metric: Metric) -> usize {
     dim.div_ceil(4) + 1 + (metric == Metric::L2) as usize
 }
 
+/// The distance to a Q8 row from `dot` (the query against the row's codes,
+/// times its scale) and the row's squared norm (used by L2 only).
+#[inline(always)]
+pub(crate) fn q8_distance(l2: bool, q: &Query, dot: f32, sqnorm: f32) -> f32 {
+    if l2 {
+        (q.sqnorm + sqnorm - 2.0 * dot).max(0.0)
+    } else {
+        1.0 - dot
+    }
+}
+
 /// Slots per page (a power of two: a slot's page is a shift away).
 pub(crate) const PAGE_SHIFT: u32 = 8;
 pub(crate) const PAGE_BLOCKS: usize = 1 << PAGE_SHIFT;
@@ -263,10 +274,7 @@ impl VectorStore {
             Quant::Q8 => {
                 let (codes, scale, sqnorm) = self.row_q8(slot);
                 let dot = (self.kernels.dot_i8)(q.v, codes) * scale;
-                match self.metric {
-                    Metric::L2 => (q.sqnorm + sqnorm - 2.0 * dot).max(0.0),
-                    _ => 1.0 - dot,
-                }
+                q8_distance(self.metric == Metric::L2, q, dot, sqnorm)
             }
         }
     }
