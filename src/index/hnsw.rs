@@ -405,7 +405,7 @@ impl Hnsw {
             None => {
                 let slot = self.levels.len() as u32;
                 let level = self.random_level();
-                self.store.push_zeroed();
+                self.store.push_empty();
                 if level > 0 {
                     let words = level * (1 + self.params.m);
                     self.upper.insert(slot, vec![0; words].into_boxed_slice());

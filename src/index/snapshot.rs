@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hnsw::{Hnsw, NONE};
 use super::params::{IndexParams, Metric, Quant};
+use super::store::NO_LINK;
 use crate::codec::{Reader, Writer};
 use crate::rng::SplitMix;
 
@@ -18,7 +19,9 @@ const MAGIC: &[u8; 8] = b"RCSYSIDX";
 /// Bumped whenever the layout changes; older versions stay decodable.
 /// 2: Q8 blocks of IP and COSINE indexes no longer hold a squared norm
 /// (version 1 had one word more per block; decoding drops it).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: layer-0 blocks hold no link count; unused link slots are `NO_LINK`
+/// (decoding older versions rewrites their blocks).
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -85,7 +88,7 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     // Each slot needs at least its level byte, tombstone byte and links: reject
     // absurd counts before allocating.
     let m0 = 2 * p.m;
-    let min_bytes_per_slot = 2 + 4 * (1 + m0) + p.dim;
+    let min_bytes_per_slot = 2 + 4 * m0 + p.dim;
     if slots.saturating_mul(min_bytes_per_slot) > r.remaining() || nfree > slots {
         return Err("slot counts do not match the payload size".into());
     }
@@ -107,19 +110,29 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
     }
     let mut h = Hnsw::new(p);
     let stride = h.store.stride;
-    let stored_stride = match (version, p.quant, p.metric) {
-        (1, Quant::Q8, m) if m != Metric::L2 => stride + 1,
-        _ => stride,
+    // Before version 3 a layer-0 block began with its link count, and Q8
+    // blocks of IP and COSINE indexes held a squared norm in version 1.
+    let (count_word, extra) = match (version, p.quant, p.metric) {
+        (1, Quant::Q8, m) if m != Metric::L2 => (1, 1),
+        (1 | 2, _, _) => (1, 0),
+        _ => (0, 0),
     };
+    let stored_stride = stride + count_word + extra;
     let stored: Vec<u32> = r.array(slots.saturating_mul(stored_stride))?;
-    let nodes: Vec<u32> = if stored_stride == stride {
+    let nodes: Vec<u32> = if count_word == 0 {
         stored
     } else {
-        stored
-            .chunks_exact(stored_stride)
-            .flat_map(|block| &block[..stride])
-            .copied()
-            .collect()
+        let mut nodes = Vec::with_capacity(slots * stride);
+        for block in stored.chunks_exact(stored_stride) {
+            let n = block[0] as usize;
+            if n > m0 {
+                return Err("link list out of range".into());
+            }
+            nodes.extend_from_slice(&block[1..1 + n]);
+            nodes.extend(std::iter::repeat_n(NO_LINK, m0 - n));
+            nodes.extend_from_slice(&block[1 + m0..1 + stride]);
+        }
+        nodes
     };
     let check_block = |block: &[u32], cap: usize| -> Result<(), String> {
         let n = block[0] as usize;
@@ -129,7 +142,14 @@ pub fn decode(r: &mut Reader) -> Result<Hnsw, String> {
         Ok(())
     };
     for block in nodes.chunks_exact(stride) {
-        check_block(&block[..1 + m0], m0)?;
+        // Packed links, each naming a slot, then NO_LINK to the end.
+        let links = &block[..m0];
+        let n = links.iter().take_while(|&&id| id != NO_LINK).count();
+        if links[..n].iter().any(|&id| id as usize >= slots)
+            || links[n..].iter().any(|&id| id != NO_LINK)
+        {
+            return Err("link list out of range".into());
+        }
     }
     let mut upper = hashbrown::HashMap::new();
     for (slot, &l) in levels.iter().enumerate() {

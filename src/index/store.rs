@@ -49,10 +49,13 @@ impl<'a> Query<'a> {
     }
 }
 
-/// All nodes' layer-0 data as `u32` words, one block per slot: `[link
-/// count, 2M link slots, vector words]`. Keeping a node's links next to its
-/// vector (hnswlib's layout) means the cache lines fetched to score a node
-/// also hold the links needed to expand it.
+/// All nodes' layer-0 data as `u32` words, one block per slot: `[2M link
+/// slots, vector words]`, the links packed first and the unused slots
+/// [`NO_LINK`]. Keeping a node's links next to its vector (hnswlib's layout)
+/// means the cache lines fetched to score a node also hold the links needed
+/// to expand it. There is no count word: the links end at the first
+/// `NO_LINK`, so a 64-d F32 block is 384 bytes, six cache lines (a count
+/// made it 388, which straddles a seventh for most slots).
 ///
 /// Blocks live in pages of [`PAGE_BLOCKS`] slots: the first page grows by
 /// doubling from 8 blocks (a tiny catalog stays tiny), later pages are
@@ -95,6 +98,10 @@ pub(crate) fn q8_distance(l2: bool, q: &Query, dot: f32, sqnorm: f32) -> f32 {
     }
 }
 
+/// An unused layer-0 link slot (no node has this slot number: slots stay
+/// below `u32::MAX`).
+pub(crate) const NO_LINK: u32 = u32::MAX;
+
 /// Slots per page (a power of two: a slot's page is a shift away).
 pub(crate) const PAGE_SHIFT: u32 = 8;
 pub(crate) const PAGE_BLOCKS: usize = 1 << PAGE_SHIFT;
@@ -112,7 +119,7 @@ impl VectorStore {
             quant,
             kernels,
             m0,
-            stride: 1 + m0 + vector_words,
+            stride: m0 + vector_words,
             slots: 0,
             pages: Vec::new(),
         }
@@ -153,9 +160,9 @@ impl VectorStore {
         self.slots = slots;
     }
 
-    /// Appends a zeroed block for a new slot (a new page when the last
-    /// one is full).
-    pub fn push_zeroed(&mut self) {
+    /// Appends a block for a new slot, without links and with a zeroed
+    /// vector (a new page when the last one is full).
+    pub fn push_empty(&mut self) {
         if self.slots == self.pages.len() * PAGE_BLOCKS {
             self.pages.push(Vec::new());
         }
@@ -173,6 +180,8 @@ impl VectorStore {
                 last.reserve_exact(grow.min(page_words - last.len()));
             }
             last.resize(last.len() + stride, 0);
+            let start = last.len() - stride;
+            last[start..start + self.m0].fill(NO_LINK);
         }
         self.slots += 1;
     }
@@ -180,28 +189,33 @@ impl VectorStore {
     /// Words of the vector inside a block.
     #[inline(always)]
     fn vector_words(&self) -> std::ops::Range<usize> {
-        1 + self.m0..self.stride
+        self.m0..self.stride
     }
 
     /// Layer-0 links of `slot`.
     #[inline(always)]
     pub fn links0(&self, slot: u32) -> &[u32] {
-        let block = self.block(slot);
-        let n = (block[0] as usize).min(self.m0);
-        &block[1..1 + n]
+        let links = &self.block(slot)[..self.m0];
+        // Links are packed, so counting them finds where they end; the
+        // count is branch-free (it vectorizes), a search for the first
+        // NO_LINK would mispredict once per node.
+        let n = links.iter().filter(|&&l| l != NO_LINK).count();
+        &links[..n]
     }
 
     pub fn set_links0(&mut self, slot: u32, ids: &[u32]) {
-        let ids = &ids[..ids.len().min(self.m0)];
-        let block = self.block_mut(slot);
-        block[0] = ids.len() as u32;
-        block[1..1 + ids.len()].copy_from_slice(ids);
+        let m0 = self.m0;
+        let ids = &ids[..ids.len().min(m0)];
+        debug_assert!(!ids.contains(&NO_LINK));
+        let links = &mut self.block_mut(slot)[..m0];
+        links[..ids.len()].copy_from_slice(ids);
+        links[ids.len()..].fill(NO_LINK);
     }
 
     /// The F32 row of `slot` (F32 stores only).
     #[inline(always)]
     pub fn row_f32(&self, slot: u32) -> &[f32] {
-        let b = 1 + self.m0;
+        let b = self.m0;
         bytemuck::cast_slice(&self.block(slot)[b..b + self.dim])
     }
 
@@ -296,7 +310,7 @@ impl VectorStore {
     pub fn prefetch(&self, slot: u32) {
         #[cfg(target_arch = "x86_64")]
         {
-            let ptr = self.block_ptr(slot).wrapping_add(1 + self.m0) as *const i8;
+            let ptr = self.block_ptr(slot).wrapping_add(self.m0) as *const i8;
             // SAFETY: prefetch never faults, even on an invalid address.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -317,7 +331,7 @@ impl VectorStore {
     /// Bytes of one stored vector (what a distance reads).
     #[inline(always)]
     fn vector_bytes(&self) -> usize {
-        (self.stride - 1 - self.m0) * 4
+        (self.stride - self.m0) * 4
     }
 
     /// Hints the CPU to start loading the links of `slot`.

@@ -139,31 +139,54 @@ fn snapshot_round_trip_preserves_answers() {
     }
 }
 
-/// A version-1 snapshot of a Q8 COSINE index (one more word per block,
-/// the squared norm that only L2 uses) decodes to the same index.
-#[test]
-fn version_1_q8_snapshots_still_decode() {
-    let data = clustered(1500, 32, 10, 0.6, 8);
-    let h = build(small_params(Metric::Cosine, Quant::Q8), &data);
-    let mut v2 = Vec::new();
-    encode(&h, &mut v2);
-    // Rewrite as version 1: the version word, and a norm word after each block.
-    let header_len = u64::from_le_bytes(v2[12..20].try_into().unwrap()) as usize;
+/// Rewrites a current snapshot of `h` in an older layout: `version`'s word,
+/// a link count before each layer-0 block's links (versions 1 and 2), and
+/// for version 1 a squared-norm word after each block.
+fn older_snapshot(h: &Hnsw, current: &[u8], version: u32) -> Vec<u8> {
+    let header_len = u64::from_le_bytes(current[12..20].try_into().unwrap()) as usize;
     let slots = h.slots();
     let nodes_at = 20 + header_len + 2 * slots + 4 * h.free.len();
     let block_bytes = 4 * h.store.stride;
-    let mut v1 = v2[..nodes_at].to_vec();
-    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
-    for block in v2[nodes_at..nodes_at + slots * block_bytes].chunks_exact(block_bytes) {
-        v1.extend_from_slice(block);
-        v1.extend_from_slice(&1.0f32.to_le_bytes());
+    let m0_bytes = 4 * h.store.m0;
+    let mut old = current[..nodes_at].to_vec();
+    old[8..12].copy_from_slice(&version.to_le_bytes());
+    let blocks = &current[nodes_at..nodes_at + slots * block_bytes];
+    for (slot, block) in blocks.chunks_exact(block_bytes).enumerate() {
+        let n = h.links(slot as u32, 0).len() as u32;
+        old.extend_from_slice(&n.to_le_bytes());
+        // What followed the count in older versions past the live links
+        // was stale: write something other than NO_LINK there.
+        old.extend_from_slice(&block[..4 * n as usize]);
+        old.extend(std::iter::repeat_n(7u8, m0_bytes - 4 * n as usize));
+        old.extend_from_slice(&block[m0_bytes..]);
+        if version == 1 {
+            old.extend_from_slice(&1.0f32.to_le_bytes());
+        }
     }
-    v1.extend_from_slice(&v2[nodes_at + slots * block_bytes..]);
-    let back = decode(&mut Reader::new(&v1)).expect("decode version 1");
-    let mut again = Vec::new();
-    encode(&back, &mut again);
-    assert_eq!(again, v2, "decoded to the same index");
-    assert!(decode(&mut Reader::new(&v1[..v1.len() - 4])).is_err());
+    old.extend_from_slice(&current[nodes_at + slots * block_bytes..]);
+    old
+}
+
+/// Snapshots of versions 1 (a Q8 COSINE index: one more word per block,
+/// the squared norm that only L2 uses) and 2 (a link count per block)
+/// decode to the same index.
+#[test]
+fn older_snapshots_still_decode() {
+    let data = clustered(1500, 32, 10, 0.6, 8);
+    for (version, quant) in [(1, Quant::Q8), (2, Quant::Q8), (2, Quant::F32)] {
+        let h = build(small_params(Metric::Cosine, quant), &data);
+        let mut current = Vec::new();
+        encode(&h, &mut current);
+        let old = older_snapshot(&h, &current, version);
+        let back = decode(&mut Reader::new(&old)).expect("decode an older version");
+        let mut again = Vec::new();
+        encode(&back, &mut again);
+        assert_eq!(
+            again, current,
+            "version {version} decoded to the same index"
+        );
+        assert!(decode(&mut Reader::new(&old[..old.len() - 4])).is_err());
+    }
 }
 
 #[test]
