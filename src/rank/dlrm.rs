@@ -22,6 +22,7 @@
 
 use safetensors::{Dtype, SafeTensors};
 
+use super::aligned::AlignedFloats;
 use crate::rng::SplitMix;
 
 /// Rows per forward chunk: bounds the scratch memory of huge batches.
@@ -39,7 +40,9 @@ pub struct Linear {
 #[derive(Debug, Clone)]
 pub struct Table {
     pub rows: usize,
-    pub data: Vec<f32>,
+    /// Row-major, from a cache-line boundary (rows of 16k floats are
+    /// whole lines: see [`super::aligned`]).
+    pub data: AlignedFloats,
 }
 
 impl Table {
@@ -245,7 +248,7 @@ impl Dlrm {
             }
             tables.push(Table {
                 rows: shape[0],
-                data,
+                data: AlignedFloats::from_slice(&data),
             });
         }
         if tables.len() != cardinalities.len() {
@@ -361,18 +364,13 @@ impl Dlrm {
             let chunk_sparse = &sparse[start * sw..(start + n) * sw];
             let chunk_out = &mut out[start * outs..(start + n) * outs];
             match packed {
-                // SAFETY: `Packed` exists only where the CPU has AVX-512F.
                 #[cfg(target_arch = "x86_64")]
-                Some(p) => unsafe {
-                    self.forward_chunk_packed(
-                        p,
-                        n,
-                        chunk_dense,
-                        chunk_sparse,
-                        chunk_out,
-                        &mut scratch,
-                    )
-                },
+                Some(p) => PACKED_SCRATCH.with_borrow_mut(|s| {
+                    // SAFETY: `Packed` exists only where the CPU has AVX-512F.
+                    unsafe {
+                        self.forward_chunk_packed(p, n, chunk_dense, chunk_sparse, chunk_out, s)
+                    }
+                }),
                 _ => self.forward_chunk(n, chunk_dense, chunk_sparse, chunk_out, &mut scratch),
             }
             start += n;
@@ -457,7 +455,7 @@ impl Dlrm {
         dense: &[f32],
         sparse: &[i64],
         out: &mut [f32],
-        s: &mut Scratch,
+        s: &mut PackedScratch,
     ) {
         let d = self.dim;
         let width = self.interaction_width();
@@ -471,7 +469,7 @@ impl Dlrm {
             .unwrap_or(width);
         for buf in [&mut s.a, &mut s.b] {
             if buf.len() < n * widest {
-                buf.resize(n * widest, 0.0);
+                buf.resize_zeroed(n * widest);
             }
         }
         // Bottom MLP: the first layer reads the dense features in place;
@@ -578,6 +576,18 @@ pub fn write_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> 
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+}
+
+/// The AVX-512 path's activations, kept per thread between calls (no
+/// allocation, no fresh pages per call) and aligned like the tables.
+#[derive(Default)]
+struct PackedScratch {
+    a: AlignedFloats,
+    b: AlignedFloats,
+}
+
+thread_local! {
+    static PACKED_SCRATCH: std::cell::RefCell<PackedScratch> = Default::default();
 }
 
 /// A dot product in 8 lanes (one sequential sum would not vectorize).

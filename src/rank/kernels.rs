@@ -317,7 +317,16 @@ mod tests {
             return;
         }
         let mut rng = SplitMix::new(5);
-        for (v, d) in [(9, 32), (2, 16), (7, 20), (12, 48), (6, 3)] {
+        for (v, d) in [
+            (9, 32),
+            (2, 16),
+            (7, 20),
+            (12, 48),
+            (6, 3),
+            (1, 32),
+            (8, 64),
+            (23, 16),
+        ] {
             let data = random(v * d, &mut rng);
             let ptrs: Vec<*const f32> = (0..v).map(|i| data[i * d..].as_ptr()).collect();
             let pairs = v * (v - 1) / 2;
