@@ -19,6 +19,7 @@
 //! The Redis module (`redis-module/`) translates commands to calls on these
 //! types; nothing here names a Redis type, so it is unit-testable with `cargo test`.
 
+pub mod aligned;
 pub mod catalog;
 pub mod cluster;
 pub mod codec;

@@ -22,7 +22,7 @@
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::aligned::AlignedFloats;
+use crate::aligned::Aligned;
 use crate::rng::SplitMix;
 
 /// Rows per forward chunk: bounds the scratch memory of huge batches.
@@ -41,8 +41,8 @@ pub struct Linear {
 pub struct Table {
     pub rows: usize,
     /// Row-major, from a cache-line boundary (rows of 16k floats are
-    /// whole lines: see [`super::aligned`]).
-    pub data: AlignedFloats,
+    /// whole lines: see [`crate::aligned`]).
+    pub data: Aligned<f32>,
 }
 
 impl Table {
@@ -248,7 +248,7 @@ impl Dlrm {
             }
             tables.push(Table {
                 rows: shape[0],
-                data: AlignedFloats::from_slice(&data),
+                data: Aligned::from_slice(&data),
             });
         }
         if tables.len() != cardinalities.len() {
@@ -582,8 +582,8 @@ struct Scratch {
 /// allocation, no fresh pages per call) and aligned like the tables.
 #[derive(Default)]
 struct PackedScratch {
-    a: AlignedFloats,
-    b: AlignedFloats,
+    a: Aligned<f32>,
+    b: Aligned<f32>,
 }
 
 thread_local! {

@@ -11,7 +11,6 @@
 //! - [`onnx`]: ONNX Runtime sessions;
 //! - [`gpu`]: the DLRM forward pass on CUDA (cudarc), when a GPU is present.
 
-pub mod aligned;
 pub mod dlrm;
 pub mod gpu;
 #[cfg(target_arch = "x86_64")]
