@@ -4,6 +4,10 @@
 //!
 //! Every callback runs under [`guarded`]: a panic becomes a log line and a
 //! safe fallback value, never an abort of the server.
+//!
+//! What the cluster adds to these callbacks (its registry and copies on
+//! unlink, its aux data in the RDB) comes in as [`Hooks`] set at load, so
+//! this module never imports the cluster, which imports it.
 
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
@@ -28,6 +32,35 @@ const CHUNK: usize = 16 << 20;
 /// Largest catalog payload accepted (1 TiB): refuses absurd sizes before
 /// allocating.
 const MAX_PAYLOAD: u64 = 1 << 40;
+
+/// The cluster's parts of the data type's callbacks.
+pub struct Hooks {
+    /// A catalog was read from the RDB (the load's handle names its key).
+    ///
+    /// # Safety
+    /// Called with the live RDB handle of the catalog's load.
+    pub loaded: unsafe fn(*mut raw::RedisModuleIO, &Arc<RwLock<Catalog>>),
+    /// A catalog key is leaving the keyspace (its name and catalog).
+    pub unlink: fn(&[u8], &Arc<RwLock<Catalog>>),
+    /// Writes the cluster's RDB aux data (after the plugins).
+    ///
+    /// # Safety
+    /// Called with the live RDB handle of an aux save.
+    pub aux_save: unsafe fn(*mut raw::RedisModuleIO),
+    /// Reads what `aux_save` wrote (aux encoding 2 and later).
+    ///
+    /// # Safety
+    /// Called with the live RDB handle of an aux load.
+    pub aux_load: unsafe fn(*mut raw::RedisModuleIO) -> Result<(), String>,
+}
+
+static HOOKS: std::sync::OnceLock<Hooks> = std::sync::OnceLock::new();
+
+/// Installs the cluster's hooks (once, at module load, before any RDB is
+/// read; a second call changes nothing).
+pub fn set_hooks(hooks: Hooks) {
+    let _ = HOOKS.set(hooks);
+}
 
 /// A catalog shared between the key (main thread) and in-flight searches.
 pub struct CatalogValue(pub Arc<RwLock<Catalog>>);
@@ -97,8 +130,9 @@ unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_vo
     guarded("unlinking a catalog", (), || {
         // SAFETY: Redis passes the live key name and value of this type.
         let (name, value) = unsafe { (string_bytes(key), value_ref(value)) };
-        crate::cluster::registry::forget(name, &value.0);
-        crate::cluster::store::hand_over(name, &value.0);
+        if let Some(hooks) = HOOKS.get() {
+            (hooks.unlink)(name, &value.0);
+        }
     })
 }
 
@@ -150,9 +184,13 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
     }
     // SAFETY (all three): Redis passes a live RDB handle.
     unsafe { crate::plugin_store::aux_save(rdb) };
-    guarded("saving cluster copies", (), || unsafe {
-        crate::cluster::plugins::aux_save(rdb);
-        crate::cluster::store::aux_save(rdb);
+    // Without the hooks (never after a load) nothing is written, and a
+    // reader of this encoding then fails: better than a silent gap.
+    guarded("saving cluster copies", (), || {
+        if let Some(hooks) = HOOKS.get() {
+            // SAFETY: Redis passes a live RDB handle.
+            unsafe { (hooks.aux_save)(rdb) }
+        }
     })
 }
 
@@ -176,9 +214,10 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
     let loaded = guarded(
         "loading cluster copies",
         Err("failed".to_string()),
-        || unsafe {
-            crate::cluster::plugins::aux_load(rdb)?;
-            crate::cluster::store::aux_load(rdb)
+        || match HOOKS.get() {
+            // SAFETY: Redis passes a live RDB handle.
+            Some(hooks) => unsafe { (hooks.aux_load)(rdb) },
+            None => Err("the module's cluster part is not loaded".into()),
         },
     );
     match loaded {
@@ -230,8 +269,10 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
                     log_warning(&format!("recsys: {note}"));
                 }
                 let value = CatalogValue::new(catalog);
-                // SAFETY: the live handle of this callback.
-                unsafe { crate::cluster::registry::note_loaded(rdb, &value.0) };
+                if let Some(hooks) = HOOKS.get() {
+                    // SAFETY: the live handle of this callback.
+                    unsafe { (hooks.loaded)(rdb, &value.0) };
+                }
                 Box::into_raw(Box::new(value)) as *mut c_void
             }
             Err(e) => {

@@ -61,6 +61,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 fn load(ctx: &Context, args: &[String]) -> Status {
     // Fallible steps first, threads last: a load that fails leaves nothing
     // running (and a later load reuses what an earlier one started).
+    cluster::install_datatype_hooks();
     let result = config::parse(args).and_then(|()| {
         config::on_change(apply_settings);
         config::register(ctx)?;

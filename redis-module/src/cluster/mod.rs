@@ -169,6 +169,33 @@ pub fn send(ctx: &Context, to: Option<&str>, m: &Message) {
 
 /// Whether the server runs in cluster mode: before the commands are
 /// registered (their key specs depend on it).
+/// The cluster's parts of the catalog data type's callbacks
+/// ([`crate::datatype::Hooks`]): installed at module load.
+pub fn install_datatype_hooks() {
+    crate::datatype::set_hooks(crate::datatype::Hooks {
+        // SAFETY: the data type passes the live RDB handle of the load.
+        loaded: |rdb, catalog| unsafe { registry::note_loaded(rdb, catalog) },
+        unlink: |name, catalog| {
+            registry::forget(name, catalog);
+            store::hand_over(name, catalog);
+        },
+        aux_save: |rdb| {
+            // SAFETY: the data type passes the live RDB handle of its aux save.
+            unsafe {
+                plugins::aux_save(rdb);
+                store::aux_save(rdb);
+            }
+        },
+        aux_load: |rdb| {
+            // SAFETY: the data type passes the live RDB handle of its aux load.
+            unsafe {
+                plugins::aux_load(rdb)?;
+                store::aux_load(rdb)
+            }
+        },
+    });
+}
+
 pub fn detect(ctx: &Context) {
     ENABLED.store(ctx.get_flags().contains(ContextFlags::CLUSTER), Relaxed);
 }
