@@ -54,8 +54,7 @@ impl<'a> Query<'a> {
 /// [`NO_LINK`]. Keeping a node's links next to its vector (hnswlib's layout)
 /// means the cache lines fetched to score a node also hold the links needed
 /// to expand it. There is no count word: the links end at the first
-/// `NO_LINK`, so a 64-d F32 block is 384 bytes, six cache lines (a count
-/// made it 388, which straddles a seventh for most slots).
+/// `NO_LINK`, so a 64-d F32 block is 384 bytes (388 with a count).
 ///
 /// Blocks live in pages of [`PAGE_BLOCKS`] slots: the first page grows by
 /// doubling from 8 blocks (a tiny catalog stays tiny), later pages are
