@@ -182,7 +182,7 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::REDISMODULE_AUX_BEFORE_RDB as c_int {
         return;
     }
-    // SAFETY (all three): Redis passes a live RDB handle.
+    // SAFETY: Redis passes a live RDB handle.
     unsafe { crate::plugin_store::aux_save(rdb) };
     // Without the hooks (never after a load) nothing is written, and a
     // reader of this encoding then fails: better than a silent gap.
