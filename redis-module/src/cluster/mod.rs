@@ -167,8 +167,6 @@ pub fn send(ctx: &Context, to: Option<&str>, m: &Message) {
     }
 }
 
-/// Whether the server runs in cluster mode: before the commands are
-/// registered (their key specs depend on it).
 /// The cluster's parts of the catalog data type's callbacks
 /// ([`crate::datatype::Hooks`]): installed at module load.
 pub fn install_datatype_hooks() {
@@ -196,6 +194,8 @@ pub fn install_datatype_hooks() {
     });
 }
 
+/// Whether the server runs in cluster mode: before the commands are
+/// registered (their key specs depend on it).
 pub fn detect(ctx: &Context) {
     ENABLED.store(ctx.get_flags().contains(ContextFlags::CLUSTER), Relaxed);
 }
