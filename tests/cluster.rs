@@ -383,7 +383,65 @@ fn users_on_every_shard_get_recommendations_from_their_nodes_copy() {
         .arg(r#"{"n":-1}"#)
         .query(&mut owner)
         .unwrap();
-    wait_for_copies(&cl, "shop", items.len() - 1);
+    // RECSYS.COPIES.WAIT on the owner returns once both other masters'
+    // copies have both writes: each serves them as soon as it returns.
+    let started = Instant::now();
+    let reached: i64 = redis::cmd("RECSYS.COPIES.WAIT")
+        .arg("shop")
+        .arg(2)
+        .arg(10_000)
+        .query(&mut owner)
+        .unwrap();
+    assert_eq!(reached, 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for port in masters
+        .iter()
+        .filter(|&&p| p != cl.master_of(b"shop").unwrap())
+    {
+        let mut c = cl.node(*port).unwrap().connection().unwrap();
+        let entry = copies(&mut c)
+            .into_iter()
+            .find(|e| field(e, "catalog") == "shop")
+            .unwrap();
+        assert_eq!(
+            field(&entry, "items"),
+            (items.len() - 1).to_string(),
+            "{port}"
+        );
+        assert_eq!(field(&entry, "state"), "serving", "{port}");
+    }
+    // More copies than there are other masters: the timeout answers with
+    // the two that have the writes.
+    let started = Instant::now();
+    let reached: i64 = redis::cmd("RECSYS.COPIES.WAIT")
+        .arg("shop")
+        .arg(3)
+        .arg(300)
+        .query(&mut owner)
+        .unwrap();
+    assert_eq!(reached, 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    for (args, wanted) in [
+        (&[&b"shop"[..], b"1", b"0"][..], "timeout"),
+        (&[b"shop", b"-1", b"100"], "numcopies"),
+        (&[b"shop", b"1"], "wrong number of arguments"),
+    ] {
+        let mut full: Vec<&[u8]> = vec![b"RECSYS.COPIES.WAIT"];
+        full.extend_from_slice(args);
+        let e = call(&mut owner, &full).unwrap_err();
+        assert!(e.to_string().contains(wanted), "{args:?}: {e}");
+    }
+    let mut n = cl.connection_for(b"nope").unwrap();
+    let e = call(&mut n, &[b"RECSYS.COPIES.WAIT", b"nope", b"1", b"100"]).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
     let map = cl.slot_map().unwrap();
     for (_, (master, replicas)) in map {
         if master == cl.master_of(b"shop").unwrap() {

@@ -307,6 +307,14 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert!(err_line(&mut c, "RECSYS.SIMILAR cat nope 5").contains("does not exist"));
     assert!(err_line(&mut c, "RECSYS.ITEM.DEL cat").contains("wrong number of arguments"));
     assert!(err_line(&mut c, "RECSYS.INFO cat extra").contains("wrong number of arguments"));
+    // COPIES.WAIT: outside a cluster no master holds a copy: 0 at once.
+    assert_eq!(
+        cmd(&mut c, "RECSYS.COPIES.WAIT cat 2 1000").unwrap(),
+        Value::Int(0)
+    );
+    assert!(err_line(&mut c, "RECSYS.COPIES.WAIT nope 1 100").contains("does not exist"));
+    assert!(err_line(&mut c, "RECSYS.COPIES.WAIT cat 1 0").contains("timeout"));
+    assert!(err_line(&mut c, "RECSYS.COPIES.WAIT cat x 10").contains("numcopies"));
     assert_eq!(
         cmd(&mut c, "PING").unwrap(),
         Value::SimpleString("PONG".into())

@@ -14,6 +14,7 @@ use redis_module::{raw, Context, RedisString};
 
 use crate::args::CmdResult;
 use crate::cluster::store as cl;
+use crate::cluster::wait as cw;
 use crate::cmd::batch as b;
 use crate::cmd::catalog as c;
 use crate::cmd::experiment as x;
@@ -266,6 +267,10 @@ command_table! {
     Spec { name: "RECSYS.COPIES", handler: cl::copies_command, flags: "readonly fast", arity: 1, keys: &[],
         summary: "This cluster node's copies of other nodes' catalogs: state, position, owner, items", complexity: "O(copies)",
         syntax: "" },
+    Spec { name: "RECSYS.COPIES.WAIT", handler: cw::command, flags: "readonly", arity: 4, keys: &[KeyUse::Read],
+        summary: "Blocks until numcopies other masters' copies of the catalog have its writes so far, or timeout milliseconds; replies with how many do (0 outside a cluster)",
+        complexity: "O(masters)",
+        syntax: "key:key numcopies:integer timeout:integer" },
     Spec { name: "RECSYS.EXPERIMENT.SET", handler: x::set, flags: "write deny-oom", arity: -5, keys: &[KeyUse::Update],
         summary: "Sets (or replaces, with fresh counts) an A/B experiment of a catalog: variants with weights and the RECOMMEND options each applies",
         complexity: "O(variants x size of their OPTIONS)",

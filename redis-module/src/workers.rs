@@ -189,6 +189,11 @@ impl Blocked {
         }
     }
 
+    /// Answers the client (from any thread) and unblocks it.
+    pub fn answer(self, reply: Reply) {
+        self.finish(reply, None);
+    }
+
     /// Hands the reply (and what follows it) to the main thread and
     /// unblocks the client.
     fn finish(mut self, reply: Reply, then: Option<Then>) {

@@ -74,6 +74,12 @@ pub enum Message {
         generation: u64,
         delta: Vec<u8>,
     },
+    /// "Tell me when your copy of `catalog` has reached `pos`": from the
+    /// catalog's owner to every node, for RECSYS.COPIES.WAIT.
+    CopyWait { catalog: Vec<u8>, pos: LogPos },
+    /// "My copy of `catalog` serves at `pos`": the answer to a
+    /// [`Message::CopyWait`], sent once the copy has reached it.
+    CopyAt { catalog: Vec<u8>, pos: LogPos },
 }
 
 const UPDATE: u32 = 1;
@@ -83,6 +89,8 @@ const SNAPSHOT_PART: u32 = 4;
 const PLUGIN: u32 = 5;
 const PLUGIN_REQUEST: u32 = 6;
 const EXPERIMENT_COUNTS: u32 = 7;
+const COPY_WAIT: u32 = 8;
+const COPY_AT: u32 = 9;
 
 fn put_pos(w: &mut Writer, p: &LogPos) {
     w.u64(p.seq);
@@ -216,6 +224,15 @@ impl Message {
                 w.u64(*generation);
                 w.blob(delta);
             }
+            Message::CopyWait { catalog, pos } | Message::CopyAt { catalog, pos } => {
+                w.u32(if matches!(self, Message::CopyWait { .. }) {
+                    COPY_WAIT
+                } else {
+                    COPY_AT
+                });
+                w.blob(catalog);
+                put_pos(&mut w, pos);
+            }
         }
         out
     }
@@ -276,6 +293,14 @@ impl Message {
                 experiment: r.text("experiment name")?.to_string(),
                 generation: r.u64()?,
                 delta: r.blob()?.to_vec(),
+            },
+            COPY_WAIT => Message::CopyWait {
+                catalog: r.blob()?.to_vec(),
+                pos: get_pos(&mut r)?,
+            },
+            COPY_AT => Message::CopyAt {
+                catalog: r.blob()?.to_vec(),
+                pos: get_pos(&mut r)?,
             },
             other => return Err(format!("unknown message tag {other}")),
         };
@@ -339,6 +364,14 @@ mod tests {
                 experiment: "ab".into(),
                 generation: 5,
                 delta: vec![1, 2, 3],
+            },
+            Message::CopyWait {
+                catalog: b"shop".to_vec(),
+                pos: p,
+            },
+            Message::CopyAt {
+                catalog: b"shop".to_vec(),
+                pos: p,
             },
         ]
     }

@@ -2,7 +2,9 @@
 //! - [`message`]: what nodes say to each other over the cluster bus;
 //! - [`copies`]: the copies of other nodes' catalogs one node keeps, and
 //!   the rules that keep each equal to its owner's or out of service;
-//! - [`slot`]: the key slot of a key name.
+//! - [`slot`]: the key slot of a key name;
+//! - [`wait`]: RECSYS.COPIES.WAIT, waiting until other masters' copies
+//!   have a write.
 //!
 //! The module (`redis-module/src/cluster.rs`) sends and receives the
 //! messages and applies the writes; docs/cluster.md has the design.
@@ -10,3 +12,4 @@
 pub mod copies;
 pub mod message;
 pub mod slot;
+pub mod wait;

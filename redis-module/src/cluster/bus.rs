@@ -10,7 +10,7 @@ use recsys_core::cluster::copies::Update;
 use recsys_core::cluster::message::Message;
 use redis_module::{raw, Context};
 
-use super::{is_master, plugins, registry, store, BAD_MESSAGES, RECEIVED, RECEIVED_BYTES};
+use super::{is_master, plugins, registry, store, wait, BAD_MESSAGES, RECEIVED, RECEIVED_BYTES};
 use crate::util::{log_warning, panic_message};
 
 /// The receiver registered for [`super::MESSAGE_TYPE`].
@@ -112,6 +112,16 @@ fn handle(ctx: &Context, from: &str, m: Message) {
         } => {
             if master {
                 crate::experiments::on_counts(ctx, &catalog, &experiment, generation, &delta);
+            }
+        }
+        Message::CopyWait { catalog, pos } => {
+            if master && !registry::holds(ctx, &catalog) {
+                wait::on_copy_wait(ctx, from, catalog, pos);
+            }
+        }
+        Message::CopyAt { catalog, pos } => {
+            if master {
+                wait::on_copy_at(from, &catalog, &pos);
             }
         }
     }

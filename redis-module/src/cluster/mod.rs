@@ -12,7 +12,9 @@
 //!   and snapshots, RECSYS.COPY and RECSYS.COPIES, and the copies' RDB
 //!   aux data;
 //! - [`registry`]: the names of the catalog keys this node holds;
-//! - [`plugins`]: plugins loaded or removed on one node reach every node.
+//! - [`plugins`]: plugins loaded or removed on one node reach every node;
+//! - [`wait`]: RECSYS.COPIES.WAIT, a writer waiting for other masters'
+//!   copies.
 //!
 //! The rules that keep a copy equal to its owner's catalog, or out of
 //! service, are in the core (`recsys_core::cluster::copies`).
@@ -21,6 +23,7 @@ pub mod bus;
 pub mod plugins;
 pub mod registry;
 pub mod store;
+pub mod wait;
 
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
@@ -211,6 +214,9 @@ pub fn info(g: &mut crate::metrics::Gauges) {
     g.add("copy_updates_applied", updates);
     g.add("copy_snapshots_installed", snapshots);
     g.add("copy_snapshots_sent", store::SNAPSHOTS_SENT.load(Relaxed));
+    let [waits, watches] = wait::counts();
+    g.add("copy_waits", waits);
+    g.add("copy_watches", watches);
     g.add("bus_messages_sent", SENT.load(Relaxed));
     g.add("bus_bytes_sent", SENT_BYTES.load(Relaxed));
     g.add("bus_messages_received", RECEIVED.load(Relaxed));

@@ -103,6 +103,15 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Where this master's copy of `name` serves; `None` without a copy that
+/// serves.
+pub fn serving_pos(name: &[u8]) -> Option<LogPos> {
+    COPIES
+        .lock()
+        .get(name)
+        .and_then(|c| c.serving(true).map(|_| c.pos))
+}
+
 /// An update from the bus (this node is a master without the key).
 pub fn on_update(ctx: &Context, from: &str, name: Vec<u8>, u: Update) {
     let action = COPIES.lock().on_update(from, now_ms(), &name, u.clone());
@@ -148,6 +157,7 @@ fn apply(ctx: &Context, name: &[u8], u: &Update, create: bool, propagate: bool) 
             COPIES
                 .lock()
                 .applied(name, create.then(|| catalog.clone()), u.pos, now_ms());
+            super::wait::copy_advanced(ctx, name);
             if propagate {
                 let (prev, pos) = (u.prev.to_text(), u.pos.to_text());
                 let mut args: Vec<&[u8]> = vec![b"APPLY", name, prev.as_bytes(), pos.as_bytes()];
@@ -188,6 +198,7 @@ pub fn on_announce(ctx: &Context, from: &str, catalogs: Vec<(Vec<u8>, LogPos)>) 
     for (name, node) in requests {
         request(ctx, &node, name);
     }
+    super::wait::recheck(ctx);
 }
 
 /// The catalog key `name` left this node (from the data type's `unlink`:
@@ -313,6 +324,7 @@ fn install(ctx: &Context, name: &[u8], catalog: SharedCatalog, payload: &[u8]) {
         "RECSYS.COPY",
         &[b"LOAD", name, owner.as_bytes(), p.as_bytes(), payload],
     );
+    super::wait::copy_advanced(ctx, name);
     for u in held {
         let action = COPIES.lock().on_update(&owner, now_ms(), name, u.clone());
         match action {
