@@ -64,19 +64,21 @@ fn batch_writes_lists_for_every_matching_user() {
         .ignore();
     p.query::<()>(&mut c).unwrap();
 
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("cat")
-        .arg("MATCH")
-        .arg("user:*")
-        .arg("K")
-        .arg(5)
-        .arg("INTO")
-        .arg("recs:")
-        .arg("TTL")
-        .arg(3600)
-        .arg("EXCLUDE_SEEN")
-        .query(&mut c)
-        .unwrap();
+    let id = batch_id(
+        &redis::cmd("RECSYS.BATCH")
+            .arg("cat")
+            .arg("MATCH")
+            .arg("user:*")
+            .arg("K")
+            .arg(5)
+            .arg("INTO")
+            .arg("recs:")
+            .arg("TTL")
+            .arg(3600)
+            .arg("EXCLUDE_SEEN")
+            .query::<Value>(&mut c)
+            .unwrap(),
+    );
     // The server keeps serving while the batch runs.
     assert_eq!(
         cmd(&mut c, "PING").unwrap(),
@@ -90,7 +92,7 @@ fn batch_writes_lists_for_every_matching_user() {
     assert!(last.contains("user:broken"), "{last}");
 
     let list: Vec<String> = redis::cmd("LRANGE")
-        .arg("recs:user:7")
+        .arg("recs:{user:7}")
         .arg(0)
         .arg(-1)
         .query(&mut c)
@@ -98,7 +100,7 @@ fn batch_writes_lists_for_every_matching_user() {
     assert_eq!(list.len(), 5);
     assert_eq!(list[0], "item:7", "the user's own vector is nearest item:7");
     let list: Vec<String> = redis::cmd("LRANGE")
-        .arg("recs:user:550")
+        .arg("recs:{user:550}")
         .arg(0)
         .arg(-1)
         .query(&mut c)
@@ -108,25 +110,30 @@ fn batch_writes_lists_for_every_matching_user() {
         !list.contains(&"item:550".to_string()),
         "EXCLUDE_SEEN applies in batch"
     );
-    let ttl: i64 = redis::cmd("TTL").arg("recs:user:7").query(&mut c).unwrap();
-    assert!(ttl > 3500);
-    assert_eq!(cmd(&mut c, "EXISTS recs:other:1").unwrap(), Value::Int(0));
-
-    // A newer batch replaces the older results.
-    let id2: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("cat")
-        .arg("MATCH")
-        .arg("user:1*")
-        .arg("K")
-        .arg(2)
-        .arg("INTO")
-        .arg("recs:")
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("recs:{user:7}")
         .query(&mut c)
         .unwrap();
+    assert!(ttl > 3500);
+    assert_eq!(cmd(&mut c, "EXISTS recs:{other:1}").unwrap(), Value::Int(0));
+
+    // A newer batch replaces the older results.
+    let id2 = batch_id(
+        &redis::cmd("RECSYS.BATCH")
+            .arg("cat")
+            .arg("MATCH")
+            .arg("user:1*")
+            .arg("K")
+            .arg(2)
+            .arg("INTO")
+            .arg("recs:")
+            .query::<Value>(&mut c)
+            .unwrap(),
+    );
     assert!(id2 > id);
     wait_done(&mut c, id2);
     let list: Vec<String> = redis::cmd("LRANGE")
-        .arg("recs:user:17")
+        .arg("recs:{user:17}")
         .arg(0)
         .arg(-1)
         .query(&mut c)
@@ -152,19 +159,21 @@ fn batch_results_reach_replicas() {
             .query(&mut c)
             .unwrap();
     }
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("cat")
-        .arg("MATCH")
-        .arg("u:*")
-        .arg("K")
-        .arg(3)
-        .arg("INTO")
-        .arg("out:")
-        .query(&mut c)
-        .unwrap();
+    let id = batch_id(
+        &redis::cmd("RECSYS.BATCH")
+            .arg("cat")
+            .arg("MATCH")
+            .arg("u:*")
+            .arg("K")
+            .arg(3)
+            .arg("INTO")
+            .arg("out:")
+            .query::<Value>(&mut c)
+            .unwrap(),
+    );
     wait_done(&mut c, id);
     let master: Vec<String> = redis::cmd("LRANGE")
-        .arg("out:u:3")
+        .arg("out:{u:3}")
         .arg(0)
         .arg(-1)
         .query(&mut c)
@@ -173,7 +182,7 @@ fn batch_results_reach_replicas() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got: Vec<String> = redis::cmd("LRANGE")
-            .arg("out:u:3")
+            .arg("out:{u:3}")
             .arg(0)
             .arg(-1)
             .query(&mut r)

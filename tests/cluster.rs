@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{call, pairs, text, vectors, wasm};
+use common::{batch_id, call, pairs, text, vectors, wasm};
 use recsys::vector::to_fp32_blob;
 use recsys_cli::cluster::Cluster;
 use redis::cluster::ClusterConnection;
@@ -489,6 +489,51 @@ fn users_on_every_shard_get_recommendations_from_their_nodes_copy() {
             );
         }
     }
+    // Popularity sums every master's EVENTs: each master's users click
+    // another item, and within a flush every master's cold start (a user
+    // with no hash) and its replica's give the same order.
+    let clicks = [("item:10", 5), ("item:11", 3), ("item:12", 4)];
+    let user_on = |prefix: &str, port: u16| {
+        (0..)
+            .map(|i| format!("{prefix}:{i}"))
+            .find(|k| cl.master_of(k.as_bytes()).unwrap() == port)
+            .unwrap()
+    };
+    for (&port, (item, n)) in masters.iter().zip(clicks) {
+        let user = user_on("fan", port);
+        let mut c = cl.node(port).unwrap().connection().unwrap();
+        for _ in 0..n {
+            let _: i64 = redis::cmd("RECSYS.EVENT")
+                .arg("shop")
+                .arg(&user)
+                .arg(item)
+                .query(&mut c)
+                .unwrap();
+        }
+    }
+    let want = vec!["item:10", "item:12", "item:11"];
+    for (_, (master, replicas)) in cl.slot_map().unwrap() {
+        let cold = user_on("cold", master);
+        for port in std::iter::once(master).chain(replicas) {
+            let mut c = cl.node(port).unwrap().connection().unwrap();
+            if port != master {
+                let _: () = redis::cmd("READONLY").query(&mut c).unwrap();
+            }
+            wait_until(
+                &format!("the summed popularity on {port}"),
+                Duration::from_secs(10),
+                || {
+                    ids(call(
+                        &mut c,
+                        &[b"RECSYS.RECOMMEND", b"shop", cold.as_bytes(), b"K", b"3"],
+                    )
+                    .unwrap())
+                        == want
+                },
+            );
+        }
+    }
+
     // INFO says how many copies serve.
     let info: String = redis::cmd("INFO")
         .arg("recsys")
@@ -817,18 +862,22 @@ fn batch_on_every_master_writes_each_list_where_its_user_lives() {
         .query(&mut con)
         .unwrap();
     let mut totals = [0i64; 3];
+    let mut covered = vec![false; 16384];
+    let slots = cl.slot_map().unwrap();
     for port in cl.masters() {
         let mut c = cl.node(port).unwrap().connection().unwrap();
-        let id: i64 = redis::cmd("RECSYS.BATCH")
-            .arg("shop")
-            .arg("MATCH")
-            .arg("user:*")
-            .arg("K")
-            .arg(4)
-            .arg("INTO")
-            .arg("rec:")
-            .query(&mut c)
-            .unwrap();
+        let id = batch_id(
+            &redis::cmd("RECSYS.BATCH")
+                .arg("shop")
+                .arg("MATCH")
+                .arg("user:*")
+                .arg("K")
+                .arg(4)
+                .arg("INTO")
+                .arg("rec:")
+                .query::<Value>(&mut c)
+                .unwrap(),
+        );
         let mut status = Vec::new();
         wait_until("the batch", Duration::from_secs(60), || {
             let v = call(&mut c, &[b"RECSYS.BATCH.STATUS", id.to_string().as_bytes()]).unwrap();
@@ -843,7 +892,19 @@ fn batch_on_every_master_writes_each_list_where_its_user_lives() {
         for (t, name) in totals.iter_mut().zip(["users", "written", "errors"]) {
             *t += field(&status, name).parse::<i64>().unwrap();
         }
+        // Each batch says which slots it covered: this master's.
+        for range in field(&status, "slots").split(',') {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let (a, b) = (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap());
+            for (slot, seen) in covered.iter_mut().enumerate().take(b + 1).skip(a) {
+                let owner = slots.range(..=slot as u16).next_back().map(|(_, m)| m.0);
+                assert_eq!(owner, Some(port), "slot {slot}");
+                assert!(!*seen, "slot {slot} covered twice");
+                *seen = true;
+            }
+        }
     }
+    assert!(covered.iter().all(|&c| c), "every slot covered once");
     assert_eq!(
         totals,
         [1501, 1500, 1],

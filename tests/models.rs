@@ -262,7 +262,7 @@ fn native_and_onnx_rankers_order_candidates_by_the_model() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list: Vec<String> = redis::cmd("LRANGE")
-            .arg("rec:u:0")
+            .arg("rec:{u:0}")
             .arg(0)
             .arg(-1)
             .query(&mut c)

@@ -111,17 +111,19 @@ fn shop(c: &mut Connection) {
 }
 
 fn run_batch(c: &mut Connection, into: &str, opts: &[&str]) {
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("cat")
-        .arg("MATCH")
-        .arg("u:*")
-        .arg("K")
-        .arg(6)
-        .arg("INTO")
-        .arg(into)
-        .arg(opts)
-        .query(c)
-        .unwrap();
+    let id = batch_id(
+        &redis::cmd("RECSYS.BATCH")
+            .arg("cat")
+            .arg("MATCH")
+            .arg("u:*")
+            .arg("K")
+            .arg(6)
+            .arg("INTO")
+            .arg(into)
+            .arg(opts)
+            .query::<Value>(c)
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v: Vec<Value> = redis::cmd("RECSYS.BATCH.STATUS").arg(id).query(c).unwrap();
@@ -176,7 +178,7 @@ fn batch_applies_every_recommend_option() {
         for u in 0..60 {
             let user = format!("u:{u}");
             let listed: Vec<String> = redis::cmd("LRANGE")
-                .arg(format!("{into}{user}"))
+                .arg(format!("{into}{{{user}}}"))
                 .arg(0)
                 .arg(-1)
                 .query(&mut c)
@@ -238,7 +240,7 @@ fn batch_replaces_each_list_atomically() {
     let mut p = redis::pipe();
     for u in 0..60 {
         p.cmd("RPUSH")
-            .arg(format!("r:u:{u}"))
+            .arg(format!("r:{{u:{u}}}"))
             .arg(&["old1", "old2", "old3", "old4", "old5", "old6", "old7"][..])
             .ignore();
     }
@@ -254,7 +256,7 @@ fn batch_replaces_each_list_atomically() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for u in 0..60 {
                     let l: Vec<String> = redis::cmd("LRANGE")
-                        .arg(format!("r:u:{u}"))
+                        .arg(format!("r:{{u:{u}}}"))
                         .arg(0)
                         .arg(-1)
                         .query(&mut r)
@@ -277,7 +279,7 @@ fn batch_replaces_each_list_atomically() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     assert!(
         keys.iter()
-            .all(|k| k == "cat" || k.starts_with("u:") || k.starts_with("r:u:")),
+            .all(|k| k == "cat" || k.starts_with("u:") || k.starts_with("r:{u:")),
         "{keys:?}"
     );
 }

@@ -121,21 +121,23 @@ fn event_with_a_nul_item_id_is_applied_and_replicated_exactly() {
     assert_eq!(cold, vec!["a\0b".to_string()]);
     // A user key with a NUL byte goes through BATCH like any other.
     call(&mut m, &[b"HSET", b"u:\0x", b"recent", b"[\"plain\"]"]).unwrap();
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("cat")
-        .arg("MATCH")
-        .arg("u:*")
-        .arg("K")
-        .arg(1)
-        .arg("INTO")
-        .arg("rec:")
-        .query(&mut m)
-        .unwrap();
+    let id = batch_id(
+        &redis::cmd("RECSYS.BATCH")
+            .arg("cat")
+            .arg("MATCH")
+            .arg("u:*")
+            .arg("K")
+            .arg(1)
+            .arg("INTO")
+            .arg("rec:")
+            .query::<redis::Value>(&mut m)
+            .unwrap(),
+    );
     let status = wait_batch(&mut m, id);
     assert_eq!(status["errors"], "0", "{status:?}");
     assert_eq!(status["written"], "2", "{status:?}");
     let list: Vec<String> = redis::cmd("LRANGE")
-        .arg(&b"rec:u:\0x"[..])
+        .arg(&b"rec:{u:\0x}"[..])
         .arg(0)
         .arg(-1)
         .query(&mut m)
@@ -185,7 +187,7 @@ fn batch_counts_failed_writes_as_errors() {
     cmd(&mut c, "RECSYS.BATCH cat MATCH user:* K 3 INTO rec:").unwrap();
     cmd(&mut c, "CONFIG SET maxmemory 1").unwrap();
     let replies: Vec<redis::Value> = redis::cmd("EXEC").query(&mut c).unwrap();
-    let id: i64 = redis::from_redis_value(&replies[0]).unwrap();
+    let id = batch_id(&replies[0]);
     let status = wait_batch(&mut c, id);
     cmd(&mut c, "CONFIG SET maxmemory 0").unwrap();
     assert_eq!(status["state"], "done", "{status:?}");
@@ -413,16 +415,18 @@ fn where_expressions_have_a_size_shape_and_time_budget() {
 
 /// Runs a batch and waits for it: (written, denied) from its status.
 fn batch_outcome(c: &mut redis::Connection, pattern: &str, into: &str) -> (String, String) {
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("tenantA:cat")
-        .arg("MATCH")
-        .arg(pattern)
-        .arg("K")
-        .arg(2)
-        .arg("INTO")
-        .arg(into)
-        .query(c)
-        .unwrap();
+    let id = batch_id(
+        &redis::cmd("RECSYS.BATCH")
+            .arg("tenantA:cat")
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("K")
+            .arg(2)
+            .arg("INTO")
+            .arg(into)
+            .query::<redis::Value>(c)
+            .unwrap(),
+    );
     let st = wait_batch(c, id);
     (st["written"].clone(), st["denied"].clone())
 }

@@ -225,22 +225,24 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
         }
     }
     // A batch over every loaded user, followed to the end.
-    let id: i64 = redis::cmd("RECSYS.BATCH")
-        .arg("t:items")
-        .arg("MATCH")
-        .arg(keys.user_pattern())
-        .arg("K")
-        .arg(5)
-        .arg("INTO")
-        .arg("recs:")
-        .arg("EXCLUDE_SEEN")
-        .query(&mut c)
-        .unwrap();
+    let id = batch_id(
+        &redis::cmd("RECSYS.BATCH")
+            .arg("t:items")
+            .arg("MATCH")
+            .arg(keys.user_pattern())
+            .arg("K")
+            .arg(5)
+            .arg("INTO")
+            .arg("recs:")
+            .arg("EXCLUDE_SEEN")
+            .query::<Value>(&mut c)
+            .unwrap(),
+    );
     let status = recsys_cli::verbs::batch::follow(&mut c, id, Some(500)).unwrap();
     assert_eq!(status["state"], "done");
     assert_eq!(status["written"], "500");
     let list: Vec<String> = redis::cmd("LRANGE")
-        .arg("recs:t:user:u0")
+        .arg("recs:{t:user:u0}")
         .arg(0)
         .arg(-1)
         .query(&mut c)
@@ -346,7 +348,7 @@ fn the_documented_walkthrough_runs() {
     assert!(served > popularity, "{report}");
     let mut c = s.connection().unwrap();
     let list: Vec<String> = redis::cmd("LRANGE")
-        .arg("recs:shop:user:u7")
+        .arg("recs:{shop:user:u7}")
         .arg(0)
         .arg(-1)
         .query(&mut c)

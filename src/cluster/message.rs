@@ -4,6 +4,7 @@
 //! bounds-checked, so a corrupt message is an error, never a panic).
 
 use crate::catalog::log::{LogPos, HASH_BYTES};
+use crate::cluster::popularity::{PopularityEvent, MAX_PENDING};
 use crate::codec::{Reader, Writer};
 
 /// Most arguments a replicated write may carry in an update.
@@ -32,7 +33,7 @@ impl PluginVersion {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// The catalog's owner applied `write` (command and arguments, as it
     /// replicated them), moving it from `prev` to `pos`.
@@ -80,6 +81,12 @@ pub enum Message {
     /// "My copy of `catalog` serves at `pos`": the answer to a
     /// [`Message::CopyWait`], sent once the copy has reached it.
     CopyAt { catalog: Vec<u8>, pos: LogPos },
+    /// EVENTs a master recorded on `catalog` since its last flush, to
+    /// every node: each master adds them to its popularity.
+    Popularity {
+        catalog: Vec<u8>,
+        events: Vec<PopularityEvent>,
+    },
 }
 
 const UPDATE: u32 = 1;
@@ -91,6 +98,7 @@ const PLUGIN_REQUEST: u32 = 6;
 const EXPERIMENT_COUNTS: u32 = 7;
 const COPY_WAIT: u32 = 8;
 const COPY_AT: u32 = 9;
+const POPULARITY: u32 = 10;
 
 fn put_pos(w: &mut Writer, p: &LogPos) {
     w.u64(p.seq);
@@ -233,6 +241,16 @@ impl Message {
                 w.blob(catalog);
                 put_pos(&mut w, pos);
             }
+            Message::Popularity { catalog, events } => {
+                w.u32(POPULARITY);
+                w.blob(catalog);
+                w.u64(events.len() as u64);
+                for e in events {
+                    w.blob(&e.item);
+                    w.f64(e.weight);
+                    w.u64(e.ts_ms as u64);
+                }
+            }
         }
         out
     }
@@ -302,6 +320,20 @@ impl Message {
                 catalog: r.blob()?.to_vec(),
                 pos: get_pos(&mut r)?,
             },
+            POPULARITY => {
+                let catalog = r.blob()?.to_vec();
+                let n = bounded_count(&mut r, 8 + 8 + 8, MAX_PENDING)?;
+                let events = (0..n)
+                    .map(|_| {
+                        Ok(PopularityEvent {
+                            item: r.blob()?.to_vec(),
+                            weight: r.f64()?,
+                            ts_ms: r.u64()? as i64,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?;
+                Message::Popularity { catalog, events }
+            }
             other => return Err(format!("unknown message tag {other}")),
         };
         if r.remaining() != 0 {
@@ -372,6 +404,21 @@ mod tests {
             Message::CopyAt {
                 catalog: b"shop".to_vec(),
                 pos: p,
+            },
+            Message::Popularity {
+                catalog: b"shop".to_vec(),
+                events: vec![
+                    PopularityEvent {
+                        item: b"a".to_vec(),
+                        weight: 1.5,
+                        ts_ms: 1_700_000_000_000,
+                    },
+                    PopularityEvent {
+                        item: vec![0, 1],
+                        weight: -2.0,
+                        ts_ms: 0,
+                    },
+                ],
             },
         ]
     }

@@ -37,6 +37,20 @@ pub fn pairs(v: &Value) -> Vec<(String, Value)> {
     }
 }
 
+/// The batch id of RECSYS.BATCH's reply (a map: `id`, `slots`).
+pub fn batch_id(reply: &Value) -> i64 {
+    let fields = pairs(reply);
+    let slots = fields
+        .iter()
+        .find(|(k, _)| k == "slots")
+        .map(|(_, v)| text(v));
+    assert!(slots.is_some_and(|s| !s.is_empty()), "{reply:?}");
+    match fields.iter().find(|(k, _)| k == "id") {
+        Some((_, Value::Int(id))) => *id,
+        _ => panic!("RECSYS.BATCH replied without an id: {reply:?}"),
+    }
+}
+
 /// Runs a command and returns the raw reply (errors become `Err`).
 pub fn call(c: &mut Connection, args: &[&[u8]]) -> redis::RedisResult<Value> {
     let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());

@@ -8,7 +8,7 @@ use recsys::vector::to_fp32_blob;
 pub const DIM: usize = 8;
 pub const CATALOGS: [&str; 3] = ["fz:c1", "fz:c2", "fz:new"];
 pub const USERS: [&str; 3] = ["fz:u1", "fz:u2", "fz:str"];
-pub const COMMANDS: [&str; 27] = [
+pub const COMMANDS: [&str; 28] = [
     "RECSYS.CREATE",
     "RECSYS.ALTER",
     "RECSYS.ITEM.SET",
@@ -36,6 +36,7 @@ pub const COMMANDS: [&str; 27] = [
     "RECSYS.EXPERIMENT.DEL",
     "RECSYS.EXPERIMENT.REPORT",
     "RECSYS.EXPERIMENT.SYNC",
+    "RECSYS.COPIES.WAIT",
 ];
 /// Words the commands know, thrown in at random.
 pub const KEYWORDS: [&str; 55] = [
@@ -264,6 +265,11 @@ impl Gen {
                 ]);
             }
             "RECSYS.INFO" | "RECSYS.MODEL.LIST" => a.push(cat()),
+            "RECSYS.COPIES.WAIT" => {
+                a.push(cat());
+                a.push(self.pick(&["0", "1", "-1", "99999", "x"]).into());
+                a.push(self.pick(&["1", "0", "3600001", "10"]).into());
+            }
             "RECSYS.RECOMMEND" => {
                 a.extend([cat(), self.pick(&USERS).into()]);
                 a.extend([b("K"), (1 + self.below(20)).to_string().into()]);

@@ -23,7 +23,8 @@ pub struct Batch {
     /// Items per user.
     #[arg(long, short, default_value_t = 10)]
     pub k: usize,
-    /// Lists are written at INTO + user key.
+    /// Lists are written at INTO + `{user key}` (the user key as it is when
+    /// it has a hash tag).
     #[arg(long, default_value = "recs:")]
     pub into: String,
     /// The dataset file, to show progress against its number of users.
@@ -98,7 +99,7 @@ pub fn run(a: &Batch) -> Result<()> {
         None => None,
     };
     let started = Instant::now();
-    let id: i64 = redis::cmd("RECSYS.BATCH")
+    let reply: HashMap<String, String> = redis::cmd("RECSYS.BATCH")
         .arg(keys.catalog())
         .arg("MATCH")
         .arg(keys.user_pattern())
@@ -109,12 +110,17 @@ pub fn run(a: &Batch) -> Result<()> {
         .arg(a.options.split_whitespace().collect::<Vec<_>>())
         .query(&mut con)
         .context("RECSYS.BATCH")?;
+    let id: i64 = reply
+        .get("id")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("RECSYS.BATCH replied without an id: {reply:?}"))?;
     let status = follow(&mut con, id, total)?;
     let g = |k: &str| status.get(k).cloned().unwrap_or_default();
     println!(
-        "batch {id} {}: {} users, {} lists written under '{}', {} errors, {} denied, in {:.2} s{}",
+        "batch {id} {}: {} users (slots {}), {} lists written as '{}{{user}}', {} errors, {} denied, in {:.2} s{}",
         g("state"),
         g("users"),
+        g("slots"),
         g("written"),
         a.into,
         g("errors"),

@@ -10,7 +10,9 @@ use recsys_core::cluster::copies::Update;
 use recsys_core::cluster::message::Message;
 use redis_module::{raw, Context};
 
-use super::{is_master, plugins, registry, store, wait, BAD_MESSAGES, RECEIVED, RECEIVED_BYTES};
+use super::{
+    is_master, plugins, popularity, registry, store, wait, BAD_MESSAGES, RECEIVED, RECEIVED_BYTES,
+};
 use crate::util::{log_warning, panic_message};
 
 /// The receiver registered for [`super::MESSAGE_TYPE`].
@@ -117,6 +119,11 @@ fn handle(ctx: &Context, from: &str, m: Message) {
         Message::CopyWait { catalog, pos } => {
             if master && !registry::holds(ctx, &catalog) {
                 wait::on_copy_wait(ctx, from, catalog, pos);
+            }
+        }
+        Message::Popularity { catalog, events } => {
+            if master {
+                popularity::on_events(ctx, &catalog, &events);
             }
         }
         Message::CopyAt { catalog, pos } => {

@@ -13,6 +13,7 @@
 //!   aux data;
 //! - [`registry`]: the names of the catalog keys this node holds;
 //! - [`plugins`]: plugins loaded or removed on one node reach every node;
+//! - [`popularity`]: every master's popularity sums the cluster's EVENTs;
 //! - [`wait`]: RECSYS.COPIES.WAIT, a writer waiting for other masters'
 //!   copies.
 //!
@@ -21,6 +22,7 @@
 
 pub mod bus;
 pub mod plugins;
+pub mod popularity;
 pub mod registry;
 pub mod store;
 pub mod wait;
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use once_cell::sync::OnceCell;
 use recsys_core::cluster::message::Message;
-use redis_module::{raw, Context, ContextFlags};
+use redis_module::{raw, Context, ContextFlags, RedisValue};
 
 use crate::util::{log_warning, panic_message};
 
@@ -170,6 +172,48 @@ pub fn send(ctx: &Context, to: Option<&str>, m: &Message) {
     }
 }
 
+/// The slot ranges this node serves as a master, as `a-b,c,d-e` (from
+/// CLUSTER SLOTS); outside a cluster every slot, `0-16383`. Empty when
+/// the node serves none (a replica, or a master without slots).
+pub fn served_slots(ctx: &Context) -> String {
+    if !enabled() {
+        return "0-16383".into();
+    }
+    let me = my_id();
+    let Ok(RedisValue::Array(ranges)) = ctx.call("CLUSTER", &["SLOTS"][..]) else {
+        return String::new();
+    };
+    let text = |v: &RedisValue| match v {
+        RedisValue::BulkString(s) | RedisValue::SimpleString(s) => Some(s.clone()),
+        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
+        _ => None,
+    };
+    let mut mine: Vec<(i64, i64)> = ranges
+        .iter()
+        .filter_map(|r| {
+            let RedisValue::Array(f) = r else { return None };
+            let (RedisValue::Integer(a), RedisValue::Integer(b), RedisValue::Array(master)) =
+                (f.first()?, f.get(1)?, f.get(2)?)
+            else {
+                return None;
+            };
+            (text(master.get(2)?)? == me).then_some((*a, *b))
+        })
+        .collect();
+    mine.sort_unstable();
+    mine.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The cluster's parts of the catalog data type's callbacks
 /// ([`crate::datatype::Hooks`]): installed at module load.
 pub fn install_datatype_hooks() {
@@ -217,6 +261,11 @@ pub fn info(g: &mut crate::metrics::Gauges) {
     let [waits, watches] = wait::counts();
     g.add("copy_waits", waits);
     g.add("copy_watches", watches);
+    let [sent, recorded, refused, dropped] = popularity::counts();
+    g.add("popularity_events_sent", sent);
+    g.add("popularity_events_received", recorded);
+    g.add("popularity_events_refused", refused);
+    g.add("popularity_events_dropped", dropped);
     g.add("bus_messages_sent", SENT.load(Relaxed));
     g.add("bus_bytes_sent", SENT_BYTES.load(Relaxed));
     g.add("bus_messages_received", RECEIVED.load(Relaxed));
@@ -273,6 +322,12 @@ pub fn init(ctx: &Context) -> Result<(), String> {
         }
     }
     crate::util::every(ctx, ANNOUNCE_MS, "cluster tick", tick);
+    crate::util::every(
+        ctx,
+        recsys_core::cluster::popularity::FLUSH_MS,
+        "popularity flush",
+        popularity::flush,
+    );
     Ok(())
 }
 

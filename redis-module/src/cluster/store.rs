@@ -112,6 +112,11 @@ pub fn serving_pos(name: &[u8]) -> Option<LogPos> {
         .and_then(|c| c.serving(true).map(|_| c.pos))
 }
 
+/// The catalog of this node's copy of `name`, in whatever state.
+pub fn copy_catalog(name: &[u8]) -> Option<SharedCatalog> {
+    COPIES.lock().get(name).and_then(|c| c.catalog.clone())
+}
+
 /// An update from the bus (this node is a master without the key).
 pub fn on_update(ctx: &Context, from: &str, name: Vec<u8>, u: Update) {
     let action = COPIES.lock().on_update(from, now_ms(), &name, u.clone());
@@ -421,9 +426,16 @@ pub fn copy_command(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             let pos = pos_arg(&mut a)?;
             COPIES.lock().confirm_replicated(&name, pos, now_ms());
         }
+        "POPULARITY" => {
+            let mut rest = Vec::new();
+            while a.has_more() {
+                rest.push(a.next_bytes("event")?);
+            }
+            super::popularity::replay(ctx, &name, &rest).map_err(Error::invalid)?;
+        }
         other => {
             return Err(Error::invalid(format!(
-                "unknown RECSYS.COPY subcommand '{other}', expected APPLY, LOAD, DROP or CONFIRM"
+                "unknown RECSYS.COPY subcommand '{other}', expected APPLY, LOAD, DROP, CONFIRM or POPULARITY"
             )))
         }
     }

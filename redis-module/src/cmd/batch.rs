@@ -47,6 +47,8 @@ struct Status {
     /// Keys skipped because the caller's ACL user may not read (user
     /// hashes) or write (lists) them; their names are not reported.
     denied: u64,
+    /// The slots whose users the batch covers (the node's at the start).
+    slots: String,
     last_error: Option<String>,
     started_ms: i64,
     finished_ms: Option<i64>,
@@ -136,6 +138,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         (c.params().dim, model_fields(&c, &req)?)
     };
     let id = NEXT_ID.fetch_add(1, Relaxed);
+    let slots = cluster::served_slots(ctx);
     {
         let mut all = STATUS.lock();
         all.insert(
@@ -144,6 +147,7 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
                 catalog: key.to_string_lossy(),
                 pattern: String::from_utf8_lossy(&pattern).into_owned(),
                 state: "running",
+                slots: slots.clone(),
                 started_ms: now_ms(),
                 ..Status::default()
             },
@@ -195,7 +199,10 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
             FAILED.fetch_add(1, Relaxed);
             Error::internal(format!("cannot start batch thread: {e}"))
         })?;
-    Ok(Reply::Int(id as i64))
+    Ok(Reply::Map(vec![
+        ("id".into(), Reply::Int(id as i64)),
+        ("slots".into(), Reply::Text(slots)),
+    ]))
 }
 
 fn as_bytes(v: &RedisValue) -> Option<Vec<u8>> {
@@ -324,12 +331,13 @@ fn run(job: &Job) -> Result<(), String> {
     }
 }
 
-/// The list of `user`: `prefix + user`; in a cluster, in the user's slot
-/// (`prefix{user}` when the user key has no hash tag of its own), so it
-/// lands on the node that serves the user.
+/// The list of `user`, in the user's slot: `prefix{user}`, or `prefix +
+/// user` when the user key has a hash tag of its own. The same name with
+/// or without a cluster, so in a cluster it lands on the node that serves
+/// the user.
 fn list_key(prefix: &[u8], user: &[u8]) -> Vec<u8> {
     let mut dest = prefix.to_vec();
-    if crate::cluster::enabled() && !has_hash_tag(user) {
+    if !has_hash_tag(user) {
         dest.push(b'{');
         dest.extend_from_slice(user);
         dest.push(b'}');
@@ -421,6 +429,7 @@ fn status_reply(id: u64, s: &Status) -> Reply {
         ("written".into(), Reply::Int(s.written as i64)),
         ("errors".into(), Reply::Int(s.errors as i64)),
         ("denied".into(), Reply::Int(s.denied as i64)),
+        ("slots".into(), Reply::Text(s.slots.clone())),
         (
             "last_error".into(),
             s.last_error.clone().map_or(Reply::Null, Reply::Text),

@@ -360,6 +360,9 @@ pub fn event(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     );
     drop(u);
     catalog.read().record_popularity(slot, weight, ts);
+    if cluster::enabled() && !cluster::replayed(ctx) && cluster::is_master(ctx) {
+        cluster::popularity::note(key.as_slice(), item, weight, ts);
+    }
     if let Some(id) = request {
         experiments::credit(ctx, key, &catalog, id, user, &kind, now);
     }
