@@ -406,11 +406,12 @@ export class Recsys {
     return Number(await this.send(['RECSYS.EXPERIMENT_DEL', catalog, name]));
   }
 
-  /** RECSYS.BATCH: recommendations for every matching user into lists; returns the job id. */
+  /** RECSYS.BATCH: recommendations for every matching user into lists at
+   * `into{userkey}`; returns the job id (batchStatus has the slots it covers). */
   async batch(catalog: string, match: string, k: number, into: string, o: PipelineOptions & { ttl?: number } = {}): Promise<number> {
     const a = ['RECSYS.BATCH', catalog, 'MATCH', match, 'K', num(k), 'INTO', into];
     if (o.ttl !== undefined) a.push('TTL', num(o.ttl));
-    return Number(await this.send([...a, ...pipelineArgs(o)]));
+    return Number(record(await this.send([...a, ...pipelineArgs(o)])).id);
   }
 
   /** RECSYS.BATCH_STATUS of one job. */

@@ -114,6 +114,21 @@ for (const RESP of [2, 3] as const) {
       await assert.rejects(rs.search('shop', [1, 2, 3]), /DIM/);
       await assert.rejects(rs.recommend('shop', 'u', { k: Number.NaN }), /finite/);
       assert.equal(await rs.deleteItems('shop', 'sku:4', 'missing'), 1);
+
+      // BATCH writes each user's list at `into{userkey}` and says which
+      // slots it covered.
+      for (let u = 0; u < 3; u++) await rs.setUser(`buser:${u}`, new Float32Array([0.9, 0.1, 0.3, 0.0]));
+      const job = await rs.batch('shop', 'buser:*', 2, 'recs:');
+      let status: Record<string, unknown> = {};
+      for (let i = 0; i < 200; i++) {
+        status = await rs.batchStatus(job);
+        if (status.state !== 'running') break;
+        await new Promise((ok) => setTimeout(ok, 50));
+      }
+      assert.equal(status.state, 'done');
+      assert.equal(Number(status.written), 3);
+      assert.equal(status.slots, '0-16383');
+      assert.equal((await client.lRange('recs:{buser:0}', 0, -1))[0], 'sku:3');
       } finally {
         await client.close();
       }

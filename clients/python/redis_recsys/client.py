@@ -304,11 +304,12 @@ class _Commands:
         return self._run(args, parse)
 
     def batch(self, catalog: str, match: str, k: int, into: str, ttl: Optional[int] = None, **options: Any) -> Any:
-        """RECSYS.BATCH: recommendations for every matching user into lists; returns the job id."""
+        """RECSYS.BATCH: recommendations for every matching user into lists at
+        `into{userkey}`; returns the job id (batch_status has the slots it covers)."""
         args: List[Any] = ["RECSYS.BATCH", catalog, "MATCH", match, "K", _num(k), "INTO", into]
         if ttl is not None:
             args += ["TTL", _num(ttl)]
-        return self._run(args + self._pipeline_options(**options), int)
+        return self._run(args + self._pipeline_options(**options), lambda r: int(as_dict(r)["id"]))
 
     def batch_status(self, id: int) -> Any:
         """RECSYS.BATCH_STATUS of one job, as a dict."""

@@ -110,7 +110,8 @@ def test_batch_writes_lists(client):
             break
         time.sleep(0.05)
     assert status["state"] == "done" and status["written"] == 5
-    assert client.lrange("recs:user:0", 0, -1)[0] in (b"sku:3", "sku:3")
+    assert status["slots"] == "0-16383"
+    assert client.lrange("recs:{user:0}", 0, -1)[0] in (b"sku:3", "sku:3")
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
