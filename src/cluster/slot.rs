@@ -20,6 +20,34 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16(tagged) % SLOTS
 }
 
+/// Whether `key` has a hash tag: text between its first `{` and the next
+/// `}` that is not empty.
+pub fn has_hash_tag(key: &[u8]) -> bool {
+    key.iter().position(|&b| b == b'{').is_some_and(|open| {
+        key[open + 1..]
+            .iter()
+            .position(|&b| b == b'}')
+            .is_some_and(|len| len > 0)
+    })
+}
+
+/// A key name that starts with `prefix` and sits in `key`'s slot:
+/// `prefix{key}`, or `prefix + key` when `key` has a hash tag. A key with
+/// a `}` but no hash tag (`a}b`, `a{}`) has no such name: the result is
+/// then in another slot, which callers check with [`key_slot`].
+pub fn in_slot_of(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + key.len() + 2);
+    out.extend_from_slice(prefix);
+    if has_hash_tag(key) {
+        out.extend_from_slice(key);
+    } else {
+        out.push(b'{');
+        out.extend_from_slice(key);
+        out.push(b'}');
+    }
+    out
+}
+
 /// CRC16-CCITT (XMODEM).
 fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
@@ -48,5 +76,22 @@ mod tests {
         assert_eq!(key_slot(b"{user1000}.followers"), 3443);
         assert_eq!(key_slot(b"a{}b"), crc16(b"a{}b") % SLOTS);
         assert_eq!(key_slot(b"a{b"), crc16(b"a{b") % SLOTS);
+    }
+
+    #[test]
+    fn names_in_a_keys_slot() {
+        for (key, name) in [
+            (&b"user:1"[..], &b"r:{user:1}"[..]),
+            (b"user:{42}", b"r:user:{42}"),
+            (b"a{b", b"r:{a{b}"),
+        ] {
+            assert_eq!(in_slot_of(b"r:", key), name);
+            assert_eq!(key_slot(name), key_slot(key), "{name:?}");
+        }
+        // A `}` without a hash tag: no such name exists.
+        for odd in [&b"user:}x"[..], b"user:{}"] {
+            assert!(!has_hash_tag(odd));
+            assert_ne!(key_slot(&in_slot_of(b"r:", odd)), key_slot(odd), "{odd:?}");
+        }
     }
 }

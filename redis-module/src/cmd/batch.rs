@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
+use recsys_core::cluster::slot::{in_slot_of, key_slot};
 use recsys_core::pipeline::recommend as run_pipeline;
 use recsys_core::pipeline::request::{RawUser, Request};
 use recsys_core::Error;
@@ -302,6 +303,16 @@ fn run(job: &Job) -> Result<(), String> {
                     }
                 };
                 let dest = list_key(&job.prefix, user);
+                if cluster::enabled() && key_slot(&dest) != key_slot(user) {
+                    // A `}` in a user key without a hash tag: braces cannot
+                    // put its list in the user's slot.
+                    errors += 1;
+                    last_error = Some(format!(
+                        "{}: its list would be in another slot than the user (a '}}' in a key without a hash tag)",
+                        String::from_utf8_lossy(user)
+                    ));
+                    continue;
+                }
                 if !job.caller.may(&ctx, &dest, KeyAccess::Write)? {
                     write_denied += 1;
                     continue;
@@ -331,43 +342,17 @@ fn run(job: &Job) -> Result<(), String> {
     }
 }
 
-/// The list of `user`, in the user's slot: `prefix{user}`, or `prefix +
-/// user` when the user key has a hash tag of its own. The same name with
-/// or without a cluster, so in a cluster it lands on the node that serves
-/// the user.
+/// The list of `user`: `prefix{user}`, or `prefix + user` when the user
+/// key has a hash tag of its own; the same name with or without a
+/// cluster, so in a cluster it lands on the node that serves the user.
 fn list_key(prefix: &[u8], user: &[u8]) -> Vec<u8> {
-    let mut dest = prefix.to_vec();
-    if !has_hash_tag(user) {
-        dest.push(b'{');
-        dest.extend_from_slice(user);
-        dest.push(b'}');
-    } else {
-        dest.extend_from_slice(user);
-    }
-    dest
-}
-
-fn has_hash_tag(key: &[u8]) -> bool {
-    key.iter().position(|&b| b == b'{').is_some_and(|open| {
-        key[open + 1..]
-            .iter()
-            .position(|&b| b == b'}')
-            .is_some_and(|len| len > 0)
-    })
+    in_slot_of(prefix, user)
 }
 
 /// A scratch key in the same cluster slot as `key`: `key` keeps its hash
 /// tag, or becomes one.
 fn scratch_key(key: &[u8]) -> Vec<u8> {
-    let tagged = has_hash_tag(key);
-    let mut out = Vec::with_capacity(key.len() + 16);
-    if tagged {
-        out.extend_from_slice(key);
-    } else {
-        out.push(b'{');
-        out.extend_from_slice(key);
-        out.push(b'}');
-    }
+    let mut out = in_slot_of(b"", key);
     out.extend_from_slice(b":recsys-batch-tmp");
     out
 }
