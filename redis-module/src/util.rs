@@ -61,6 +61,17 @@ extern "C" fn fire(ctx: *mut raw::RedisModuleCtx, job: *mut c_void) {
     arm(&ctx, job);
 }
 
+/// The bytes of a string reply of `Context::call` (simple, bulk or
+/// binary); `None` for any other reply.
+pub fn reply_bytes(v: &redis_module::RedisValue) -> Option<Vec<u8>> {
+    use redis_module::RedisValue;
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.as_bytes().to_vec()),
+        RedisValue::StringBuffer(b) => Some(b.clone()),
+        _ => None,
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

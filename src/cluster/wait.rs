@@ -108,18 +108,18 @@ struct Watch {
     since_ms: i64,
 }
 
-/// The positions owners asked this node about, by catalog.
+/// The positions owners asked this node about, by catalog (no catalog
+/// with an empty list is kept).
 #[derive(Default)]
 pub struct Watches {
     by_catalog: HashMap<Vec<u8>, Vec<Watch>>,
-    count: usize,
 }
 
 impl Watches {
     /// `owner` asks to hear when this node's copy of `catalog` reaches
     /// `target`. At most [`MAX_WATCHES`] are kept: the oldest goes first.
     pub fn watch(&mut self, catalog: &[u8], owner: &str, target: LogPos, now_ms: i64) {
-        if self.count >= MAX_WATCHES {
+        if self.len() >= MAX_WATCHES {
             self.drop_oldest();
         }
         self.by_catalog
@@ -130,7 +130,6 @@ impl Watches {
                 target,
                 since_ms: now_ms,
             });
-        self.count += 1;
     }
 
     /// This node's copy of `catalog` serves at `pos`: the owners to tell
@@ -147,7 +146,7 @@ impl Watches {
             }
             !reached
         });
-        self.recount();
+        self.drop_empty();
         owners
     }
 
@@ -162,15 +161,15 @@ impl Watches {
         for list in self.by_catalog.values_mut() {
             list.retain(|w| now_ms - w.since_ms < MAX_WAIT_MS);
         }
-        self.recount();
+        self.drop_empty();
     }
 
     pub fn len(&self) -> usize {
-        self.count
+        self.by_catalog.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.by_catalog.is_empty()
     }
 
     fn drop_oldest(&mut self) {
@@ -184,12 +183,11 @@ impl Watches {
                 list.remove(0);
             }
         }
-        self.recount();
+        self.drop_empty();
     }
 
-    fn recount(&mut self) {
+    fn drop_empty(&mut self) {
         self.by_catalog.retain(|_, list| !list.is_empty());
-        self.count = self.by_catalog.values().map(Vec::len).sum();
     }
 }
 

@@ -35,7 +35,7 @@ use once_cell::sync::OnceCell;
 use recsys_core::cluster::message::Message;
 use redis_module::{raw, Context, ContextFlags, RedisValue};
 
-use crate::util::{log_warning, panic_message};
+use crate::util::{log_warning, panic_message, reply_bytes};
 
 /// The message type of every recsys bus message.
 const MESSAGE_TYPE: u8 = 0x52;
@@ -183,12 +183,6 @@ pub fn served_slots(ctx: &Context) -> String {
     let Ok(RedisValue::Array(ranges)) = ctx.call("CLUSTER", &["SLOTS"][..]) else {
         return String::new();
     };
-    let text = |v: &RedisValue| match v {
-        RedisValue::BulkString(s) | RedisValue::SimpleString(s) => Some(s.clone()),
-        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
-        _ => None,
-    };
     let mut mine: Vec<(i64, i64)> = ranges
         .iter()
         .filter_map(|r| {
@@ -198,7 +192,7 @@ pub fn served_slots(ctx: &Context) -> String {
             else {
                 return None;
             };
-            (text(master.get(2)?)? == me).then_some((*a, *b))
+            (reply_bytes(master.get(2)?)? == me.as_bytes()).then_some((*a, *b))
         })
         .collect();
     mine.sort_unstable();

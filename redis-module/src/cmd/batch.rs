@@ -30,7 +30,7 @@ use crate::cmd::request_args::{model_fields, pipeline_option, unknown_option};
 use crate::keys::{read_user, SharedCatalog, UserFields};
 use crate::plugin_store;
 use crate::reply::Reply;
-use crate::util::{now_ms, panic_message, redis_string, select_db, selected_db};
+use crate::util::{now_ms, panic_message, redis_string, reply_bytes, select_db, selected_db};
 
 /// Users read per SCAN page (one GIL hold).
 const PAGE: usize = 200;
@@ -206,14 +206,6 @@ pub fn batch(ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
     ]))
 }
 
-fn as_bytes(v: &RedisValue) -> Option<Vec<u8>> {
-    match v {
-        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.as_bytes().to_vec()),
-        RedisValue::StringBuffer(b) => Some(b.clone()),
-        _ => None,
-    }
-}
-
 fn run(job: &Job) -> Result<(), String> {
     let tsc = ThreadSafeContext::new();
     // Writes respect maxmemory like a client's would, and replicate.
@@ -246,10 +238,10 @@ fn run(job: &Job) -> Result<(), String> {
             };
             let next = parts
                 .first()
-                .and_then(as_bytes)
+                .and_then(reply_bytes)
                 .ok_or("SCAN reply has no cursor")?;
             let keys: Vec<Vec<u8>> = match parts.get(1) {
-                Some(RedisValue::Array(keys)) => keys.iter().filter_map(as_bytes).collect(),
+                Some(RedisValue::Array(keys)) => keys.iter().filter_map(reply_bytes).collect(),
                 _ => Vec::new(),
             };
             let mut users: Vec<(Vec<u8>, Result<RawUser, String>)> = Vec::new();
