@@ -47,7 +47,7 @@ fn rec(c: &mut Connection, opts: &[&str]) -> redis::RedisResult<Vec<String>> {
         .query(c)
 }
 
-fn info_int(c: &mut Connection, name: &str, field: &str) -> i64 {
+fn info_field<T: redis::FromRedisValue>(c: &mut Connection, name: &str, field: &str) -> T {
     let v: Vec<Value> = redis::cmd("RECSYS.PLUGIN.INFO").arg(name).query(c).unwrap();
     let mut it = v.into_iter();
     while let (Some(k), Some(val)) = (it.next(), it.next()) {
@@ -56,6 +56,14 @@ fn info_int(c: &mut Connection, name: &str, field: &str) -> i64 {
         }
     }
     panic!("no {field}");
+}
+
+fn info_int(c: &mut Connection, name: &str, field: &str) -> i64 {
+    info_field(c, name, field)
+}
+
+fn info_text(c: &mut Connection, name: &str, field: &str) -> String {
+    info_field(c, name, field)
 }
 
 #[test]
@@ -259,7 +267,7 @@ fn hostile_plugins_never_hurt_the_server() {
 /// every request: nothing it wrote survives into the next request.
 #[test]
 fn plugin_memory_does_not_survive_between_requests() {
-    let s = server();
+    let s = server_with(&["WORKERS", "2"], &[]);
     let mut c = s.connection().unwrap();
     catalog(&mut c);
     load(&mut c, "bad", "hostile").unwrap();
@@ -270,6 +278,18 @@ fn plugin_memory_does_not_survive_between_requests() {
         );
     }
     assert_eq!(info_int(&mut c, "bad", "calls"), 20);
+    // Those 20 calls shared per-thread instances (one per worker thread at
+    // most, plus the main thread's), each reset after every call.
+    assert_eq!(info_text(&mut c, "bad", "instance_reuse"), "yes");
+    let made = info_int(&mut c, "bad", "instances");
+    assert!((1..=3).contains(&made), "{made} instances for 20 calls");
+    // A call that traps leaves no instance to reuse: the next call still
+    // starts from the initial state.
+    assert!(rec(&mut c, &["K", "5", "FILTER", "bad", "ARGS", "trap"]).is_err());
+    assert_eq!(
+        rec(&mut c, &["K", "5", "FILTER", "bad", "ARGS", "remember"]).unwrap(),
+        vec!["i0"]
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The wasmtime host: engine and linker built once, components compiled and
-//! pre-linked at load, one fresh store per call with memory, stack and time
-//! limits, outputs validated.
+//! The wasmtime host: engines and linkers built once, components compiled and
+//! pre-linked at load, calls served by a per-thread instance reset after
+//! every call (or, for a component that cannot be reset, a fresh store and
+//! instance per call), with memory, stack and time limits, outputs validated.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,9 +19,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::filter::recsys::plugin::host::{self as host_api, Level};
 use super::bindings::filter::recsys::plugin::types::Ordering as WitOrdering;
-use super::bindings::filter::FilterPre;
-use super::bindings::order::OrderPre;
-use super::{OrderOutput, PluginInput};
+use super::bindings::filter::{Filter, FilterPre};
+use super::bindings::order::{Order, OrderPre};
+use super::instances::{self, Idle};
+use super::memory::{self, Snapshot};
+use super::{reuse, OrderOutput, PluginInput};
 
 /// Resource limits for every plugin call (module arguments of the Redis module).
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +98,9 @@ pub struct PluginStats {
     pub calls: AtomicU64,
     pub errors: AtomicU64,
     pub traps: AtomicU64,
+    /// Instances made: one per call without reuse; with reuse, one per
+    /// thread plus one after each call that could not be reset.
+    pub instances: AtomicU64,
     /// Last call durations in microseconds (ring of 1024).
     recent: Mutex<(Vec<u32>, usize)>,
     /// Tail of the last call's log.
@@ -166,6 +172,24 @@ enum Pre {
     Order(OrderPre<StoreData>),
 }
 
+impl Pre {
+    fn instantiate(&self, store: &mut Store<StoreData>) -> wasmtime::Result<Bound> {
+        Ok(match self {
+            Pre::Filter(pre) => Bound::Filter(pre.instantiate(store)?),
+            Pre::Order(pre) => Bound::Order(pre.instantiate(store)?),
+        })
+    }
+}
+
+/// An instantiated plugin, ready to call.
+pub(super) enum Bound {
+    Filter(Filter),
+    Order(Order),
+}
+
+/// Source of [`Plugin::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A compiled, pre-linked plugin.
 pub struct Plugin {
     pub name: String,
@@ -175,12 +199,17 @@ pub struct Plugin {
     /// The component bytes (kept for persistence and replication).
     pub bytes: Arc<Vec<u8>>,
     pub stats: PluginStats,
+    /// `Ok` when calls reuse a per-thread instance reset after each call;
+    /// otherwise why each call gets a fresh instance.
+    pub instance_reuse: Result<(), String>,
+    /// Identifies this load among all plugins the process has loaded.
+    id: u64,
     pre: Pre,
 }
 
 /// Per-call state: the WASI context (built on the guest's first WASI call;
 /// most plugins never make one), its resources, limits and the log.
-struct StoreData {
+pub(super) struct StoreData {
     wasi: Option<WasiCtx>,
     /// stdout and stderr of the guest (bounded), once WASI is in use.
     output: Option<MemoryOutputPipe>,
@@ -191,6 +220,14 @@ struct StoreData {
 }
 
 impl StoreData {
+    /// Clears what the last call left, for the next call on the same store.
+    fn begin_call(&mut self, log_cap: usize) {
+        self.wasi = None;
+        self.output = None;
+        self.log.clear();
+        self.log_cap = log_cap;
+    }
+
     /// host.log lines, then whatever the guest printed.
     fn log_text(&mut self) -> String {
         let mut log = std::mem::take(&mut self.log);
@@ -232,10 +269,96 @@ impl host_api::Host for StoreData {
     }
 }
 
-/// The process-wide plugin engine.
-pub struct Host {
+/// An engine and the linker of the imports a plugin may use.
+struct Runtime {
     engine: Engine,
     linker: Linker<StoreData>,
+}
+
+impl Runtime {
+    /// `pooled`: instances from wasmtime's pool, a fresh one per call.
+    /// Otherwise instances on demand with memories from [`memory::Creator`],
+    /// kept per thread and reset by the host.
+    fn new(limits: &Limits, pooled: bool) -> Result<Runtime, String> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.stack_bytes)
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(64 << 10)
+            // Data segments are copied into the resident pages on each
+            // instantiation: no mmap per call (and no TLB shootdowns
+            // between worker threads), cheaper for small plugins.
+            .memory_init_cow(false);
+        if pooled {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(limits.max_instances)
+                .total_core_instances(limits.max_instances * 4)
+                .total_memories(limits.max_instances * 4)
+                .total_tables(limits.max_instances * 4)
+                .max_memory_size(limits.memory_bytes)
+                // Reset the first pages of a memory by zeroing instead of
+                // unmapping: the next call does not page-fault them back in.
+                .linear_memory_keep_resident(128 << 10)
+                .table_keep_resident(64 << 10);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        } else {
+            config
+                .allocation_strategy(InstanceAllocationStrategy::OnDemand)
+                .with_host_memory(Arc::new(memory::Creator));
+        }
+        let engine =
+            Engine::new(&config).map_err(|e| format!("cannot start the plugin engine: {e}"))?;
+        let mut linker: Linker<StoreData> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+        host_api::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+        Ok(Runtime { engine, linker })
+    }
+
+    /// Compiles and pre-links a component for `world`.
+    fn prepare(&self, bytes: &[u8]) -> Result<(World, Pre), String> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
+        let ty = component.component_type();
+        let exports: HashSet<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let world = if exports.contains("filter") {
+            World::Filter
+        } else if exports.contains("order") {
+            World::Order
+        } else {
+            return Err(
+                "component exports neither `filter` nor `order` (see wit/recsys.wit)".into(),
+            );
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!(
+                "component needs an import the sandbox does not provide: {}",
+                root_cause(&e)
+            )
+        })?;
+        let pre = match world {
+            World::Filter => Pre::Filter(
+                FilterPre::new(pre).map_err(|e| format!("not a filter world component: {e}"))?,
+            ),
+            World::Order => Pre::Order(
+                OrderPre::new(pre).map_err(|e| format!("not an order world component: {e}"))?,
+            ),
+        };
+        Ok((world, pre))
+    }
+}
+
+/// The process-wide plugin engines.
+pub struct Host {
+    /// A fresh pooled instance per call.
+    fresh: Runtime,
+    /// Per-thread instances reset by the host after each call.
+    reused: Runtime,
     /// Memory and stack are fixed when the engine is built; the timeout and
     /// the component size limit change at run time ([`Host::set_limits`]).
     limits: parking_lot::RwLock<Limits>,
@@ -274,58 +397,34 @@ impl Drop for InFlight<'_> {
 }
 
 impl Host {
-    /// Builds the engine (once) and starts the epoch ticker thread.
+    /// Builds the engines (once) and starts the epoch ticker thread.
     pub fn new(limits: Limits) -> Result<Host, String> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(limits.max_instances)
-            .total_core_instances(limits.max_instances * 4)
-            .total_memories(limits.max_instances * 4)
-            .total_tables(limits.max_instances * 4)
-            .max_memory_size(limits.memory_bytes)
-            // Reset the first pages of a memory by zeroing instead of unmapping:
-            // the next call does not page-fault them back in.
-            .linear_memory_keep_resident(128 << 10)
-            .table_keep_resident(64 << 10);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(limits.stack_bytes)
-            .memory_reservation(limits.memory_bytes as u64)
-            .memory_guard_size(64 << 10)
-            // Data segments are copied into the resident pages on each
-            // instantiation: no mmap per call (and no TLB shootdowns
-            // between worker threads), cheaper for small plugins.
-            .memory_init_cow(false)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine =
-            Engine::new(&config).map_err(|e| format!("cannot start the plugin engine: {e}"))?;
-        let mut linker: Linker<StoreData> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
-        host_api::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
-        let weak = engine.weak();
+        let fresh = Runtime::new(&limits, true)?;
+        let reused = Runtime::new(&limits, false)?;
+        let engines = [fresh.engine.weak(), reused.engine.weak()];
         let ticker = Arc::new(Ticker::default());
         let state = Arc::clone(&ticker);
         let handle = std::thread::Builder::new()
             .name("recsys-wasm-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    if state.active.load(Relaxed) == 0 {
-                        // Idle: wait for a call (InFlight unparks) or 100 ms.
-                        std::thread::park_timeout(Duration::from_millis(100));
-                    } else {
-                        std::thread::sleep(Duration::from_millis(1));
+            .spawn(move || loop {
+                for weak in &engines {
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
                     }
+                }
+                if state.active.load(Relaxed) == 0 {
+                    // Idle: wait for a call (InFlight unparks) or 100 ms.
+                    std::thread::park_timeout(Duration::from_millis(100));
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             })
             .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
         let _ = ticker.thread.set(handle.thread().clone());
         Ok(Host {
-            engine,
-            linker,
+            fresh,
+            reused,
             limits: parking_lot::RwLock::new(limits),
             ticker,
         })
@@ -345,7 +444,10 @@ impl Host {
 
     /// Validates, compiles and pre-links a component. The error names what is
     /// wrong: size, bytes that are not a component, a world it does not
-    /// implement, or an import the sandbox does not offer.
+    /// implement, or an import the sandbox does not offer. A component whose
+    /// state can be reset between calls ([`reuse::prepare`]) is compiled
+    /// rewritten, for per-thread instances; any other runs in a fresh
+    /// instance per call.
     pub fn compile(&self, name: &str, bytes: Vec<u8>) -> Result<Plugin, String> {
         let max_bytes = self.limits.read().max_component_bytes;
         if bytes.len() > max_bytes {
@@ -354,35 +456,14 @@ impl Host {
                 bytes.len(),
             ));
         }
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
-        let ty = component.component_type();
-        let exports: HashSet<String> = ty
-            .exports(&self.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let world = if exports.contains("filter") {
-            World::Filter
-        } else if exports.contains("order") {
-            World::Order
-        } else {
-            return Err(
-                "component exports neither `filter` nor `order` (see wit/recsys.wit)".into(),
-            );
-        };
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            format!(
-                "component needs an import the sandbox does not provide: {}",
-                root_cause(&e)
-            )
-        })?;
-        let pre = match world {
-            World::Filter => Pre::Filter(
-                FilterPre::new(pre).map_err(|e| format!("not a filter world component: {e}"))?,
-            ),
-            World::Order => Pre::Order(
-                OrderPre::new(pre).map_err(|e| format!("not an order world component: {e}"))?,
-            ),
+        let reusable = reuse::prepare(&bytes).and_then(|rewritten| {
+            self.reused
+                .prepare(&rewritten)
+                .map_err(|e| format!("the rewritten component failed to load: {e}"))
+        });
+        let (instance_reuse, (world, pre)) = match reusable {
+            Ok(prepared) => (Ok(()), prepared),
+            Err(why) => (Err(why), self.fresh.prepare(&bytes)?),
         };
         let sha256 = Sha256::digest(&bytes)
             .iter()
@@ -395,11 +476,13 @@ impl Host {
             size: bytes.len(),
             bytes: Arc::new(bytes),
             stats: PluginStats::default(),
+            instance_reuse,
+            id: NEXT_ID.fetch_add(1, Relaxed),
             pre,
         })
     }
 
-    fn store(&self) -> Store<StoreData> {
+    fn store(&self, runtime: &Runtime) -> Store<StoreData> {
         let limits = self.limits();
         let data = StoreData {
             wasi: None,
@@ -413,16 +496,20 @@ impl Host {
             log: String::new(),
             log_cap: limits.log_bytes,
         };
-        let mut store = Store::new(&self.engine, data);
+        let mut store = Store::new(&runtime.engine, data);
         store.limiter(|d| &mut d.limits);
-        // Every epoch tick (1 ms) the guest stops at a check: it may go on
-        // while the CPU time this thread spent in the call is under the limit.
-        // CPU time, not wall time, so a worker preempted on a busy machine is
-        // not punished; a wall-clock backstop of 50x the limit stays. The
-        // thread's CPU clock is a system call, so it is first read at the
-        // first tick: a call that ends within a tick (nearly all) never reads
-        // it, and a long one may run up to one tick past the limit.
-        let budget = limits.timeout;
+        store
+    }
+
+    /// Gives the store's next call its time budget. Every epoch tick (1 ms)
+    /// the guest stops at a check: it may go on while the CPU time this
+    /// thread spent in the call is under the limit. CPU time, not wall time,
+    /// so a worker preempted on a busy machine is not punished; a wall-clock
+    /// backstop of 50x the limit stays. The thread's CPU clock is a system
+    /// call, so it is first read at the first tick: a call that ends within
+    /// a tick (nearly all) never reads it, and a long one may run up to one
+    /// tick past the limit.
+    fn arm(store: &mut Store<StoreData>, budget: Duration) {
         let wall_start = Instant::now();
         let mut cpu_start: Option<Duration> = None;
         store.set_epoch_deadline(1);
@@ -434,31 +521,77 @@ impl Host {
             }
             Ok(wasmtime::UpdateDeadline::Continue(1))
         });
-        store
     }
 
-    /// One call: a fresh store, the guest call, the validation, and the
-    /// plugin's statistics (time, outcome, log).
+    /// This thread's instance of a reusable plugin, made if it has none.
+    fn idle_instance(&self, plugin: &Plugin) -> wasmtime::Result<Idle> {
+        if let Some(idle) = instances::take(plugin.id) {
+            return Ok(idle);
+        }
+        let mut store = self.store(&self.reused);
+        Self::arm(&mut store, self.limits().timeout);
+        Snapshot::forget_created();
+        plugin.stats.instances.fetch_add(1, Relaxed);
+        let bound = plugin.pre.instantiate(&mut store)?;
+        // SAFETY: the instance is alive (in `store`) and not running.
+        let snapshot = unsafe { Snapshot::take() };
+        Ok(Idle {
+            store,
+            bound,
+            snapshot,
+        })
+    }
+
+    /// One call: the guest call on a reset or fresh instance, the
+    /// validation, and the plugin's statistics (time, outcome, log).
     fn timed<T>(
         &self,
         plugin: &Plugin,
-        input: &PluginInput,
-        call: impl FnOnce(&mut Store<StoreData>, &PluginInput) -> wasmtime::Result<Result<T, String>>,
+        call: impl FnOnce(&mut Store<StoreData>, &Bound) -> wasmtime::Result<Result<T, String>>,
         validate: impl FnOnce(T) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         let _in_flight = InFlight::new(&self.ticker);
         let t = Instant::now();
-        let mut store = self.store();
-        let result = call(&mut store, input)
+        let limits = self.limits();
+        let (answer, log) = if plugin.instance_reuse.is_ok() {
+            match self.idle_instance(plugin) {
+                Ok(mut idle) => {
+                    idle.store.data_mut().begin_call(limits.log_bytes);
+                    Self::arm(&mut idle.store, limits.timeout);
+                    let answer = call(&mut idle.store, &idle.bound);
+                    let log = idle.store.data_mut().log_text();
+                    // Kept only when the call ended normally, left no
+                    // resource behind and the memories could be reset.
+                    // SAFETY: the instance is alive and its call has ended.
+                    if answer.is_ok()
+                        && idle.store.data().table.is_empty()
+                        && unsafe { idle.snapshot.restore() }
+                    {
+                        instances::put_back(plugin.id, idle);
+                    }
+                    (answer, log)
+                }
+                Err(e) => (Err(e), String::new()),
+            }
+        } else {
+            let mut store = self.store(&self.fresh);
+            Self::arm(&mut store, limits.timeout);
+            plugin.stats.instances.fetch_add(1, Relaxed);
+            let answer = plugin
+                .pre
+                .instantiate(&mut store)
+                .and_then(|bound| call(&mut store, &bound));
+            let log = store.data_mut().log_text();
+            (answer, log)
+        };
+        let result = answer
             .map_err(|e| CallError::Trap(trap_message(&e)))
             .and_then(|r| r.map_err(CallError::Guest))
             .and_then(validate);
         let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
-        plugin.stats.record(
-            t.elapsed().as_micros() as u64,
-            &outcome,
-            store.data_mut().log_text(),
-        );
+        plugin
+            .stats
+            .record(t.elapsed().as_micros() as u64, &outcome, log);
         result
     }
 
@@ -469,18 +602,17 @@ impl Host {
         input: &PluginInput,
         config: &str,
     ) -> Result<Vec<u32>, CallError> {
-        let Pre::Filter(pre) = &plugin.pre else {
+        if plugin.world != World::Filter {
             return Err(CallError::Invalid(format!(
                 "plugin '{}' is an order plugin",
                 plugin.name
             )));
-        };
+        }
         self.timed(
             plugin,
-            input,
-            |store, req| {
-                pre.instantiate(&mut *store)?
-                    .call_filter(&mut *store, req, config)
+            |store, bound| match bound {
+                Bound::Filter(f) => f.call_filter(store, input, config),
+                Bound::Order(_) => Ok(Err("not a filter plugin".into())),
             },
             |kept| {
                 check_indices(&kept, input.len())?;
@@ -496,18 +628,17 @@ impl Host {
         input: &PluginInput,
         config: &str,
     ) -> Result<OrderOutput, CallError> {
-        let Pre::Order(pre) = &plugin.pre else {
+        if plugin.world != World::Order {
             return Err(CallError::Invalid(format!(
                 "plugin '{}' is a filter plugin",
                 plugin.name
             )));
-        };
+        }
         let o: WitOrdering = self.timed(
             plugin,
-            input,
-            |store, req| {
-                pre.instantiate(&mut *store)?
-                    .call_order(&mut *store, req, config)
+            |store, bound| match bound {
+                Bound::Order(o) => o.call_order(store, input, config),
+                Bound::Filter(_) => Ok(Err("not an order plugin".into())),
             },
             |o: WitOrdering| {
                 check_indices(&o.indices, input.len())?;

@@ -1,16 +1,23 @@
 //! Sandboxed WebAssembly plugins (components built against `wit/recsys.wit`)
 //! that filter or order RECOMMEND's candidates.
 //!
-//! One [`Host`] per process owns the wasmtime `Engine` (pooling allocator,
-//! epoch interruption, bounded stack) and a `Linker` with the only imports a
-//! plugin may use: the `host.log` function and a WASI p2 context with no
-//! filesystem, no network, no environment and stdout/stderr going into a
-//! bounded buffer. A [`Plugin`] is a compiled component pre-linked into an
-//! `InstancePre`; every call gets a fresh `Store` (no state survives between
-//! requests), a memory cap, a deadline, and its output is validated before use.
+//! One [`Host`] per process owns the wasmtime engines (epoch interruption,
+//! bounded stack) and `Linker`s with the only imports a plugin may use: the
+//! `host.log` function and a WASI p2 context with no filesystem, no network,
+//! no environment and stdout/stderr going into a bounded buffer. A [`Plugin`]
+//! is a compiled component pre-linked into an `InstancePre`. Calls run on a
+//! per-thread instance put back to its initial state after every call
+//! (`reuse.rs` rewrites the component so that its globals start over,
+//! `memory.rs` restores its memory, `instances.rs` keeps the instances), or
+//! on a fresh pooled instance when a component cannot be reset: no state
+//! survives between requests. Every call has a memory cap and a deadline, and
+//! its output is validated before use.
 
 mod bindings;
 mod host;
+mod instances;
+mod memory;
+mod reuse;
 
 pub use host::{CallError, Host, Limits, Plugin, PluginStats, PluginTotals, World, TOTALS};
 

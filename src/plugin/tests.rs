@@ -119,6 +119,7 @@ fn hostile_plugins_are_contained() {
 fn no_state_survives_between_calls() {
     let host = std::sync::Arc::new(Host::new(Limits::default()).unwrap());
     let bad = std::sync::Arc::new(host.compile("bad", wasm("hostile")).unwrap());
+    assert_eq!(bad.instance_reuse, Ok(()), "calls share an instance");
     let inp = input(20);
     for _ in 0..5 {
         assert_eq!(host.call_filter(&bad, &inp, "remember").unwrap(), vec![0]);
@@ -155,4 +156,132 @@ fn print_call_cost() {
         "filter call on 200 candidates: median {} us, p99 {} us",
         times[1000], times[1980]
     );
+}
+
+/// A component from a core module in the text format implementing the
+/// filter world by hand (canonical ABI: one pointer in, one pointer out).
+fn hand_written_filter(body: &str) -> Vec<u8> {
+    let wat = format!(
+        r#"(module
+          (memory (export "memory") 1)
+          (global $heap (mut i32) (i32.const 1024))
+          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $p i32)
+            global.get $heap
+            i32.const 7
+            i32.add
+            i32.const -8
+            i32.and
+            local.tee $p
+            local.get 3
+            i32.add
+            global.set $heap
+            local.get $p)
+          (data (i32.const 64) "\00\00\00\00\01\00\00\00\02\00\00\00\03\00\00\00")
+          {body})"#
+    );
+    let mut core = wat::parse_str(&wat).unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve
+        .push_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wit"))
+        .unwrap();
+    let world = resolve.select_world(&[pkg], Some("filter")).unwrap();
+    wit_component::embed_component_metadata(
+        &mut core,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&core)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+/// `filter` keeping the first `$calls` candidates after counting this call
+/// in a mutable global: 1 every time when globals start over at each call.
+const COUNTS_IN_A_GLOBAL: &str = r#"
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "filter") (param i32) (result i32)
+    global.get $calls
+    i32.const 1
+    i32.add
+    global.set $calls
+    i32.const 16
+    i32.const 0
+    i32.store8
+    i32.const 20
+    i32.const 64
+    i32.store
+    i32.const 24
+    global.get $calls
+    i32.const 4
+    i32.rem_u
+    i32.store
+    i32.const 16)"#;
+
+#[test]
+fn globals_start_over_at_each_call() {
+    let host = Host::new(Limits::default()).unwrap();
+    let counter = host
+        .compile("counter", hand_written_filter(COUNTS_IN_A_GLOBAL))
+        .unwrap();
+    assert_eq!(counter.instance_reuse, Ok(()));
+    for _ in 0..4 {
+        assert_eq!(host.call_filter(&counter, &input(8), "").unwrap(), vec![0]);
+    }
+}
+
+/// A module that can change a table at run time is not reused (its table
+/// could carry state), and still runs with a fresh instance per call.
+#[test]
+fn a_component_that_cannot_be_reset_runs_fresh() {
+    let host = Host::new(Limits::default()).unwrap();
+    let with_table = COUNTS_IN_A_GLOBAL.replace(
+        "(func (export \"filter\") (param i32) (result i32)",
+        "(table 1 funcref)
+         (func (export \"filter\") (param i32) (result i32)
+           i32.const 0
+           ref.null func
+           table.set 0",
+    );
+    let plugin = host
+        .compile("tabled", hand_written_filter(&with_table))
+        .unwrap();
+    let why = plugin.instance_reuse.clone().unwrap_err();
+    assert!(why.contains("changes a table"), "{why}");
+    for _ in 0..3 {
+        assert_eq!(host.call_filter(&plugin, &input(8), "").unwrap(), vec![0]);
+    }
+}
+
+#[test]
+#[ignore]
+fn print_instances_per_call() {
+    let host = Host::new(Limits::default()).unwrap();
+    for (name, cfg) in [
+        ("exclude-attr", "stock=out"),
+        ("boost-sponsored", "sponsored:0.1"),
+        ("min-score", "0.5"),
+    ] {
+        let p = host.compile(name, wasm(name)).unwrap();
+        let (inp, mut times) = (input(200), Vec::new());
+        for _ in 0..2000 {
+            let t = std::time::Instant::now();
+            if p.world == World::Filter {
+                host.call_filter(&p, &inp, cfg).unwrap();
+            } else {
+                host.call_order(&p, &inp, cfg).unwrap();
+            }
+            times.push(t.elapsed().as_nanos());
+        }
+        times.sort_unstable();
+        eprintln!(
+            "{name}: reuse {:?}, {:?} instances for 2000 calls, median {} ns",
+            p.instance_reuse, p.stats.instances, times[1000]
+        );
+    }
 }

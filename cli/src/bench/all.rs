@@ -106,7 +106,7 @@ const SECTIONS: &[Section] = &[
     Section {
         name: "plugins",
         title: "WebAssembly plugins",
-        about: "First the cost of one call on 200 candidates, in process (fresh store, instantiate, call, validate), then RECOMMEND through Redis (K=10, CANDIDATES 200, 50 clients, random users) without plugins and with one filter plugin and one order plugin, interleaved. Components from `plugins/build.sh`.",
+        about: "First the cost of one call on 200 candidates, in process (the call on a per-thread instance, its validation and the instance's reset), then RECOMMEND through Redis (K=10, CANDIDATES 200, 50 clients, random users) without plugins and with one filter plugin and one order plugin, interleaved. Components from `plugins/build.sh`.",
         args: &["bench", "plugins", "--items", "100000", "--users", "10000"],
     },
     Section {

@@ -1,5 +1,5 @@
 //! `recsys bench plugins`: the cost of one plugin call on 200 candidates
-//! (fresh store, instantiate, call, validate), in process; then RECOMMEND
+//! (reset or fresh instance, call, validate), in process; then RECOMMEND
 //! throughput through Redis with one filter and one order plugin next to the
 //! same request without them.
 
@@ -76,7 +76,7 @@ pub fn run(b: &PluginBench) -> Result<()> {
         .compile("boost", read("boost-sponsored")?)
         .map_err(anyhow::Error::msg)?;
     let inp = input(200);
-    println!("# plugin call cost: 200 candidates, 1 numeric + 2 text attributes; fresh store + instantiate + call + validate; {} calls", b.calls);
+    println!("# plugin call cost: 200 candidates, 1 numeric + 2 text attributes; per-thread instance reset after each call + call + validate; {} calls", b.calls);
     println!("| plugin | median us | p99 us |");
     println!("|---|---:|---:|");
     for (name, is_filter) in [

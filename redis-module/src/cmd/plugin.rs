@@ -119,6 +119,17 @@ pub fn info(_ctx: &Context, argv: &[RedisString]) -> CmdResult<Reply> {
         ),
         ("p50_us".into(), Reply::Int(p50 as i64)),
         ("p99_us".into(), Reply::Int(p99 as i64)),
+        (
+            "instance_reuse".into(),
+            Reply::Text(match &p.instance_reuse {
+                Ok(()) => "yes".into(),
+                Err(why) => format!("no: {why}"),
+            }),
+        ),
+        (
+            "instances".into(),
+            Reply::Int(p.stats.instances.load(Relaxed) as i64),
+        ),
         ("last_log".into(), Reply::Text(p.stats.last_log())),
     ]);
     Ok(Reply::Map(fields))

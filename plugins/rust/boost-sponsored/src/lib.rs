@@ -20,7 +20,8 @@ impl Guest for Plugin {
                 (i as u32, req.scores[i] + if sponsored { boost } else { 0.0 })
             })
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Indices are unique, so the order is total: no need for a stable sort.
+        scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(Ordering {
             indices: scored.iter().map(|s| s.0).collect(),
             scores: Some(scored.iter().map(|s| s.1).collect()),
