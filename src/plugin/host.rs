@@ -38,7 +38,9 @@ pub struct Limits {
     pub max_component_bytes: usize,
     /// Bytes of log (host.log, stdout, stderr) kept per call.
     pub log_bytes: usize,
-    /// Instances that may run at once (pool size).
+    /// Fresh instances that may run at once (the pool of components that
+    /// cannot be reset; reusable ones are bounded by the threads that call
+    /// them and the 16 idle instances each thread keeps at most).
     pub max_instances: u32,
 }
 
@@ -445,7 +447,7 @@ impl Host {
     /// Validates, compiles and pre-links a component. The error names what is
     /// wrong: size, bytes that are not a component, a world it does not
     /// implement, or an import the sandbox does not offer. A component whose
-    /// state can be reset between calls ([`reuse::prepare`]) is compiled
+    /// state can be reset between calls (`reuse::prepare`) is compiled
     /// rewritten, for per-thread instances; any other runs in a fresh
     /// instance per call.
     pub fn compile(&self, name: &str, bytes: Vec<u8>) -> Result<Plugin, String> {
