@@ -3,17 +3,13 @@
 //! every call (or, for a component that cannot be reset, a fresh store and
 //! instance per call), with memory, stack and time limits, outputs validated.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder,
-};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -22,7 +18,9 @@ use super::bindings::filter::recsys::plugin::types::Ordering as WitOrdering;
 use super::bindings::filter::{Filter, FilterPre};
 use super::bindings::order::{Order, OrderPre};
 use super::instances::{self, Idle};
-use super::memory::{self, Snapshot};
+use super::memory::Snapshot;
+use super::runtime::Runtime;
+use super::stats::PluginStats;
 use super::{reuse, OrderOutput, PluginInput};
 
 /// Resource limits for every plugin call (module arguments of the Redis module).
@@ -94,82 +92,7 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// Counters and recent latencies of one plugin.
-#[derive(Default, Debug)]
-pub struct PluginStats {
-    pub calls: AtomicU64,
-    pub errors: AtomicU64,
-    pub traps: AtomicU64,
-    /// Instances made: one per call without reuse; with reuse, one per
-    /// thread plus one after each call that could not be reset.
-    pub instances: AtomicU64,
-    /// Last call durations in microseconds (ring of 1024).
-    recent: Mutex<(Vec<u32>, usize)>,
-    /// Tail of the last call's log.
-    last_log: Mutex<String>,
-}
-
-/// Calls, errors and traps of every plugin the process ran, removed ones
-/// included (INFO's counters only grow).
-pub struct PluginTotals {
-    pub calls: AtomicU64,
-    pub errors: AtomicU64,
-    pub traps: AtomicU64,
-}
-
-pub static TOTALS: PluginTotals = PluginTotals {
-    calls: AtomicU64::new(0),
-    errors: AtomicU64::new(0),
-    traps: AtomicU64::new(0),
-};
-
-impl PluginStats {
-    fn record(&self, micros: u64, outcome: &Result<(), CallError>, log: String) {
-        let counter = match outcome {
-            Err(CallError::Trap(_)) => Some((&self.traps, &TOTALS.traps)),
-            Err(_) => Some((&self.errors, &TOTALS.errors)),
-            Ok(()) => None,
-        };
-        for c in [&self.calls, &TOTALS.calls] {
-            c.fetch_add(1, Relaxed);
-        }
-        if let Some((mine, total)) = counter {
-            mine.fetch_add(1, Relaxed);
-            total.fetch_add(1, Relaxed);
-        }
-        if let Ok(mut r) = self.recent.lock() {
-            let (ring, next) = &mut *r;
-            let v = micros.min(u32::MAX as u64) as u32;
-            if ring.len() < 1024 {
-                ring.push(v);
-            } else {
-                ring[*next] = v;
-            }
-            *next = (*next + 1) % 1024;
-        }
-        if !log.is_empty() {
-            if let Ok(mut l) = self.last_log.lock() {
-                *l = log;
-            }
-        }
-    }
-
-    /// (p50, p99) of recent call durations in microseconds.
-    pub fn percentiles(&self) -> (u32, u32) {
-        let mut v = self.recent.lock().map(|r| r.0.clone()).unwrap_or_default();
-        if v.is_empty() {
-            return (0, 0);
-        }
-        v.sort_unstable();
-        (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
-    }
-
-    pub fn last_log(&self) -> String {
-        self.last_log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-enum Pre {
+pub(super) enum Pre {
     Filter(FilterPre<StoreData>),
     Order(OrderPre<StoreData>),
 }
@@ -268,90 +191,6 @@ impl host_api::Host for StoreData {
         let room = self.log_cap.saturating_sub(self.log.len());
         let line = format!("[{level}] {message}\n");
         self.log.push_str(&line[..line.len().min(room)]);
-    }
-}
-
-/// An engine and the linker of the imports a plugin may use.
-struct Runtime {
-    engine: Engine,
-    linker: Linker<StoreData>,
-}
-
-impl Runtime {
-    /// `pooled`: instances from wasmtime's pool, a fresh one per call.
-    /// Otherwise instances on demand with memories from [`memory::Creator`],
-    /// kept per thread and reset by the host.
-    fn new(limits: &Limits, pooled: bool) -> Result<Runtime, String> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(limits.stack_bytes)
-            .memory_reservation(limits.memory_bytes as u64)
-            .memory_guard_size(64 << 10)
-            // Data segments are copied into the resident pages on each
-            // instantiation: no mmap per call (and no TLB shootdowns
-            // between worker threads), cheaper for small plugins.
-            .memory_init_cow(false);
-        if pooled {
-            let mut pool = PoolingAllocationConfig::default();
-            pool.total_component_instances(limits.max_instances)
-                .total_core_instances(limits.max_instances * 4)
-                .total_memories(limits.max_instances * 4)
-                .total_tables(limits.max_instances * 4)
-                .max_memory_size(limits.memory_bytes)
-                // Reset the first pages of a memory by zeroing instead of
-                // unmapping: the next call does not page-fault them back in.
-                .linear_memory_keep_resident(128 << 10)
-                .table_keep_resident(64 << 10);
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        } else {
-            config
-                .allocation_strategy(InstanceAllocationStrategy::OnDemand)
-                .with_host_memory(Arc::new(memory::Creator));
-        }
-        let engine =
-            Engine::new(&config).map_err(|e| format!("cannot start the plugin engine: {e}"))?;
-        let mut linker: Linker<StoreData> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
-        host_api::add_to_linker::<StoreData, HasSelf<StoreData>>(&mut linker, |s| s)
-            .map_err(|e| e.to_string())?;
-        Ok(Runtime { engine, linker })
-    }
-
-    /// Compiles and pre-links a component for `world`.
-    fn prepare(&self, bytes: &[u8]) -> Result<(World, Pre), String> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| format!("not a valid WebAssembly component: {}", root_cause(&e)))?;
-        let ty = component.component_type();
-        let exports: HashSet<String> = ty
-            .exports(&self.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
-        let world = if exports.contains("filter") {
-            World::Filter
-        } else if exports.contains("order") {
-            World::Order
-        } else {
-            return Err(
-                "component exports neither `filter` nor `order` (see wit/recsys.wit)".into(),
-            );
-        };
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            format!(
-                "component needs an import the sandbox does not provide: {}",
-                root_cause(&e)
-            )
-        })?;
-        let pre = match world {
-            World::Filter => Pre::Filter(
-                FilterPre::new(pre).map_err(|e| format!("not a filter world component: {e}"))?,
-            ),
-            World::Order => Pre::Order(
-                OrderPre::new(pre).map_err(|e| format!("not an order world component: {e}"))?,
-            ),
-        };
-        Ok((world, pre))
     }
 }
 
@@ -680,7 +519,7 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn root_cause(e: &wasmtime::Error) -> String {
+pub(super) fn root_cause(e: &wasmtime::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 

@@ -18,8 +18,11 @@ mod host;
 mod instances;
 mod memory;
 mod reuse;
+mod runtime;
+mod stats;
 
-pub use host::{CallError, Host, Limits, Plugin, PluginStats, PluginTotals, World, TOTALS};
+pub use host::{CallError, Host, Limits, Plugin, World};
+pub use stats::{PluginStats, PluginTotals, TOTALS};
 
 /// Marks a missing text attribute in [`PluginInput::text_values`].
 pub const MISSING: u32 = u32::MAX;
