@@ -150,7 +150,12 @@ impl SeenSet {
 
     /// A set of these item ids.
     pub fn from_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> SeenSet {
-        let mut hashes: Vec<u64> = ids.into_iter().map(seen_hash).collect();
+        SeenSet::from_hashes(ids.into_iter().map(seen_hash))
+    }
+
+    /// A set of these hashes (any order; repeats count once).
+    pub fn from_hashes(hashes: impl IntoIterator<Item = u64>) -> SeenSet {
+        let mut hashes: Vec<u64> = hashes.into_iter().collect();
         hashes.sort_unstable();
         hashes.dedup();
         SeenSet(hashes)

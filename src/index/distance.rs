@@ -7,6 +7,8 @@
 //! [`Kernels`] table of plain function pointers so the hot loop pays one
 //! indirect call per distance, like hnswlib.
 
+pub(crate) mod rows;
+
 /// Function-pointer table of the kernels best suited to this CPU.
 #[derive(Clone, Copy)]
 pub struct Kernels {

@@ -26,7 +26,10 @@ use super::visited::with_visited;
 use crate::growth::push_by_eighths;
 use crate::rng::SplitMix;
 
+mod scan;
 mod simd;
+
+pub use scan::{scan_limit, ScanOrder, SCAN_FLOOR, SCAN_SLOTS_PER_EF};
 
 /// No node (empty graph).
 pub(crate) const NONE: u32 = u32::MAX;
@@ -579,18 +582,11 @@ impl Hnsw {
         self.search_within(v, k, ef, accept, usize::MAX).0
     }
 
-    /// Whether a search with this `ef` is answered by an exact scan rather
-    /// than a graph walk ([`scan_limit`]): the walk's distances come in
-    /// random order through heaps, the scan's in memory order, so up to a
-    /// size that grows with `ef` the scan is as fast, and exact.
-    pub fn prefers_scan(&self, ef: usize) -> bool {
-        self.slots() <= scan_limit(ef, self.params.dim)
-    }
-
     /// Like [`Hnsw::search`], but gives up after visiting about `budget`
     /// nodes; the stats say how many it visited and whether it gave up (a selective filter may then be
     /// better served by [`Hnsw::scan`]). Small indexes (see
-    /// [`Hnsw::prefers_scan`]) are scanned, exactly.
+    /// [`Hnsw::prefers_scan`]) are scanned, exactly, distance first
+    /// ([`ScanOrder::DistanceFirst`]: callers pass broad admission).
     pub fn search_within<F: Fn(u32) -> bool>(
         &self,
         v: &[f32],
@@ -601,7 +597,8 @@ impl Hnsw {
     ) -> (Vec<Hit>, WalkStats) {
         let ef = ef.max(k);
         if self.prefers_scan(ef) {
-            return (self.scan(v, k, accept), WalkStats::default());
+            let scanned = self.scan_in_order(v, k, accept, ScanOrder::DistanceFirst);
+            return (scanned, WalkStats::default());
         }
         self.walk(v, k, ef, accept, budget)
     }
@@ -665,91 +662,4 @@ impl Hnsw {
             })
             .collect()
     }
-
-    /// Exact k-NN over the live slots accepted by `accept`: one pass over
-    /// the node blocks in memory order, the distance kernel inlined.
-    pub fn scan<F: Fn(u32) -> bool>(&self, v: &[f32], k: usize, accept: F) -> Vec<Hit> {
-        if k == 0 {
-            return Vec::new();
-        }
-        let q = Query::new(v);
-        let deleted = &self.deleted;
-        let acc = |s: u32| !deleted[s as usize] && accept(s);
-        let l2 = self.params.metric == Metric::L2;
-        let kernels = self.store.kernels;
-        let top = match () {
-            // SAFETY (both arms): the flag is only set after run-time detection.
-            #[cfg(target_arch = "x86_64")]
-            () if kernels.avx512 => unsafe { self.scan_avx512(&q, l2, k, acc) },
-            #[cfg(target_arch = "x86_64")]
-            () if kernels.avx2 => unsafe { self.scan_avx2(&q, l2, k, acc) },
-            _ => with_distance!(self.store, &q, |dist| self.scan_with(&dist, k, acc)),
-        };
-        self.to_hits(top, k)
-    }
-
-    /// The scan's loop over every slot with distance `dist`, best first.
-    /// Distances go into a buffer of about `4k`; when it fills, a linear
-    /// selection keeps the best `k` and their worst distance becomes the
-    /// bar to enter. No heap: the loop is the kernel, a compare and a store.
-    #[inline(always)]
-    fn scan_with<D: Fn(u32) -> f32, F: Fn(u32) -> bool>(
-        &self,
-        dist: &D,
-        k: usize,
-        accept: F,
-    ) -> Vec<Cand> {
-        let cap = (4 * k).max(1024);
-        let mut best: Vec<Cand> = Vec::with_capacity(cap.min(self.slots()).max(k));
-        let mut bound = f32::INFINITY;
-        let keep_k = |best: &mut Vec<Cand>| {
-            if best.len() > k {
-                best.select_nth_unstable(k - 1);
-                best.truncate(k);
-            }
-        };
-        let slots = self.slots() as u32;
-        for s in 0..slots {
-            if !accept(s) {
-                continue;
-            }
-            let d = dist(s);
-            if d < bound {
-                best.push(Cand { d, id: s });
-                if best.len() >= cap {
-                    keep_k(&mut best);
-                    bound = best.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.d));
-                }
-            }
-        }
-        keep_k(&mut best);
-        best.sort_unstable();
-        best
-    }
-
-    /// Exact k-NN by scanning every live slot (the recall oracle).
-    pub fn brute_force(&self, v: &[f32], k: usize) -> Vec<Hit> {
-        self.scan(v, k, |_| true)
-    }
-}
-
-/// Below this many slots a search always scans (a walk's fixed costs,
-/// the descent and the heaps, are worth a scan of this many rows).
-pub const SCAN_FLOOR: usize = 1024;
-/// Slots per unit of `ef` that a scan covers in the time of a walk, up to
-/// 128 dimensions (`recsys bench scan`: the scan matches the walk at 20 x
-/// EF slots for IP and L2 at 32 and 64 dimensions, at EF 100 and 200).
-/// Wider rows make the scan memory-bound: above 128 dimensions the figure
-/// shrinks in proportion (10 x EF at 256 dimensions, measured).
-pub const SCAN_SLOTS_PER_EF: usize = 20;
-
-/// Largest index (in slots) that a search with this `ef` over `dim`-wide
-/// vectors scans instead of walking.
-pub fn scan_limit(ef: usize, dim: usize) -> usize {
-    let per_ef = if dim <= 128 {
-        SCAN_SLOTS_PER_EF
-    } else {
-        (SCAN_SLOTS_PER_EF * 128 / dim).max(2)
-    };
-    SCAN_FLOOR.max(ef.saturating_mul(per_ef))
 }

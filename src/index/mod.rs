@@ -10,7 +10,7 @@ pub mod snapshot;
 mod store;
 mod visited;
 
-pub use hnsw::{Hit, Hnsw};
+pub use hnsw::{Hit, Hnsw, ScanOrder};
 pub use params::{IndexParams, Metric, Quant};
 
 #[cfg(test)]

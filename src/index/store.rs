@@ -218,6 +218,16 @@ impl VectorStore {
         bytemuck::cast_slice(&self.block(slot)[b..b + self.dim])
     }
 
+    /// The F32 rows of the `n` slots from `slot` on, which share a page
+    /// (`slot` a multiple of `n`, `n` dividing [`PAGE_BLOCKS`]): row `r`
+    /// starts at word `r * stride` (F32 stores only).
+    #[inline(always)]
+    pub fn rows_f32(&self, slot: u32, n: usize) -> &[f32] {
+        let page = &self.pages[slot as usize >> PAGE_SHIFT];
+        let b = (slot as usize & PAGE_MASK) * self.stride + self.m0;
+        bytemuck::cast_slice(&page[b..b + (n - 1) * self.stride + self.dim])
+    }
+
     /// Q8 codes, scale and squared norm (0 unless L2) of `slot` (Q8
     /// stores only).
     #[inline(always)]

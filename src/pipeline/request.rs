@@ -203,6 +203,18 @@ impl Request {
     pub fn has_plugins(&self) -> bool {
         !self.plugins.is_empty()
     }
+
+    /// Whether a stage after retrieval rescores, reorders or drops
+    /// candidates (RANK, plugins, SOFTMAX, DIVERSITY), so it needs all
+    /// CANDIDATES; without one, the answer is the first K by retrieval
+    /// score, and retrieval asks for K alone (with EF still raised to
+    /// CANDIDATES, so the K are the same).
+    pub fn uses_all_candidates(&self) -> bool {
+        self.rank.is_some()
+            || self.has_plugins()
+            || self.ordering != Ordering::TopK
+            || self.diversity.is_some()
+    }
 }
 
 /// What the caller read about the user (from the request and the user's hash).

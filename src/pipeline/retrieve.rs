@@ -17,7 +17,7 @@ use std::cell::Cell;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::index::Metric;
+use crate::index::{Metric, ScanOrder};
 use std::collections::HashMap;
 
 use crate::pipeline::examples::{best_score, Plan};
@@ -33,6 +33,9 @@ const SELECTIVITY_SAMPLE: usize = 512;
 /// Seed of the sample's positions (fixed: the same WHERE on the same
 /// catalog always takes the same path).
 const SELECTIVITY_SEED: u64 = 0x5e1e_c7ed;
+/// Pass rate from which a scan asks a typed WHERE only about the rows
+/// that would enter the top ([`ScanOrder::DistanceFirst`]).
+const DISTANCE_FIRST_PASS_RATE: f64 = 0.1;
 /// Nodes a walk visits per unit of EF without a filter, about.
 const WALK_VISITS_PER_EF: usize = 10;
 /// What one visit of a walk (a distance at a random place in memory, heap
@@ -60,31 +63,97 @@ fn walk_budget(slots: usize, ef: usize, pass_rate: f64) -> usize {
     scan_cost_in_visits(slots, pass_rate).max(ef * WALK_VISITS_PER_EF)
 }
 
-/// A request's excluded items by seen hash, with a bitmap in front of the
-/// sorted hashes: most candidates are answered by one bit (16 bits per
-/// excluded item, so about 6% of unseen items reach the binary search).
+/// A request's excluded items by seen hash. In front, a bitmap of 64 bits
+/// per hash: nearly every candidate that is not excluded is answered by
+/// one bit (about 1.5% of them get past it). Behind it, an open-addressing
+/// table a quarter full (half past 16,384 hashes), whose buckets come from
+/// multiplying the hash with a per-process random odd number (seen hashes
+/// are FNV-1a of ids that clients choose, so fixed buckets could be
+/// crowded on purpose); a probe gives up after [`MAX_PROBES`] buckets for
+/// the binary search of the sorted hashes: a hard bound per candidate.
 struct Exclusions {
     hashes: SeenSet,
     bits: Vec<u64>,
-    mask: u64,
+    bit_mask: u64,
+    /// Hashes, 0 for an empty bucket (a hash of 0 is `zero`).
+    table: Vec<u64>,
+    /// [`BUCKET_MULTIPLIER`], read once.
+    multiplier: u64,
+    shift: u32,
+    zero: bool,
 }
+
+/// Buckets one lookup probes before it searches the sorted hashes.
+const MAX_PROBES: usize = 16;
+
+/// The odd multiplier that spreads hashes over buckets, random per process.
+static BUCKET_MULTIPLIER: once_cell::sync::Lazy<u64> = once_cell::sync::Lazy::new(|| {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1
+});
 
 impl Exclusions {
     fn new(hashes: SeenSet) -> Exclusions {
-        let nbits = (hashes.len() * 16).next_power_of_two().clamp(64, 1 << 22);
-        let mask = nbits as u64 - 1;
-        let mut bits = vec![0u64; nbits / 64];
+        // A quarter full; half for the rare huge sets (over 16,384
+        // hashes), so the table stays under 4 MB.
+        let per_hash = if hashes.len() <= 1 << 14 { 4 } else { 2 };
+        let buckets = (hashes.len() * per_hash).next_power_of_two().max(16);
+        let nbits = (hashes.len() * 64).next_power_of_two().clamp(64, 1 << 23);
+        let mut set = Exclusions {
+            bits: vec![0; nbits / 64],
+            bit_mask: nbits as u64 - 1,
+            table: vec![0; buckets],
+            multiplier: *BUCKET_MULTIPLIER,
+            shift: 64 - buckets.trailing_zeros(),
+            zero: false,
+            hashes: SeenSet::default(),
+        };
+        let mask = buckets - 1;
         for h in hashes.iter() {
-            let b = h & mask;
-            bits[(b / 64) as usize] |= 1 << (b % 64);
+            let b = h & set.bit_mask;
+            set.bits[(b / 64) as usize] |= 1 << (b % 64);
+            if h == 0 {
+                set.zero = true;
+                continue;
+            }
+            let mut i = set.bucket(h);
+            while set.table[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            set.table[i] = h;
         }
-        Exclusions { hashes, bits, mask }
+        set.hashes = hashes;
+        set
+    }
+
+    #[inline(always)]
+    fn bucket(&self, hash: u64) -> usize {
+        (hash.wrapping_mul(self.multiplier) >> self.shift) as usize
     }
 
     #[inline]
     fn contains(&self, hash: u64) -> bool {
-        let b = hash & self.mask;
-        self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0 && self.hashes.contains_hash(hash)
+        let b = hash & self.bit_mask;
+        if self.bits[(b / 64) as usize] & (1 << (b % 64)) == 0 {
+            return false;
+        }
+        self.in_table(hash)
+    }
+
+    fn in_table(&self, hash: u64) -> bool {
+        if hash == 0 {
+            return self.zero;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = self.bucket(hash);
+        for _ in 0..MAX_PROBES {
+            match self.table[i] {
+                0 => return false,
+                h if h == hash => return true,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        self.hashes.contains_hash(hash)
     }
 }
 
@@ -169,6 +238,22 @@ impl<'a> Admission<'a> {
         (live > 0).then(|| passed.max(1) as f64 / live as f64)
     }
 
+    /// How a scan should ask: distance first when most items pass (no
+    /// WHERE, or a typed one estimated to pass [`DISTANCE_FIRST_PASS_RATE`]
+    /// or more), so admission is asked about the few rows that would enter
+    /// the top; admission first otherwise.
+    fn scan_order(&self, pass_rate: impl FnOnce() -> Option<f64>) -> ScanOrder {
+        let broad = match &self.filter {
+            None => true,
+            Some(_) => pass_rate().is_some_and(|r| r >= DISTANCE_FIRST_PASS_RATE),
+        };
+        match broad {
+            true => ScanOrder::DistanceFirst,
+            false => ScanOrder::AdmitFirst,
+        }
+    }
+
+    #[inline]
     fn accepts(&self, slot: u32) -> bool {
         let ok = !self.is_seen(slot)
             && match &self.filter {
@@ -201,7 +286,8 @@ fn search_admitted(
     let mut mode = "in-graph";
     let hits = if index.prefers_scan(ef) {
         mode = "scan (small catalog)";
-        index.scan(v, n, accept)
+        let order = admission.scan_order(|| admission.pass_rate(index.slots()));
+        index.scan_in_order(v, n, accept, order)
     } else {
         let pass_rate = admission.pass_rate(index.slots());
         let scan_cost = scan_cost_in_visits(index.slots(), pass_rate.unwrap_or(1.0));
@@ -372,6 +458,13 @@ pub fn retrieve(
         mode,
     };
     let scored: Vec<(u32, f32)> = match &req.sources {
+        // One search and nothing after it that uses more than K: K
+        // results of the search CANDIDATES would have run.
+        None if matches!(plan, Plan::Single(Some(_))) && !req.uses_all_candidates() => {
+            r.ef = r.ef.max(req.candidates);
+            let list = r.by_plan(plan, req.k, ex).unwrap_or_default();
+            apply_floor(req, list, ex)
+        }
         None => match r.by_plan(plan, req.candidates, ex) {
             // MIN_SCORE: a similarity floor (not for cold start's popularity).
             Some(list) => apply_floor(req, list, ex),
@@ -433,4 +526,51 @@ pub fn fallback(
         .into_iter()
         .map(|s| (s, catalog.popularity_at(s, user.now_ms) as f32))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inverse of an odd number modulo 2^64 (Newton's iteration).
+    fn inverse(m: u64) -> u64 {
+        let mut x = m;
+        for _ in 0..6 {
+            x = x.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(x)));
+        }
+        x
+    }
+
+    /// Members are found and others are not, for a random set with 0 in
+    /// it and a crowd of hashes made to share one bucket (past the probe
+    /// limit, where the sorted hashes answer).
+    #[test]
+    fn exclusions_answer_exactly_even_when_buckets_are_crowded() {
+        let mut rng = SplitMix::new(5);
+        let mut members: Vec<u64> = (0..300).map(|_| rng.next_u64()).collect();
+        members.push(0);
+        let m = *BUCKET_MULTIPLIER;
+        assert_eq!(m.wrapping_mul(inverse(m)), 1);
+        // Buckets: 301 + 40 hashes x 4, 2048 of them (shift 53).
+        let crowd: Vec<u64> = (0..40u64)
+            .map(|j| inverse(m).wrapping_mul((7u64 << 53) | j))
+            .collect();
+        members.extend(&crowd);
+        let set = Exclusions::new(SeenSet::from_hashes(members.iter().copied()));
+        assert_eq!(set.table.len(), 2048);
+        assert!(crowd.iter().all(|&h| set.bucket(h) == 7));
+        for &h in &members {
+            assert!(set.contains(h), "{h:#x}");
+        }
+        for _ in 0..10_000 {
+            let h = rng.next_u64();
+            assert_eq!(set.contains(h), members.contains(&h), "{h:#x}");
+        }
+        let near: Vec<u64> = (40..80u64)
+            .map(|j| inverse(m).wrapping_mul((7u64 << 53) | j))
+            .collect();
+        assert!(near.iter().all(|&h| !set.contains(h)));
+        let without_zero = Exclusions::new(SeenSet::from_hashes([1, 2, 3]));
+        assert!(!without_zero.contains(0));
+    }
 }

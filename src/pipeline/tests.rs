@@ -122,6 +122,43 @@ mod behaviour {
         assert_eq!(r.items.len(), 10);
     }
 
+    /// A request whose later stages use only the first K (no RANK,
+    /// plugins, SOFTMAX or DIVERSITY) retrieves K, and answers exactly what
+    /// retrieving all CANDIDATES answers: on a scanned catalog and on a
+    /// walked one, with and without admission.
+    #[test]
+    fn plain_requests_retrieve_k_with_the_same_answer() {
+        for (n, mode) in [(1000, "scan (small catalog)"), (6000, "in-graph")] {
+            let c = catalog(n);
+            for probe in [3u32, 77, 512] {
+                let mut u = user(c.index().vector(probe));
+                u.recent = (0..40)
+                    .map(|i| format!("i{}", probe as usize + i))
+                    .collect();
+                for exclude_seen in [false, true] {
+                    for expr in [None, Some(r#"genre != "g2""#)] {
+                        let mut req = Request::new(10);
+                        req.exclude_seen = exclude_seen;
+                        req.filter = expr.map(|e| Filter::compile(e).unwrap().into());
+                        let plain = recommend(&c, &u, &req, None).unwrap();
+                        // A cap of K per genre drops nothing, but needs
+                        // every candidate.
+                        req.diversity = Some(("genre".into(), 10));
+                        let all = recommend(&c, &u, &req, None).unwrap();
+                        let case = format!("{n} items, probe {probe}, {exclude_seen} {expr:?}");
+                        assert_eq!(plain.items, all.items, "{case}");
+                        assert_eq!(plain.items.len(), 10, "{case}");
+                        assert_eq!(plain.explain.retrieved, 10, "{case}");
+                        assert_eq!(all.explain.retrieved, 200, "{case}");
+                        if exclude_seen || expr.is_some() {
+                            assert_eq!(plain.explain.filter_mode, mode, "{case}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// SESSION n weight: the long-term vector plus the weighted mean of the
     /// n most recent items, both normalized.
     #[test]

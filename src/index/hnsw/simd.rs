@@ -13,16 +13,21 @@ use crate::index::store::{q8_distance, Query};
 /// store's layout and metric, built from the kernels of module `$kernels`
 /// so it is inlined where `$body` is compiled for their features.
 macro_rules! with_simd_distance {
-    ($kernels:ident, $store:expr, $q:expr, $l2:expr, |$d:ident| $body:expr) => {{
+    ($kernels:ident, $store:expr, $q:expr, $l2:expr, |$d:ident, $rows:ident| $body:expr) => {{
+        use crate::index::distance::rows::each_row;
         use crate::index::distance::$kernels::{dot_i8_impl, dot_impl, l2sq_impl};
         let (store, q) = ($store, $q);
         match (store.quant, $l2) {
             (Quant::F32, true) => {
                 let $d = |s: u32| l2sq_impl(q.v, store.row_f32(s));
+                let $rows = |first: u32| rows_f32!($kernels, true, store, q, first, $d);
                 $body
             }
             (Quant::F32, false) => {
                 let $d = |s: u32| 1.0 - dot_impl(q.v, store.row_f32(s));
+                let $rows = |first: u32| {
+                    rows_f32!($kernels, false, store, q, first, $d).map(|dot| 1.0 - dot)
+                };
                 $body
             }
             // Two arms with a constant `l2` each, so neither loop branches
@@ -32,6 +37,7 @@ macro_rules! with_simd_distance {
                     let (codes, scale, sqnorm) = store.row_q8(s);
                     q8_distance(true, q, scale * dot_i8_impl(q.v, codes), sqnorm)
                 };
+                let $rows = |first: u32| each_row(first, &$d);
                 $body
             }
             (Quant::Q8, false) => {
@@ -39,10 +45,30 @@ macro_rules! with_simd_distance {
                     let (codes, scale, sqnorm) = store.row_q8(s);
                     q8_distance(false, q, scale * dot_i8_impl(q.v, codes), sqnorm)
                 };
+                let $rows = |first: u32| each_row(first, &$d);
                 $body
             }
         }
     }};
+}
+
+/// The [`ROWS`](crate::index::distance::rows::ROWS) F32 dot products (`$l2` false) or squared distances from
+/// slot `$first` on: the row kernel under AVX-512, the one-row kernel
+/// (`$d`, already a distance) otherwise.
+macro_rules! rows_f32 {
+    (avx512, $l2:literal, $store:expr, $q:expr, $first:expr, $d:ident) => {
+        crate::index::distance::rows::avx512::rows_impl::<$l2>(
+            $q.v,
+            $store.rows_f32($first, crate::index::distance::rows::ROWS),
+            $store.stride,
+        )
+    };
+    (avx2, true, $store:expr, $q:expr, $first:expr, $d:ident) => {
+        each_row($first, &$d)
+    };
+    (avx2, false, $store:expr, $q:expr, $first:expr, $d:ident) => {
+        each_row($first, |s| 1.0 - $d(s))
+    };
 }
 
 /// Defines a search entry point and a scan compiled for `$features` with
@@ -65,7 +91,7 @@ macro_rules! simd_search {
                 accept: F,
                 budget: usize,
             ) -> (BinaryHeap<Cand>, WalkStats) {
-                with_simd_distance!($kernels, &self.store, q, l2, |dist| {
+                with_simd_distance!($kernels, &self.store, q, l2, |dist, _rows| {
                     let entry = self.descend(&dist, 0);
                     self.search_layer(&dist, entry, ef, 0, accept, budget)
                 })
@@ -79,9 +105,13 @@ macro_rules! simd_search {
                 l2: bool,
                 k: usize,
                 accept: F,
+                lazy: bool,
             ) -> Vec<Cand> {
-                with_simd_distance!($kernels, &self.store, q, l2, |dist| {
-                    self.scan_with(&dist, k, accept)
+                with_simd_distance!($kernels, &self.store, q, l2, |dist, rows| {
+                    match lazy {
+                        true => self.scan_with::<true, _, _, _>(&dist, &rows, k, accept),
+                        false => self.scan_with::<false, _, _, _>(&dist, &rows, k, accept),
+                    }
                 })
             }
         }
