@@ -12,6 +12,20 @@ use cel::Value;
 
 use super::attrs::json_to_cel;
 
+/// A number as the `f64` that holds it exactly: floats (not NaN), and
+/// integers within ±2^53; `None` for anything else. Two such numbers
+/// compare as CEL compares the values (integers of either sign and
+/// floats alike).
+pub fn exact_number(v: &Value) -> Option<f64> {
+    const EXACT: u64 = 1 << 53;
+    match *v {
+        Value::Float(x) if !x.is_nan() => Some(x),
+        Value::Int(i) if i.unsigned_abs() <= EXACT => Some(i as f64),
+        Value::UInt(u) if u <= EXACT => Some(u as f64),
+        _ => None,
+    }
+}
+
 /// One attribute across all slots.
 #[derive(Default, Debug)]
 pub struct Column {
@@ -19,6 +33,10 @@ pub struct Column {
     ids: Vec<u32>,
     /// Distinct values; id `i` is `dict[i - 1]`.
     dict: Vec<Value>,
+    /// Each distinct value as an `f64` when it is a number that `f64`
+    /// holds exactly ([`exact_number`]), NaN otherwise: typed filters
+    /// compare prices and counts with one load ([`Column::number`]).
+    numbers: Vec<f64>,
     /// Canonical JSON text of each value -> id, for interning.
     lookup: HashMap<String, u32>,
     /// Distinct values that are not numbers/booleans, and not strings:
@@ -52,6 +70,16 @@ impl Column {
         id.checked_sub(1).and_then(|i| self.dict.get(i as usize))
     }
 
+    /// The value of `id` as an exact `f64` ([`exact_number`]); NaN for
+    /// any other value, and for id 0 (no value).
+    #[inline]
+    pub fn number(&self, id: u32) -> f64 {
+        id.checked_sub(1)
+            .and_then(|i| self.numbers.get(i as usize))
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+
     fn set(&mut self, slot: u32, id: u32) {
         let slot = slot as usize;
         if slot >= self.ids.len() {
@@ -70,7 +98,9 @@ impl Column {
         }
         self.non_numeric += !(v.is_number() || v.is_boolean()) as usize;
         self.non_text += !v.is_string() as usize;
-        self.dict.push(json_to_cel(v));
+        let value = json_to_cel(v);
+        self.numbers.push(exact_number(&value).unwrap_or(f64::NAN));
+        self.dict.push(value);
         let id = self.dict.len() as u32;
         self.lookup.insert(key, id);
         id
@@ -79,6 +109,7 @@ impl Column {
     fn heap_bytes(&self) -> usize {
         self.ids.capacity() * 4
             + self.dict.capacity() * std::mem::size_of::<Value>()
+            + self.numbers.capacity() * 8
             + self.lookup.keys().map(|k| k.len() * 2 + 48).sum::<usize>()
     }
 }

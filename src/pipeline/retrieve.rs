@@ -28,8 +28,12 @@ use crate::pipeline::sources::{merge, Fallback, Source, SIMILAR_SEEDS};
 use crate::rng::SplitMix;
 use crate::user::SeenSet;
 
-/// Live slots a typed WHERE is tried on to estimate its pass rate.
+/// Live slots a typed WHERE is tried on to estimate its pass rate (rates
+/// near 1% decide between a walk and a scan).
 const SELECTIVITY_SAMPLE: usize = 512;
+/// The smaller sample that decides a small catalog's scan order (a rate
+/// near [`DISTANCE_FIRST_PASS_RATE`], within about 3%).
+const SCAN_ORDER_SAMPLE: usize = 128;
 /// Seed of the sample's positions (fixed: the same WHERE on the same
 /// catalog always takes the same path).
 const SELECTIVITY_SEED: u64 = 0x5e1e_c7ed;
@@ -217,10 +221,10 @@ impl<'a> Admission<'a> {
     }
 
     /// The share of items a typed WHERE admits, estimated on
-    /// [`SELECTIVITY_SAMPLE`] pseudo-random live slots (`None` without a
+    /// `sample` pseudo-random live slots (`None` without a
     /// WHERE or for an interpreted one: the walk finds out). One pass is
     /// counted when none was seen: the rate is below 1 / sample.
-    fn pass_rate(&self, slots: usize) -> Option<f64> {
+    fn pass_rate(&self, slots: usize, sample: usize) -> Option<f64> {
         let filter = self.filter.as_ref().filter(|f| f.is_typed())?;
         let index = self.catalog.index();
         // Pseudo-random positions, the same every time: evenly spaced ones
@@ -228,7 +232,7 @@ impl<'a> Admission<'a> {
         // of 195 sees only two of the ten tags).
         let mut rng = SplitMix::new(SELECTIVITY_SEED);
         let (mut live, mut passed) = (0usize, 0usize);
-        for _ in 0..SELECTIVITY_SAMPLE.min(slots) {
+        for _ in 0..sample.min(slots) {
             let slot = rng.below(slots as u64) as u32;
             if index.is_live(slot) {
                 live += 1;
@@ -286,10 +290,10 @@ fn search_admitted(
     let mut mode = "in-graph";
     let hits = if index.prefers_scan(ef) {
         mode = "scan (small catalog)";
-        let order = admission.scan_order(|| admission.pass_rate(index.slots()));
+        let order = admission.scan_order(|| admission.pass_rate(index.slots(), SCAN_ORDER_SAMPLE));
         index.scan_in_order(v, n, accept, order)
     } else {
-        let pass_rate = admission.pass_rate(index.slots());
+        let pass_rate = admission.pass_rate(index.slots(), SELECTIVITY_SAMPLE);
         let scan_cost = scan_cost_in_visits(index.slots(), pass_rate.unwrap_or(1.0));
         // A walk needs about 10 x EF visits for EF admitted items when
         // they are spread evenly; predicted at over twice the scan (a

@@ -21,7 +21,7 @@ use std::cmp::Ordering;
 use cel::common::ast::{operators, Expr, LiteralValue};
 use cel::{IdedExpr, Value};
 
-use crate::features::columns::{Column, Columns};
+use crate::features::columns::{exact_number, Column, Columns};
 
 /// How one attribute is compared.
 #[derive(Debug, Clone)]
@@ -106,13 +106,15 @@ impl TypedFilter {
                 .iter()
                 .map(|t| {
                     let column = columns.column(&t.attribute);
+                    let numeric = t.test.numeric();
                     let memo = column
                         .map(Column::values)
-                        .filter(|&n| n <= MEMO_MAX_VALUES)
+                        .filter(|&n| n <= MEMO_MAX_VALUES && numeric.is_none())
                         .map(|n| (0..=n).map(|_| Cell::new(0)).collect());
                     BoundTerm {
                         column,
                         test: &t.test,
+                        numeric,
                         memo,
                     }
                 })
@@ -204,6 +206,18 @@ fn order(a: &Value, b: &Value) -> Option<Ordering> {
 }
 
 impl Test {
+    /// The test as a comparison with an exact number (the literal, and
+    /// which of less / equal / greater pass), when it is one: `==`, `!=`
+    /// and the orderings against a number [`exact_number`] holds.
+    fn numeric(&self) -> Option<(f64, [bool; 3])> {
+        match self {
+            Test::Eq(lit) => Some((exact_number(lit)?, [false, true, false])),
+            Test::Ne(lit) => Some((exact_number(lit)?, [true, false, true])),
+            Test::Order(lit, ok) => Some((exact_number(lit)?, *ok)),
+            _ => None,
+        }
+    }
+
     #[inline]
     fn passes(&self, v: &Value) -> bool {
         match self {
@@ -232,6 +246,8 @@ const MEMO_MAX_VALUES: usize = 4096;
 struct BoundTerm<'c> {
     column: Option<&'c Column>,
     test: &'c Test,
+    /// [`Test::numeric`]: numbers compare through [`Column::number`].
+    numeric: Option<(f64, [bool; 3])>,
     memo: Option<Box<[Cell<u8>]>>,
 }
 
@@ -242,6 +258,15 @@ impl BoundTerm<'_> {
             return false;
         };
         let id = column.id(slot);
+        if let Some((lit, ok)) = self.numeric {
+            let x = column.number(id);
+            // Exact numbers on both sides compare as CEL compares them;
+            // anything else (no value, text, a NaN) takes the general test.
+            if !x.is_nan() {
+                return ok[(x >= lit) as usize + (x > lit) as usize];
+            }
+            return column.value(id).is_some_and(|v| self.test.passes(v));
+        }
         let Some(memo) = &self.memo else {
             return column.value(id).is_some_and(|v| self.test.passes(v));
         };
@@ -289,6 +314,12 @@ mod tests {
             "1.5",
             "2.0",
             "18446744073709551615",
+            "-0.0",
+            "0",
+            "9007199254740992",
+            "9007199254740993",
+            "-9007199254740993",
+            "1e300",
             "\"x\"",
             "\"y\"",
             "\"\"",
@@ -299,7 +330,21 @@ mod tests {
             "{\"k\":1}",
         ];
         let literals = [
-            "1", "2", "-3", "1.5", "2.0", "1u", "\"x\"", "true", "false", "null",
+            "1",
+            "2",
+            "-3",
+            "1.5",
+            "2.0",
+            "1u",
+            "0.0",
+            "-0.0",
+            "9007199254740992",
+            "9007199254740993",
+            "9007199254740992.0",
+            "\"x\"",
+            "true",
+            "false",
+            "null",
         ];
         let mut exprs: Vec<String> = Vec::new();
         for lit in literals {
