@@ -120,11 +120,17 @@ impl Exclusions {
                 set.zero = true;
                 continue;
             }
+            // Within the buckets a lookup probes, or not at all: the
+            // lookup then falls back to the sorted hashes (a crowded run
+            // costs no more to build than to read).
             let mut i = set.bucket(h);
-            while set.table[i] != 0 {
+            for _ in 0..MAX_PROBES {
+                if set.table[i] == 0 {
+                    set.table[i] = h;
+                    break;
+                }
                 i = (i + 1) & mask;
             }
-            set.table[i] = h;
         }
         set.hashes = hashes;
         set

@@ -3,13 +3,15 @@
 //! for a walk, and as the recall oracle; and the rule that says when a
 //! search scans ([`scan_limit`]).
 //!
-//! Per block of [`ROWS`] slots the scan asks admission first, then scores
-//! the admitted rows, all eight with one call of the row kernel when at
-//! least half are admitted ([`crate::index::distance`]'s `rows`), one by
-//! one otherwise (a selective filter reads only the rows it admits). A
-//! scored row enters the running top only when it beats the current
-//! bound, kept in a buffer of 64-bit keys (distance, slot) that is cut
-//! back to K when it fills.
+//! The scan goes by blocks of [`ROWS`] slots, in one of two orders
+//! ([`ScanOrder`]). Admission first: it scores the admitted rows, all eight
+//! with one call of the row kernel ([`crate::index::distance`]'s `rows`)
+//! when at least half are admitted, one by one otherwise (a selective
+//! filter reads only the rows it admits). Distance first: it scores all
+//! eight, then asks admission only about the rows that beat the bound. A
+//! scored row enters the running top only when it beats the current bound.
+//! The top is kept in a buffer of 64-bit keys (distance, slot), cut back
+//! to K when it fills.
 
 use super::{Cand, Hit, Hnsw};
 use crate::index::distance::rows::{each_row, ROWS};
