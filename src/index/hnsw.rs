@@ -14,7 +14,7 @@
 //! vector is inserted into the slot like any new node (hnswlib's
 //! "replace deleted" strategy).
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use hashbrown::HashMap;
@@ -54,6 +54,21 @@ impl PartialOrd for Cand {
 impl Ord for Cand {
     fn cmp(&self, o: &Self) -> Ordering {
         self.d.total_cmp(&o.d).then(self.id.cmp(&o.id))
+    }
+}
+impl Cand {
+    /// A 64-bit key that sorts as `Cand` does (see [`scan::key`]).
+    #[inline(always)]
+    pub(crate) fn key(self) -> u64 {
+        scan::key(self.d, self.id)
+    }
+
+    #[inline(always)]
+    pub(crate) fn of_key(key: u64) -> Cand {
+        Cand {
+            d: scan::distance_of(key),
+            id: key as u32,
+        }
     }
 }
 
@@ -270,29 +285,34 @@ impl Hnsw {
         level: usize,
         accept: F,
         budget: usize,
-    ) -> (BinaryHeap<Cand>, WalkStats) {
+    ) -> (Vec<Cand>, WalkStats) {
         with_visited(self.slots(), |visited| {
             let mut visits = 0usize;
             let mut cut = false;
-            let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
-            let mut cands: BinaryHeap<std::cmp::Reverse<Cand>> = BinaryHeap::with_capacity(ef * 2);
+            // Both queues hold 64-bit keys (distance bits in total order,
+            // then slot: `Cand`'s order), so each heap step is one integer
+            // compare instead of a float compare and a tie-break.
+            let mut top: BinaryHeap<u64> = BinaryHeap::with_capacity(ef + 1);
+            let mut cands: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(ef * 2);
             visited.insert(entry.id);
             let mut bound = f32::INFINITY;
             if accept(entry.id) {
-                top.push(entry);
+                top.push(entry.key());
                 bound = entry.d;
             }
-            cands.push(std::cmp::Reverse(entry));
-            while let Some(std::cmp::Reverse(c)) = cands.pop() {
-                if c.d > bound && top.len() >= ef {
+            let mut top_full = top.len() >= ef;
+            cands.push(Reverse(entry.key()));
+            while let Some(Reverse(c)) = cands.pop() {
+                let c = Cand::of_key(c);
+                if c.d > bound && top_full {
                     break;
                 }
                 if visits > budget {
                     cut = true;
                     break;
                 }
-                if let Some(std::cmp::Reverse(next)) = cands.peek() {
-                    self.prefetch_links(next.id, level);
+                if let Some(&Reverse(next)) = cands.peek() {
+                    self.prefetch_links(next as u32, level);
                 }
                 // Gather the unvisited neighbours first and prefetch all of
                 // their vectors, so the memory loads overlap instead of
@@ -309,21 +329,32 @@ impl Hnsw {
                 visits += nfresh;
                 for &n in &fresh[..nfresh] {
                     let d = dist(n);
-                    if top.len() < ef || d < bound {
-                        cands.push(std::cmp::Reverse(Cand { d, id: n }));
+                    if !top_full || d < bound {
+                        let key = Cand { d, id: n }.key();
+                        cands.push(Reverse(key));
                         if accept(n) {
-                            top.push(Cand { d, id: n });
-                            if top.len() > ef {
-                                top.pop();
+                            if !top_full {
+                                top.push(key);
+                            } else if let Some(mut worst) = top.peek_mut() {
+                                // Full, and `d` beats the worst (the
+                                // condition above): it takes the worst's
+                                // place, one sift instead of a push and a pop.
+                                *worst = key;
                             }
-                            if let Some(t) = top.peek() {
-                                bound = t.d;
+                            top_full = top.len() >= ef;
+                            if let Some(&t) = top.peek() {
+                                bound = scan::distance_of(t);
                             }
                         }
                     }
                 }
             }
-            (top, WalkStats { visits, cut })
+            let best = top
+                .into_sorted_vec()
+                .into_iter()
+                .map(Cand::of_key)
+                .collect();
+            (best, WalkStats { visits, cut })
         })
     }
 
@@ -443,11 +474,10 @@ impl Hnsw {
                     not_self,
                     usize::MAX,
                 );
-                let cands: Vec<Cand> = found.into_vec();
-                if let Some(best) = cands.iter().min() {
+                if let Some(best) = found.first() {
                     cur = *best;
                 }
-                out.push(cands);
+                out.push(found);
             }
             out
         });
@@ -650,7 +680,7 @@ impl Hnsw {
                 with_accept!(|acc| self.search_layer(&dist, entry, ef, 0, acc, budget))
             }),
         };
-        (self.to_hits(found.into_sorted_vec(), k), stats)
+        (self.to_hits(found, k), stats)
     }
 
     fn to_hits(&self, mut best: Vec<Cand>, k: usize) -> Vec<Hit> {

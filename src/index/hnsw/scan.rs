@@ -268,7 +268,7 @@ impl TopKeys {
 /// order (negative values have their other bits flipped, then the sign bit
 /// is flipped), the slot below.
 #[inline(always)]
-fn key(d: f32, slot: u32) -> u64 {
+pub(super) fn key(d: f32, slot: u32) -> u64 {
     let bits = d.to_bits() as i32;
     let ordered = (bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32 ^ 0x8000_0000;
     (ordered as u64) << 32 | slot as u64
@@ -276,7 +276,7 @@ fn key(d: f32, slot: u32) -> u64 {
 
 /// The distance a [`key`] was made from.
 #[inline(always)]
-fn distance_of(key: u64) -> f32 {
+pub(super) fn distance_of(key: u64) -> f32 {
     let bits = ((key >> 32) as u32 ^ 0x8000_0000) as i32;
     f32::from_bits((bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32)
 }

@@ -3,8 +3,6 @@
 //! entry points [`Hnsw::walk`] and [`Hnsw::scan`] pick one after run-time
 //! detection).
 
-use std::collections::BinaryHeap;
-
 use super::{Cand, Hnsw, WalkStats};
 use crate::index::params::Quant;
 use crate::index::store::{q8_distance, Query};
@@ -90,7 +88,7 @@ macro_rules! simd_search {
                 ef: usize,
                 accept: F,
                 budget: usize,
-            ) -> (BinaryHeap<Cand>, WalkStats) {
+            ) -> (Vec<Cand>, WalkStats) {
                 with_simd_distance!($kernels, &self.store, q, l2, |dist, _rows| {
                     let entry = self.descend(&dist, 0);
                     self.search_layer(&dist, entry, ef, 0, accept, budget)
