@@ -22,7 +22,7 @@ use hashbrown::HashMap;
 use super::distance::{kernels, Kernels};
 use super::params::{IndexParams, Metric};
 use super::store::{with_distance, Query, VectorStore};
-use super::visited::with_visited;
+use super::visited::Visited;
 use crate::growth::push_by_eighths;
 use crate::rng::SplitMix;
 
@@ -286,76 +286,75 @@ impl Hnsw {
         accept: F,
         budget: usize,
     ) -> (Vec<Cand>, WalkStats) {
-        with_visited(self.slots(), |visited| {
-            let mut visits = 0usize;
-            let mut cut = false;
-            // Both queues hold 64-bit keys (distance bits in total order,
-            // then slot: `Cand`'s order), so each heap step is one integer
-            // compare instead of a float compare and a tie-break.
-            let mut top: BinaryHeap<u64> = BinaryHeap::with_capacity(ef + 1);
-            let mut cands: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(ef * 2);
-            visited.insert(entry.id);
-            let mut bound = f32::INFINITY;
-            if accept(entry.id) {
-                top.push(entry.key());
-                bound = entry.d;
+        let mut visited = Visited::take(self.slots());
+        let mut visits = 0usize;
+        let mut cut = false;
+        // Both queues hold 64-bit keys (distance bits in total order,
+        // then slot: `Cand`'s order), so each heap step is one integer
+        // compare instead of a float compare and a tie-break.
+        let mut top: BinaryHeap<u64> = BinaryHeap::with_capacity(ef + 1);
+        let mut cands: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(ef * 2);
+        visited.insert(entry.id);
+        let mut bound = f32::INFINITY;
+        if accept(entry.id) {
+            top.push(entry.key());
+            bound = entry.d;
+        }
+        let mut top_full = top.len() >= ef;
+        cands.push(Reverse(entry.key()));
+        while let Some(Reverse(c)) = cands.pop() {
+            let c = Cand::of_key(c);
+            if c.d > bound && top_full {
+                break;
             }
-            let mut top_full = top.len() >= ef;
-            cands.push(Reverse(entry.key()));
-            while let Some(Reverse(c)) = cands.pop() {
-                let c = Cand::of_key(c);
-                if c.d > bound && top_full {
-                    break;
+            if visits > budget {
+                cut = true;
+                break;
+            }
+            if let Some(&Reverse(next)) = cands.peek() {
+                self.prefetch_links(next as u32, level);
+            }
+            // Gather the unvisited neighbours first and prefetch all of
+            // their vectors, so the memory loads overlap instead of
+            // arriving one distance at a time.
+            let mut fresh = [0u32; 256];
+            let mut nfresh = 0;
+            for &n in self.links(c.id, level) {
+                if visited.insert(n) && nfresh < fresh.len() {
+                    self.store.prefetch(n);
+                    fresh[nfresh] = n;
+                    nfresh += 1;
                 }
-                if visits > budget {
-                    cut = true;
-                    break;
-                }
-                if let Some(&Reverse(next)) = cands.peek() {
-                    self.prefetch_links(next as u32, level);
-                }
-                // Gather the unvisited neighbours first and prefetch all of
-                // their vectors, so the memory loads overlap instead of
-                // arriving one distance at a time.
-                let mut fresh = [0u32; 256];
-                let mut nfresh = 0;
-                for &n in self.links(c.id, level) {
-                    if visited.insert(n) && nfresh < fresh.len() {
-                        self.store.prefetch(n);
-                        fresh[nfresh] = n;
-                        nfresh += 1;
-                    }
-                }
-                visits += nfresh;
-                for &n in &fresh[..nfresh] {
-                    let d = dist(n);
-                    if !top_full || d < bound {
-                        let key = Cand { d, id: n }.key();
-                        cands.push(Reverse(key));
-                        if accept(n) {
-                            if !top_full {
-                                top.push(key);
-                            } else if let Some(mut worst) = top.peek_mut() {
-                                // Full, and `d` beats the worst (the
-                                // condition above): it takes the worst's
-                                // place, one sift instead of a push and a pop.
-                                *worst = key;
-                            }
-                            top_full = top.len() >= ef;
-                            if let Some(&t) = top.peek() {
-                                bound = scan::distance_of(t);
-                            }
+            }
+            visits += nfresh;
+            for &n in &fresh[..nfresh] {
+                let d = dist(n);
+                if !top_full || d < bound {
+                    let key = Cand { d, id: n }.key();
+                    cands.push(Reverse(key));
+                    if accept(n) {
+                        if !top_full {
+                            top.push(key);
+                        } else if let Some(mut worst) = top.peek_mut() {
+                            // Full, and `d` beats the worst (the
+                            // condition above): it takes the worst's
+                            // place, one sift instead of a push and a pop.
+                            *worst = key;
+                        }
+                        top_full = top.len() >= ef;
+                        if let Some(&t) = top.peek() {
+                            bound = scan::distance_of(t);
                         }
                     }
                 }
             }
-            let best = top
-                .into_sorted_vec()
-                .into_iter()
-                .map(Cand::of_key)
-                .collect();
-            (best, WalkStats { visits, cut })
-        })
+        }
+        let best = top
+            .into_sorted_vec()
+            .into_iter()
+            .map(Cand::of_key)
+            .collect();
+        (best, WalkStats { visits, cut })
     }
 
     /// hnswlib's neighbour-selection heuristic: keep a candidate only if it is

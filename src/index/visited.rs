@@ -4,22 +4,21 @@
 //! per query would cost O(N); instead each slot stores the epoch of the last
 //! search that touched it, and a search just bumps the epoch (hnswlib's
 //! VisitedListPool idea, kept per thread so searches never contend).
+//!
+//! The list is lent as a guard ([`Visited::take`]) rather than through a
+//! closure: a closure written in the generic walk would be compiled without
+//! the SIMD features of the function that calls the walk, and the distance
+//! could not be inlined into it.
 
 use std::cell::RefCell;
 
+#[derive(Default)]
 pub(crate) struct VisitedList {
     marks: Vec<u16>,
     epoch: u16,
 }
 
 impl VisitedList {
-    fn new() -> Self {
-        VisitedList {
-            marks: Vec::new(),
-            epoch: 0,
-        }
-    }
-
     /// Starts a new search over `n` slots.
     fn reset(&mut self, n: usize) {
         if self.marks.len() < n {
@@ -46,22 +45,46 @@ impl VisitedList {
 }
 
 thread_local! {
-    static VISITED: RefCell<VisitedList> = RefCell::new(VisitedList::new());
+    static VISITED: RefCell<VisitedList> = RefCell::new(VisitedList::default());
 }
 
-/// Runs `f` with this thread's visited list, reset for `n` slots.
-#[inline(always)]
-pub(crate) fn with_visited<R>(n: usize, f: impl FnOnce(&mut VisitedList) -> R) -> R {
-    VISITED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut list) => {
-            list.reset(n);
-            f(&mut list)
-        }
-        // Re-entrant use on the same thread: use a private list.
-        Err(_) => {
-            let mut list = VisitedList::new();
-            list.reset(n);
-            f(&mut list)
-        }
-    })
+/// This thread's visited list for one search; given back when dropped.
+pub(crate) struct Visited(VisitedList);
+
+impl Visited {
+    /// Takes this thread's list, reset for `n` slots. A search nested in
+    /// another on the same thread finds it taken and starts an empty one.
+    #[inline]
+    pub(crate) fn take(n: usize) -> Visited {
+        let mut list = VISITED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        list.reset(n);
+        Visited(list)
+    }
+}
+
+impl std::ops::Deref for Visited {
+    type Target = VisitedList;
+    fn deref(&self) -> &VisitedList {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Visited {
+    fn deref_mut(&mut self) -> &mut VisitedList {
+        &mut self.0
+    }
+}
+
+impl Drop for Visited {
+    fn drop(&mut self) {
+        let list = std::mem::take(&mut self.0);
+        // Keep the larger of the two lists when a nested search gave one back
+        // first (the outer search's, usually).
+        VISITED.with(|cell| {
+            let mut kept = cell.borrow_mut();
+            if list.marks.len() >= kept.marks.len() {
+                *kept = list;
+            }
+        });
+    }
 }
