@@ -255,12 +255,7 @@ impl TopKeys {
         self.keep_k();
         let best = &mut self.keys[..self.len];
         best.sort_unstable();
-        best.iter()
-            .map(|&k| Cand {
-                d: distance_of(k),
-                id: k as u32,
-            })
-            .collect()
+        best.iter().map(|&k| Cand::of_key(k)).collect()
     }
 }
 
