@@ -76,6 +76,7 @@ fn native_and_onnx_rankers_agree() {
             rows,
             dense: (0..rows * 8).map(|_| rng.normal() as f32).collect(),
             sparse: (0..rows * 8).map(|_| rng.below(100) as i64).collect(),
+            external: Vec::new(),
         };
         let (a, b) = (
             native.score_batch(&batch).unwrap(),
@@ -184,6 +185,7 @@ fn onnx_mismatches_are_named() {
             rows: 2,
             dense: vec![4.0, -1.0],
             sparse: vec![],
+            external: Vec::new(),
         })
         .unwrap_err();
     assert!(e.contains("candidate 1 as NaN"), "{e}");
@@ -205,6 +207,7 @@ fn classifier_exports_bind_by_type_and_rank_by_the_positive_class() {
         rows: 3,
         dense: rows.concat(),
         sparse: vec![],
+        external: Vec::new(),
     };
     let got = m.score_batch(&batch).unwrap();
     for (r, g) in rows.iter().zip(&got) {

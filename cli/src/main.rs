@@ -71,6 +71,8 @@ enum BenchCmd {
     Rank(recsys_cli::bench::rank::RankBench),
     /// Redis Cluster: RECOMMEND on 1 node vs N masters, write fan-out, catch-up of a new node.
     Cluster(recsys_cli::bench::cluster::ClusterBench),
+    /// Embedding tables as row keys over a cluster (HPS): hit rate and RANK latency by cache size.
+    Hps(recsys_cli::bench::hps::HpsBench),
 }
 
 fn main() -> Result<()> {
@@ -99,5 +101,6 @@ fn main() -> Result<()> {
         Cmd::Bench(BenchCmd::Plugins(b)) => recsys_cli::bench::plugins::run(&b),
         Cmd::Bench(BenchCmd::Rank(b)) => recsys_cli::bench::rank::run(&b),
         Cmd::Bench(BenchCmd::Cluster(b)) => recsys_cli::bench::cluster::run(&b),
+        Cmd::Bench(BenchCmd::Hps(b)) => recsys_cli::bench::hps::run(&b),
     }
 }

@@ -92,8 +92,19 @@ pub static EXPERIMENT_WINDOW_S: Numeric = numeric(
     true,
 );
 
+/// The hot-row cache of embedding tables kept as keys (docs/ranking.md).
+pub static ROW_CACHE_MB: Numeric = numeric("row-cache-mb", "ROW_CACHE_MB", 64, (0, 1 << 20), true);
+/// How long a RANK waits for embedding rows it does not hold.
+pub static ROW_FETCH_TIMEOUT_MS: Numeric = numeric(
+    "row-fetch-timeout-ms",
+    "ROW_FETCH_TIMEOUT_MS",
+    20,
+    (1, 10_000),
+    true,
+);
+
 /// Every numeric setting, in the order docs/operations.md lists them.
-pub static NUMERIC: [&Numeric; 9] = [
+pub static NUMERIC: [&Numeric; 11] = [
     &WORKERS,
     &HISTORY,
     &PLUGIN_MEMORY_MB,
@@ -103,6 +114,8 @@ pub static NUMERIC: [&Numeric; 9] = [
     &MODEL_MAX_MB,
     &GPU_MIN_ROWS,
     &EXPERIMENT_WINDOW_S,
+    &ROW_CACHE_MB,
+    &ROW_FETCH_TIMEOUT_MS,
 ];
 
 /// `recsys.gpu`: auto, on or off (immutable).
@@ -155,6 +168,8 @@ pub fn rank_settings() -> recsys_core::rank::Settings {
         sessions: workers(),
         max_bytes: MODEL_MAX_MB.get_usize() << 20,
         gpu_min_rows: GPU_MIN_ROWS.get_usize(),
+        row_cache_bytes: (ROW_CACHE_MB.get_usize() as u64) << 20,
+        row_fetch_timeout: Duration::from_millis(ROW_FETCH_TIMEOUT_MS.get() as u64),
     }
 }
 

@@ -11,6 +11,19 @@ use crate::codec::{Reader, Writer};
 const MAX_WRITE_ARGS: usize = 1 << 24;
 /// Most entries in one announce.
 const MAX_ANNOUNCED: usize = 1 << 20;
+/// Most row keys in one fetch, answer or invalidation.
+pub const MAX_ROW_KEYS: usize = 1 << 16;
+
+/// A master's answer for one row key of a [`Message::RowFetch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowAnswer {
+    /// The key's bytes.
+    Row(Vec<u8>),
+    /// The key is in a slot this master serves and does not exist.
+    Absent,
+    /// The key's slot is not this master's (moved, or moving).
+    NotMine,
+}
 
 /// A plugin's version as nodes compare them: last writer wins, by
 /// (`version`, `origin`), and a removal is a version without bytes.
@@ -87,6 +100,14 @@ pub enum Message {
         catalog: Vec<u8>,
         events: Vec<PopularityEvent>,
     },
+    /// "Send me these embedding rows": to the master of their slots, from
+    /// a node ranking with a model whose tables are row keys.
+    RowFetch { request: u64, keys: Vec<Vec<u8>> },
+    /// The answer to a [`Message::RowFetch`], one per key, in its order.
+    RowData { request: u64, rows: Vec<RowAnswer> },
+    /// Row keys written or deleted on their master, to every node: caches
+    /// forget them. No keys: forget every row.
+    RowsChanged { keys: Vec<Vec<u8>> },
 }
 
 const UPDATE: u32 = 1;
@@ -99,6 +120,21 @@ const EXPERIMENT_COUNTS: u32 = 7;
 const COPY_WAIT: u32 = 8;
 const COPY_AT: u32 = 9;
 const POPULARITY: u32 = 10;
+const ROW_FETCH: u32 = 11;
+const ROW_DATA: u32 = 12;
+const ROWS_CHANGED: u32 = 13;
+
+fn put_keys(w: &mut Writer, keys: &[Vec<u8>]) {
+    w.u64(keys.len() as u64);
+    for k in keys {
+        w.blob(k);
+    }
+}
+
+fn get_keys(r: &mut Reader) -> Result<Vec<Vec<u8>>, String> {
+    let n = bounded_count(r, 8, MAX_ROW_KEYS)?;
+    (0..n).map(|_| r.blob().map(<[u8]>::to_vec)).collect()
+}
 
 fn put_pos(w: &mut Writer, p: &LogPos) {
     w.u64(p.seq);
@@ -251,6 +287,30 @@ impl Message {
                     w.u64(e.ts_ms as u64);
                 }
             }
+            Message::RowFetch { request, keys } => {
+                w.u32(ROW_FETCH);
+                w.u64(*request);
+                put_keys(&mut w, keys);
+            }
+            Message::RowData { request, rows } => {
+                w.u32(ROW_DATA);
+                w.u64(*request);
+                w.u64(rows.len() as u64);
+                for a in rows {
+                    match a {
+                        RowAnswer::Row(bytes) => {
+                            w.u32(0);
+                            w.blob(bytes);
+                        }
+                        RowAnswer::Absent => w.u32(1),
+                        RowAnswer::NotMine => w.u32(2),
+                    }
+                }
+            }
+            Message::RowsChanged { keys } => {
+                w.u32(ROWS_CHANGED);
+                put_keys(&mut w, keys);
+            }
         }
         out
     }
@@ -334,6 +394,26 @@ impl Message {
                     .collect::<Result<_, String>>()?;
                 Message::Popularity { catalog, events }
             }
+            ROW_FETCH => Message::RowFetch {
+                request: r.u64()?,
+                keys: get_keys(&mut r)?,
+            },
+            ROW_DATA => {
+                let request = r.u64()?;
+                let n = bounded_count(&mut r, 4, MAX_ROW_KEYS)?;
+                let rows = (0..n)
+                    .map(|_| match r.u32()? {
+                        0 => Ok(RowAnswer::Row(r.blob()?.to_vec())),
+                        1 => Ok(RowAnswer::Absent),
+                        2 => Ok(RowAnswer::NotMine),
+                        other => Err(format!("bad row answer tag {other}")),
+                    })
+                    .collect::<Result<_, String>>()?;
+                Message::RowData { request, rows }
+            }
+            ROWS_CHANGED => Message::RowsChanged {
+                keys: get_keys(&mut r)?,
+            },
             other => return Err(format!("unknown message tag {other}")),
         };
         if r.remaining() != 0 {
@@ -420,6 +500,22 @@ mod tests {
                     },
                 ],
             },
+            Message::RowFetch {
+                request: 9,
+                keys: vec![b"t:1".to_vec(), b"t:2".to_vec()],
+            },
+            Message::RowData {
+                request: 9,
+                rows: vec![
+                    RowAnswer::Row(vec![0, 0, 128, 63]),
+                    RowAnswer::Absent,
+                    RowAnswer::NotMine,
+                ],
+            },
+            Message::RowsChanged {
+                keys: vec![b"t:1".to_vec()],
+            },
+            Message::RowsChanged { keys: vec![] },
         ]
     }
 

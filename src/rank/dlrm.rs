@@ -41,8 +41,11 @@ pub struct Linear {
 pub struct Table {
     pub rows: usize,
     /// Row-major, from a cache-line boundary (rows of 16k floats are
-    /// whole lines: see [`crate::aligned`]).
+    /// whole lines: see [`crate::aligned`]). Empty for an external table.
     pub data: Aligned<f32>,
+    /// The rows live in Redis keys (SCHEMA ... ROWS): each batch brings
+    /// the rows of its ids ([`crate::rank::rows::gather`]).
+    pub external: bool,
 }
 
 impl Table {
@@ -66,6 +69,8 @@ pub struct Dlrm {
     pub sigmoid: bool,
     /// The layers packed for the AVX-512 kernels, when the CPU has them.
     packed: Option<Packed>,
+    /// `dim` zeros: the row of an external table a batch did not bring.
+    zero_row: Vec<f32>,
 }
 
 /// Which kernels the CPU forward pass uses on this machine.
@@ -153,7 +158,7 @@ impl DlrmShape {
 
 /// The F32 tensor `name` of `model`'s weights (`model` names it in errors),
 /// checked finite.
-pub(crate) fn f32_tensor(
+pub fn f32_tensor(
     st: &SafeTensors,
     model: &str,
     name: &str,
@@ -216,11 +221,14 @@ fn load_mlp(st: &SafeTensors, prefix: &str) -> Result<Vec<Linear>, String> {
 impl Dlrm {
     /// Reads safetensors bytes; checks the network is consistent with itself
     /// and with `dense` dense inputs and the given sparse cardinalities, and
-    /// that the output has `outputs` values.
+    /// that the output has `outputs` values. The tables marked in
+    /// `external` (all others when it is shorter) are not in the file: their
+    /// rows come with each batch.
     pub fn from_safetensors(
         bytes: &[u8],
         dense: usize,
         cardinalities: &[u64],
+        external: &[bool],
         outputs: usize,
         sigmoid: bool,
     ) -> Result<Dlrm, String> {
@@ -230,6 +238,19 @@ impl Dlrm {
         let mut dim = None;
         for i in 0.. {
             let name = format!("emb.{i}");
+            if external.get(i).copied().unwrap_or(false) {
+                if st.tensor(&name).is_ok() {
+                    return Err(format!(
+                        "SPARSE feature {i} keeps its table in Redis keys (ROWS) but the DLRM file has {name}: leave it out"
+                    ));
+                }
+                tables.push(Table {
+                    rows: cardinalities.get(i).map_or(1, |&c| c as usize),
+                    data: Aligned::from_slice(&[]),
+                    external: true,
+                });
+                continue;
+            }
             if st.tensor(&name).is_err() {
                 break;
             }
@@ -249,6 +270,7 @@ impl Dlrm {
             tables.push(Table {
                 rows: shape[0],
                 data: Aligned::from_slice(&data),
+                external: false,
             });
         }
         if tables.len() != cardinalities.len() {
@@ -259,7 +281,7 @@ impl Dlrm {
             ));
         }
         for (i, (t, &c)) in tables.iter().zip(cardinalities).enumerate() {
-            if t.rows as u64 != c {
+            if !t.external && t.rows as u64 != c {
                 return Err(format!(
                     "SPARSE feature {i} has cardinality {c} but embedding table emb.{i} has {} rows",
                     t.rows
@@ -323,7 +345,33 @@ impl Dlrm {
             top,
             sigmoid,
             packed,
+            zero_row: vec![0.0; dim],
         })
+    }
+
+    /// Whether any table's rows come with the batch (SCHEMA ... ROWS).
+    pub fn has_external_tables(&self) -> bool {
+        self.tables.iter().any(|t| t.external)
+    }
+
+    /// Row `id` of table `t` for batch row `row`: from the table, or from
+    /// the batch's `external` rows (zeros where it brought none).
+    fn table_row<'a>(
+        &'a self,
+        t: usize,
+        id: i64,
+        row: usize,
+        external: &'a [Vec<f32>],
+    ) -> &'a [f32] {
+        let (table, d) = (&self.tables[t], self.dim);
+        if table.external {
+            external
+                .get(t)
+                .and_then(|rows| rows.get(row * d..(row + 1) * d))
+                .unwrap_or(&self.zero_row)
+        } else {
+            table.row(id, d)
+        }
     }
 
     pub fn outputs(&self) -> usize {
@@ -436,7 +484,7 @@ mod tests {
     fn batched_forward_matches_the_naive_one() {
         let shape = DlrmShape::reference(50);
         let bytes = Dlrm::generate(&shape, 3);
-        let m = Dlrm::from_safetensors(&bytes, 8, &[50; 8], 1, true).unwrap();
+        let m = Dlrm::from_safetensors(&bytes, 8, &[50; 8], &[], 1, true).unwrap();
         assert_eq!(m.interaction_width(), 32 + 36);
         assert_eq!(
             shape.multiply_adds_per_row(),
@@ -472,13 +520,15 @@ mod tests {
     #[test]
     fn mismatches_are_named() {
         let bytes = Dlrm::generate(&DlrmShape::reference(50), 3);
-        let err = |d, c: &[u64], o| Dlrm::from_safetensors(&bytes, d, c, o, true).unwrap_err();
+        let err = |d, c: &[u64], o| Dlrm::from_safetensors(&bytes, d, c, &[], o, true).unwrap_err();
         assert!(err(8, &[50; 7], 1).contains("7 SPARSE features but the DLRM has 8"));
         assert!(err(8, &[60; 8], 1).contains("cardinality 60 but embedding table emb.0 has 50"));
         assert!(err(5, &[50; 8], 1).contains("5 DENSE features but the bottom MLP takes 8"));
         assert!(err(8, &[50; 8], 16).contains("ends with 1 values, expected 16"));
-        assert!(Dlrm::from_safetensors(b"garbage", 8, &[50; 8], 1, true)
-            .unwrap_err()
-            .contains("not valid safetensors"));
+        assert!(
+            Dlrm::from_safetensors(b"garbage", 8, &[50; 8], &[], 1, true)
+                .unwrap_err()
+                .contains("not valid safetensors")
+        );
     }
 }

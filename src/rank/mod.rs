@@ -9,6 +9,7 @@
 //! - [`dlrm`]: the native DLRM and its safetensors weights;
 //! - [`sequence`]: the sequence tower (recent items to a query vector);
 //! - [`onnx`]: ONNX Runtime sessions;
+//! - [`rows`]: embedding tables kept as Redis keys, and their hot-row cache;
 //! - [`gpu`]: the DLRM forward pass on CUDA (cudarc), when a GPU is present.
 
 pub mod dlrm;
@@ -17,6 +18,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod models;
 pub mod onnx;
+pub mod rows;
 pub mod schema;
 pub mod sequence;
 
@@ -127,6 +129,10 @@ pub struct Settings {
     /// GPU vs 11 µs on one core, batch 64 in 83 vs 47, batch 200 in 86 vs
     /// 150+; docs/benchmarks.md).
     pub gpu_min_rows: usize,
+    /// The hot-row cache's budget ([`rows`]), in bytes.
+    pub row_cache_bytes: u64,
+    /// How long a request waits for the rows it misses.
+    pub row_fetch_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -135,6 +141,8 @@ impl Default for Settings {
             sessions: 2,
             max_bytes: 256 << 20,
             gpu_min_rows: 128,
+            row_cache_bytes: 64 << 20,
+            row_fetch_timeout: std::time::Duration::from_millis(20),
         }
     }
 }
@@ -144,6 +152,7 @@ static SETTINGS: parking_lot::RwLock<Option<Settings>> = parking_lot::RwLock::ne
 /// Sets the settings (at module load, and again when CONFIG SET changes
 /// one; models already built keep their ONNX sessions).
 pub fn configure(s: Settings) {
+    rows::configure(s.row_cache_bytes);
     *SETTINGS.write() = Some(s);
 }
 
@@ -216,6 +225,15 @@ impl ModelSpec {
         if self.role == Role::Query {
             schema.check_user_only()?;
         }
+        if schema.sparse.iter().any(|f| f.rows.is_some())
+            && (self.kind != Kind::Dlrm || self.role != Role::Rank)
+        {
+            return Err(format!(
+                "SCHEMA ... ROWS (embedding rows in Redis keys) is for DLRM models with ROLE RANK, not a {} model with ROLE {}",
+                self.kind.name(),
+                self.role.name()
+            ));
+        }
         Ok(schema)
     }
 }
@@ -284,6 +302,9 @@ pub struct Model {
     /// RDB on a server without ONNX Runtime keeps its bytes and says so).
     engine: Result<Engine, String>,
     pub stats: ModelStats,
+    /// Keeps writes to its tables' row keys invalidating the row cache
+    /// while the model exists.
+    _row_prefixes: Option<rows::PrefixLease>,
 }
 
 impl std::fmt::Debug for Model {
@@ -361,6 +382,10 @@ impl Model {
             .map(|b| format!("{b:02x}"))
             .collect();
         let schema = spec.parse_schema();
+        let leases = schema.as_ref().ok().map(|s| {
+            let prefixes: Vec<String> = s.sparse.iter().filter_map(|f| f.rows.clone()).collect();
+            rows::PrefixLease::new(prefixes)
+        });
         let engine = schema.as_ref().map_err(Clone::clone).and_then(|schema| {
             let (dense, sparse) = (schema.dense.len(), schema.sparse.len());
             match spec.kind {
@@ -370,8 +395,22 @@ impl Model {
                         Role::Rank => (1, true),
                         Role::Query | Role::Recent => (dim, false),
                     };
-                    let cpu = Dlrm::from_safetensors(&spec.bytes, dense, &cards, outputs, sigmoid)?;
-                    let gpu = gpu::upload(&cpu).map(|g| g.map(Box::new));
+                    let external: Vec<bool> =
+                        schema.sparse.iter().map(|f| f.rows.is_some()).collect();
+                    let cpu = Dlrm::from_safetensors(
+                        &spec.bytes,
+                        dense,
+                        &cards,
+                        &external,
+                        outputs,
+                        sigmoid,
+                    )?;
+                    // The GPU copy holds every table on the device; one
+                    // whose rows come with each batch runs on the CPU.
+                    let gpu = match cpu.has_external_tables() {
+                        true => Ok(None),
+                        false => gpu::upload(&cpu).map(|g| g.map(Box::new)),
+                    };
                     Ok(Engine::Native {
                         cpu: Box::new(cpu),
                         gpu,
@@ -389,6 +428,7 @@ impl Model {
             sha256,
             engine,
             stats: ModelStats::default(),
+            _row_prefixes: leases,
         }
     }
 
@@ -440,15 +480,18 @@ impl Model {
                     }
                     _ => None,
                 };
+                let on_cpu = || {
+                    cpu.forward_external(batch.rows, &batch.dense, &batch.sparse, &batch.external)
+                };
                 let out = match on_gpu {
                     Some(Ok(out)) => out,
                     // A GPU failure (out of memory, a lost device) is served
                     // by the CPU copy, and counted.
                     Some(Err(_)) => {
                         self.stats.count(|s| &s.gpu_fallbacks, 1);
-                        cpu.forward(batch.rows, &batch.dense, &batch.sparse)
+                        on_cpu()
                     }
-                    None => cpu.forward(batch.rows, &batch.dense, &batch.sparse),
+                    None => on_cpu(),
                 };
                 Ok((vec![batch.rows, cpu.outputs()], out))
             }
@@ -528,7 +571,18 @@ impl Model {
         signals: &dyn CandidateSignals,
         candidates: &[(u32, f32)],
     ) -> Batch {
-        self.schema.assemble(user, columns, signals, candidates)
+        let mut batch = self.schema.assemble(user, columns, signals, candidates);
+        if let Ok(Engine::Native { cpu, .. }) = &self.engine {
+            if cpu.has_external_tables() {
+                batch.external = rows::gather(
+                    &self.schema.row_prefixes(),
+                    &batch.sparse,
+                    batch.rows,
+                    cpu.dim,
+                );
+            }
+        }
+        batch
     }
 
     /// The query vector for a user (ROLE QUERY): the user's features alone.

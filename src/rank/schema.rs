@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! DENSE  <source> [DEFAULT <number>]
-//! SPARSE <source> <cardinality> [VOCAB v1,v2,...] [HASH] [DEFAULT <id>]
+//! SPARSE <source> <cardinality> [VOCAB v1,v2,...] [HASH] [DEFAULT <id>] [ROWS <prefix>]
 //! source := user.<hash field> | item.<attribute> | score
 //!         | popularity | session | activity
 //! ```
@@ -26,6 +26,10 @@
 //! (FNV-1a of the text modulo the cardinality) or, without either, as an
 //! integer in `[0, cardinality)`. Anything missing, unparsable, unknown or out
 //! of range takes the feature's DEFAULT (0 unless given).
+//!
+//! `ROWS <prefix>` keeps the feature's embedding table out of the model:
+//! row `id` is the Redis key `<prefix><id>` ([`super::rows`]; DLRM models
+//! with ROLE RANK only).
 
 use std::collections::HashMap;
 
@@ -36,6 +40,9 @@ use crate::features::columns::{Column, Columns};
 pub const MAX_CARDINALITY: u64 = 1 << 32;
 /// Most features a schema may declare.
 pub const MAX_FEATURES: usize = 1024;
+
+/// The words of the syntax (a ROWS prefix may not be one).
+const KEYWORDS: [&str; 6] = ["DENSE", "SPARSE", "VOCAB", "HASH", "DEFAULT", "ROWS"];
 
 /// Where a feature's value comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +159,9 @@ pub struct SparseFeature {
     pub cardinality: u64,
     pub mapping: Mapping,
     pub default: i64,
+    /// The key prefix of the embedding table's rows, when they live in
+    /// Redis keys instead of the model ([`super::rows`]).
+    pub rows: Option<String>,
     vocab_index: HashMap<String, i64>,
 }
 
@@ -217,6 +227,10 @@ pub struct Batch {
     pub rows: usize,
     pub dense: Vec<f32>,
     pub sparse: Vec<i64>,
+    /// For each SPARSE feature whose table lives in Redis keys (ROWS), the
+    /// rows of its ids, `[rows, d]` ([`super::rows::gather`]); empty for
+    /// the tables inside the model. A table left empty reads zeros.
+    pub external: Vec<Vec<f32>>,
 }
 
 impl Batch {
@@ -289,6 +303,7 @@ impl Schema {
                         cardinality,
                         mapping: Mapping::Integer,
                         default: 0,
+                        rows: None,
                         vocab_index: HashMap::new(),
                     };
                     loop {
@@ -316,6 +331,19 @@ impl Schema {
                             Some("HASH") => {
                                 i += 1;
                                 f.mapping = Mapping::Hash;
+                            }
+                            Some("ROWS") => {
+                                i += 1;
+                                let prefix = next(&mut i, "ROWS key prefix")?;
+                                if KEYWORDS.contains(&prefix.to_ascii_uppercase().as_str()) {
+                                    return Err(format!(
+                                        "SCHEMA: ROWS of {} needs a key prefix, got the keyword '{prefix}'",
+                                        f.source.describe()
+                                    ));
+                                }
+                                super::rows::check_prefix(&prefix)
+                                    .map_err(|e| format!("SCHEMA: {e}"))?;
+                                f.rows = Some(prefix);
                             }
                             Some("DEFAULT") => {
                                 i += 1;
@@ -353,6 +381,11 @@ impl Schema {
             })
             .collect();
         Ok(s)
+    }
+
+    /// Each SPARSE feature's ROWS prefix (`None`: its table is in the model).
+    pub fn row_prefixes(&self) -> Vec<Option<String>> {
+        self.sparse.iter().map(|f| f.rows.clone()).collect()
     }
 
     /// User hash fields the schema reads.
@@ -394,6 +427,7 @@ impl Schema {
             rows,
             dense: vec![0.0; rows * dw],
             sparse: vec![0; rows * sw],
+            external: Vec::new(),
         };
         for (j, f) in self.dense.iter().enumerate() {
             match &f.source {
@@ -464,6 +498,7 @@ impl Schema {
             rows: 1,
             dense,
             sparse,
+            external: Vec::new(),
         }
     }
 
@@ -475,6 +510,7 @@ impl Schema {
             rows,
             dense: dense_row.repeat(rows),
             sparse: sparse_row.repeat(rows),
+            external: Vec::new(),
         }
     }
 }

@@ -96,6 +96,7 @@ fn nan_scores_are_errors() {
         rows: 2,
         dense: vec![0.5, 1e30],
         sparse: vec![],
+        external: Vec::new(),
     };
     let e = m.score_batch(&batch).unwrap_err();
     assert!(e.contains("scored candidate 1 as NaN"), "{e}");
@@ -128,4 +129,94 @@ fn oversized_models_are_refused() {
     )
     .unwrap_err();
     assert!(e.contains("above the cap of 256 MB"), "{e}");
+}
+
+/// The reference model's weights without the embedding tables `out`, and
+/// those tables' rows.
+fn without_tables(bytes: &[u8], out: &[usize]) -> (Vec<u8>, Vec<Vec<f32>>) {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut kept = Vec::new();
+    let mut tables = vec![Vec::new(); 8];
+    for (name, _) in st.tensors() {
+        let (shape, data) = dlrm::f32_tensor(&st, "test", &name).unwrap();
+        match out.iter().find(|&&t| name == format!("emb.{t}")) {
+            Some(&t) => tables[t] = data,
+            None => kept.push((name, shape, data)),
+        }
+    }
+    (dlrm::write_safetensors(&kept), tables)
+}
+
+#[test]
+fn tables_kept_as_rows_score_like_tables_in_the_model() {
+    let bytes = Dlrm::generate(&DlrmShape::reference(100), 4);
+    let inside = Model::build(
+        spec(Kind::Dlrm, Role::Rank, reference_schema(), bytes.clone()),
+        16,
+    )
+    .unwrap();
+    let (slim, tables) = without_tables(&bytes, &[2, 5]);
+    let schema = reference_schema()
+        .join(" ")
+        .replace("SPARSE item.c2 100", "SPARSE item.c2 100 ROWS t2:")
+        .replace("SPARSE item.c5 100", "SPARSE item.c5 100 ROWS t5:");
+    let outside = Model::build(
+        spec(Kind::Dlrm, Role::Rank, toks(&schema), slim.clone()),
+        16,
+    )
+    .unwrap();
+    assert_eq!(outside.device(), "cpu");
+    let mut rng = crate::rng::SplitMix::new(3);
+    let rows = 300; // crosses a forward chunk
+    let mut batch = schema::Batch {
+        rows,
+        dense: (0..rows * 8).map(|_| rng.normal() as f32).collect(),
+        sparse: (0..rows * 8).map(|_| rng.below(100) as i64).collect(),
+        external: Vec::new(),
+    };
+    let want = inside.score_batch(&batch).unwrap();
+    // The rows a gather would bring for tables 2 and 5.
+    batch.external = vec![Vec::new(); 8];
+    for t in [2, 5] {
+        batch.external[t] = (0..rows)
+            .flat_map(|r| {
+                let id = batch.sparse[r * 8 + t] as usize;
+                tables[t][id * 32..(id + 1) * 32].to_vec()
+            })
+            .collect();
+    }
+    let got = outside.score_batch(&batch).unwrap();
+    for (r, (a, b)) in want.iter().zip(&got).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "row {r}: {a} in the model, {b} from rows"
+        );
+    }
+    // Rows the batch did not bring read as zeros: other scores.
+    batch.external.clear();
+    let zeros = outside.score_batch(&batch).unwrap();
+    assert!(zeros.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-4));
+
+    // A file that still holds a ROWS table, and ROWS outside a DLRM ranker.
+    let e = Model::build(spec(Kind::Dlrm, Role::Rank, toks(&schema), bytes), 16).unwrap_err();
+    assert!(
+        e.contains("keeps its table in Redis keys (ROWS) but the DLRM file has emb.2"),
+        "{e}"
+    );
+    let e = Model::build(
+        spec(
+            Kind::Dlrm,
+            Role::Query,
+            toks("SPARSE user.c 100 ROWS u:"),
+            slim,
+        ),
+        16,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("ROWS (embedding rows in Redis keys) is for DLRM models with ROLE RANK"),
+        "{e}"
+    );
+    let e = Schema::parse(&toks("SPARSE item.c 10 ROWS")).unwrap_err();
+    assert!(e.contains("missing ROWS key prefix"), "{e}");
 }

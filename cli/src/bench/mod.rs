@@ -7,6 +7,7 @@ pub mod als;
 pub mod churn;
 pub mod cluster;
 pub mod filters;
+pub mod hps;
 pub mod index;
 pub mod plugins;
 pub mod quality;

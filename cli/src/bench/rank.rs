@@ -80,6 +80,7 @@ fn random_batch(rows: usize, seed: u64) -> Batch {
         rows,
         dense: (0..rows * 8).map(|_| rng.normal() as f32).collect(),
         sparse: (0..rows * 8).map(|_| rng.below(100) as i64).collect(),
+        external: Vec::new(),
     }
 }
 

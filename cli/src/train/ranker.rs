@@ -384,6 +384,7 @@ fn examples(
         rows: 0,
         dense: Vec::new(),
         sparse: Vec::new(),
+        external: Vec::new(),
     };
     let mut ys = Vec::new();
     for (u, label) in labels.iter().enumerate() {

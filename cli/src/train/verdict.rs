@@ -129,7 +129,7 @@ impl RankerCheck {
     /// candidates (ties keep the retrieval order, as RECOMMEND does).
     pub fn ranker_ndcg(&self, weights: &[u8]) -> Result<f64> {
         let cards: Vec<u64> = self.schema.sparse.iter().map(|f| f.cardinality).collect();
-        let dlrm = Dlrm::from_safetensors(weights, self.schema.dense.len(), &cards, 1, true)
+        let dlrm = Dlrm::from_safetensors(weights, self.schema.dense.len(), &cards, &[], 1, true)
             .map_err(|e| anyhow::anyhow!("ranker weights: {e}"))?;
         let mut sum = 0.0;
         for u in &self.users {

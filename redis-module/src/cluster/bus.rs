@@ -11,7 +11,8 @@ use recsys_core::cluster::message::Message;
 use redis_module::{raw, Context};
 
 use super::{
-    is_master, plugins, popularity, registry, store, wait, BAD_MESSAGES, RECEIVED, RECEIVED_BYTES,
+    is_master, plugins, popularity, registry, rows, store, wait, BAD_MESSAGES, RECEIVED,
+    RECEIVED_BYTES,
 };
 use crate::util::{log_warning, panic_message};
 
@@ -131,5 +132,9 @@ fn handle(ctx: &Context, from: &str, m: Message) {
                 wait::on_copy_at(from, &catalog, &pos);
             }
         }
+        Message::RowFetch { request, keys } => rows::on_fetch(ctx, from, request, keys),
+        Message::RowData { request, rows } => rows::on_data(from, request, rows),
+        // Replicas that serve reads keep a cache too.
+        Message::RowsChanged { keys } => rows::on_changed(&keys),
     }
 }

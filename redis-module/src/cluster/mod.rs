@@ -15,7 +15,10 @@
 //! - [`plugins`]: plugins loaded or removed on one node reach every node;
 //! - [`popularity`]: every master's popularity sums the cluster's EVENTs;
 //! - [`wait`]: RECSYS.COPIES.WAIT, a writer waiting for other masters'
-//!   copies.
+//!   copies;
+//! - [`rows`]: embedding rows kept as keys: fetched from the keyspace and
+//!   other masters, and invalidated in every node's cache (also outside a
+//!   cluster).
 //!
 //! The rules that keep a copy equal to its owner's catalog, or out of
 //! service, are in the core (`recsys_core::cluster::copies`).
@@ -24,6 +27,7 @@ pub mod bus;
 pub mod plugins;
 pub mod popularity;
 pub mod registry;
+pub mod rows;
 pub mod store;
 pub mod wait;
 
@@ -103,10 +107,17 @@ struct Detached(*mut raw::RedisModuleCtx);
 unsafe impl Send for Detached {}
 unsafe impl Sync for Detached {}
 static DETACHED: OnceCell<Detached> = OnceCell::new();
+/// Redis's main thread, where [`with_gil`] would wait for itself.
+static MAIN_THREAD: OnceCell<std::thread::ThreadId> = OnceCell::new();
 
 /// Runs `f` with the GIL held on a context of this module, from a thread
 /// that is not the main thread.
 pub fn with_gil<T>(f: impl FnOnce(&Context) -> T) -> Option<T> {
+    if MAIN_THREAD.get() == Some(&std::thread::current().id()) {
+        // The main thread holds the GIL already: taking it again would
+        // wait forever.
+        return None;
+    }
     let d = DETACHED.get()?;
     // SAFETY: the API table is set at init; the detached context lives as
     // long as the process; the lock is released before returning.
@@ -260,6 +271,7 @@ pub fn info(g: &mut crate::metrics::Gauges) {
     g.add("popularity_events_received", recorded);
     g.add("popularity_events_refused", refused);
     g.add("popularity_events_dropped", dropped);
+    rows::info(g);
     g.add("bus_messages_sent", SENT.load(Relaxed));
     g.add("bus_bytes_sent", SENT_BYTES.load(Relaxed));
     g.add("bus_messages_received", RECEIVED.load(Relaxed));
@@ -280,6 +292,8 @@ pub fn init(ctx: &Context) -> Result<(), String> {
             let _ = DETACHED.set(Detached(detached(ctx.ctx)));
         }
     }
+    let _ = MAIN_THREAD.set(std::thread::current().id());
+    rows::init(ctx)?;
     if !enabled() {
         return Ok(());
     }

@@ -13,13 +13,25 @@ impl Dlrm {
     /// Scores `rows` rows: `dense` is `[rows, #DENSE]`, `sparse` `[rows,
     /// #tables]`. Returns `[rows, outputs]`.
     pub fn forward(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Vec<f32> {
-        self.forward_on(self.packed.as_ref(), rows, dense, sparse)
+        self.forward_on(self.packed.as_ref(), rows, dense, sparse, &[])
+    }
+
+    /// [`Dlrm::forward`] with the rows of the external tables
+    /// ([`crate::rank::schema::Batch::external`]).
+    pub fn forward_external(
+        &self,
+        rows: usize,
+        dense: &[f32],
+        sparse: &[i64],
+        external: &[Vec<f32>],
+    ) -> Vec<f32> {
+        self.forward_on(self.packed.as_ref(), rows, dense, sparse, external)
     }
 
     /// [`Dlrm::forward`] through `matrixmultiply` even where the AVX-512
     /// kernels could run (tests compare the two).
     pub fn forward_portable(&self, rows: usize, dense: &[f32], sparse: &[i64]) -> Vec<f32> {
-        self.forward_on(None, rows, dense, sparse)
+        self.forward_on(None, rows, dense, sparse, &[])
     }
 
     fn forward_on(
@@ -28,6 +40,7 @@ impl Dlrm {
         rows: usize,
         dense: &[f32],
         sparse: &[i64],
+        external: &[Vec<f32>],
     ) -> Vec<f32> {
         let (dw, sw, outs) = (self.dense_inputs, self.tables.len(), self.outputs());
         let mut out = vec![0f32; rows * outs];
@@ -38,15 +51,34 @@ impl Dlrm {
             let chunk_dense = &dense[start * dw..(start + n) * dw];
             let chunk_sparse = &sparse[start * sw..(start + n) * sw];
             let chunk_out = &mut out[start * outs..(start + n) * outs];
+            let rows_of = Rows {
+                first: start,
+                external,
+            };
             match packed {
                 #[cfg(target_arch = "x86_64")]
                 Some(p) => PACKED_SCRATCH.with_borrow_mut(|s| {
                     // SAFETY: `Packed` exists only where the CPU has AVX-512F.
                     unsafe {
-                        self.forward_chunk_packed(p, n, chunk_dense, chunk_sparse, chunk_out, s)
+                        self.forward_chunk_packed(
+                            p,
+                            n,
+                            chunk_dense,
+                            chunk_sparse,
+                            rows_of,
+                            chunk_out,
+                            s,
+                        )
                     }
                 }),
-                _ => self.forward_chunk(n, chunk_dense, chunk_sparse, chunk_out, &mut scratch),
+                _ => self.forward_chunk(
+                    n,
+                    chunk_dense,
+                    chunk_sparse,
+                    rows_of,
+                    chunk_out,
+                    &mut scratch,
+                ),
             }
             start += n;
         }
@@ -58,6 +90,7 @@ impl Dlrm {
         n: usize,
         dense: &[f32],
         sparse: &[i64],
+        rows_of: Rows,
         out: &mut [f32],
         s: &mut Scratch,
     ) {
@@ -86,8 +119,13 @@ impl Dlrm {
                 vectors.push(bottom);
                 k = d;
             }
-            for (t, table) in self.tables.iter().enumerate() {
-                vectors.push(table.row(sparse[r * sw + t], d));
+            for t in 0..sw {
+                vectors.push(self.table_row(
+                    t,
+                    sparse[r * sw + t],
+                    rows_of.first + r,
+                    rows_of.external,
+                ));
             }
             for i in 1..vectors.len() {
                 for j in 0..i {
@@ -129,6 +167,7 @@ impl Dlrm {
         n: usize,
         dense: &[f32],
         sparse: &[i64],
+        rows_of: Rows,
         out: &mut [f32],
         s: &mut PackedScratch,
     ) {
@@ -171,8 +210,9 @@ impl Dlrm {
                 vectors.push(b.as_ptr());
                 k = d;
             }
-            for (t, table) in self.tables.iter().enumerate() {
-                vectors.push(table.row(sparse[r * sw + t], d).as_ptr());
+            for t in 0..sw {
+                let v = self.table_row(t, sparse[r * sw + t], rows_of.first + r, rows_of.external);
+                vectors.push(v.as_ptr());
             }
             crate::rank::kernels::interact(&vectors, d, &mut row[k..]);
         }
@@ -185,6 +225,14 @@ impl Dlrm {
         }
         self.write_output(&s.a, out);
     }
+}
+
+/// Where a chunk's rows of the external tables are: the batch's rows from
+/// `first` on.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    first: usize,
+    external: &'a [Vec<f32>],
 }
 
 #[derive(Default)]

@@ -51,7 +51,8 @@ fn the_module_computes_what_candle_trained() {
     // The exported weights, run by the module's DLRM, give candle's scores.
     let schema = parse_schema(&r.schema).unwrap();
     let cards: Vec<u64> = schema.sparse.iter().map(|f| f.cardinality).collect();
-    let dlrm = Dlrm::from_safetensors(&r.weights, schema.dense.len(), &cards, 1, true).unwrap();
+    let dlrm =
+        Dlrm::from_safetensors(&r.weights, schema.dense.len(), &cards, &[], 1, true).unwrap();
     let ex = examples(&ds, &split, &schema, &als_params, session, 1).unwrap();
     let rows = 64.min(ex.batch.rows);
     let (dw, sw) = (schema.dense.len(), schema.sparse.len());
