@@ -387,12 +387,28 @@ fn same(a: &[(String, f32)], b: &[(String, f32)]) -> Result<(), String> {
     ok.then_some(()).ok_or_else(|| format!("{a:?} vs {b:?}"))
 }
 
-#[test]
-fn rows_spread_over_a_cluster_rank_like_tables_in_the_model_and_updates_reach_every_master() {
-    let cl =
-        Cluster::start(3, 0, &["--cluster-require-full-coverage", "no"]).expect("start a cluster");
+/// A cluster, a connection to it, users with their masters, the tables.
+type ServedCluster = (Cluster, ClusterConnection, Vec<(usize, u16)>, Vec<Vec<f32>>);
+/// A ranked list (id, score), best first.
+type Ranked = Vec<(String, f32)>;
+
+/// One cluster at a time: nodes starved of CPU by another test's cluster
+/// are taken for dead.
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A cluster of 3 masters (each with `replicas` replicas) serving `cat`
+/// with the models `inside` (tables in the file) and `outside` (tables 2 and
+/// 5 as row keys spread over every master), and two users per master, once
+/// every master ranks them alike with both models. Returns the users (with
+/// their masters) and every table's rows.
+fn cluster_with_rows(replicas: usize) -> ServedCluster {
+    let cl = Cluster::start(3, replicas, &["--cluster-require-full-coverage", "no"])
+        .expect("start a cluster");
     let mut con = cl.client().unwrap().get_connection().unwrap();
-    let (full, slim, mut tables) = files();
+    let (full, slim, tables) = files();
     redis::cmd("RECSYS.CREATE")
         .arg(&["cat", "DIM", &DIM.to_string()])
         .query::<()>(&mut con)
@@ -439,6 +455,13 @@ fn rows_spread_over_a_cluster_rank_like_tables_in_the_model_and_updates_reach_ev
             same(&want, &got)
         });
     }
+    (cl, con, users, tables)
+}
+
+#[test]
+fn rows_spread_over_a_cluster_rank_like_tables_in_the_model_and_updates_reach_every_master() {
+    let _serial = one_cluster_at_a_time();
+    let (cl, mut con, users, mut tables) = cluster_with_rows(0);
     let (mut remote, mut served) = (0, 0);
     for port in cl.masters() {
         let mut c = cl.node(port).unwrap().connection().unwrap();
@@ -503,4 +526,84 @@ fn rows_spread_over_a_cluster_rank_like_tables_in_the_model_and_updates_reach_ev
         changes += info_num(&mut c, "row_changes_received");
     }
     assert!(changes >= 2, "the owner told the other masters ({changes})");
+}
+
+/// Ranks `user` on its master with both models: (inside, outside).
+fn both(con: &mut ClusterConnection, user: &str) -> Result<(Ranked, Ranked), String> {
+    let want = ranked_on_users_master(con, user, "inside").map_err(|e| e.to_string())?;
+    let got = ranked_on_users_master(con, user, "outside").map_err(|e| e.to_string())?;
+    Ok((want, got))
+}
+
+#[test]
+fn rows_keep_serving_through_an_unreachable_master_and_a_failover() {
+    let _serial = one_cluster_at_a_time();
+    let (mut cl, mut con, users, _) = cluster_with_rows(1);
+    let owner = cl.master_of(b"cat").unwrap();
+    let down = *cl.masters().iter().find(|&&p| p != owner).unwrap();
+    let (asker, on) = users
+        .iter()
+        .map(|(u, p)| (format!("u:{u}"), *p))
+        .find(|(_, p)| *p != down)
+        .unwrap();
+    let mut asking = cl.node(on).unwrap().connection().unwrap();
+    let (want, got) = both(&mut con, &asker).unwrap();
+    same(&want, &got).unwrap();
+
+    // The master `down` stops answering for a second (shorter than the node
+    // timeout: no failover), as in a partition.
+    let stalled = cl.node(down).unwrap().connection().unwrap();
+    let sleeper = std::thread::spawn(move || {
+        let mut stalled = stalled;
+        redis::cmd("DEBUG")
+            .arg(&["SLEEP", "1.5"])
+            .query::<()>(&mut stalled)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // Rows in the cache keep serving: the same answer as before.
+    let t = Instant::now();
+    let (_, cached) = both(&mut con, &asker).unwrap();
+    same(&want, &cached).unwrap();
+    // Without the cache, the rows held by `down` are not answered in time:
+    // the request is served with zeros for them, counted, within the
+    // fetch deadline.
+    let unanswered = info_num(&mut asking, "row_unanswered");
+    cmd(&mut asking, "CONFIG SET recsys.row-cache-mb 0").unwrap();
+    let (_, zeros) = both(&mut con, &asker).unwrap();
+    let during = t.elapsed();
+    assert!(
+        info_num(&mut asking, "row_unanswered") > unanswered,
+        "no fetch timed out"
+    );
+    assert!(
+        same(&want, &zeros).is_err(),
+        "rows read as zeros change the scores"
+    );
+    assert!(
+        during < Duration::from_millis(1000),
+        "served in {during:?} while a master stalled"
+    );
+    cmd(&mut asking, "CONFIG SET recsys.row-cache-mb 64").unwrap();
+    sleeper.join().unwrap().unwrap();
+    eventually(10, "the stalled master answers again", || {
+        let (want, got) = both(&mut con, &asker)?;
+        same(&want, &got)
+    });
+
+    // The master `down` dies: its replica is promoted and serves its rows.
+    let idx = cl.nodes.iter().position(|n| n.port == down).unwrap();
+    drop(cl.nodes.remove(idx));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cl.masters().contains(&down) || cl.masters().len() < 3 {
+        assert!(Instant::now() < deadline, "the replica was not promoted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut con = cl.client().unwrap().get_connection().unwrap();
+    for (u, _) in &users {
+        let user = format!("u:{u}");
+        eventually(30, &format!("{user} after the failover"), || {
+            let (want, got) = both(&mut con, &user)?;
+            same(&want, &got)
+        });
+    }
 }

@@ -16,7 +16,7 @@ pub struct AllBench {
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
     /// Run only these sections (by name: index, quality, als, churn, redis, redisearch, small, small-4000,
-    /// scan, restart, recommend, filters, plugins, rank, cluster); the document then holds only them.
+    /// scan, restart, recommend, filters, plugins, rank, cluster, hps); the document then holds only them.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -120,6 +120,12 @@ const SECTIONS: &[Section] = &[
         title: "Redis Cluster",
         about: "Issue 13's figures (docs/cluster.md). One plain node and clusters of 2 and 3 masters (no replicas) of real redis-server processes on this machine, each with a catalog of 20,000 items x 64-d with ATTRS and 10,000 users with `emb`; on the clusters the catalog key lives on one master and every other master serves its copy. A closed loop of 16 client threads (this process) sends RECSYS.RECOMMEND K 10 CANDIDATES 200 WHERE to the master of each user's slot, as a cluster client does, and EXISTS on the same user keys as each set-up's baseline; set-ups and commands interleaved, 3 rounds of 4 s, medians. All nodes and the load generator share this machine's 2 cores: the CPU columns say what each run had (node CPU = all nodes together), so more masters here mean more processes on the same cores, not more capacity; the scale curve needs a machine with more cores (`--masters 1,2,4,8`). Then the cost of a catalog write: ITEM.SET latency on the owner, then the time until every other master's copy has applied it (polled with RECSYS.COPIES), and the bus bytes per write (one message, sent to each other node). Last, a new master joins (CLUSTER MEET) a 1-master cluster whose catalog has 100,000 items x 64-d: time until its copy serves.",
         args: &["bench", "cluster"],
+    },
+    Section {
+        name: "hps",
+        title: "Embedding tables as row keys over a cluster (HPS)",
+        about: "Issue 24's figures (docs/cluster.md, docs/ranking.md). A DLRM ranker (DENSE score, two SPARSE user features, 32-d embeddings, bottom [64, 32], top [64, 1]) whose two tables of 1,000,000 rows each are Redis keys spread over a 3-master cluster (SCHEMA ... ROWS); the model file holds only the MLPs. 100,000 users carry one Zipf(1.05) id per table, and requests come from users drawn by the same law (returning users), so each RECOMMEND K 10 CANDIDATES 200 RANK needs one row per table from the node's hot-row cache or from the row's master over the cluster bus. For each cache size (`recsys.row-cache-mb` on every master, emptied first): 20,000 warm-up requests, then 5,000 timed ones, one at a time from one client to the user's master; hit rate, rows and row bytes fetched over the bus and fetch time from INFO (summed over the masters), client latency p50 / p99. The baseline: the same model with both tables inside its file, on one plain node, the same request stream. The nodes and this client share the machine's cores.",
+        args: &["bench", "hps"],
     },
 ];
 

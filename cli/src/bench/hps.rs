@@ -42,22 +42,25 @@ pub struct HpsBench {
     #[arg(long, default_value_t = 3)]
     pub masters: usize,
     /// Hot-row cache sizes measured, MB per node.
-    #[arg(long, value_delimiter = ',', default_value = "2,8,32,128")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,8,32")]
     pub cache_mb: Vec<usize>,
-    /// Users; each request picks one at random.
+    /// Users; each request picks one by a Zipf law (returning users).
     #[arg(long, default_value_t = 100_000)]
     pub users: usize,
-    /// Zipf exponent of the users' ids.
+    /// Zipf exponent of the users' ids and of the users requests come from.
     #[arg(long, default_value_t = 1.05)]
     pub zipf: f64,
     #[arg(long, default_value_t = 5_000)]
     pub items: usize,
     /// Requests before timing, per cache size.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub warmup: usize,
     /// Timed requests per cache size.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 5_000)]
     pub requests: usize,
+    /// recsys.row-fetch-timeout-ms on every master.
+    #[arg(long, default_value_t = 20)]
+    pub fetch_timeout_ms: u64,
 }
 
 const ITEM_DIM: usize = 16;
@@ -182,16 +185,17 @@ fn load(
     send(&[model_set(file, &schema(b, rows_outside))])
 }
 
-/// Client-side latencies (µs) of `n` requests for users drawn by `rng`.
+/// Client-side latencies (µs) of `n` requests for users drawn from `users`
+/// by `rng`.
 fn requests(
     n: usize,
-    users: usize,
+    users: &Zipf,
     rng: &mut SplitMix,
     mut one: impl FnMut(&str) -> Result<()>,
 ) -> Result<Vec<f64>> {
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
-        let user = format!("u:{}", rng.below(users as u64));
+        let user = format!("u:{}", users.draw(rng));
         let t = Instant::now();
         one(&user)?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
@@ -244,13 +248,14 @@ pub fn run(b: &HpsBench) -> Result<()> {
     tables.sort_by(|a, b| a.0.cmp(&b.0));
     let slim = recsys::rank::dlrm::write_safetensors(&slim);
     let zipf = Zipf::new(b.rows, b.zipf);
+    let who = Zipf::new(b.users, b.zipf);
     let mut rng = SplitMix::new(11);
     let users: Vec<Vec<usize>> = (0..b.users)
         .map(|_| (0..b.tables).map(|_| zipf.draw(&mut rng)).collect())
         .collect();
     let table_mb = (b.rows * b.tables * b.dim * 4) as f64 / (1 << 20) as f64;
     println!(
-        "# hps bench: {} tables x {} rows x {}-d ({table_mb:.0} MB of floats) as row keys on {} masters; {} users with Zipf({}) ids, one per table; {} items; RECOMMEND K 10 CANDIDATES 200 RANK (DENSE score + {} SPARSE user features); one client, one request at a time; {} warm-up + {} timed requests per cache size",
+        "# hps bench: {} tables x {} rows x {}-d ({table_mb:.0} MB of floats) as row keys on {} masters; {} users with Zipf({}) ids, one per table, requests from users drawn by the same law; {} items; RECOMMEND K 10 CANDIDATES 200 RANK (DENSE score + {} SPARSE user features); one client, one request at a time; {} warm-up + {} timed requests per cache size",
         b.tables, b.rows, b.dim, b.masters, b.users, b.zipf, b.items, b.tables, b.warmup, b.requests
     );
 
@@ -305,7 +310,7 @@ pub fn run(b: &HpsBench) -> Result<()> {
     );
     // Every master's copy serves the model before timing.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut route = |user: &str, con: &mut redis::cluster::ClusterConnection| -> Result<()> {
+    let route = |user: &str, con: &mut redis::cluster::ClusterConnection| -> Result<()> {
         use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
         let mut cmd = redis::cmd("RECSYS.RECOMMEND");
         cmd.arg("cat").arg(user).arg(&REQUEST[..]);
@@ -329,8 +334,8 @@ pub fn run(b: &HpsBench) -> Result<()> {
 
     println!();
     println!("RECOMMEND ... RANK with the tables as row keys, by hot-row cache size (per node); counters summed over the masters, over the timed requests:");
-    println!("| cache MB per node | of the table | hit rate | rows fetched over the bus per request | bus bytes per request | rows unanswered | p50 µs | p99 µs |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| cache MB per node | of the table | hit rate | rows fetched over the bus per request | row bytes over the bus per request | rows unanswered | µs per fetch | p50 µs | p99 µs |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rng = SplitMix::new(21);
     let table_bytes = b.rows * b.tables * (b.dim * 4 + 64 + 12);
     let mut cluster_p50 = Vec::new();
@@ -347,21 +352,27 @@ pub fn run(b: &HpsBench) -> Result<()> {
                 .arg("recsys.row-cache-mb")
                 .arg(mb)
                 .query::<()>(&mut c)?;
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("recsys.row-fetch-timeout-ms")
+                .arg(b.fetch_timeout_ms)
+                .query::<()>(&mut c)?;
         }
-        requests(b.warmup, b.users, &mut rng, |u| route(u, &mut con))?;
+        requests(b.warmup, &who, &mut rng, |u| route(u, &mut con))?;
         let before = row_counters(&masters)?;
-        let lat = requests(b.requests, b.users, &mut rng, |u| route(u, &mut con))?;
+        let lat = requests(b.requests, &who, &mut rng, |u| route(u, &mut con))?;
         let after = row_counters(&masters)?;
         let d = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
         let n = b.requests as f64;
         cluster_p50.push((mb, pct(&lat, 50), pct(&lat, 99)));
         println!(
-            "| {mb} | {:.1}% | {:.1}% | {:.2} | {:.0} | {} | {:.0} | {:.0} |",
+            "| {mb} | {:.1}% | {:.1}% | {:.2} | {:.0} | {} | {:.0} | {:.0} | {:.0} |",
             100.0 * (mb << 20) as f64 / table_bytes as f64,
             100.0 * d("hits") as f64 / d("lookups").max(1) as f64,
             d("fetched_remote") as f64 / n,
             d("fetched_bytes") as f64 * d("fetched_remote") as f64 / d("fetched").max(1) as f64 / n,
             d("unanswered"),
+            d("fetch_us") as f64 / d("fetches").max(1) as f64,
             pct(&lat, 50),
             pct(&lat, 99)
         );
@@ -385,8 +396,8 @@ pub fn run(b: &HpsBench) -> Result<()> {
         cmd.query::<redis::Value>(&mut c)?;
         Ok(())
     };
-    requests(b.warmup, b.users, &mut rng, &mut one)?;
-    let lat = requests(b.requests, b.users, &mut rng, &mut one)?;
+    requests(b.warmup, &who, &mut rng, &mut one)?;
+    let lat = requests(b.requests, &who, &mut rng, &mut one)?;
     let (p50, p99) = (pct(&lat, 50), pct(&lat, 99));
     println!();
     println!("The same model with its tables inside the file ({:.0} MB), one plain node: p50 {p50:.0} µs, p99 {p99:.0} µs.", full.len() as f64 / (1 << 20) as f64);

@@ -8,6 +8,7 @@
 //! - this file: whether the server runs in cluster mode, this node's id,
 //!   sending messages, the announce timer and the counters INFO shows;
 //! - [`bus`]: receiving messages and acting on them;
+//! - [`nodelay`]: TCP_NODELAY on the bus links Redis 7.0 opens without it;
 //! - [`store`]: the copies, the catalog a request uses, applying updates
 //!   and snapshots, RECSYS.COPY and RECSYS.COPIES, and the copies' RDB
 //!   aux data;
@@ -24,6 +25,7 @@
 //! service, are in the core (`recsys_core::cluster::copies`).
 
 pub mod bus;
+pub mod nodelay;
 pub mod plugins;
 pub mod popularity;
 pub mod registry;
@@ -278,6 +280,7 @@ pub fn info(g: &mut crate::metrics::Gauges) {
     g.add("bus_bytes_received", RECEIVED_BYTES.load(Relaxed));
     g.add("bus_bad_messages", BAD_MESSAGES.load(Relaxed));
     g.add("bus_send_failures", SEND_FAILURES.load(Relaxed));
+    g.add("bus_links_nodelay_set", nodelay::SET.load(Relaxed));
 }
 
 /// At module load: the detached context ([`with_gil`]); in cluster mode
@@ -370,6 +373,7 @@ extern "C" fn on_loading(
 fn tick(ctx: &Context) {
     let held = registry::held(ctx);
     WAS_MASTER.store(is_master(ctx), Relaxed);
+    nodelay::apply(ctx);
     if is_master(ctx) {
         store::drop_shadowed(ctx, &held);
         store::expire(ctx);

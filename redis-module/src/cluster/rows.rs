@@ -327,7 +327,7 @@ unsafe extern "C" fn on_keyspace_event(
 
 /// Every [`FLUSH_MS`]: the changed keys to every node.
 fn flush(ctx: &Context) {
-    let changed = std::mem::replace(&mut *CHANGED.lock(), Some(Vec::new()));
+    let changed = CHANGED.lock().replace(Vec::new());
     match changed {
         Some(keys) if keys.is_empty() => {}
         Some(keys) => {

@@ -48,10 +48,10 @@ impl Dlrm {
         let mut start = 0;
         while start < rows {
             let n = CHUNK.min(rows - start);
-            let chunk_dense = &dense[start * dw..(start + n) * dw];
-            let chunk_sparse = &sparse[start * sw..(start + n) * sw];
             let chunk_out = &mut out[start * outs..(start + n) * outs];
-            let rows_of = Rows {
+            let input = Inputs {
+                dense: &dense[start * dw..(start + n) * dw],
+                sparse: &sparse[start * sw..(start + n) * sw],
                 first: start,
                 external,
             };
@@ -59,41 +59,17 @@ impl Dlrm {
                 #[cfg(target_arch = "x86_64")]
                 Some(p) => PACKED_SCRATCH.with_borrow_mut(|s| {
                     // SAFETY: `Packed` exists only where the CPU has AVX-512F.
-                    unsafe {
-                        self.forward_chunk_packed(
-                            p,
-                            n,
-                            chunk_dense,
-                            chunk_sparse,
-                            rows_of,
-                            chunk_out,
-                            s,
-                        )
-                    }
+                    unsafe { self.forward_chunk_packed(p, n, input, chunk_out, s) }
                 }),
-                _ => self.forward_chunk(
-                    n,
-                    chunk_dense,
-                    chunk_sparse,
-                    rows_of,
-                    chunk_out,
-                    &mut scratch,
-                ),
+                _ => self.forward_chunk(n, input, chunk_out, &mut scratch),
             }
             start += n;
         }
         out
     }
 
-    fn forward_chunk(
-        &self,
-        n: usize,
-        dense: &[f32],
-        sparse: &[i64],
-        rows_of: Rows,
-        out: &mut [f32],
-        s: &mut Scratch,
-    ) {
+    fn forward_chunk(&self, n: usize, input: Inputs, out: &mut [f32], s: &mut Scratch) {
+        let Inputs { dense, sparse, .. } = input;
         let d = self.dim;
         // Bottom MLP.
         s.a.clear();
@@ -123,8 +99,8 @@ impl Dlrm {
                 vectors.push(self.table_row(
                     t,
                     sparse[r * sw + t],
-                    rows_of.first + r,
-                    rows_of.external,
+                    input.first + r,
+                    input.external,
                 ));
             }
             for i in 1..vectors.len() {
@@ -165,12 +141,11 @@ impl Dlrm {
         &self,
         p: &Packed,
         n: usize,
-        dense: &[f32],
-        sparse: &[i64],
-        rows_of: Rows,
+        input: Inputs,
         out: &mut [f32],
         s: &mut PackedScratch,
     ) {
+        let Inputs { dense, sparse, .. } = input;
         let d = self.dim;
         let width = self.interaction_width();
         let widest = self
@@ -211,7 +186,7 @@ impl Dlrm {
                 k = d;
             }
             for t in 0..sw {
-                let v = self.table_row(t, sparse[r * sw + t], rows_of.first + r, rows_of.external);
+                let v = self.table_row(t, sparse[r * sw + t], input.first + r, input.external);
                 vectors.push(v.as_ptr());
             }
             crate::rank::kernels::interact(&vectors, d, &mut row[k..]);
@@ -227,10 +202,12 @@ impl Dlrm {
     }
 }
 
-/// Where a chunk's rows of the external tables are: the batch's rows from
-/// `first` on.
+/// One chunk's inputs: its dense and sparse values, and where its rows of
+/// the external tables are (the batch's rows from `first` on).
 #[derive(Clone, Copy)]
-struct Rows<'a> {
+struct Inputs<'a> {
+    dense: &'a [f32],
+    sparse: &'a [i64],
     first: usize,
     external: &'a [Vec<f32>],
 }

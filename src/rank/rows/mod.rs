@@ -59,7 +59,7 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 /// A row's floats from its key's bytes; `None` unless they are whole
 /// finite float32.
 pub fn decode(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let row: Vec<f32> = bytes
