@@ -127,11 +127,8 @@ fn row_set(prefix: &str, id: usize, row: &[f32]) -> redis::Cmd {
     cmd
 }
 
-fn ranked(
-    c: &mut impl ConnectionLike,
-    user: &str,
-    model: &str,
-) -> redis::RedisResult<Vec<(String, f32)>> {
+/// RECOMMEND ... RANK `model` WITHSCORES for `user`.
+fn rank_cmd(user: &str, model: &str) -> redis::Cmd {
     let mut cmd = redis::cmd("RECSYS.RECOMMEND");
     cmd.arg(&[
         "cat",
@@ -144,10 +141,18 @@ fn ranked(
         model,
         "WITHSCORES",
     ]);
-    let v: Vec<String> = cmd.query(c)?;
-    Ok(v.chunks(2)
+    cmd
+}
+
+/// A WITHSCORES reply as (id, score) pairs.
+fn pairs_of(v: Vec<String>) -> Ranked {
+    v.chunks(2)
         .map(|p| (p[0].clone(), p[1].parse().unwrap()))
-        .collect())
+        .collect()
+}
+
+fn ranked(c: &mut impl ConnectionLike, user: &str, model: &str) -> redis::RedisResult<Ranked> {
+    Ok(pairs_of(rank_cmd(user, model).query(c)?))
 }
 
 fn assert_same(a: &[(String, f32)], b: &[(String, f32)], what: &str) {
@@ -327,28 +332,13 @@ fn ranked_on_users_master(
     con: &mut ClusterConnection,
     user: &str,
     model: &str,
-) -> redis::RedisResult<Vec<(String, f32)>> {
-    let mut cmd = redis::cmd("RECSYS.RECOMMEND");
-    cmd.arg(&[
-        "cat",
-        user,
-        "K",
-        "20",
-        "CANDIDATES",
-        "60",
-        "RANK",
-        model,
-        "WITHSCORES",
-    ]);
+) -> redis::RedisResult<Ranked> {
     let route = Route::new(Cluster::slot(user.as_bytes()), SlotAddr::Master);
     let v = con.route_command(
-        &cmd,
+        &rank_cmd(user, model),
         RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
     )?;
-    let v: Vec<String> = redis::from_redis_value(&v)?;
-    Ok(v.chunks(2)
-        .map(|p| (p[0].clone(), p[1].parse().unwrap()))
-        .collect())
+    Ok(pairs_of(redis::from_redis_value(&v)?))
 }
 
 /// Users until every master serves some: (user, its master's port).
