@@ -3,10 +3,10 @@
 //! core's hot-row cache (`recsys_core::rank::rows`), and how the caches
 //! learn that a row changed.
 //!
-//! - Fetch ([`KeyspaceRows`], on a worker): with the GIL held once, the
-//!   keys of slots this node serves (every key outside a cluster) are read
-//!   from the keyspace, and one `RowFetch` goes to the master of each other
-//!   slot's keys. The worker then waits, without the GIL, for the
+//! - Fetch ([`KeyspaceRows`], on a worker): with the GIL held (once per
+//!   [`KEYS_PER_LOCK`] keys), the keys of slots this node serves (every
+//!   key outside a cluster) are read from the keyspace, and one `RowFetch`
+//!   goes to the master of each other slot's keys. The worker then waits, without the GIL, for the
 //!   `RowData` answers until the deadline (`recsys.row-fetch-timeout-ms`);
 //!   what is not answered by then is read as zeros, and counted. The
 //!   client stays blocked meanwhile; the main thread never waits.
@@ -41,6 +41,10 @@ pub const FLUSH_MS: i64 = 10;
 /// Queued changed keys past which a flush tells every node to forget all
 /// rows instead of naming them (a bulk load).
 const MAX_QUEUED: usize = 4 * MAX_ROW_KEYS;
+/// Most keys read per hold of the GIL (a large batch's misses take it
+/// several times, so the main thread never waits long for it).
+const KEYS_PER_LOCK: usize = 1024;
+const _: () = assert!(KEYS_PER_LOCK <= MAX_ROW_KEYS);
 /// How long a slot map read from CLUSTER SLOTS is trusted.
 const SLOTS_TTL: Duration = Duration::from_secs(1);
 
@@ -176,63 +180,70 @@ pub struct KeyspaceRows;
 
 impl RowFetcher for KeyspaceRows {
     fn fetch(&self, keys: &[Vec<u8>], deadline: Instant) -> Vec<Fetched> {
-        let request = NEXT_REQUEST.fetch_add(1, Relaxed);
-        let pending = with_gil(|ctx| {
-            let mut answers = vec![Fetched::Unanswered; keys.len()];
-            let mut remote: HashMap<String, Vec<usize>> = HashMap::new();
-            with_owners(ctx, |place| {
-                for (i, key) in keys.iter().enumerate() {
-                    match place(key) {
-                        Place::Here => answers[i] = read_local(ctx, key),
-                        Place::Node(id) => remote.entry(id).or_default().push(i),
-                        Place::Unknown => {}
-                    }
-                }
-            });
-            LOCAL_ROWS.fetch_add(
-                (keys.len() - remote.values().map(Vec::len).sum::<usize>()) as u64,
-                Relaxed,
-            );
-            if remote.is_empty() {
-                return Err(answers);
-            }
-            for (node, at) in &remote {
-                for chunk in at.chunks(MAX_ROW_KEYS) {
-                    let keys = chunk.iter().map(|&i| keys[i].clone()).collect();
-                    send(ctx, Some(node), &Message::RowFetch { request, keys });
-                    REMOTE_FETCHES.fetch_add(1, Relaxed);
-                }
-            }
-            let pending = Arc::new(Pending {
-                state: Mutex::new(PendingState {
-                    answers,
-                    waiting: remote,
-                }),
-                answered: Condvar::new(),
-            });
-            PENDING.lock().insert(request, pending.clone());
-            Ok(pending)
-        });
-        let pending = match pending {
-            Some(Ok(p)) => p,
-            Some(Err(answers)) => return answers,
-            None => return vec![Fetched::Unanswered; keys.len()],
-        };
-        let mut state = pending.state.lock();
-        while !state.waiting.is_empty() {
-            if pending
-                .answered
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                break;
-            }
-        }
-        let answers = std::mem::take(&mut state.answers);
-        drop(state);
-        PENDING.lock().remove(&request);
-        answers
+        keys.chunks(KEYS_PER_LOCK)
+            .flat_map(|chunk| fetch_chunk(chunk, deadline))
+            .collect()
     }
+}
+
+/// Fetches up to [`KEYS_PER_LOCK`] keys: reads this node's, asks the other
+/// masters for theirs, then waits for them until `deadline`.
+fn fetch_chunk(keys: &[Vec<u8>], deadline: Instant) -> Vec<Fetched> {
+    let request = NEXT_REQUEST.fetch_add(1, Relaxed);
+    let pending = with_gil(|ctx| {
+        let mut answers = vec![Fetched::Unanswered; keys.len()];
+        let mut remote: HashMap<String, Vec<usize>> = HashMap::new();
+        with_owners(ctx, |place| {
+            for (i, key) in keys.iter().enumerate() {
+                match place(key) {
+                    Place::Here => answers[i] = read_local(ctx, key),
+                    Place::Node(id) => remote.entry(id).or_default().push(i),
+                    Place::Unknown => {}
+                }
+            }
+        });
+        LOCAL_ROWS.fetch_add(
+            (keys.len() - remote.values().map(Vec::len).sum::<usize>()) as u64,
+            Relaxed,
+        );
+        if remote.is_empty() {
+            return Err(answers);
+        }
+        // KEYS_PER_LOCK <= MAX_ROW_KEYS: one message per master.
+        for (node, at) in &remote {
+            let keys = at.iter().map(|&i| keys[i].clone()).collect();
+            send(ctx, Some(node), &Message::RowFetch { request, keys });
+            REMOTE_FETCHES.fetch_add(1, Relaxed);
+        }
+        let pending = Arc::new(Pending {
+            state: Mutex::new(PendingState {
+                answers,
+                waiting: remote,
+            }),
+            answered: Condvar::new(),
+        });
+        PENDING.lock().insert(request, pending.clone());
+        Ok(pending)
+    });
+    let pending = match pending {
+        Some(Ok(p)) => p,
+        Some(Err(answers)) => return answers,
+        None => return vec![Fetched::Unanswered; keys.len()],
+    };
+    let mut state = pending.state.lock();
+    while !state.waiting.is_empty() {
+        if pending
+            .answered
+            .wait_until(&mut state, deadline)
+            .timed_out()
+        {
+            break;
+        }
+    }
+    let answers = std::mem::take(&mut state.answers);
+    drop(state);
+    PENDING.lock().remove(&request);
+    answers
 }
 
 /// A `RowFetch` from `from` (main thread): the rows of this master's
@@ -261,16 +272,11 @@ pub fn on_data(from: &str, request: u64, rows: Vec<RowAnswer>) {
         return;
     };
     let mut state = pending.state.lock();
-    let Some(at) = state.waiting.get_mut(from) else {
+    // The answer to the one RowFetch sent to that master: its keys' places.
+    let Some(mine) = state.waiting.remove(from) else {
         LATE_ANSWERS.fetch_add(1, Relaxed);
         return;
     };
-    // One answer per RowFetch chunk, in the order they were sent.
-    let take = rows.len().min(at.len());
-    let mine: Vec<usize> = at.drain(..take).collect();
-    if at.is_empty() {
-        state.waiting.remove(from);
-    }
     for (i, answer) in mine.into_iter().zip(rows) {
         state.answers[i] = match answer {
             RowAnswer::Row(bytes) => {
