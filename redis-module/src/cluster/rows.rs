@@ -365,14 +365,20 @@ pub fn on_changed(keys: &[Vec<u8>]) {
 }
 
 /// FLUSHALL / FLUSHDB, or a data set loaded (full sync, restart): every
-/// cached row may be wrong.
+/// cached row may be wrong, here and, for a master's rows, on every node
+/// (the next flush tells them to forget all).
 extern "C" fn on_flush_or_load(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
     _subevent: u64,
     _data: *mut c_void,
 ) {
-    rows::invalidate_all();
+    let _ = std::panic::catch_unwind(|| {
+        rows::invalidate_all();
+        if enabled() && is_master(&Context::new(ctx)) {
+            *CHANGED.lock() = None;
+        }
+    });
 }
 
 /// At module load, in and out of a cluster: the fetcher, the keyspace
