@@ -169,6 +169,20 @@ fn assert_same(a: &[(String, f32)], b: &[(String, f32)], what: &str) {
     }
 }
 
+/// Every test user gets the same list and scores from `inside` and
+/// `outside` (`when` names the moment in failures).
+fn assert_models_agree(c: &mut Connection, when: &str) {
+    for u in 0..6 {
+        let user = format!("u:{u}");
+        let want = ranked(c, &user, "inside").unwrap();
+        assert_same(
+            &want,
+            &ranked(c, &user, "outside").unwrap(),
+            &format!("{user} {when}"),
+        );
+    }
+}
+
 fn info_num(c: &mut Connection, field: &str) -> i64 {
     let all = info(c, "recsys");
     all.get(&format!("recsys_{field}"))
@@ -240,11 +254,7 @@ fn rows_in_keys_rank_like_tables_in_the_model_on_one_node() {
     model_set("outside", &slim, &outside_schema())
         .query::<()>(&mut c)
         .unwrap();
-    for u in 0..6 {
-        let user = format!("u:{u}");
-        let want = ranked(&mut c, &user, "inside").unwrap();
-        assert_same(&want, &ranked(&mut c, &user, "outside").unwrap(), &user);
-    }
+    assert_models_agree(&mut c, "at first");
     let (lookups, hits) = (
         info_num(&mut c, "row_lookups"),
         info_num(&mut c, "row_hits"),
@@ -270,15 +280,7 @@ fn rows_in_keys_rank_like_tables_in_the_model_on_one_node() {
     model_set("inside", &full_with(&tables), &ranker_schema())
         .query::<()>(&mut c)
         .unwrap();
-    for u in 0..6 {
-        let user = format!("u:{u}");
-        let want = ranked(&mut c, &user, "inside").unwrap();
-        assert_same(
-            &want,
-            &ranked(&mut c, &user, "outside").unwrap(),
-            &format!("{user} after SET"),
-        );
-    }
+    assert_models_agree(&mut c, "after SET");
 
     // Deleted and malformed rows read as zeros, and are counted.
     let absent = info_num(&mut c, "row_absent");
@@ -295,15 +297,7 @@ fn rows_in_keys_rank_like_tables_in_the_model_on_one_node() {
     model_set("inside", &full_with(&tables), &ranker_schema())
         .query::<()>(&mut c)
         .unwrap();
-    for u in 0..6 {
-        let user = format!("u:{u}");
-        let want = ranked(&mut c, &user, "inside").unwrap();
-        assert_same(
-            &want,
-            &ranked(&mut c, &user, "outside").unwrap(),
-            &format!("{user} after DEL"),
-        );
-    }
+    assert_models_agree(&mut c, "after DEL");
     assert!(info_num(&mut c, "row_absent") > absent);
     assert!(info_num(&mut c, "row_malformed") > malformed);
 

@@ -383,8 +383,8 @@ impl Model {
             .collect();
         let schema = spec.parse_schema();
         let leases = schema.as_ref().ok().map(|s| {
-            let prefixes: Vec<String> = s.sparse.iter().filter_map(|f| f.rows.clone()).collect();
-            rows::PrefixLease::new(prefixes)
+            let prefixes = s.row_prefixes().into_iter().flatten().map(str::to_string);
+            rows::PrefixLease::new(prefixes.collect())
         });
         let engine = schema.as_ref().map_err(Clone::clone).and_then(|schema| {
             let (dense, sparse) = (schema.dense.len(), schema.sparse.len());

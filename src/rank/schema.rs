@@ -384,8 +384,8 @@ impl Schema {
     }
 
     /// Each SPARSE feature's ROWS prefix (`None`: its table is in the model).
-    pub fn row_prefixes(&self) -> Vec<Option<String>> {
-        self.sparse.iter().map(|f| f.rows.clone()).collect()
+    pub fn row_prefixes(&self) -> Vec<Option<&str>> {
+        self.sparse.iter().map(|f| f.rows.as_deref()).collect()
     }
 
     /// User hash fields the schema reads.

@@ -136,10 +136,12 @@ fn with_owners<T>(ctx: &Context, f: impl FnOnce(&dyn Fn(&[u8]) -> Place) -> T) -
         .as_ref()
         .is_some_and(|o| o.read.elapsed() < SLOTS_TTL && !OWNERS_STALE.load(Relaxed));
     if !fresh {
-        OWNERS_STALE.store(false, Relaxed);
-        *guard = Some(SlotOwners::read(ctx));
+        *guard = None;
     }
-    let owners = guard.as_ref().expect("set above");
+    let owners = guard.get_or_insert_with(|| {
+        OWNERS_STALE.store(false, Relaxed);
+        SlotOwners::read(ctx)
+    });
     let me = my_id();
     f(&|key| match owners.of(key) {
         Some(id) if id == me => Place::Here,

@@ -222,7 +222,7 @@ pub fn invalidate_all() {
 /// whose table is at `prefixes[t]`, `rows` rows of `d` floats, row `r`
 /// the row of id `sparse[r * prefixes.len() + t]`; empty for the tables
 /// inside the model.
-pub fn gather(prefixes: &[Option<String>], sparse: &[i64], rows: usize, d: usize) -> Vec<Vec<f32>> {
+pub fn gather(prefixes: &[Option<&str>], sparse: &[i64], rows: usize, d: usize) -> Vec<Vec<f32>> {
     let sw = prefixes.len();
     let cache = cache();
     // Each distinct (table, id) once: its row, or where its miss is.
@@ -231,7 +231,7 @@ pub fn gather(prefixes: &[Option<String>], sparse: &[i64], rows: usize, d: usize
     let mut miss_keys: Vec<Vec<u8>> = Vec::new();
     let mut miss_at: Vec<(usize, u64)> = Vec::new();
     for (t, prefix) in prefixes.iter().enumerate() {
-        let Some(prefix) = prefix else { continue };
+        let Some(prefix) = *prefix else { continue };
         for r in 0..rows {
             let id = sparse[r * sw + t];
             if distinct[t].contains_key(&id) {
@@ -392,7 +392,7 @@ mod tests {
             rows.insert(b"gt:3".to_vec(), encode(&[3.0])); // another width
             rows.insert(b"gt:4".to_vec(), Vec::new()); // never answered
         }
-        let prefixes = [None, Some("gt:".to_string())];
+        let prefixes = [None, Some("gt:")];
         // Two features per row; the first is inside the model.
         let sparse = [0, 1, 0, 2, 0, 1, 0, 3, 0, 4, 0, 5];
         let out = gather(&prefixes, &sparse, 6, 2);
