@@ -6,13 +6,17 @@
 //! query (ROLE RECENT, kind SEQUENCE).
 //!
 //! - [`schema`]: feature declarations and batch assembly;
+//! - [`engine`]: what runs a model (native DLRM on CPU or GPU, ONNX
+//!   Runtime, the sequence tower) and the dispatch of a batch to it;
 //! - [`dlrm`]: the native DLRM and its safetensors weights;
 //! - [`sequence`]: the sequence tower (recent items to a query vector);
 //! - [`onnx`]: ONNX Runtime sessions;
 //! - [`rows`]: embedding tables kept as Redis keys, and their hot-row cache;
-//! - [`gpu`]: the DLRM forward pass on CUDA (cudarc), when a GPU is present.
+//! - [`gpu`]: the DLRM forward pass on CUDA (cudarc), when a GPU is present;
+//! - [`stats`]: call counters per model and for the process.
 
 pub mod dlrm;
+mod engine;
 pub mod gpu;
 #[cfg(target_arch = "x86_64")]
 pub mod kernels;
@@ -21,18 +25,20 @@ pub mod onnx;
 pub mod rows;
 pub mod schema;
 pub mod sequence;
+mod stats;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::features::columns::Columns;
 use dlrm::Dlrm;
+use engine::Engine;
 use onnx::OnnxModel;
 use schema::{Batch, CandidateSignals, Schema};
 use sequence::SequenceTower;
+pub use stats::{ModelStats, TOTALS};
 
 /// What a model file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,61 +244,6 @@ impl ModelSpec {
     }
 }
 
-/// Call counters shown by MODEL.INFO.
-#[derive(Debug, Default)]
-pub struct ModelStats {
-    pub calls: AtomicU64,
-    pub rows: AtomicU64,
-    pub errors: AtomicU64,
-    pub micros: AtomicU64,
-    /// Calls the GPU failed and the CPU served.
-    pub gpu_fallbacks: AtomicU64,
-}
-
-/// The counters of every model of the process together (INFO).
-pub static TOTALS: ModelStats = ModelStats::new();
-
-impl ModelStats {
-    pub const fn new() -> ModelStats {
-        ModelStats {
-            calls: AtomicU64::new(0),
-            rows: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            micros: AtomicU64::new(0),
-            gpu_fallbacks: AtomicU64::new(0),
-        }
-    }
-
-    /// Adds to this model's counter and to the process's [`TOTALS`].
-    fn count(&self, counter: impl Fn(&ModelStats) -> &AtomicU64, n: u64) {
-        counter(self).fetch_add(n, Relaxed);
-        counter(&TOTALS).fetch_add(n, Relaxed);
-    }
-
-    fn reset(&self) {
-        for c in [
-            &self.calls,
-            &self.rows,
-            &self.errors,
-            &self.micros,
-            &self.gpu_fallbacks,
-        ] {
-            c.store(0, Relaxed);
-        }
-    }
-}
-
-enum Engine {
-    Native {
-        cpu: Box<Dlrm>,
-        /// The GPU copy; `Err` says why the model stayed on the CPU
-        /// although a GPU is in use.
-        gpu: Result<Option<Box<gpu::GpuDlrm>>, String>,
-    },
-    Onnx(OnnxModel),
-    Sequence(Box<SequenceTower>),
-}
-
 /// A named model of a catalog.
 pub struct Model {
     pub spec: ModelSpec,
@@ -441,13 +392,7 @@ impl Model {
     /// "onnxruntime cpu, n sessions" or "unavailable: why".
     pub fn device(&self) -> String {
         match &self.engine {
-            Ok(Engine::Native {
-                gpu: Ok(Some(g)), ..
-            }) => format!("gpu ({})", g.device_name()),
-            Ok(Engine::Native { gpu: Ok(None), .. }) => "cpu".into(),
-            Ok(Engine::Native { gpu: Err(e), .. }) => format!("cpu (the GPU copy failed: {e})"),
-            Ok(Engine::Onnx(m)) => format!("onnxruntime cpu, {} sessions", m.sessions()),
-            Ok(Engine::Sequence(_)) => "cpu".into(),
+            Ok(engine) => engine.device(),
             Err(e) => format!("unavailable: {e}"),
         }
     }
@@ -468,39 +413,11 @@ impl Model {
                 self.spec.name
             ));
         }
-        match self
+        let engine = self
             .engine
             .as_ref()
-            .map_err(|e| format!("model '{}' cannot run: {e}", self.spec.name))?
-        {
-            Engine::Native { cpu, gpu } => {
-                let on_gpu = match gpu {
-                    Ok(Some(g)) if batch.rows >= settings().gpu_min_rows => {
-                        Some(g.forward(batch.rows, &batch.dense, &batch.sparse))
-                    }
-                    _ => None,
-                };
-                let on_cpu = || {
-                    cpu.forward_external(batch.rows, &batch.dense, &batch.sparse, &batch.external)
-                };
-                let out = match on_gpu {
-                    Some(Ok(out)) => out,
-                    // A GPU failure (out of memory, a lost device) is served
-                    // by the CPU copy, and counted.
-                    Some(Err(_)) => {
-                        self.stats.count(|s| &s.gpu_fallbacks, 1);
-                        on_cpu()
-                    }
-                    None => on_cpu(),
-                };
-                Ok((vec![batch.rows, cpu.outputs()], out))
-            }
-            Engine::Onnx(m) => m.run(batch),
-            Engine::Sequence(_) => Err(format!(
-                "model '{}' is a SEQUENCE model: it reads recent items and scores no batch",
-                self.spec.name
-            )),
-        }
+            .map_err(|e| format!("model '{}' cannot run: {e}", self.spec.name))?;
+        engine.run(&self.spec.name, batch, &self.stats)
     }
 
     /// Runs a batch and counts the call; checks a RANK model gives one value

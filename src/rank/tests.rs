@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::rank::dlrm::DlrmShape;
+use std::sync::atomic::Ordering::Relaxed;
 
 fn toks(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
