@@ -224,6 +224,62 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
             assert!(!got.contains(&ds.items[i as usize].id));
         }
     }
+    // The same ranker with its embedding tables as row keys (`recsys load
+    // --ranker-rows`) gives every user the same ranked items and scores.
+    let rows_keys = Keys { prefix: "r".into() };
+    let rows_settings = CatalogSettings {
+        ranker: Install::Always,
+        ranker_rows: true,
+        ..CatalogSettings::default()
+    };
+    loader::load(
+        &mut c,
+        &ds,
+        &emb,
+        &rows_keys,
+        &rows_settings,
+        false,
+        |_, _, _| {},
+    )
+    .unwrap();
+    let info: std::collections::HashMap<String, Value> = redis::cmd("RECSYS.MODEL.INFO")
+        .arg("r:items")
+        .arg("ranker")
+        .query(&mut c)
+        .unwrap();
+    let schema: String = redis::from_redis_value(&info["schema"]).unwrap();
+    assert!(schema.contains("ROWS r:rows:0:"), "{schema}");
+    let row_keys: Vec<String> = redis::cmd("KEYS").arg("r:rows:*").query(&mut c).unwrap();
+    let tables = schema.matches(" ROWS ").count();
+    assert!(
+        tables >= 2 && row_keys.len() > tables,
+        "{schema} {}",
+        row_keys.len()
+    );
+    let ranked = |c: &mut redis::Connection, cat: &str, user: String| -> Vec<(String, f64)> {
+        redis::cmd("RECSYS.RECOMMEND")
+            .arg(cat)
+            .arg(user)
+            .arg("K")
+            .arg(10)
+            .arg("RANK")
+            .arg("ranker")
+            .arg("WITHSCORES")
+            .query(c)
+            .unwrap()
+    };
+    for u in (0..ds.users.len()).step_by(50) {
+        let id = &ds.users[u];
+        let in_file = ranked(&mut c, "t:items", keys.user(id));
+        let as_rows = ranked(&mut c, "r:items", rows_keys.user(id));
+        assert_eq!(in_file.len(), 10);
+        for ((a, x), (b, y)) in in_file.iter().zip(&as_rows) {
+            assert!(
+                a == b && (x - y).abs() < 1e-6,
+                "user {id}: {in_file:?} vs {as_rows:?}"
+            );
+        }
+    }
     // A batch over every loaded user, followed to the end.
     let id = batch_id(
         &redis::cmd("RECSYS.BATCH")

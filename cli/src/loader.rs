@@ -2,7 +2,8 @@
 //! (item vectors and ATTRS through RECSYS.ITEM.MSET WITHATTRS, popularity
 //! from the training positives, the default SESSION blend the model chose)
 //! and one hash per user (`emb`, `recent`, `seen` and the user's features),
-//! and the ranker when its verdict suggests it (RECSYS.MODEL.SET). Key names come
+//! and the ranker when its verdict suggests it (RECSYS.MODEL.SET; with
+//! `ranker_rows`, its embedding tables as row keys). Key names come
 //! from one [`Keys`] so `load`, `eval`, `batch` and the demo agree.
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use recsys::catalog::Catalog;
 use recsys::index::{IndexParams, Metric};
+use recsys::rank::rows::export::export_tables;
 use recsys::user::SeenSet;
 use recsys::vector::to_fp32_blob;
 use redis::{Connection, Value};
@@ -44,6 +46,11 @@ impl Keys {
     pub fn user(&self, id: &str) -> String {
         format!("{}:user:{id}", self.prefix)
     }
+    /// The key prefix of the ranker's tables kept as row keys: row `id` of
+    /// table `t` is `<prefix>:rows:<t>:<id>`.
+    pub fn ranker_rows(&self) -> String {
+        format!("{}:rows:", self.prefix)
+    }
     /// BATCH's MATCH pattern for every user.
     pub fn user_pattern(&self) -> String {
         format!("{}:user:*", self.prefix)
@@ -73,6 +80,9 @@ pub struct CatalogSettings {
     /// catalog's SEQUENCE weight: the one chosen on validation, or 0); the
     /// model is stored in the catalog either way, for `SEQUENCE w`.
     pub tower: Install,
+    /// Whether the ranker's embedding tables go into row keys
+    /// ([`Keys::ranker_rows`], SCHEMA ... ROWS) instead of its file.
+    pub ranker_rows: bool,
 }
 
 impl Default for CatalogSettings {
@@ -83,6 +93,7 @@ impl Default for CatalogSettings {
             ef_search: 100,
             ranker: Install::default(),
             tower: Install::default(),
+            ranker_rows: false,
         }
     }
 }
@@ -171,6 +182,35 @@ fn send(con: &mut Connection, cmds: &[redis::Cmd], what: &str) -> Result<()> {
     }
     let replies: Vec<Value> = pipe.query(con).with_context(|| what.to_string())?;
     check_replies(&replies, what)
+}
+
+/// Rows written per pipeline round trip.
+const ROWS_PER_PIPE: usize = 2000;
+
+/// Writes every embedding table of the ranker (`weights`, `schema`) as row
+/// keys under `prefix` (SET, pipelined) and returns the file and schema
+/// that read them there.
+fn write_ranker_rows(
+    con: &mut Connection,
+    weights: &[u8],
+    schema: &[String],
+    prefix: &str,
+) -> Result<(Vec<u8>, Vec<String>)> {
+    let out = export_tables(weights, schema, prefix).map_err(anyhow::Error::msg)?;
+    let mut cmds = Vec::with_capacity(ROWS_PER_PIPE);
+    for (key, row) in out.tables.iter().flat_map(|t| t.entries()) {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg(row);
+        cmds.push(c);
+        if cmds.len() == ROWS_PER_PIPE {
+            send(con, &cmds, "SET of the ranker's rows")?;
+            cmds.clear();
+        }
+    }
+    if !cmds.is_empty() {
+        send(con, &cmds, "SET of the ranker's rows")?;
+    }
+    Ok((out.weights, out.schema))
 }
 
 /// Loads the catalog and the users; `replace` deletes an existing catalog
@@ -262,13 +302,18 @@ pub fn load(
         .as_ref()
         .filter(|_| settings.installs_ranker(emb))
     {
+        let schema: Vec<String> = r.schema.split_whitespace().map(str::to_string).collect();
+        let (weights, schema) = match settings.ranker_rows {
+            false => (r.weights.clone(), schema),
+            true => write_ranker_rows(con, &r.weights, &schema, &keys.ranker_rows())?,
+        };
         redis::cmd("RECSYS.MODEL.SET")
             .arg(&cat)
             .arg(RANKER)
             .arg("DLRM")
-            .arg(&r.weights)
+            .arg(&weights)
             .arg("SCHEMA")
-            .arg(&r.schema)
+            .arg(&schema)
             .query::<()>(con)
             .context("RECSYS.MODEL.SET of the ranker")?;
     }

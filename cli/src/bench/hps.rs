@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use recsys::rank::dlrm::{Dlrm, DlrmShape};
-use recsys::rank::rows::encode;
+use recsys::rank::rows::export::export_tables;
 use recsys::rng::SplitMix;
 use recsys::synth::clustered;
 use recsys::vector::to_fp32_blob;
@@ -106,7 +106,9 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-fn schema(b: &HpsBench, rows_outside: bool) -> Vec<String> {
+/// The model's schema with its tables in the file (`export_tables` adds
+/// the ROWS prefixes).
+fn schema(b: &HpsBench) -> Vec<String> {
     let mut s = vec!["DENSE".to_string(), "score".to_string()];
     for t in 0..b.tables {
         s.extend([
@@ -114,9 +116,6 @@ fn schema(b: &HpsBench, rows_outside: bool) -> Vec<String> {
             format!("user.f{t}"),
             b.rows.to_string(),
         ]);
-        if rows_outside {
-            s.extend(["ROWS".to_string(), format!("hps{t}:")]);
-        }
     }
     s
 }
@@ -140,7 +139,7 @@ fn load(
     b: &HpsBench,
     users: &[Vec<usize>],
     file: &[u8],
-    rows_outside: bool,
+    schema: &[String],
     mut send: impl FnMut(&[redis::Cmd]) -> Result<()>,
 ) -> Result<()> {
     let vs = clustered(b.items, ITEM_DIM, 20, 0.3, 5);
@@ -182,7 +181,7 @@ fn load(
             .collect();
         send(&cmds)?;
     }
-    send(&[model_set(file, &schema(b, rows_outside))])
+    send(&[model_set(file, schema)])
 }
 
 /// Client-side latencies (µs) of `n` requests for users drawn from `users`
@@ -234,19 +233,7 @@ pub fn run(b: &HpsBench) -> Result<()> {
         top: vec![64, 1],
     };
     let full = Dlrm::generate(&shape, 7);
-    let st = safetensors::SafeTensors::deserialize(&full)?;
-    let mut slim = Vec::new();
-    let mut tables = Vec::new();
-    for (name, _) in st.tensors() {
-        let (dims, data) =
-            recsys::rank::dlrm::f32_tensor(&st, "bench", &name).map_err(anyhow::Error::msg)?;
-        match name.starts_with("emb.") {
-            true => tables.push((name, data)),
-            false => slim.push((name, dims, data)),
-        }
-    }
-    tables.sort_by(|a, b| a.0.cmp(&b.0));
-    let slim = recsys::rank::dlrm::write_safetensors(&slim);
+    let outside = export_tables(&full, &schema(b), "hps").map_err(anyhow::Error::msg)?;
     let zipf = Zipf::new(b.rows, b.zipf);
     let who = Zipf::new(b.users, b.zipf);
     let mut rng = SplitMix::new(11);
@@ -270,23 +257,21 @@ pub fn run(b: &HpsBench) -> Result<()> {
         }
         p.query::<()>(&mut con).context("cluster pipeline")
     };
-    for (t, (_, data)) in tables.iter().enumerate() {
-        for (start, rows) in data.chunks(b.dim * 2000).enumerate() {
-            let cmds: Vec<redis::Cmd> = rows
-                .chunks(b.dim)
-                .enumerate()
-                .map(|(j, row)| {
-                    let mut c = redis::cmd("SET");
-                    c.arg(format!("hps{t}:{}", start * 2000 + j))
-                        .arg(encode(row));
-                    c
-                })
-                .collect();
+    let mut cmds = Vec::with_capacity(2000);
+    for (key, row) in outside.tables.iter().flat_map(|t| t.entries()) {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg(row);
+        cmds.push(c);
+        if cmds.len() == 2000 {
             send(&cmds)?;
+            cmds.clear();
         }
     }
+    if !cmds.is_empty() {
+        send(&cmds)?;
+    }
     let rows_s = t.elapsed().as_secs_f64();
-    load(b, &users, &slim, true, &mut send)?;
+    load(b, &users, &outside.weights, &outside.schema, &mut send)?;
     let masters = cl.masters();
     let mut per_master = Vec::new();
     for &port in &masters {
@@ -305,7 +290,7 @@ pub fn run(b: &HpsBench) -> Result<()> {
         b.masters,
         t.elapsed().as_secs_f64(),
         per_master.join("; "),
-        slim.len() as f64 / (1 << 20) as f64,
+        outside.weights.len() as f64 / (1 << 20) as f64,
         full.len() as f64 / (1 << 20) as f64
     );
     // Every master's copy serves the model before timing.
@@ -383,7 +368,7 @@ pub fn run(b: &HpsBench) -> Result<()> {
     // The baseline: the tables inside the model, one plain node.
     let s = RedisServer::start(&["MODEL_MAX_MB", "4096"], &[])?;
     let mut c = s.connection()?;
-    load(b, &users, &full, false, |cmds| {
+    load(b, &users, &full, &schema(b), |cmds| {
         let mut p = redis::pipe();
         for cmd in cmds {
             p.add_command(cmd.clone()).ignore();

@@ -27,6 +27,11 @@ pub struct Load {
     /// `sequence`), so a request can still say `SEQUENCE w`.
     #[arg(long, value_enum, default_value_t = Install::Suggested)]
     pub tower: Install,
+    /// Keep the ranker's embedding tables out of its file, as Redis keys
+    /// `<prefix>:rows:<table>:<id>` (SCHEMA ... ROWS, docs/ranking.md): a
+    /// training job can then update rows one by one while serving.
+    #[arg(long)]
+    pub ranker_rows: bool,
 }
 
 pub fn run(a: &Load) -> Result<()> {
@@ -35,6 +40,7 @@ pub fn run(a: &Load) -> Result<()> {
     let settings = CatalogSettings {
         ranker: a.ranker,
         tower: a.tower,
+        ranker_rows: a.ranker_rows,
         ..CatalogSettings::default()
     };
     let bar = super::bar((ds.items.len() + ds.users.len()) as u64, "loading");

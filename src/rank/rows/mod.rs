@@ -18,6 +18,7 @@
 //! [`is_row_key`] says which keys are rows of a loaded model's table.
 
 pub mod cache;
+pub mod export;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
