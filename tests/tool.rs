@@ -280,6 +280,23 @@ fn train_load_eval_round_trip_beats_popularity_through_redis() {
             );
         }
     }
+    // Loading over it (--replace) without rows deletes the rows it wrote.
+    let settings = CatalogSettings {
+        ranker: Install::Always,
+        ..CatalogSettings::default()
+    };
+    loader::load(&mut c, &ds, &emb, &rows_keys, &settings, true, |_, _, _| {}).unwrap();
+    let left: Vec<String> = redis::cmd("KEYS").arg("r:rows:*").query(&mut c).unwrap();
+    assert!(left.is_empty(), "{} rows left", left.len());
+    let schema: String = redis::from_redis_value(
+        &redis::cmd("RECSYS.MODEL.INFO")
+            .arg("r:items")
+            .arg("ranker")
+            .query::<std::collections::HashMap<String, Value>>(&mut c)
+            .unwrap()["schema"],
+    )
+    .unwrap();
+    assert!(!schema.contains("ROWS"), "{schema}");
     // A batch over every loaded user, followed to the end.
     let id = batch_id(
         &redis::cmd("RECSYS.BATCH")

@@ -213,8 +213,40 @@ fn write_ranker_rows(
     Ok((out.weights, out.schema))
 }
 
+/// Deletes the row keys an earlier load wrote for its ranker
+/// ([`Keys::ranker_rows`]), so a replaced ranker leaves none behind.
+fn delete_ranker_rows(con: &mut Connection, keys: &Keys) -> Result<usize> {
+    // The prefix is the user's: its glob characters match only themselves.
+    let mut pattern = String::new();
+    for ch in keys.ranker_rows().chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('*');
+    let (mut cursor, mut deleted) = (0u64, 0);
+    loop {
+        let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(ROWS_PER_PIPE)
+            .query(con)
+            .context("SCAN for the ranker's rows")?;
+        if !found.is_empty() {
+            deleted += redis::cmd("UNLINK").arg(&found).query::<usize>(con)?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
 /// Loads the catalog and the users; `replace` deletes an existing catalog
-/// first (else it is an error). `progress(done, total)` follows the items
+/// (and the ranker rows an earlier load wrote) first (else it is an error). `progress(done, total)` follows the items
 /// then the users.
 pub fn load(
     con: &mut Connection,
@@ -236,6 +268,7 @@ pub fn load(
     let started = Instant::now();
     if exists {
         redis::cmd("DEL").arg(&cat).query::<()>(con)?;
+        delete_ranker_rows(con, keys)?;
     }
     redis::cmd("RECSYS.CREATE")
         .arg(&cat)

@@ -11,7 +11,8 @@ use crate::loader::{self, CatalogSettings, Install};
 pub struct Load {
     #[command(flatten)]
     pub target: Served,
-    /// Delete an existing catalog of that name first.
+    /// Delete an existing catalog of that name first (and the ranker rows
+    /// an earlier load wrote, `<prefix>:rows:*`).
     #[arg(long)]
     pub replace: bool,
     /// Also build the catalog in this process and print the ratio of rates.
@@ -72,10 +73,15 @@ pub fn run(a: &Load) -> Result<()> {
         match (&emb.ranker, emb.manifest.ranker) {
             (None, _) => "none trained".to_string(),
             (Some(_), v) if settings.installs_ranker(&emb) => format!(
-                "installed as model '{}'{}",
+                "installed as model '{}'{}{}",
                 loader::RANKER,
                 v.map(|v| format!(" ({})", v.describe()))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if settings.ranker_rows {
+                    format!(", its tables as row keys {}*", keys.ranker_rows())
+                } else {
+                    String::new()
+                }
             ),
             (Some(_), v) => format!(
                 "left out{} (--ranker always installs it)",
