@@ -10,6 +10,7 @@ use super::schema::Batch;
 use super::sequence::SequenceTower;
 use super::{settings, ModelStats};
 
+/// The runnable part of a model (the spec and schema stay in `Model`).
 pub(super) enum Engine {
     Native {
         cpu: Box<Dlrm>,
