@@ -6,13 +6,14 @@
 //! `ranker_rows`, its embedding tables as row keys). Key names come
 //! from one [`Keys`] so `load`, `eval`, `batch` and the demo agree.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use recsys::catalog::Catalog;
 use recsys::index::{IndexParams, Metric};
-use recsys::rank::rows::export::export_tables;
+use recsys::rank::rows::export::{export_tables, Table};
 use recsys::user::SeenSet;
 use recsys::vector::to_fp32_blob;
 use redis::{Connection, Value};
@@ -187,6 +188,28 @@ fn send(con: &mut Connection, cmds: &[redis::Cmd], what: &str) -> Result<()> {
 /// Rows written per pipeline round trip.
 const ROWS_PER_PIPE: usize = 2000;
 
+/// Hands `send` one pipeline of SETs per [`ROWS_PER_PIPE`] rows of
+/// `tables` (the ranker's here, `recsys bench hps`'s over a cluster).
+pub fn send_row_sets(
+    tables: &[Table],
+    mut send: impl FnMut(&[redis::Cmd]) -> Result<()>,
+) -> Result<()> {
+    let mut cmds = Vec::with_capacity(ROWS_PER_PIPE);
+    for (key, row) in tables.iter().flat_map(|t| t.entries()) {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg(row);
+        cmds.push(c);
+        if cmds.len() == ROWS_PER_PIPE {
+            send(&cmds)?;
+            cmds.clear();
+        }
+    }
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    send(&cmds)
+}
+
 /// Writes every embedding table of the ranker (`weights`, `schema`) as row
 /// keys under `prefix` (SET, pipelined) and returns the file and schema
 /// that read them there.
@@ -197,19 +220,9 @@ fn write_ranker_rows(
     prefix: &str,
 ) -> Result<(Vec<u8>, Vec<String>)> {
     let out = export_tables(weights, schema, prefix).map_err(anyhow::Error::msg)?;
-    let mut cmds = Vec::with_capacity(ROWS_PER_PIPE);
-    for (key, row) in out.tables.iter().flat_map(|t| t.entries()) {
-        let mut c = redis::cmd("SET");
-        c.arg(key).arg(row);
-        cmds.push(c);
-        if cmds.len() == ROWS_PER_PIPE {
-            send(con, &cmds, "SET of the ranker's rows")?;
-            cmds.clear();
-        }
-    }
-    if !cmds.is_empty() {
-        send(con, &cmds, "SET of the ranker's rows")?;
-    }
+    send_row_sets(&out.tables, |cmds| {
+        send(con, cmds, "SET of the ranker's rows")
+    })?;
     Ok((out.weights, out.schema))
 }
 
@@ -225,6 +238,8 @@ fn delete_ranker_rows(con: &mut Connection, keys: &Keys) -> Result<usize> {
         pattern.push(ch);
     }
     pattern.push('*');
+    // A cursor loop rather than the crate's SCAN iterator, which holds the
+    // connection: each batch found is deleted before the next is asked for.
     let (mut cursor, mut deleted) = (0u64, 0);
     loop {
         let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -246,7 +261,8 @@ fn delete_ranker_rows(con: &mut Connection, keys: &Keys) -> Result<usize> {
 }
 
 /// Loads the catalog and the users; `replace` deletes an existing catalog
-/// (and the ranker rows an earlier load wrote) first (else it is an error). `progress(done, total)` follows the items
+/// (and the ranker rows an earlier load wrote) first (else it is an
+/// error). `progress(done, total)` follows the items
 /// then the users.
 pub fn load(
     con: &mut Connection,
@@ -337,8 +353,11 @@ pub fn load(
     {
         let schema: Vec<String> = r.schema.split_whitespace().map(str::to_string).collect();
         let (weights, schema) = match settings.ranker_rows {
-            false => (r.weights.clone(), schema),
-            true => write_ranker_rows(con, &r.weights, &schema, &keys.ranker_rows())?,
+            false => (Cow::Borrowed(&r.weights[..]), schema),
+            true => {
+                let (w, s) = write_ranker_rows(con, &r.weights, &schema, &keys.ranker_rows())?;
+                (Cow::Owned(w), s)
+            }
         };
         redis::cmd("RECSYS.MODEL.SET")
             .arg(&cat)

@@ -26,6 +26,7 @@ use recsys::synth::clustered;
 use recsys::vector::to_fp32_blob;
 
 use crate::cluster::Cluster;
+use crate::loader::send_row_sets;
 use crate::server::RedisServer;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -257,19 +258,7 @@ pub fn run(b: &HpsBench) -> Result<()> {
         }
         p.query::<()>(&mut con).context("cluster pipeline")
     };
-    let mut cmds = Vec::with_capacity(2000);
-    for (key, row) in outside.tables.iter().flat_map(|t| t.entries()) {
-        let mut c = redis::cmd("SET");
-        c.arg(key).arg(row);
-        cmds.push(c);
-        if cmds.len() == 2000 {
-            send(&cmds)?;
-            cmds.clear();
-        }
-    }
-    if !cmds.is_empty() {
-        send(&cmds)?;
-    }
+    send_row_sets(&outside.tables, &mut send)?;
     let rows_s = t.elapsed().as_secs_f64();
     load(b, &users, &outside.weights, &outside.schema, &mut send)?;
     let masters = cl.masters();

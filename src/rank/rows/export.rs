@@ -5,7 +5,7 @@
 
 use safetensors::SafeTensors;
 
-use super::{check_prefix, encode, row_key};
+use super::{encode, row_key};
 use crate::rank::dlrm::{f32_tensor, write_safetensors};
 use crate::rank::schema::Schema;
 
@@ -82,13 +82,11 @@ pub fn export_tables(weights: &[u8], schema: &[String], prefix: &str) -> Result<
         t += 1;
         i = end;
     }
+    // Parsing checks each prefix (`check_prefix`), as MODEL.SET will.
     let reparsed = Schema::parse(&out)?;
     let moved = (0..parsed.sparse.len()).map(|t| Some(prefix_of(t)));
     if !reparsed.sparse.iter().map(|f| f.rows.clone()).eq(moved) {
         return Err("SCHEMA: cannot place ROWS on every SPARSE feature".into());
-    }
-    for t in 0..parsed.sparse.len() {
-        check_prefix(&prefix_of(t))?;
     }
     // The file: every tensor but the tables, which become rows.
     let st = SafeTensors::deserialize(weights).map_err(|e| format!("DLRM weights: {e}"))?;
